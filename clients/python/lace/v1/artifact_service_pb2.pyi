@@ -1,0 +1,131 @@
+from lace.v1 import artifact_pb2 as _artifact_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ArtifactView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ARTIFACT_VIEW_UNSPECIFIED: _ClassVar[ArtifactView]
+    ARTIFACT_VIEW_BASIC: _ClassVar[ArtifactView]
+    ARTIFACT_VIEW_FULL: _ClassVar[ArtifactView]
+
+class CompileFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPILE_FORMAT_UNSPECIFIED: _ClassVar[CompileFormat]
+    COMPILE_FORMAT_MARKDOWN: _ClassVar[CompileFormat]
+    COMPILE_FORMAT_HTML: _ClassVar[CompileFormat]
+    COMPILE_FORMAT_JSON: _ClassVar[CompileFormat]
+ARTIFACT_VIEW_UNSPECIFIED: ArtifactView
+ARTIFACT_VIEW_BASIC: ArtifactView
+ARTIFACT_VIEW_FULL: ArtifactView
+COMPILE_FORMAT_UNSPECIFIED: CompileFormat
+COMPILE_FORMAT_MARKDOWN: CompileFormat
+COMPILE_FORMAT_HTML: CompileFormat
+COMPILE_FORMAT_JSON: CompileFormat
+
+class CreateArtifactRequest(_message.Message):
+    __slots__ = ("artifact", "request_id")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    artifact: _artifact_pb2.Artifact
+    request_id: str
+    def __init__(self, artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateArtifactResponse(_message.Message):
+    __slots__ = ("artifact",)
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    artifact: _artifact_pb2.Artifact
+    def __init__(self, artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ...) -> None: ...
+
+class GetArtifactRequest(_message.Message):
+    __slots__ = ("artifact_id", "view")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    view: ArtifactView
+    def __init__(self, artifact_id: _Optional[str] = ..., view: _Optional[_Union[ArtifactView, str]] = ...) -> None: ...
+
+class GetArtifactResponse(_message.Message):
+    __slots__ = ("artifact", "nodes", "blocks")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    artifact: _artifact_pb2.Artifact
+    nodes: _containers.RepeatedCompositeFieldContainer[_artifact_pb2.Node]
+    blocks: _containers.RepeatedCompositeFieldContainer[_artifact_pb2.Block]
+    def __init__(self, artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[_artifact_pb2.Node, _Mapping]]] = ..., blocks: _Optional[_Iterable[_Union[_artifact_pb2.Block, _Mapping]]] = ...) -> None: ...
+
+class ListArtifactsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListArtifactsResponse(_message.Message):
+    __slots__ = ("artifacts", "next_page_token")
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    artifacts: _containers.RepeatedCompositeFieldContainer[_artifact_pb2.Artifact]
+    next_page_token: str
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[_artifact_pb2.Artifact, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CompileArtifactRequest(_message.Message):
+    __slots__ = ("artifact_id", "format")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    format: CompileFormat
+    def __init__(self, artifact_id: _Optional[str] = ..., format: _Optional[_Union[CompileFormat, str]] = ...) -> None: ...
+
+class CompileArtifactResponse(_message.Message):
+    __slots__ = ("content", "media_type", "artifact_version")
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    content: str
+    media_type: str
+    artifact_version: int
+    def __init__(self, content: _Optional[str] = ..., media_type: _Optional[str] = ..., artifact_version: _Optional[int] = ...) -> None: ...
+
+class EditBlockRequest(_message.Message):
+    __slots__ = ("block_id", "block", "expected_version", "request_id")
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    block_id: str
+    block: _artifact_pb2.Block
+    expected_version: int
+    request_id: str
+    def __init__(self, block_id: _Optional[str] = ..., block: _Optional[_Union[_artifact_pb2.Block, _Mapping]] = ..., expected_version: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class EditBlockResponse(_message.Message):
+    __slots__ = ("block",)
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    block: _artifact_pb2.Block
+    def __init__(self, block: _Optional[_Union[_artifact_pb2.Block, _Mapping]] = ...) -> None: ...
+
+class ListBlockChangesRequest(_message.Message):
+    __slots__ = ("block_id", "page_size", "page_token")
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    block_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, block_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListBlockChangesResponse(_message.Message):
+    __slots__ = ("change_events", "next_page_token")
+    CHANGE_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    change_events: _containers.RepeatedCompositeFieldContainer[_artifact_pb2.ChangeEvent]
+    next_page_token: str
+    def __init__(self, change_events: _Optional[_Iterable[_Union[_artifact_pb2.ChangeEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,330 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_STATE_UNSPECIFIED: _ClassVar[RunState]
+    RUN_STATE_PENDING: _ClassVar[RunState]
+    RUN_STATE_RUNNING: _ClassVar[RunState]
+    RUN_STATE_PAUSING: _ClassVar[RunState]
+    RUN_STATE_PAUSED: _ClassVar[RunState]
+    RUN_STATE_CANCELLING: _ClassVar[RunState]
+    RUN_STATE_CANCELLED: _ClassVar[RunState]
+    RUN_STATE_COMPLETED: _ClassVar[RunState]
+    RUN_STATE_FAILED: _ClassVar[RunState]
+
+class StepKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STEP_KIND_UNSPECIFIED: _ClassVar[StepKind]
+    STEP_KIND_SPLIT: _ClassVar[StepKind]
+    STEP_KIND_WRITE: _ClassVar[StepKind]
+
+class RunEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_EVENT_TYPE_UNSPECIFIED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_RUN_STATE_CHANGED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_STEP_STARTED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_STEP_COMPLETED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_STRATEGY_DECIDED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_NODE_SPLIT: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_BLOCKS_APPLIED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_PROPOSAL_REJECTED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_LLM_CALL_COMPLETED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_VALIDATION_REPORTED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_RUN_FAILED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_NODE_SKIPPED: _ClassVar[RunEventType]
+RUN_STATE_UNSPECIFIED: RunState
+RUN_STATE_PENDING: RunState
+RUN_STATE_RUNNING: RunState
+RUN_STATE_PAUSING: RunState
+RUN_STATE_PAUSED: RunState
+RUN_STATE_CANCELLING: RunState
+RUN_STATE_CANCELLED: RunState
+RUN_STATE_COMPLETED: RunState
+RUN_STATE_FAILED: RunState
+STEP_KIND_UNSPECIFIED: StepKind
+STEP_KIND_SPLIT: StepKind
+STEP_KIND_WRITE: StepKind
+RUN_EVENT_TYPE_UNSPECIFIED: RunEventType
+RUN_EVENT_TYPE_RUN_STATE_CHANGED: RunEventType
+RUN_EVENT_TYPE_STEP_STARTED: RunEventType
+RUN_EVENT_TYPE_STEP_COMPLETED: RunEventType
+RUN_EVENT_TYPE_STRATEGY_DECIDED: RunEventType
+RUN_EVENT_TYPE_NODE_SPLIT: RunEventType
+RUN_EVENT_TYPE_BLOCKS_APPLIED: RunEventType
+RUN_EVENT_TYPE_PROPOSAL_REJECTED: RunEventType
+RUN_EVENT_TYPE_LLM_CALL_COMPLETED: RunEventType
+RUN_EVENT_TYPE_VALIDATION_REPORTED: RunEventType
+RUN_EVENT_TYPE_RUN_FAILED: RunEventType
+RUN_EVENT_TYPE_NODE_SKIPPED: RunEventType
+
+class RunOptions(_message.Message):
+    __slots__ = ("leaf_words", "max_depth", "sibling_concurrency", "max_proposal_retries")
+    LEAF_WORDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    SIBLING_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROPOSAL_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    leaf_words: int
+    max_depth: int
+    sibling_concurrency: int
+    max_proposal_retries: int
+    def __init__(self, leaf_words: _Optional[int] = ..., max_depth: _Optional[int] = ..., sibling_concurrency: _Optional[int] = ..., max_proposal_retries: _Optional[int] = ...) -> None: ...
+
+class TokenUsage(_message.Message):
+    __slots__ = ("prompt_tokens", "completion_tokens")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    completion_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+
+class Run(_message.Message):
+    __slots__ = ("id", "artifact_id", "state", "scope_node_id", "instruction", "options", "head_seq", "failure_reason", "usage", "llm_calls", "llm_latency_ms", "nodes_planned", "nodes_written", "words_written", "provider", "model", "create_time", "start_time", "end_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
+    LLM_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    NODES_PLANNED_FIELD_NUMBER: _ClassVar[int]
+    NODES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    WORDS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    artifact_id: str
+    state: RunState
+    scope_node_id: str
+    instruction: str
+    options: RunOptions
+    head_seq: int
+    failure_reason: str
+    usage: TokenUsage
+    llm_calls: int
+    llm_latency_ms: int
+    nodes_planned: int
+    nodes_written: int
+    words_written: int
+    provider: str
+    model: str
+    create_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., head_seq: _Optional[int] = ..., failure_reason: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., llm_calls: _Optional[int] = ..., llm_latency_ms: _Optional[int] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., words_written: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RunStateChanged(_message.Message):
+    __slots__ = ("from_state", "to_state", "reason")
+    FROM_STATE_FIELD_NUMBER: _ClassVar[int]
+    TO_STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    from_state: RunState
+    to_state: RunState
+    reason: str
+    def __init__(self, from_state: _Optional[_Union[RunState, str]] = ..., to_state: _Optional[_Union[RunState, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class StepStarted(_message.Message):
+    __slots__ = ("node_id", "step", "attempt")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    step: StepKind
+    attempt: int
+    def __init__(self, node_id: _Optional[str] = ..., step: _Optional[_Union[StepKind, str]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class StepCompleted(_message.Message):
+    __slots__ = ("node_id", "step", "attempts")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    step: StepKind
+    attempts: int
+    def __init__(self, node_id: _Optional[str] = ..., step: _Optional[_Union[StepKind, str]] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class StrategyDecided(_message.Message):
+    __slots__ = ("node_id", "strategy", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    strategy: StepKind
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., strategy: _Optional[_Union[StepKind, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PlannedChild(_message.Message):
+    __slots__ = ("node_id", "title", "intent", "target_words")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_WORDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    title: str
+    intent: str
+    target_words: int
+    def __init__(self, node_id: _Optional[str] = ..., title: _Optional[str] = ..., intent: _Optional[str] = ..., target_words: _Optional[int] = ...) -> None: ...
+
+class NodeSplit(_message.Message):
+    __slots__ = ("node_id", "children", "artifact_version")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    children: _containers.RepeatedCompositeFieldContainer[PlannedChild]
+    artifact_version: int
+    def __init__(self, node_id: _Optional[str] = ..., children: _Optional[_Iterable[_Union[PlannedChild, _Mapping]]] = ..., artifact_version: _Optional[int] = ...) -> None: ...
+
+class BlocksApplied(_message.Message):
+    __slots__ = ("node_id", "block_ids", "word_count", "removed_blocks", "artifact_version")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    WORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    block_ids: _containers.RepeatedScalarFieldContainer[str]
+    word_count: int
+    removed_blocks: int
+    artifact_version: int
+    def __init__(self, node_id: _Optional[str] = ..., block_ids: _Optional[_Iterable[str]] = ..., word_count: _Optional[int] = ..., removed_blocks: _Optional[int] = ..., artifact_version: _Optional[int] = ...) -> None: ...
+
+class ProposalRejected(_message.Message):
+    __slots__ = ("node_id", "step", "attempt", "errors", "will_retry")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    WILL_RETRY_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    step: StepKind
+    attempt: int
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    will_retry: bool
+    def __init__(self, node_id: _Optional[str] = ..., step: _Optional[_Union[StepKind, str]] = ..., attempt: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., will_retry: _Optional[bool] = ...) -> None: ...
+
+class LlmCallCompleted(_message.Message):
+    __slots__ = ("call_id", "node_id", "step", "provider", "model", "usage", "latency_ms", "finish_reason", "context_tokens")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    node_id: str
+    step: StepKind
+    provider: str
+    model: str
+    usage: TokenUsage
+    latency_ms: int
+    finish_reason: str
+    context_tokens: int
+    def __init__(self, call_id: _Optional[str] = ..., node_id: _Optional[str] = ..., step: _Optional[_Union[StepKind, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., latency_ms: _Optional[int] = ..., finish_reason: _Optional[str] = ..., context_tokens: _Optional[int] = ...) -> None: ...
+
+class LeafLength(_message.Message):
+    __slots__ = ("node_id", "target_words", "actual_words", "score")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_WORDS_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_WORDS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    target_words: int
+    actual_words: int
+    score: float
+    def __init__(self, node_id: _Optional[str] = ..., target_words: _Optional[int] = ..., actual_words: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+
+class ValidationReport(_message.Message):
+    __slots__ = ("ok", "problems", "nodes_planned", "nodes_written", "target_words", "actual_words", "document_length_score", "mean_leaf_length_score", "leaves")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    NODES_PLANNED_FIELD_NUMBER: _ClassVar[int]
+    NODES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    TARGET_WORDS_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_WORDS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_LENGTH_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LEAF_LENGTH_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LEAVES_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    nodes_planned: int
+    nodes_written: int
+    target_words: int
+    actual_words: int
+    document_length_score: float
+    mean_leaf_length_score: float
+    leaves: _containers.RepeatedCompositeFieldContainer[LeafLength]
+    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., target_words: _Optional[int] = ..., actual_words: _Optional[int] = ..., document_length_score: _Optional[float] = ..., mean_leaf_length_score: _Optional[float] = ..., leaves: _Optional[_Iterable[_Union[LeafLength, _Mapping]]] = ...) -> None: ...
+
+class ValidationReported(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: ValidationReport
+    def __init__(self, report: _Optional[_Union[ValidationReport, _Mapping]] = ...) -> None: ...
+
+class RunFailed(_message.Message):
+    __slots__ = ("reason", "node_id")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    node_id: str
+    def __init__(self, reason: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class NodeSkipped(_message.Message):
+    __slots__ = ("node_id", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RunEvent(_message.Message):
+    __slots__ = ("run_id", "seq", "create_time", "run_state_changed", "step_started", "step_completed", "strategy_decided", "node_split", "blocks_applied", "proposal_rejected", "llm_call_completed", "validation_reported", "run_failed", "node_skipped")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RUN_STATE_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    STEP_STARTED_FIELD_NUMBER: _ClassVar[int]
+    STEP_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_DECIDED_FIELD_NUMBER: _ClassVar[int]
+    NODE_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    LLM_CALL_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_REPORTED_FIELD_NUMBER: _ClassVar[int]
+    RUN_FAILED_FIELD_NUMBER: _ClassVar[int]
+    NODE_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    seq: int
+    create_time: _timestamp_pb2.Timestamp
+    run_state_changed: RunStateChanged
+    step_started: StepStarted
+    step_completed: StepCompleted
+    strategy_decided: StrategyDecided
+    node_split: NodeSplit
+    blocks_applied: BlocksApplied
+    proposal_rejected: ProposalRejected
+    llm_call_completed: LlmCallCompleted
+    validation_reported: ValidationReported
+    run_failed: RunFailed
+    node_skipped: NodeSkipped
+    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_state_changed: _Optional[_Union[RunStateChanged, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., strategy_decided: _Optional[_Union[StrategyDecided, _Mapping]] = ..., node_split: _Optional[_Union[NodeSplit, _Mapping]] = ..., blocks_applied: _Optional[_Union[BlocksApplied, _Mapping]] = ..., proposal_rejected: _Optional[_Union[ProposalRejected, _Mapping]] = ..., llm_call_completed: _Optional[_Union[LlmCallCompleted, _Mapping]] = ..., validation_reported: _Optional[_Union[ValidationReported, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., node_skipped: _Optional[_Union[NodeSkipped, _Mapping]] = ...) -> None: ...

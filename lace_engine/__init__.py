@@ -1,0 +1,1 @@
+"""LACE engine: orchestrator, pipeline, Deterministic Apply and storage. Knows nothing of gRPC."""

@@ -1,0 +1,80 @@
+"""Settings read once from the environment; every knob has a documented default (README)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lace_engine.errors import InvalidArgument
+from lace_engine.model import RunOptions
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgument(f"{key}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidArgument(f"{key}={raw!r} is not a number") from None
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = Path(".lace")
+    pool_size: int = 10
+    execute_runs: bool = True
+    run_options: RunOptions = field(default_factory=RunOptions)
+    max_concurrent_runs: int = 256
+    llm_concurrency: int = 64
+    context_budget_tokens: int = 6000
+    lease_ttl_s: float = 15.0
+    heartbeat_s: float = 5.0
+    owner_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    event_bus: str = "postgres"
+    nats_url: str = "nats://127.0.0.1:4222"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Reads LACE_* variables; raises InvalidArgument on malformed values."""
+        e = os.environ if env is None else env
+        return cls(
+            database_url=e.get("LACE_DATABASE_URL") or None,
+            data_dir=Path(e.get("LACE_DATA_DIR", ".lace")),
+            pool_size=_int(e, "LACE_DB_POOL_SIZE", 10),
+            execute_runs=_bool(e, "LACE_EXECUTE_RUNS", True),
+            run_options=RunOptions(
+                leaf_words=_int(e, "LACE_LEAF_WORDS", 1000),
+                max_depth=_int(e, "LACE_MAX_DEPTH", 4),
+                sibling_concurrency=_int(e, "LACE_SIBLING_CONCURRENCY", 1),
+                max_proposal_retries=_int(e, "LACE_MAX_PROPOSAL_RETRIES", 2),
+            ),
+            max_concurrent_runs=_int(e, "LACE_MAX_CONCURRENT_RUNS", 256),
+            llm_concurrency=_int(e, "LACE_LLM_CONCURRENCY", 64),
+            context_budget_tokens=_int(e, "LACE_CONTEXT_BUDGET_TOKENS", 6000),
+            lease_ttl_s=_float(e, "LACE_LEASE_TTL_S", 15.0),
+            heartbeat_s=_float(e, "LACE_STREAM_HEARTBEAT_S", 5.0),
+            event_bus=e.get("LACE_EVENT_BUS", "postgres"),
+            nats_url=e.get("LACE_NATS_URL", "nats://127.0.0.1:4222"),
+        )

@@ -1,0 +1,75 @@
+"""The engine's error hierarchy: one class per condition a caller can act on.
+
+The transport maps each class to exactly one status code (see lace_server.status);
+`reason` is a stable UPPER_SNAKE_CASE token and `metadata` carries the details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class LaceError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    default_reason = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+class InvalidArgument(LaceError):
+    """The request is malformed or out of range; retrying it unchanged cannot succeed."""
+
+    default_reason = "INVALID_ARGUMENT"
+
+
+class NotFound(LaceError):
+    """A referenced resource does not exist."""
+
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(LaceError):
+    """An idempotency key was reused with a different request."""
+
+    default_reason = "REQUEST_ID_REUSED"
+
+
+class FailedPrecondition(LaceError):
+    """The resource is not in a state that allows the operation (e.g. an illegal run transition)."""
+
+    default_reason = "FAILED_PRECONDITION"
+
+
+class Aborted(LaceError):
+    """A concurrency conflict (stale version, lost lease); retry after re-reading."""
+
+    default_reason = "ABORTED"
+
+
+class Unauthenticated(LaceError):
+    """No valid credentials were presented."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(LaceError):
+    """The caller is known but may not do this."""
+
+    default_reason = "PERMISSION_DENIED"
+
+
+class Unavailable(LaceError):
+    """A dependency is down or the server is shutting down; retry with backoff."""
+
+    default_reason = "UNAVAILABLE"
+
+
+class LeaseLost(Aborted):
+    """This process no longer owns the run's lease; it must stop applying at once."""
+
+    default_reason = "LEASE_LOST"

@@ -1,0 +1,1 @@
+"""LLM Adapter: one stateless interface, several providers."""

@@ -1,0 +1,179 @@
+"""What the LLM may propose: two flat, strict schemas, and their parsing into plain data.
+
+The model never invents ids: proposals carry titles, budgets and content only;
+Deterministic Apply assigns every id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lace_engine.model import BlockContent, BlockKind
+
+SPLIT_SCHEMA_NAME = "split_proposal"
+CONTENT_SCHEMA_NAME = "content_proposal"
+
+# Strict structured output (OpenAI, vLLM, llama.cpp) needs every property required
+# and no additional properties; unused fields are sent empty.
+SPLIT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["children"],
+    "properties": {
+        "children": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["title", "intent", "target_words"],
+                "properties": {
+                    "title": {"type": "string"},
+                    "intent": {"type": "string"},
+                    "target_words": {"type": "integer"},
+                },
+            },
+        }
+    },
+}
+
+CONTENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["blocks", "summary"],
+    "properties": {
+        "blocks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["kind", "text", "heading_level", "items", "language", "table_header", "table_rows"],
+                "properties": {
+                    "kind": {"type": "string", "enum": [k.value for k in BlockKind]},
+                    "text": {"type": "string"},
+                    "heading_level": {"type": "integer"},
+                    "items": {"type": "array", "items": {"type": "string"}},
+                    "language": {"type": "string"},
+                    "table_header": {"type": "array", "items": {"type": "string"}},
+                    "table_rows": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+                },
+            },
+        },
+        "summary": {"type": "string"},
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChildPlan:
+    title: str
+    intent: str
+    target_words: int
+
+
+@dataclass(frozen=True, slots=True)
+class SplitProposal:
+    children: tuple[ChildPlan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContentProposal:
+    blocks: tuple[BlockContent, ...]
+    summary: str
+
+
+class ProposalFormatError(Exception):
+    """The model's output does not have the proposal's shape; `errors` says what, for a re-ask."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def parse_split(data: Any) -> SplitProposal:
+    """Reads a split proposal from decoded JSON, or raises ProposalFormatError."""
+    if not isinstance(data, dict) or not isinstance(data.get("children"), list):
+        raise ProposalFormatError(["expected an object with a 'children' array"])
+    children: list[ChildPlan] = []
+    errors: list[str] = []
+    for i, child in enumerate(data["children"]):
+        if not isinstance(child, dict):
+            errors.append(f"children[{i}] is not an object")
+            continue
+        title, intent, target = child.get("title"), child.get("intent", ""), child.get("target_words")
+        if not isinstance(title, str) or not isinstance(intent, str):
+            errors.append(f"children[{i}]: title and intent must be strings")
+            continue
+        if isinstance(target, bool) or not isinstance(target, int | float):
+            errors.append(f"children[{i}]: target_words must be an integer")
+            continue
+        children.append(ChildPlan(title=title.strip(), intent=intent.strip(), target_words=int(target)))
+    if errors:
+        raise ProposalFormatError(errors)
+    return SplitProposal(children=tuple(children))
+
+
+def parse_content(data: Any) -> ContentProposal:
+    """Reads a content proposal from decoded JSON, or raises ProposalFormatError."""
+    if not isinstance(data, dict) or not isinstance(data.get("blocks"), list):
+        raise ProposalFormatError(["expected an object with a 'blocks' array and a 'summary' string"])
+    blocks: list[BlockContent] = []
+    errors: list[str] = []
+    for i, raw in enumerate(data["blocks"]):
+        if not isinstance(raw, dict):
+            errors.append(f"blocks[{i}] is not an object")
+            continue
+        try:
+            kind = BlockKind(raw.get("kind"))
+        except ValueError:
+            errors.append(f"blocks[{i}]: kind {raw.get('kind')!r} is not one of {[k.value for k in BlockKind]}")
+            continue
+        try:
+            blocks.append(
+                BlockContent(
+                    kind=kind,
+                    text=_str(raw.get("text", "")),
+                    heading_level=int(raw.get("heading_level") or 0),
+                    items=tuple(_str(x) for x in raw.get("items") or ()),
+                    language=_str(raw.get("language", "")),
+                    table_header=tuple(_str(x) for x in raw.get("table_header") or ()),
+                    table_rows=tuple(tuple(_str(c) for c in row) for row in raw.get("table_rows") or ()),
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            errors.append(f"blocks[{i}]: {exc}")
+    summary = data.get("summary", "")
+    if not isinstance(summary, str):
+        errors.append("summary must be a string")
+    if errors:
+        raise ProposalFormatError(errors)
+    return ContentProposal(blocks=tuple(blocks), summary=str(summary).strip())
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+# The last part of every user prompt restates the task as one line of JSON, so that any
+# model, and the offline provider and test servers, read the same facts unambiguously.
+_TASK_RE = re.compile(r"^TASK: (\{.*\})\s*$", re.MULTILINE)
+
+
+def render_task_spec(spec: dict[str, Any]) -> str:
+    """Renders the machine-readable task line that ends every user prompt."""
+    return "TASK: " + json.dumps(spec, sort_keys=True, ensure_ascii=False)
+
+
+def parse_task_spec(prompt: str) -> dict[str, Any]:
+    """Finds the task line in a prompt; raises ValueError when there is none."""
+    matches = _TASK_RE.findall(prompt)
+    if not matches:
+        raise ValueError("prompt has no TASK line")
+    spec = json.loads(matches[-1])
+    if not isinstance(spec, dict):
+        raise ValueError("TASK line is not an object")
+    return spec

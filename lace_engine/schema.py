@@ -1,0 +1,182 @@
+"""SQLAlchemy Core tables: the canonical store. migrations/ creates exactly these."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = sa.MetaData()
+
+_now = sa.text("now()")
+
+
+def _ts(name: str, nullable: bool = False, default: bool = True) -> sa.Column[object]:
+    return sa.Column(
+        name, sa.DateTime(timezone=True), nullable=nullable, server_default=_now if default else None
+    )
+
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("brief", sa.Text, nullable=False),
+    sa.Column("style", sa.Text, nullable=False, server_default=""),
+    sa.Column("target_words", sa.Integer, nullable=False),
+    sa.Column("root_node_id", UUID(as_uuid=True), nullable=False),
+    # IR version: bumped by every Apply that touches this artifact's nodes or blocks.
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("word_count", sa.Integer, nullable=False, server_default="0"),
+    _ts("create_time"),
+    _ts("update_time"),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("artifact_id", UUID(as_uuid=True), sa.ForeignKey("artifacts.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("parent_id", UUID(as_uuid=True), sa.ForeignKey("nodes.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("ordinal", sa.Integer, nullable=False),
+    sa.Column("depth", sa.Integer, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("intent", sa.Text, nullable=False, server_default=""),
+    sa.Column("target_words", sa.Integer, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False, server_default=""),
+    sa.Column("word_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_run_id", UUID(as_uuid=True), nullable=True),
+    _ts("create_time"),
+    _ts("update_time"),
+    sa.Index("nodes_artifact_idx", "artifact_id"),
+    sa.UniqueConstraint("parent_id", "ordinal", name="nodes_parent_ordinal_key"),
+)
+
+blocks = sa.Table(
+    "blocks",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("artifact_id", UUID(as_uuid=True), sa.ForeignKey("artifacts.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("node_id", UUID(as_uuid=True), sa.ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("ordinal", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("content", JSONB, nullable=False),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("pinned", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),
+    _ts("create_time"),
+    _ts("update_time"),
+    sa.Index("blocks_artifact_idx", "artifact_id"),
+    sa.UniqueConstraint("node_id", "ordinal", name="blocks_node_ordinal_key"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("artifact_id", UUID(as_uuid=True), sa.ForeignKey("artifacts.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("scope_node_id", UUID(as_uuid=True), nullable=True),
+    sa.Column("instruction", sa.Text, nullable=False, server_default=""),
+    sa.Column("options", JSONB, nullable=False),
+    # The last seq handed out; bumped under the row lock, so seqs are gap-free per run.
+    sa.Column("head_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("failure_reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("llm_calls", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("llm_latency_ms", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("nodes_planned", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("nodes_written", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("words_written", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("provider", sa.Text, nullable=False, server_default=""),
+    sa.Column("model", sa.Text, nullable=False, server_default=""),
+    sa.Column("validation", JSONB, nullable=True),
+    # Ownership: one executor at a time. lease_token is the fencing token: every
+    # Apply checks it, so a process that lost the lease can never write again.
+    sa.Column("lease_owner", sa.Text, nullable=True),
+    sa.Column("lease_expires", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("lease_token", sa.BigInteger, nullable=False, server_default="0"),
+    _ts("create_time"),
+    _ts("update_time"),
+    _ts("start_time", nullable=True, default=False),
+    _ts("end_time", nullable=True, default=False),
+    sa.Index("runs_artifact_idx", "artifact_id", "create_time"),
+    # One active run per artifact, enforced by the database itself.
+    sa.Index(
+        "runs_one_active_per_artifact",
+        "artifact_id",
+        unique=True,
+        postgresql_where=sa.text("state NOT IN ('completed', 'failed', 'cancelled')"),
+    ),
+)
+
+run_events = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("run_id", UUID(as_uuid=True), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+    _ts("create_time"),
+)
+
+change_events = sa.Table(
+    "change_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("artifact_id", UUID(as_uuid=True), sa.ForeignKey("artifacts.id", ondelete="CASCADE"),
+              nullable=False),
+    # No foreign key: a deleted block keeps its history.
+    sa.Column("block_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("node_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("operation", sa.Text, nullable=False),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("run_id", UUID(as_uuid=True), nullable=True),
+    sa.Column("llm_call_id", UUID(as_uuid=True), nullable=True),
+    sa.Column("model", sa.Text, nullable=False, server_default=""),
+    sa.Column("before", JSONB, nullable=True),
+    sa.Column("after", JSONB, nullable=True),
+    sa.Column("artifact_version", sa.BigInteger, nullable=False),
+    _ts("create_time"),
+    sa.Index("change_events_block_idx", "block_id", "id"),
+    sa.Index("change_events_artifact_idx", "artifact_id", "id"),
+)
+
+llm_calls = sa.Table(
+    "llm_calls",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("run_id", UUID(as_uuid=True), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("node_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("step", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Integer, nullable=False),
+    sa.Column("finish_reason", sa.Text, nullable=False),
+    sa.Column("context_tokens", sa.Integer, nullable=False),
+    # What went into the prompt (node ids + content hashes): what a regeneration depends on.
+    sa.Column("context_manifest", JSONB, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    _ts("create_time"),
+    sa.Index("llm_calls_run_idx", "run_id"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("method", sa.Text, primary_key=True),
+    sa.Column("request_id", sa.Text, primary_key=True),
+    # Hash of the request, so a reused key with a different request is refused.
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("resource_id", UUID(as_uuid=True), nullable=False),
+    _ts("create_time"),
+)
