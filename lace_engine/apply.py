@@ -1,0 +1,418 @@
+"""Deterministic Apply, the decision half: validate a proposal against the IR and plan the mutation.
+
+Pure functions over plain data. The same IR and the same proposal always plan the
+same mutation (ids are derived, never random), so re-applying after a crash
+cannot create duplicates. `apply_store.write_mutation` is the only code that
+writes a planned mutation, in one transaction with its change and run events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from lace_engine.errors import Aborted, FailedPrecondition, InvalidArgument
+from lace_engine.model import (
+    Artifact,
+    Block,
+    BlockContent,
+    BlockKind,
+    ChangeOp,
+    EventType,
+    NewEvent,
+    Node,
+    NodeState,
+    Origin,
+    RunOptions,
+)
+from lace_engine.proposals import ContentProposal, SplitProposal
+
+# Fixed namespaces: ids derived from them are part of the stored IR, never change them.
+NODE_NAMESPACE = uuid.UUID("6f1c1e2a-6c1d-4a8e-9a57-0c4b1f6d1a01")
+BLOCK_NAMESPACE = uuid.UUID("6f1c1e2a-6c1d-4a8e-9a57-0c4b1f6d1a02")
+
+TEXT_KINDS = frozenset({BlockKind.PARAGRAPH, BlockKind.HEADING, BlockKind.CODE, BlockKind.QUOTE})
+LIST_KINDS = frozenset({BlockKind.BULLET_LIST, BlockKind.ORDERED_LIST})
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyLimits:
+    """Bounds a proposal must respect; documented in docs/engine.md."""
+
+    budget_tolerance: float = 0.10
+    min_children: int = 2
+    max_children: int = 12
+    min_child_words: int = 50
+    max_title_chars: int = 200
+    max_intent_chars: int = 1000
+    max_blocks: int = 200
+    max_block_chars: int = 20_000
+    max_items: int = 100
+    max_table_cells: int = 400
+    max_summary_chars: int = 1500
+    min_length_ratio: float = 0.5
+    max_length_ratio: float = 1.6
+
+
+DEFAULT_LIMITS = ApplyLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Who proposed a change: stored on every change event it causes."""
+
+    origin: Origin
+    run_id: uuid.UUID | None = None
+    llm_call_id: uuid.UUID | None = None
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodePatch:
+    """New values for some columns of an existing node."""
+
+    node_id: uuid.UUID
+    state: NodeState
+    summary: str | None = None
+    word_count: int | None = None
+    last_run_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockChange:
+    operation: ChangeOp
+    before: Block | None
+    after: Block | None
+
+
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """What the writer re-checks under lock before writing: the IR the plan was made from."""
+
+    node_id: uuid.UUID
+    node_state: NodeState
+    # (block id, version) of every block of the node the plan read.
+    block_versions: tuple[tuple[uuid.UUID, int], ...] = ()
+    # A human-pinned block under the node makes an LLM change a conflict.
+    forbid_pinned: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    """A planned, validated change to one artifact's IR, with the run events it causes."""
+
+    artifact_id: uuid.UUID
+    provenance: Provenance
+    artifact_insert: Artifact | None = None
+    node_inserts: tuple[Node, ...] = ()
+    node_patches: tuple[NodePatch, ...] = ()
+    block_changes: tuple[BlockChange, ...] = ()
+    word_delta: int = 0
+    preconditions: tuple[Precondition, ...] = ()
+    events: tuple[NewEvent, ...] = ()
+    nodes_planned: int = 0
+    nodes_written: int = 0
+    words_written: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """The proposal is invalid; nothing is written. `errors` are phrased for a re-ask."""
+
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewArtifact:
+    title: str
+    brief: str
+    style: str
+    target_words: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+MIN_TARGET_WORDS = 100
+MAX_TARGET_WORDS = 200_000
+
+
+def child_node_id(parent_id: uuid.UUID, ordinal: int) -> uuid.UUID:
+    return uuid.uuid5(NODE_NAMESPACE, f"{parent_id}/{ordinal}")
+
+
+def block_id_for(node_id: uuid.UUID, ordinal: int) -> uuid.UUID:
+    return uuid.uuid5(BLOCK_NAMESPACE, f"{node_id}/{ordinal}")
+
+
+def root_node_id(artifact_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(NODE_NAMESPACE, f"{artifact_id}/root")
+
+
+def validate_new_artifact(new: NewArtifact) -> None:
+    """Raises InvalidArgument naming the first bad field of a CreateArtifact request."""
+    title = new.title.strip()
+    if not title:
+        raise InvalidArgument("artifact.title must not be empty", reason="EMPTY_TITLE",
+                              metadata={"field": "artifact.title"})
+    if len(title) > 300:
+        raise InvalidArgument("artifact.title is longer than 300 characters", reason="FIELD_TOO_LONG",
+                              metadata={"field": "artifact.title"})
+    if not new.brief.strip():
+        raise InvalidArgument("artifact.brief must not be empty: say what the document must cover",
+                              reason="EMPTY_BRIEF", metadata={"field": "artifact.brief"})
+    if len(new.brief) > 20_000:
+        raise InvalidArgument("artifact.brief is longer than 20,000 characters", reason="FIELD_TOO_LONG",
+                              metadata={"field": "artifact.brief"})
+    if len(new.style) > 2000:
+        raise InvalidArgument("artifact.style is longer than 2,000 characters", reason="FIELD_TOO_LONG",
+                              metadata={"field": "artifact.style"})
+    if not MIN_TARGET_WORDS <= new.target_words <= MAX_TARGET_WORDS:
+        raise InvalidArgument(
+            f"artifact.target_words must be between {MIN_TARGET_WORDS} and {MAX_TARGET_WORDS}, "
+            f"got {new.target_words}",
+            reason="TARGET_WORDS_OUT_OF_RANGE",
+            metadata={"field": "artifact.target_words", "min": str(MIN_TARGET_WORDS),
+                      "max": str(MAX_TARGET_WORDS)},
+        )
+
+
+def plan_create_artifact(artifact_id: uuid.UUID, new: NewArtifact, now: object = None) -> Mutation:
+    """Plans a new artifact with its root node (PLANNED, budget = the whole target)."""
+    validate_new_artifact(new)
+    root_id = root_node_id(artifact_id)
+    from datetime import UTC, datetime
+
+    ts = datetime.now(UTC) if now is None else now  # type: ignore[assignment]
+    assert isinstance(ts, datetime)
+    artifact = Artifact(
+        id=artifact_id, title=new.title.strip(), brief=new.brief.strip(), style=new.style.strip(),
+        target_words=new.target_words, root_node_id=root_id, version=1, word_count=0,
+        active_run_id=None, create_time=ts, update_time=ts,
+    )
+    root = Node(
+        id=root_id, artifact_id=artifact_id, parent_id=None, ordinal=0, depth=0,
+        title=artifact.title, intent=artifact.brief[:1000], target_words=new.target_words,
+        state=NodeState.PLANNED,
+    )
+    return Mutation(
+        artifact_id=artifact_id, provenance=Provenance(origin=Origin.HUMAN),
+        artifact_insert=artifact, node_inserts=(root,),
+    )
+
+
+def plan_split(
+    node: Node,
+    proposal: SplitProposal,
+    *,
+    options: RunOptions,
+    provenance: Provenance,
+    limits: ApplyLimits = DEFAULT_LIMITS,
+) -> Mutation | Rejection:
+    """Validates a split proposal for `node` and plans its children."""
+    errors: list[str] = []
+    if node.state is not NodeState.PLANNED:
+        raise FailedPrecondition(f"node {node.id} is {node.state.value}, not planned", reason="NODE_NOT_PLANNED")
+    if node.depth + 1 > options.max_depth:
+        errors.append(f"this section is at depth {node.depth}; it may not be split below depth {options.max_depth}")
+    children = proposal.children
+    if not limits.min_children <= len(children) <= limits.max_children:
+        errors.append(f"propose between {limits.min_children} and {limits.max_children} children, "
+                      f"not {len(children)}")
+    seen: set[str] = set()
+    for i, child in enumerate(children):
+        if not child.title:
+            errors.append(f"children[{i}].title is empty")
+        elif len(child.title) > limits.max_title_chars:
+            errors.append(f"children[{i}].title is longer than {limits.max_title_chars} characters")
+        key = child.title.casefold()
+        if key and key in seen:
+            errors.append(f"children[{i}].title {child.title!r} repeats an earlier sibling's title")
+        seen.add(key)
+        if len(child.intent) > limits.max_intent_chars:
+            errors.append(f"children[{i}].intent is longer than {limits.max_intent_chars} characters")
+        if child.target_words < limits.min_child_words:
+            errors.append(f"children[{i}].target_words is {child.target_words}; each child needs at least "
+                          f"{limits.min_child_words}")
+    total = sum(c.target_words for c in children)
+    low = node.target_words * (1 - limits.budget_tolerance)
+    high = node.target_words * (1 + limits.budget_tolerance)
+    if children and not low <= total <= high:
+        errors.append(f"children's target_words add up to {total}; they must add up to {node.target_words} "
+                      f"(within ±{limits.budget_tolerance:.0%})")
+    if errors:
+        return Rejection(tuple(errors))
+
+    inserts = tuple(
+        Node(
+            id=child_node_id(node.id, i), artifact_id=node.artifact_id, parent_id=node.id, ordinal=i,
+            depth=node.depth + 1, title=c.title, intent=c.intent, target_words=c.target_words,
+            state=NodeState.PLANNED,
+        )
+        for i, c in enumerate(children)
+    )
+    event = NewEvent(EventType.NODE_SPLIT, {
+        "node_id": str(node.id),
+        "children": [
+            {"node_id": str(n.id), "title": n.title, "intent": n.intent, "target_words": n.target_words}
+            for n in inserts
+        ],
+    })
+    return Mutation(
+        artifact_id=node.artifact_id,
+        provenance=provenance,
+        node_inserts=inserts,
+        node_patches=(NodePatch(node.id, NodeState.SPLIT, last_run_id=provenance.run_id),),
+        preconditions=(Precondition(node.id, NodeState.PLANNED),),
+        events=(event,),
+        nodes_planned=len(inserts),
+    )
+
+
+def validate_block(content: BlockContent, where: str, limits: ApplyLimits = DEFAULT_LIMITS) -> list[str]:
+    """Problems with one block's content, phrased for the model (or a person) to fix."""
+    errors: list[str] = []
+    kind = content.kind
+    if kind in TEXT_KINDS:
+        if not content.text.strip():
+            errors.append(f"{where}: a {kind.value} block needs non-empty text")
+        if len(content.text) > limits.max_block_chars:
+            errors.append(f"{where}: text is longer than {limits.max_block_chars} characters; split it")
+    if kind is BlockKind.HEADING and not 1 <= content.heading_level <= 4:
+        errors.append(f"{where}: heading_level must be 1 to 4, not {content.heading_level}")
+    if kind in LIST_KINDS:
+        if not content.items or any(not item.strip() for item in content.items):
+            errors.append(f"{where}: a list needs at least one item and no empty items")
+        if len(content.items) > limits.max_items:
+            errors.append(f"{where}: a list may have at most {limits.max_items} items")
+    if kind is BlockKind.TABLE:
+        if not content.table_header or any(not h.strip() for h in content.table_header):
+            errors.append(f"{where}: a table needs a header with no empty cells")
+        if not content.table_rows:
+            errors.append(f"{where}: a table needs at least one row")
+        width = len(content.table_header)
+        for r, row in enumerate(content.table_rows):
+            if len(row) != width:
+                errors.append(f"{where}: table row {r} has {len(row)} cells, the header has {width}")
+        if width * (len(content.table_rows) + 1) > limits.max_table_cells:
+            errors.append(f"{where}: a table may have at most {limits.max_table_cells} cells")
+    return errors
+
+
+def normalize_block(content: BlockContent) -> BlockContent:
+    """Drops the fields a kind does not use, so equal content compares (and hashes) equal."""
+    kind = content.kind
+    return BlockContent(
+        kind=kind,
+        text=content.text.strip() if kind in TEXT_KINDS and kind is not BlockKind.CODE else (
+            content.text if kind is BlockKind.CODE else ""),
+        heading_level=content.heading_level if kind is BlockKind.HEADING else 0,
+        items=tuple(i.strip() for i in content.items) if kind in LIST_KINDS else (),
+        language=content.language.strip() if kind is BlockKind.CODE else "",
+        table_header=tuple(h.strip() for h in content.table_header) if kind is BlockKind.TABLE else (),
+        table_rows=tuple(tuple(c.strip() for c in r) for r in content.table_rows) if kind is BlockKind.TABLE
+        else (),
+    )
+
+
+def plan_content(
+    node: Node,
+    existing: Sequence[Block],
+    proposal: ContentProposal,
+    *,
+    provenance: Provenance,
+    limits: ApplyLimits = DEFAULT_LIMITS,
+) -> Mutation | Rejection:
+    """Validates a content proposal for `node` and plans the block changes (replacing old blocks)."""
+    if any(b.pinned for b in existing):
+        raise Aborted(f"node {node.id} has human-pinned blocks; an LLM may not overwrite them",
+                      reason="NODE_PINNED")
+    errors: list[str] = []
+    blocks = tuple(normalize_block(b) for b in proposal.blocks)
+    if not blocks:
+        errors.append("propose at least one block")
+    if len(blocks) > limits.max_blocks:
+        errors.append(f"propose at most {limits.max_blocks} blocks, not {len(blocks)}")
+    headings: set[str] = set()
+    for i, content in enumerate(blocks):
+        errors.extend(validate_block(content, f"blocks[{i}]", limits))
+        if content.kind is BlockKind.HEADING:
+            key = content.text.casefold()
+            if key in headings:
+                errors.append(f"blocks[{i}]: heading {content.text!r} appears twice in this section")
+            if key == node.title.casefold():
+                errors.append(f"blocks[{i}]: do not repeat the section title {node.title!r} as a heading")
+            headings.add(key)
+    words = sum(b.words() for b in blocks)
+    low = int(node.target_words * limits.min_length_ratio)
+    high = int(node.target_words * limits.max_length_ratio)
+    if blocks and not low <= words <= high:
+        errors.append(f"the section has {words} words; write between {low} and {high} "
+                      f"(target {node.target_words})")
+    if not proposal.summary:
+        errors.append("summary is empty; give a one- or two-sentence summary of the section")
+    elif len(proposal.summary) > limits.max_summary_chars:
+        errors.append(f"summary is longer than {limits.max_summary_chars} characters")
+    if errors:
+        return Rejection(tuple(errors))
+
+    by_ordinal = {b.ordinal: b for b in existing}
+    changes: list[BlockChange] = []
+    for i, content in enumerate(blocks):
+        old = by_ordinal.get(i)
+        if old is not None and old.content == content and old.origin is provenance.origin:
+            continue
+        new = Block(
+            id=block_id_for(node.id, i), artifact_id=node.artifact_id, node_id=node.id, ordinal=i,
+            content=content, origin=provenance.origin, pinned=False,
+            version=1 if old is None else old.version + 1,
+        )
+        changes.append(BlockChange(ChangeOp.CREATE if old is None else ChangeOp.UPDATE, old, new))
+    removed = [b for b in existing if b.ordinal >= len(blocks)]
+    changes.extend(BlockChange(ChangeOp.DELETE, b, None) for b in removed)
+    old_words = sum(b.content.words() for b in existing)
+    event = NewEvent(EventType.BLOCKS_APPLIED, {
+        "node_id": str(node.id),
+        "block_ids": [str(block_id_for(node.id, i)) for i in range(len(blocks))],
+        "word_count": words,
+        "removed_blocks": len(removed),
+    })
+    return Mutation(
+        artifact_id=node.artifact_id,
+        provenance=provenance,
+        node_patches=(NodePatch(node.id, NodeState.WRITTEN, summary=proposal.summary, word_count=words,
+                                last_run_id=provenance.run_id),),
+        block_changes=tuple(changes),
+        word_delta=words - old_words,
+        preconditions=(Precondition(node.id, node.state,
+                                    tuple((b.id, b.version) for b in existing)),),
+        events=(event,),
+        nodes_written=1,
+        words_written=words,
+    )
+
+
+def plan_edit_block(
+    block: Block, content: BlockContent, *, node: Node, expected_version: int = 0,
+    limits: ApplyLimits = DEFAULT_LIMITS,
+) -> Mutation:
+    """Plans a human edit: the block takes the new content, origin HUMAN, and is pinned."""
+    if expected_version and expected_version != block.version:
+        raise Aborted(f"block {block.id} is at version {block.version}, not {expected_version}; "
+                      "re-read it and edit again", reason="STALE_VERSION",
+                      metadata={"current_version": str(block.version)})
+    if content.kind not in set(BlockKind):
+        raise InvalidArgument("block.kind is required", reason="MISSING_FIELD", metadata={"field": "block.kind"})
+    normalized = normalize_block(content)
+    errors = validate_block(normalized, "block", limits)
+    if errors:
+        raise InvalidArgument("; ".join(errors), reason="INVALID_BLOCK", metadata={"field": "block"})
+    after = replace(block, content=normalized, origin=Origin.HUMAN, pinned=True, version=block.version + 1)
+    delta = normalized.words() - block.content.words()
+    return Mutation(
+        artifact_id=block.artifact_id,
+        provenance=Provenance(origin=Origin.HUMAN),
+        node_patches=(NodePatch(node.id, node.state, word_count=node.word_count + delta),),
+        block_changes=(BlockChange(ChangeOp.UPDATE, block, after),),
+        word_delta=delta,
+        preconditions=(Precondition(node.id, node.state, ((block.id, block.version),), forbid_pinned=False),),
+    )

@@ -1,0 +1,163 @@
+"""Reads of the IR (artifacts, nodes, blocks) and of block provenance."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from lace_engine.errors import NotFound
+from lace_engine.model import (
+    Artifact,
+    Block,
+    BlockContent,
+    ChangeEvent,
+    ChangeOp,
+    Node,
+    NodeState,
+    Origin,
+    RunState,
+)
+from lace_engine.schema import artifacts, blocks, change_events, nodes, runs
+
+_ACTIVE = [s.value for s in RunState if not s.terminal]
+
+
+def _active_run_subquery() -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(runs.c.id)
+        .where(runs.c.artifact_id == artifacts.c.id, runs.c.state.in_(_ACTIVE))
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def row_to_artifact(r: Any) -> Artifact:
+    return Artifact(
+        id=r.id, title=r.title, brief=r.brief, style=r.style, target_words=r.target_words,
+        root_node_id=r.root_node_id, version=int(r.version), word_count=r.word_count,
+        active_run_id=r.active_run_id, create_time=r.create_time, update_time=r.update_time,
+    )
+
+
+def row_to_node(r: Any) -> Node:
+    return Node(
+        id=r.id, artifact_id=r.artifact_id, parent_id=r.parent_id, ordinal=r.ordinal, depth=r.depth,
+        title=r.title, intent=r.intent, target_words=r.target_words, state=NodeState(r.state),
+        summary=r.summary, word_count=r.word_count, last_run_id=r.last_run_id,
+        create_time=r.create_time, update_time=r.update_time,
+    )
+
+
+def row_to_block(r: Any) -> Block:
+    return Block(
+        id=r.id, artifact_id=r.artifact_id, node_id=r.node_id, ordinal=r.ordinal,
+        content=BlockContent.from_json(r.content), origin=Origin(r.origin), pinned=r.pinned,
+        version=int(r.version), create_time=r.create_time, update_time=r.update_time,
+    )
+
+
+def block_from_json(data: dict[str, Any], artifact_id: uuid.UUID) -> Block:
+    """Rebuilds a block from its change_events.before/after snapshot."""
+    return Block(
+        id=uuid.UUID(data["id"]), artifact_id=artifact_id, node_id=uuid.UUID(data["node_id"]),
+        ordinal=int(data["ordinal"]), content=BlockContent.from_json(data["content"]),
+        origin=Origin(data["origin"]), pinned=bool(data["pinned"]), version=int(data["version"]),
+    )
+
+
+async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID) -> Artifact:
+    row = (await conn.execute(
+        sa.select(artifacts, _active_run_subquery().label("active_run_id")).where(artifacts.c.id == artifact_id)
+    )).first()
+    if row is None:
+        raise NotFound(f"artifact {artifact_id} not found", reason="ARTIFACT_NOT_FOUND",
+                       metadata={"artifact_id": str(artifact_id)})
+    return row_to_artifact(row)
+
+
+async def list_artifacts(conn: AsyncConnection, *, limit: int, before: tuple[str, str] | None) -> list[Artifact]:
+    """Newest first; `before` is the (create_time, id) of the last artifact of the previous page."""
+    stmt = sa.select(artifacts, _active_run_subquery().label("active_run_id"))
+    if before is not None:
+        stmt = stmt.where(sa.tuple_(artifacts.c.create_time, artifacts.c.id)
+                          < sa.tuple_(sa.cast(before[0], sa.DateTime(timezone=True)),
+                                      sa.cast(before[1], artifacts.c.id.type)))
+    stmt = stmt.order_by(artifacts.c.create_time.desc(), artifacts.c.id.desc()).limit(limit)
+    return [row_to_artifact(r) for r in await conn.execute(stmt)]
+
+
+async def get_nodes(conn: AsyncConnection, artifact_id: uuid.UUID) -> list[Node]:
+    result = await conn.execute(
+        sa.select(nodes).where(nodes.c.artifact_id == artifact_id).order_by(nodes.c.depth, nodes.c.ordinal)
+    )
+    return [row_to_node(r) for r in result]
+
+
+async def get_node(conn: AsyncConnection, node_id: uuid.UUID) -> Node:
+    row = (await conn.execute(sa.select(nodes).where(nodes.c.id == node_id))).first()
+    if row is None:
+        raise NotFound(f"node {node_id} not found", reason="NODE_NOT_FOUND", metadata={"node_id": str(node_id)})
+    return row_to_node(row)
+
+
+async def get_blocks_by_node(conn: AsyncConnection, artifact_id: uuid.UUID) -> dict[uuid.UUID, list[Block]]:
+    result = await conn.execute(
+        sa.select(blocks).where(blocks.c.artifact_id == artifact_id).order_by(blocks.c.node_id, blocks.c.ordinal)
+    )
+    out: dict[uuid.UUID, list[Block]] = defaultdict(list)
+    for r in result:
+        out[r.node_id].append(row_to_block(r))
+    return dict(out)
+
+
+async def get_node_blocks(conn: AsyncConnection, node_id: uuid.UUID) -> list[Block]:
+    result = await conn.execute(sa.select(blocks).where(blocks.c.node_id == node_id).order_by(blocks.c.ordinal))
+    return [row_to_block(r) for r in result]
+
+
+async def get_block(conn: AsyncConnection, block_id: uuid.UUID) -> Block:
+    row = (await conn.execute(sa.select(blocks).where(blocks.c.id == block_id))).first()
+    if row is None:
+        raise NotFound(f"block {block_id} not found", reason="BLOCK_NOT_FOUND",
+                       metadata={"block_id": str(block_id)})
+    return row_to_block(row)
+
+
+async def block_exists_in_history(conn: AsyncConnection, block_id: uuid.UUID) -> bool:
+    row = (await conn.execute(sa.select(change_events.c.id).where(change_events.c.block_id == block_id).limit(1)
+                              )).first()
+    return row is not None
+
+
+async def list_block_changes(
+    conn: AsyncConnection, block_id: uuid.UUID, *, limit: int, after_id: int
+) -> list[ChangeEvent]:
+    result = await conn.execute(
+        sa.select(change_events)
+        .where(change_events.c.block_id == block_id, change_events.c.id > after_id)
+        .order_by(change_events.c.id)
+        .limit(limit)
+    )
+    return [
+        ChangeEvent(
+            id=int(r.id), artifact_id=r.artifact_id, block_id=r.block_id, node_id=r.node_id,
+            operation=ChangeOp(r.operation), origin=Origin(r.origin), run_id=r.run_id,
+            llm_call_id=r.llm_call_id, model=r.model, before=r.before, after=r.after,
+            artifact_version=int(r.artifact_version), create_time=r.create_time,
+        )
+        for r in result
+    ]
+
+
+async def providers_of(conn: AsyncConnection, artifact_id: uuid.UUID) -> list[str]:
+    """Distinct LLM providers of the runs that wrote this artifact (for compiled metadata)."""
+    result = await conn.execute(
+        sa.select(runs.c.provider).distinct()
+        .where(runs.c.artifact_id == artifact_id, runs.c.provider != "")
+        .order_by(runs.c.provider)
+    )
+    return [r.provider for r in result]

@@ -1,0 +1,560 @@
+"""The run orchestrator: takes runs (under a lease), walks their node tree and drives each step.
+
+A step asks the LLM for a proposal, lets Deterministic Apply validate it and
+write it with its events, and re-asks with the errors when it is rejected. The
+IR is the checkpoint: a run resumed after a crash skips what is already split
+or written, so nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lace_engine import apply, apply_store, event_log, ir_store, run_store
+from lace_engine.apply import Mutation, Provenance, Rejection
+from lace_engine.context_builder import PromptContext, build_split_context, build_write_context
+from lace_engine.database import Database
+from lace_engine.errors import Aborted, LeaseLost
+from lace_engine.event_log import Fence
+from lace_engine.ids import new_id
+from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse
+from lace_engine.model import (
+    Artifact,
+    EventType,
+    NewEvent,
+    Node,
+    NodeState,
+    Origin,
+    Run,
+    RunState,
+    StepKind,
+)
+from lace_engine.run_lifecycle import ON_CLAIM
+from lace_engine.proposals import (
+    CONTENT_SCHEMA,
+    CONTENT_SCHEMA_NAME,
+    SPLIT_SCHEMA,
+    SPLIT_SCHEMA_NAME,
+    ProposalFormatError,
+    parse_content,
+    parse_split,
+)
+from lace_engine.strategy import StrategyDecision, decide
+from lace_engine.tree import Tree
+from lace_engine.validator import validate_artifact
+
+log = logging.getLogger(__name__)
+
+
+class _Pause(Exception):
+    """The run was asked to pause: unwind without starting another LLM call."""
+
+
+class _Stop(Exception):
+    """The run must stop at once (cancelled, or the lease was lost)."""
+
+
+class RunFailure(Exception):
+    def __init__(self, reason: str, node_id: uuid.UUID | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.node_id = node_id
+
+
+@dataclass
+class ExecutorConfig:
+    owner_id: str
+    lease_ttl_s: float = 15.0
+    poll_interval_s: float = 1.0
+    max_concurrent_runs: int = 256
+    llm_concurrency: int = 64
+    context_budget_tokens: int = 6000
+
+
+class RunControl:
+    """What the executor knows of a run's requested state, refreshed by pokes and lease renewals."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+        self.changed = asyncio.Event()
+
+    def set(self, state: RunState) -> None:
+        if state != self.state:
+            self.state = state
+            self.changed.set()
+
+    def gate(self) -> None:
+        """Called before every LLM call: raises when the run must not start new work."""
+        if self.state is RunState.PAUSING:
+            raise _Pause()
+        if self.state not in (RunState.RUNNING,):
+            raise _Stop()
+
+
+class RunExecution:
+    """Executes one run that this process holds the lease of."""
+
+    def __init__(self, db: Database, provider: LLMProvider, llm_limit: asyncio.Semaphore, run: Run,
+                 fence: Fence, config: ExecutorConfig):
+        self.db = db
+        self.provider = provider
+        self.llm_limit = llm_limit
+        self.run = run
+        self.fence = fence
+        self.config = config
+        self.control = RunControl(run.state)
+        self.tree: Tree | None = None
+        self.artifact: Artifact | None = None
+        self._sibling_limit = asyncio.Semaphore(max(1, run.options.sibling_concurrency))
+        self.last_head = run.head_seq
+
+    async def _commit_events(self, events: Sequence[NewEvent], **increments: int) -> None:
+        async with self.db.transaction() as tx:
+            appended = await event_log.append(
+                tx.conn, self.run.id, list(events), fence=self.fence,
+                allowed_states=frozenset({RunState.RUNNING, RunState.PAUSING}), increments=increments)
+            tx.emitted(appended.events)
+            self.last_head = max(self.last_head, appended.head_seq)
+
+    async def execute(self) -> None:
+        """Runs to COMPLETED, FAILED, PAUSED or CANCELLED; returns quietly when the lease is lost."""
+        try:
+            async with self.db.read() as conn:
+                self.artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
+                self.tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
+            scope = self.run.scope_node_id or self.tree.root.id
+            await self._process(scope)
+            await self._complete(scope)
+        except _Pause:
+            await self._finish(RunState.PAUSED, "paused by request: in-flight work applied")
+        except (_Stop, LeaseLost, asyncio.CancelledError) as exc:
+            await self._after_stop(exc)
+            if isinstance(exc, asyncio.CancelledError) and self.control.state is not RunState.CANCELLING:
+                raise
+        except RunFailure as failure:
+            await self._fail(failure.reason, failure.node_id)
+        except Exception as exc:
+            log.exception("run %s crashed", self.run.id)
+            await self._fail(f"internal error: {type(exc).__name__}: {exc}", None)
+
+    async def _after_stop(self, exc: BaseException) -> None:
+        async with self.db.read() as conn:
+            state = await run_store.run_state(conn, self.run.id)
+        if state is RunState.CANCELLING:
+            await self._finish(RunState.CANCELLED, "cancelled by request: in-flight calls aborted")
+        elif state is RunState.PAUSING:
+            await self._finish(RunState.PAUSED, "paused by request: in-flight work applied")
+
+    async def _finish(self, to: RunState, reason: str, extra: tuple[NewEvent, ...] = (),
+                      set_values: dict[str, Any] | None = None) -> None:
+        try:
+            async with self.db.transaction() as tx:
+                run = await run_store.get_run(tx.conn, self.run.id, for_update=True)
+                if run.state.terminal:
+                    return
+                appended = await run_store.transition(tx.conn, run, to, reason, fence=self.fence,
+                                                      extra_events=extra, set_values=set_values)
+                tx.emitted(appended.events)
+            self.last_head = max(self.last_head, appended.head_seq)
+        except LeaseLost:
+            log.info("run %s: lease lost before it could be marked %s", self.run.id, to.value)
+
+    async def _fail(self, reason: str, node_id: uuid.UUID | None) -> None:
+        payload = {"reason": reason, "node_id": str(node_id) if node_id else ""}
+        await self._finish(RunState.FAILED, reason, (NewEvent(EventType.RUN_FAILED, payload),),
+                           {"failure_reason": reason})
+
+    async def _complete(self, scope: uuid.UUID) -> None:
+        assert self.artifact is not None
+        async with self.db.read() as conn:
+            artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
+            tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
+            blocks = await ir_store.get_blocks_by_node(conn, self.run.artifact_id)
+        report = validate_artifact(artifact, tree, blocks, scope if self.run.scope_node_id else None)
+        report_json = report.to_json()
+        async with self.db.transaction() as tx:
+            run = await run_store.get_run(tx.conn, self.run.id, for_update=True)
+            await run_store.set_validation(tx.conn, self.run.id, report_json)
+            appended = await run_store.transition(
+                tx.conn, run, RunState.COMPLETED,
+                "every node in scope is written" + ("" if report.ok else "; validation found problems"),
+                fence=self.fence,
+                extra_events=(NewEvent(EventType.VALIDATION_REPORTED, {"report": report_json}),),
+            )
+            tx.emitted(appended.events)
+            self.last_head = max(self.last_head, appended.head_seq)
+
+    # The tree walk -----------------------------------------------------------------------
+
+    def _needs_write(self, node: Node) -> bool:
+        if node.state is NodeState.PLANNED or node.state is NodeState.FAILED:
+            return True
+        # A regeneration rewrites every written leaf in scope that it has not rewritten yet.
+        return (self.run.scope_node_id is not None and node.state is NodeState.WRITTEN
+                and node.last_run_id != self.run.id)
+
+    async def _process(self, node_id: uuid.UUID) -> None:
+        assert self.tree is not None
+        node = self.tree.get(node_id)
+        if node.state is NodeState.SPLIT:
+            await self._process_children(node_id)
+            return
+        if not self._needs_write(node):
+            return
+        decision = decide(node, self.run.options)
+        if decision.step is StepKind.SPLIT and node.state is not NodeState.WRITTEN:
+            await self._step(node, decision)
+            await self._process_children(node_id)
+        else:
+            if decision.step is StepKind.SPLIT:
+                decision = StrategyDecision(StepKind.WRITE, "regeneration rewrites written sections in place", 0)
+            await self._step(node, decision)
+
+    async def _process_children(self, node_id: uuid.UUID) -> None:
+        assert self.tree is not None
+        children = self.tree.children(node_id)
+        if self.run.options.sibling_concurrency <= 1 or len(children) <= 1:
+            for child in children:
+                await self._process(child.id)
+            return
+
+        async def guarded(child_id: uuid.UUID) -> None:
+            async with self._sibling_limit:
+                await self._process(child_id)
+
+        results = await asyncio.gather(*(guarded(c.id) for c in children), return_exceptions=True)
+        # Let every sibling finish its in-flight work, then surface the most severe outcome.
+        for kind in (asyncio.CancelledError, _Stop, LeaseLost, RunFailure, _Pause):
+            for r in results:
+                if isinstance(r, kind):
+                    raise r
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    # One step ----------------------------------------------------------------------------
+
+    async def _step(self, node: Node, decision: StrategyDecision) -> None:
+        assert self.tree is not None and self.artifact is not None
+        feedback: list[str] = []
+        existing = []
+        if node.state is NodeState.WRITTEN:
+            async with self.db.read() as conn:
+                existing = await ir_store.get_node_blocks(conn, node.id)
+            if any(b.pinned for b in existing):
+                await self._commit_events([NewEvent(EventType.NODE_SKIPPED, {
+                    "node_id": str(node.id), "reason": "a person edited this section (pinned); kept as is"})])
+                return
+        max_attempts = self.run.options.max_proposal_retries + 1
+        for attempt in range(1, max_attempts + 1):
+            self.control.gate()
+            ctx = self._context(node, decision, feedback)
+            started = [NewEvent(EventType.STEP_STARTED,
+                                {"node_id": str(node.id), "step": decision.step.value, "attempt": attempt})]
+            if attempt == 1:
+                started.insert(0, NewEvent(EventType.STRATEGY_DECIDED, {
+                    "node_id": str(node.id), "strategy": decision.step.value, "reason": decision.reason}))
+            await self._commit_events(started)
+            call_id = new_id()
+            request = LLMRequest(
+                step=decision.step, system=ctx.system, user=ctx.user,
+                schema_name=SPLIT_SCHEMA_NAME if decision.step is StepKind.SPLIT else CONTENT_SCHEMA_NAME,
+                schema=SPLIT_SCHEMA if decision.step is StepKind.SPLIT else CONTENT_SCHEMA,
+                task=ctx.task, seed=zlib.crc32(f"{node.id}/{attempt}".encode()),
+            )
+            started_at = time.monotonic()
+            try:
+                async with self.llm_limit:
+                    response = await self.provider.complete(request)
+            except LLMError as err:
+                errors = [f"the previous answer could not be used: {err.message}"]
+                will_retry = err.reask and attempt < max_attempts
+                await self._record_rejection(node, decision, attempt, call_id, ctx, None, err, errors, will_retry)
+                if not err.reask:
+                    raise RunFailure(f"LLM provider failed on section {node.title!r}: {err.message}",
+                                     node.id) from err
+                feedback = errors
+                continue
+            plan = self._plan(node, decision, existing, response, call_id)
+            if isinstance(plan, Rejection):
+                will_retry = attempt < max_attempts
+                await self._record_rejection(node, decision, attempt, call_id, ctx, response, None,
+                                             list(plan.errors), will_retry)
+                feedback = list(plan.errors)
+                continue
+            await self._apply(node, decision, attempt, call_id, ctx, response, plan,
+                              time.monotonic() - started_at)
+            return
+        raise RunFailure(
+            f"section {node.title!r} failed: {max_attempts} proposals were rejected; last problems: "
+            + "; ".join(feedback[:5]), node.id)
+
+    def _context(self, node: Node, decision: StrategyDecision, feedback: list[str]) -> PromptContext:
+        assert self.tree is not None and self.artifact is not None
+        if decision.step is StepKind.SPLIT:
+            return build_split_context(self.artifact, self.tree, node.id, child_count=decision.child_count,
+                                       instruction=self.run.instruction, feedback=feedback,
+                                       budget_tokens=self.config.context_budget_tokens)
+        return build_write_context(self.artifact, self.tree, node.id, instruction=self.run.instruction,
+                                   feedback=feedback, budget_tokens=self.config.context_budget_tokens)
+
+    def _plan(self, node: Node, decision: StrategyDecision, existing: list[Any], response: LLMResponse,
+              call_id: uuid.UUID) -> Mutation | Rejection:
+        prov = Provenance(origin=Origin.LLM, run_id=self.run.id, llm_call_id=call_id, model=response.model)
+        try:
+            if decision.step is StepKind.SPLIT:
+                return apply.plan_split(node, parse_split(response.data), options=self.run.options,
+                                        provenance=prov)
+            return apply.plan_content(node, existing, parse_content(response.data), provenance=prov)
+        except ProposalFormatError as exc:
+            return Rejection(tuple(exc.errors))
+
+    def _call_event(self, node: Node, decision: StrategyDecision, call_id: uuid.UUID, ctx: PromptContext,
+                    resp: LLMResponse | None, err: LLMError | None) -> NewEvent:
+        src: Any = resp if resp is not None else err
+        return NewEvent(EventType.LLM_CALL_COMPLETED, {
+            "call_id": str(call_id), "node_id": str(node.id), "step": decision.step.value,
+            "provider": src.provider or self.provider.name, "model": src.model or self.provider.model,
+            "usage": {"prompt_tokens": src.prompt_tokens, "completion_tokens": src.completion_tokens},
+            "latency_ms": src.latency_ms, "finish_reason": resp.finish_reason if resp else type(err).__name__,
+            "context_tokens": ctx.estimated_tokens,
+        })
+
+    def _call_row(self, node: Node, decision: StrategyDecision, attempt: int, call_id: uuid.UUID,
+                  ctx: PromptContext, resp: LLMResponse | None, err: LLMError | None, outcome: str,
+                  error: str = "") -> dict[str, Any]:
+        src: Any = resp if resp is not None else err
+        return {
+            "id": call_id, "run_id": self.run.id, "node_id": node.id, "step": decision.step.value,
+            "attempt": attempt, "provider": src.provider or self.provider.name,
+            "model": src.model or self.provider.model, "prompt_tokens": src.prompt_tokens,
+            "completion_tokens": src.completion_tokens, "latency_ms": src.latency_ms,
+            "finish_reason": resp.finish_reason if resp else type(err).__name__,
+            "context_tokens": ctx.estimated_tokens,
+            "context_manifest": [
+                {"kind": e.kind, "node_id": str(e.node_id) if e.node_id else None, "hash": e.content_hash}
+                for e in ctx.manifest
+            ],
+            "outcome": outcome, "error": error,
+        }
+
+    def _usage(self, resp: LLMResponse | None, err: LLMError | None) -> dict[str, int]:
+        src: Any = resp if resp is not None else err
+        return {"prompt_tokens": src.prompt_tokens, "completion_tokens": src.completion_tokens,
+                "llm_calls": 1, "llm_latency_ms": src.latency_ms}
+
+    async def _record_rejection(self, node: Node, decision: StrategyDecision, attempt: int, call_id: uuid.UUID,
+                                ctx: PromptContext, resp: LLMResponse | None, err: LLMError | None,
+                                errors: list[str], will_retry: bool) -> None:
+        events = [
+            self._call_event(node, decision, call_id, ctx, resp, err),
+            NewEvent(EventType.PROPOSAL_REJECTED, {
+                "node_id": str(node.id), "step": decision.step.value, "attempt": attempt,
+                "errors": errors, "will_retry": will_retry}),
+        ]
+        async with self.db.transaction() as tx:
+            appended = await event_log.append(
+                tx.conn, self.run.id, events, fence=self.fence,
+                allowed_states=frozenset({RunState.RUNNING, RunState.PAUSING}), increments=self._usage(resp, err))
+            await run_store.record_llm_call(tx.conn, self._call_row(
+                node, decision, attempt, call_id, ctx, resp, err, "rejected", "; ".join(errors)))
+            tx.emitted(appended.events)
+            self.last_head = max(self.last_head, appended.head_seq)
+
+    async def _apply(self, node: Node, decision: StrategyDecision, attempt: int, call_id: uuid.UUID,
+                     ctx: PromptContext, resp: LLMResponse, mutation: Mutation, elapsed: float) -> None:
+        assert self.tree is not None
+        try:
+            async with self.db.transaction() as tx:
+                written = await apply_store.write_mutation(
+                    tx.conn, mutation, run_id=self.run.id, fence=self.fence,
+                    events_before=[self._call_event(node, decision, call_id, ctx, resp, None)],
+                    events_after=[NewEvent(EventType.STEP_COMPLETED, {
+                        "node_id": str(node.id), "step": decision.step.value, "attempts": attempt})],
+                    run_increments=self._usage(resp, None),
+                )
+                await run_store.record_llm_call(tx.conn, self._call_row(
+                    node, decision, attempt, call_id, ctx, resp, None, "applied"))
+                tx.emitted(written.events)
+                self.last_head = max(self.last_head, written.head_seq)
+        except Aborted as exc:
+            if isinstance(exc, LeaseLost):
+                raise
+            # The IR moved under us (e.g. a person pinned the node): re-read and skip this node.
+            log.info("run %s: apply of node %s aborted: %s", self.run.id, node.id, exc.message)
+            async with self.db.read() as conn:
+                self.tree = self.tree.with_nodes([await ir_store.get_node(conn, node.id)])
+            await self._commit_events([NewEvent(EventType.NODE_SKIPPED, {
+                "node_id": str(node.id), "reason": f"left as it is: {exc.message}"})])
+            return
+        patched = [
+            replace(self.tree.get(p.node_id), state=p.state,
+                    summary=p.summary if p.summary is not None else self.tree.get(p.node_id).summary,
+                    word_count=p.word_count if p.word_count is not None else self.tree.get(p.node_id).word_count,
+                    last_run_id=p.last_run_id or self.tree.get(p.node_id).last_run_id)
+            for p in mutation.node_patches
+        ]
+        self.tree = self.tree.with_nodes([*mutation.node_inserts, *patched])
+
+
+class Executor:
+    """Claims runs whose lease is free and executes them in this process."""
+
+    def __init__(self, db: Database, provider: LLMProvider, config: ExecutorConfig):
+        self.db = db
+        self.provider = provider
+        self.config = config
+        self.llm_limit = asyncio.Semaphore(config.llm_concurrency)
+        self._running: dict[uuid.UUID, tuple[RunExecution, asyncio.Task[None]]] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._checking: set[uuid.UUID] = set()
+
+    @property
+    def active_runs(self) -> int:
+        return len(self._running)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._claim_loop(), name="lace-executor")
+        self._renew_task = asyncio.create_task(self._renew_loop(), name="lace-lease-renewal")
+
+    def wake(self) -> None:
+        """New work may be claimable (a run was started or resumed)."""
+        self._wake.set()
+
+    def poke(self, run_id: uuid.UUID, state: RunState) -> None:
+        """A run's requested state changed: pause, resume or cancel its execution here."""
+        entry = self._running.get(run_id)
+        if entry is None:
+            return
+        execution, task = entry
+        execution.control.set(state)
+        if state in (RunState.CANCELLING, RunState.CANCELLED):
+            task.cancel()
+
+    def on_notify(self, run_id: uuid.UUID, head: int) -> None:
+        """A run's events committed somewhere: new work may be claimable, or a run here was steered."""
+        self._wake.set()
+        entry = self._running.get(run_id)
+        # Our own commits also notify; only a head beyond what this executor wrote means someone else did.
+        if entry is not None and head > entry[0].last_head and run_id not in self._checking:
+            self._checking.add(run_id)
+            task = asyncio.create_task(self._check_run(run_id))
+            task.add_done_callback(lambda _t: self._checking.discard(run_id))
+
+    async def _check_run(self, run_id: uuid.UUID) -> None:
+        try:
+            async with self.db.read() as conn:
+                state = await run_store.run_state(conn, run_id)
+        except Exception:
+            log.exception("re-reading run %s failed", run_id)
+            return
+        self.poke(run_id, state)
+
+    async def _claim_loop(self) -> None:
+        while not self._closing:
+            try:
+                while len(self._running) < self.config.max_concurrent_runs and not self._closing:
+                    async with self.db.transaction() as tx:
+                        claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
+                                                           ttl_s=self.config.lease_ttl_s)
+                    if claim is None:
+                        break
+                    await self._begin(claim)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming runs failed; retrying")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
+
+    async def claim(self, run_id: uuid.UUID) -> bool:
+        """Tries to take one specific run now (used by job-message dispatch)."""
+        async with self.db.transaction() as tx:
+            claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
+                                               ttl_s=self.config.lease_ttl_s, run_id=run_id)
+        if claim is None:
+            return False
+        await self._begin(claim)
+        return True
+
+    async def _begin(self, claim: run_store.Claim) -> None:
+        async with self.db.transaction() as tx:
+            # Re-read under the row lock: a control request may have landed since the claim.
+            run = await run_store.get_run(tx.conn, claim.run.id, for_update=True)
+            target = ON_CLAIM.get(run.state)
+            if target is None:
+                await run_store.release_lease(tx.conn, run.id, claim.fence)
+                return
+            reason = {
+                RunState.PENDING: "started" if run.start_time is None else "resumed",
+                RunState.PAUSING: "paused: the previous executor stopped while pausing",
+                RunState.CANCELLING: "cancelled: the previous executor stopped while cancelling",
+                RunState.RUNNING: "taken over after the previous executor's lease expired",
+            }[run.state]
+            appended = await run_store.transition(tx.conn, run, target, reason, fence=claim.fence)
+            tx.emitted(appended.events)
+        if target is not RunState.RUNNING:
+            return
+        run = replace(run, state=RunState.RUNNING, head_seq=appended.head_seq)
+        execution = RunExecution(self.db, self.provider, self.llm_limit, run, claim.fence, self.config)
+        task = asyncio.create_task(execution.execute(), name=f"lace-run-{run.id}")
+        self._running[run.id] = (execution, task)
+        task.add_done_callback(lambda _t, rid=run.id: self._done(rid))
+
+    def _done(self, run_id: uuid.UUID) -> None:
+        self._running.pop(run_id, None)
+        self._wake.set()
+
+    async def _renew_loop(self) -> None:
+        interval = max(self.config.lease_ttl_s / 3, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            for run_id, (execution, task) in list(self._running.items()):
+                try:
+                    async with self.db.transaction() as tx:
+                        state = await run_store.renew_lease(tx.conn, run_id, execution.fence,
+                                                            self.config.lease_ttl_s)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("renewing the lease of run %s failed", run_id)
+                    continue
+                if state is None:
+                    log.warning("run %s: lease lost; stopping its execution here", run_id)
+                    execution.control.set(RunState.FAILED)
+                    task.cancel()
+                else:
+                    self.poke(run_id, state)
+
+    async def aclose(self, grace_s: float = 5.0) -> None:
+        """Stops claiming; in-flight runs stop and keep their lease until it expires (another takes over)."""
+        self._closing = True
+        for t in (self._loop_task, self._renew_task):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        tasks = [task for _, task in self._running.values()]
+        for execution, task in self._running.values():
+            execution.control.set(RunState.FAILED)
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+        # Release leases so another process can take the runs over at once.
+        for run_id, (execution, _) in list(self._running.items()):
+            with contextlib.suppress(Exception):
+                async with self.db.transaction() as tx:
+                    await run_store.release_lease(tx.conn, run_id, execution.fence)
+

@@ -1,0 +1,159 @@
+"""Runs in Postgres: creation, reads, lifecycle transitions with their events, and leases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from lace_engine import event_log
+from lace_engine.errors import NotFound
+from lace_engine.event_log import Appended, Fence
+from lace_engine.model import EventType, NewEvent, Run, RunOptions, RunState
+from lace_engine.run_lifecycle import CLAIMABLE
+from lace_engine.schema import llm_calls, runs
+
+
+def row_to_run(r: Any) -> Run:
+    return Run(
+        id=r.id, artifact_id=r.artifact_id, state=RunState(r.state), scope_node_id=r.scope_node_id,
+        instruction=r.instruction, options=RunOptions.from_json(r.options), head_seq=int(r.head_seq),
+        failure_reason=r.failure_reason, prompt_tokens=int(r.prompt_tokens),
+        completion_tokens=int(r.completion_tokens), llm_calls=int(r.llm_calls),
+        llm_latency_ms=int(r.llm_latency_ms), nodes_planned=r.nodes_planned, nodes_written=r.nodes_written,
+        words_written=int(r.words_written), provider=r.provider, model=r.model, create_time=r.create_time,
+        start_time=r.start_time, end_time=r.end_time,
+    )
+
+
+def state_event(before: RunState, after: RunState, reason: str) -> NewEvent:
+    return NewEvent(EventType.RUN_STATE_CHANGED,
+                    {"from_state": before.value, "to_state": after.value, "reason": reason})
+
+
+async def insert_run(
+    conn: AsyncConnection, *, run_id: uuid.UUID, artifact_id: uuid.UUID, scope_node_id: uuid.UUID | None,
+    instruction: str, options: RunOptions, provider: str, model: str,
+) -> Run:
+    """Inserts a PENDING run with its first event; the partial unique index refuses a second active run."""
+    await conn.execute(sa.insert(runs).values(
+        id=run_id, artifact_id=artifact_id, state=RunState.PENDING.value, scope_node_id=scope_node_id,
+        instruction=instruction, options=options.to_json(), provider=provider, model=model,
+    ))
+    await event_log.append(conn, run_id, [
+        NewEvent(EventType.RUN_STATE_CHANGED, {"from_state": "", "to_state": RunState.PENDING.value,
+                                               "reason": "run created"})
+    ])
+    return await get_run(conn, run_id)
+
+
+async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, for_update: bool = False) -> Run:
+    stmt = sa.select(runs).where(runs.c.id == run_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": str(run_id)})
+    return row_to_run(row)
+
+
+async def list_runs(
+    conn: AsyncConnection, *, artifact_id: uuid.UUID | None, limit: int, before: tuple[str, str] | None
+) -> list[Run]:
+    stmt = sa.select(runs)
+    if artifact_id is not None:
+        stmt = stmt.where(runs.c.artifact_id == artifact_id)
+    if before is not None:
+        stmt = stmt.where(sa.tuple_(runs.c.create_time, runs.c.id)
+                          < sa.tuple_(sa.cast(before[0], sa.DateTime(timezone=True)),
+                                      sa.cast(before[1], runs.c.id.type)))
+    stmt = stmt.order_by(runs.c.create_time.desc(), runs.c.id.desc()).limit(limit)
+    return [row_to_run(r) for r in await conn.execute(stmt)]
+
+
+async def transition(
+    conn: AsyncConnection, run: Run, to: RunState, reason: str, *, fence: Fence | None = None,
+    extra_events: tuple[NewEvent, ...] = (), set_values: Mapping[str, Any] | None = None,
+    release_lease: bool = False,
+) -> Appended:
+    """Moves a run (whose row the caller has locked or fenced) to `to`, with its typed event."""
+    values: dict[str, Any] = {"state": to.value, **(set_values or {})}
+    if to.terminal:
+        values["end_time"] = sa.func.now()
+    if to is RunState.RUNNING and run.start_time is None:
+        values["start_time"] = sa.func.now()
+    if release_lease or to.terminal or to in (RunState.PAUSED, RunState.PENDING):
+        values.update(lease_owner=None, lease_expires=None)
+    events = [*extra_events, state_event(run.state, to, reason)] if run.state != to else list(extra_events)
+    return await event_log.append(conn, run.id, events, fence=fence, set_values=values)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    run: Run
+    fence: Fence
+
+
+async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float,
+                     run_id: uuid.UUID | None = None) -> Claim | None:
+    """Takes the lease of one claimable run whose lease is free or expired (a new fencing token)."""
+    candidates = (
+        sa.select(runs.c.id)
+        .where(runs.c.state.in_([s.value for s in CLAIMABLE]),
+               sa.or_(runs.c.lease_expires.is_(None), runs.c.lease_expires < sa.func.now()))
+        .order_by(runs.c.create_time)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if run_id is not None:
+        candidates = candidates.where(runs.c.id == run_id)
+    row = (await conn.execute(
+        sa.update(runs)
+        .where(runs.c.id == candidates.scalar_subquery())
+        .values(lease_owner=owner, lease_expires=sa.func.now() + timedelta(seconds=ttl_s),
+                lease_token=runs.c.lease_token + 1)
+        .returning(runs)
+    )).first()
+    if row is None:
+        return None
+    return Claim(run=row_to_run(row), fence=Fence(owner=owner, token=int(row.lease_token)))
+
+
+async def renew_lease(conn: AsyncConnection, run_id: uuid.UUID, fence: Fence, ttl_s: float) -> RunState | None:
+    """Extends the lease; returns the run's state, or None when the lease was lost."""
+    row = (await conn.execute(
+        sa.update(runs)
+        .where(runs.c.id == run_id, runs.c.lease_owner == fence.owner, runs.c.lease_token == fence.token)
+        .values(lease_expires=sa.func.now() + timedelta(seconds=ttl_s))
+        .returning(runs.c.state)
+    )).first()
+    return None if row is None else RunState(row.state)
+
+
+async def run_state(conn: AsyncConnection, run_id: uuid.UUID) -> RunState:
+    row = (await conn.execute(sa.select(runs.c.state).where(runs.c.id == run_id))).first()
+    if row is None:
+        raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
+    return RunState(row.state)
+
+
+async def record_llm_call(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
+    await conn.execute(sa.insert(llm_calls).values(**values))
+
+
+async def set_validation(conn: AsyncConnection, run_id: uuid.UUID, report: Mapping[str, Any]) -> None:
+    await conn.execute(sa.update(runs).where(runs.c.id == run_id).values(validation=dict(report)))
+
+
+async def release_lease(conn: AsyncConnection, run_id: uuid.UUID, fence: Fence) -> None:
+    """Gives the lease up early (graceful shutdown) so another executor can take the run at once."""
+    await conn.execute(
+        sa.update(runs)
+        .where(runs.c.id == run_id, runs.c.lease_owner == fence.owner, runs.c.lease_token == fence.token)
+        .values(lease_owner=None, lease_expires=None)
+    )

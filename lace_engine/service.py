@@ -1,0 +1,341 @@
+"""The engine's public face: every operation the API offers, as plain async methods on plain data."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy.exc
+
+from lace_engine import apply, apply_store, event_log, idempotency, ir_store, pagination, run_store
+from lace_engine.apply import NewArtifact
+from lace_engine.compiler import compile_html, compile_json, compile_markdown
+from lace_engine.config import Settings
+from lace_engine.database import Database
+from lace_engine.errors import FailedPrecondition, InvalidArgument, NotFound
+from lace_engine.ids import new_id
+from lace_engine.live import EventHub
+from lace_engine.llm.base import LLMProvider
+from lace_engine.model import (
+    Artifact,
+    Block,
+    BlockContent,
+    ChangeEvent,
+    EventType,
+    Node,
+    Run,
+    RunEvent,
+    RunOptions,
+    RunState,
+)
+from lace_engine.orchestrator import Executor, ExecutorConfig
+from lace_engine.pg_notify import PgNotifyListener
+from lace_engine.run_lifecycle import RunAction, on_request
+from lace_engine.stream import StreamBatch, stream_run
+from lace_engine.tree import Tree
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"markdown": "text/markdown", "html": "text/html", "json": "application/json"}
+
+_OPTION_RANGES = {
+    "leaf_words": (200, 5000),
+    "max_depth": (1, 8),
+    "sibling_concurrency": (1, 64),
+    "max_proposal_retries": (0, 5),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactView:
+    artifact: Artifact
+    nodes: list[Node]
+    blocks: list[Block]
+
+
+def resolve_options(requested: dict[str, int], defaults: RunOptions) -> RunOptions:
+    """Fills zero fields from the defaults and checks every field's documented range."""
+    values = defaults.to_json()
+    for key, value in requested.items():
+        if value == 0:
+            continue
+        low, high = _OPTION_RANGES[key]
+        if not low <= value <= high:
+            raise InvalidArgument(f"options.{key} must be between {low} and {high}, got {value}",
+                                  reason="OPTION_OUT_OF_RANGE", metadata={"field": f"options.{key}"})
+        values[key] = value
+    return RunOptions.from_json(values)
+
+
+class _DuplicateRequest(Exception):
+    """A concurrent twin with the same request_id committed first; roll back and return its result."""
+
+
+class Engine:
+    """Owns the database pool, the live hub, the LISTEN connection and (optionally) an executor."""
+
+    def __init__(self, settings: Settings, database_url: str, provider: LLMProvider):
+        self.settings = settings
+        self.provider = provider
+        self.db = Database(database_url, pool_size=settings.pool_size)
+        self.hub = EventHub(self._fetch_range)
+        self.db.on_commit(self.hub.publish)
+        self.listener = PgNotifyListener(self.db.url, self._on_notify, self.hub.wake_all)
+        self.executor: Executor | None = None
+        if settings.execute_runs:
+            self.executor = Executor(self.db, provider, ExecutorConfig(
+                owner_id=settings.owner_id, lease_ttl_s=settings.lease_ttl_s,
+                max_concurrent_runs=settings.max_concurrent_runs, llm_concurrency=settings.llm_concurrency,
+                context_budget_tokens=settings.context_budget_tokens,
+            ))
+
+    async def start(self) -> None:
+        await self.listener.start()
+        if self.executor is not None:
+            self.executor.start()
+
+    async def aclose(self) -> None:
+        if self.executor is not None:
+            await self.executor.aclose()
+        await self.listener.aclose()
+        await self.hub.aclose()
+        await self.provider.aclose()
+        await self.db.aclose()
+
+    def _on_notify(self, run_id: uuid.UUID, head: int) -> None:
+        self.hub.notify(run_id, head)
+        if self.executor is not None:
+            self.executor.on_notify(run_id, head)
+
+    async def _fetch_range(self, run_id: uuid.UUID, after: int, upto: int) -> list[RunEvent]:
+        async with self.db.read() as conn:
+            return await event_log.read(conn, run_id, after_seq=after, upto_seq=upto, limit=upto - after)
+
+    # Artifacts -----------------------------------------------------------------------------
+
+    async def create_artifact(self, new: NewArtifact, request_id: str = "") -> Artifact:
+        apply.validate_new_artifact(new)
+        idempotency.check_request_id(request_id)
+        fp = idempotency.fingerprint({"title": new.title, "brief": new.brief, "style": new.style,
+                                      "target_words": new.target_words})
+        async with self.db.read() as conn:
+            existing = await idempotency.lookup(conn, "CreateArtifact", request_id, fp)
+            if existing is not None:
+                return await ir_store.get_artifact(conn, existing)
+        artifact_id = new_id()
+        mutation = apply.plan_create_artifact(artifact_id, new)
+        try:
+            async with self.db.transaction() as tx:
+                if not await idempotency.record(tx.conn, "CreateArtifact", request_id, fp, artifact_id):
+                    raise _DuplicateRequest()
+                await apply_store.write_mutation(tx.conn, mutation)
+        except _DuplicateRequest:
+            pass
+        async with self.db.read() as conn:
+            existing = await idempotency.lookup(conn, "CreateArtifact", request_id, fp)
+            return await ir_store.get_artifact(conn, existing or artifact_id)
+
+    async def get_artifact(self, artifact_id: uuid.UUID, *, full: bool) -> ArtifactView:
+        async with self.db.read() as conn:
+            artifact = await ir_store.get_artifact(conn, artifact_id)
+            if not full:
+                return ArtifactView(artifact, [], [])
+            tree = Tree(await ir_store.get_nodes(conn, artifact_id))
+            by_node = await ir_store.get_blocks_by_node(conn, artifact_id)
+        ordered = list(tree.preorder())
+        return ArtifactView(artifact, ordered, [b for n in ordered for b in by_node.get(n.id, [])])
+
+    async def list_artifacts(self, page_size: int, page_token: str) -> tuple[list[Artifact], str]:
+        size = pagination.page_size(page_size, default=50, maximum=500)
+        position = pagination.decode(page_token, "artifacts")
+        async with self.db.read() as conn:
+            items = await ir_store.list_artifacts(conn, limit=size + 1,
+                                                  before=tuple(position) if position else None)
+        next_token = ""
+        if len(items) > size:
+            items = items[:size]
+            last = items[-1]
+            next_token = pagination.encode([last.create_time.isoformat(), str(last.id)], "artifacts")
+        return items, next_token
+
+    async def compile(self, artifact_id: uuid.UUID, fmt: str) -> tuple[str, str, int]:
+        if fmt not in FORMATS:
+            raise InvalidArgument(f"format must be one of {sorted(FORMATS)}", reason="INVALID_FORMAT",
+                                  metadata={"field": "format"})
+        async with self.db.read() as conn:
+            async with conn.begin():  # one snapshot: the IR at one version
+                await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                artifact = await ir_store.get_artifact(conn, artifact_id)
+                tree = Tree(await ir_store.get_nodes(conn, artifact_id))
+                blocks = await ir_store.get_blocks_by_node(conn, artifact_id)
+                providers = await ir_store.providers_of(conn, artifact_id)
+        metadata = {
+            "generator": "lace",
+            "artifact_id": str(artifact.id),
+            "artifact_version": str(artifact.version),
+            "llm_provider": ",".join(providers) or "none",
+        }
+        if "offline" in providers:
+            metadata["notice"] = ("written by the offline provider: deterministic placeholder prose, "
+                                  "not a language model")
+        render = {"markdown": compile_markdown, "html": compile_html, "json": compile_json}[fmt]
+        return render(artifact, tree, blocks, metadata), FORMATS[fmt], artifact.version
+
+    async def edit_block(self, block_id: uuid.UUID, content: BlockContent, *, expected_version: int,
+                         request_id: str) -> Block:
+        idempotency.check_request_id(request_id)
+        fp = idempotency.fingerprint({"block_id": str(block_id), "content": content.to_json(),
+                                      "expected_version": expected_version})
+        async with self.db.read() as conn:
+            if await idempotency.lookup(conn, "EditBlock", request_id, fp) is not None:
+                return await ir_store.get_block(conn, block_id)
+        async with self.db.transaction() as tx:
+            block = await ir_store.get_block(tx.conn, block_id)
+            node = await ir_store.get_node(tx.conn, block.node_id)
+            mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version)
+            await apply_store.write_mutation(tx.conn, mutation)
+            await idempotency.record(tx.conn, "EditBlock", request_id, fp, block_id)
+        async with self.db.read() as conn:
+            return await ir_store.get_block(conn, block_id)
+
+    async def list_block_changes(self, block_id: uuid.UUID, page_size: int,
+                                 page_token: str) -> tuple[list[ChangeEvent], str]:
+        size = pagination.page_size(page_size, default=50, maximum=500)
+        after = pagination.decode(page_token, ["block_changes", str(block_id)]) or 0
+        async with self.db.read() as conn:
+            items = await ir_store.list_block_changes(conn, block_id, limit=size + 1, after_id=int(after))
+            if not items and not after and not await ir_store.block_exists_in_history(conn, block_id):
+                raise NotFound(f"block {block_id} not found", reason="BLOCK_NOT_FOUND",
+                               metadata={"block_id": str(block_id)})
+        next_token = ""
+        if len(items) > size:
+            items = items[:size]
+            next_token = pagination.encode(items[-1].id, ["block_changes", str(block_id)])
+        return items, next_token
+
+    # Runs ----------------------------------------------------------------------------------
+
+    async def start_run(self, artifact_id: uuid.UUID, *, request_id: str = "", scope_node_id: uuid.UUID | None = None,
+                        instruction: str = "", options: dict[str, int] | None = None) -> Run:
+        idempotency.check_request_id(request_id)
+        if len(instruction) > 2000:
+            raise InvalidArgument("instruction is longer than 2,000 characters", reason="FIELD_TOO_LONG",
+                                  metadata={"field": "instruction"})
+        resolved = resolve_options(options or {}, self.settings.run_options)
+        fp = idempotency.fingerprint({"artifact_id": str(artifact_id), "scope": str(scope_node_id),
+                                      "instruction": instruction, "options": options or {}})
+        async with self.db.read() as conn:
+            existing = await idempotency.lookup(conn, "StartRun", request_id, fp)
+            if existing is not None:
+                return await run_store.get_run(conn, existing)
+            artifact = await ir_store.get_artifact(conn, artifact_id)
+            if scope_node_id is not None:
+                node = await ir_store.get_node(conn, scope_node_id)
+                if node.artifact_id != artifact_id:
+                    raise InvalidArgument(f"node {scope_node_id} belongs to another artifact",
+                                          reason="SCOPE_NOT_IN_ARTIFACT", metadata={"field": "scope_node_id"})
+        if artifact.active_run_id is not None:
+            raise self._active_run_error(artifact_id, artifact.active_run_id)
+        run_id = new_id()
+        try:
+            async with self.db.transaction() as tx:
+                if not await idempotency.record(tx.conn, "StartRun", request_id, fp, run_id):
+                    raise _DuplicateRequest()
+                run = await run_store.insert_run(
+                    tx.conn, run_id=run_id, artifact_id=artifact_id, scope_node_id=scope_node_id,
+                    instruction=instruction, options=resolved, provider=self.provider.name,
+                    model=self.provider.model)
+        except (sqlalchemy.exc.IntegrityError, _DuplicateRequest) as exc:
+            async with self.db.read() as conn:
+                existing = await idempotency.lookup(conn, "StartRun", request_id, fp)
+                if existing is not None:
+                    return await run_store.get_run(conn, existing)
+                active = (await ir_store.get_artifact(conn, artifact_id)).active_run_id
+            if active is not None:
+                raise self._active_run_error(artifact_id, active) from exc
+            raise
+        if self.executor is not None:
+            self.executor.wake()
+        return run
+
+    @staticmethod
+    def _active_run_error(artifact_id: uuid.UUID, active: uuid.UUID) -> FailedPrecondition:
+        return FailedPrecondition(
+            f"artifact {artifact_id} already has an active run {active}; wait for it to end, or cancel it",
+            reason="ARTIFACT_HAS_ACTIVE_RUN", metadata={"artifact_id": str(artifact_id), "run_id": str(active)})
+
+    async def get_run(self, run_id: uuid.UUID) -> Run:
+        async with self.db.read() as conn:
+            return await run_store.get_run(conn, run_id)
+
+    async def list_runs(self, artifact_id: uuid.UUID | None, page_size: int,
+                        page_token: str) -> tuple[list[Run], str]:
+        size = pagination.page_size(page_size, default=50, maximum=500)
+        query = ["runs", str(artifact_id)]
+        position = pagination.decode(page_token, query)
+        async with self.db.read() as conn:
+            if artifact_id is not None:
+                await ir_store.get_artifact(conn, artifact_id)
+            items = await run_store.list_runs(conn, artifact_id=artifact_id, limit=size + 1,
+                                              before=tuple(position) if position else None)
+        next_token = ""
+        if len(items) > size:
+            items = items[:size]
+            next_token = pagination.encode([items[-1].create_time.isoformat(), str(items[-1].id)], query)
+        return items, next_token
+
+    async def control_run(self, run_id: uuid.UUID, action: RunAction, request_id: str = "") -> Run:
+        """Pause, resume or cancel: one locked transition with its event, then tell the executor."""
+        idempotency.check_request_id(request_id)
+        method = f"{action.value.capitalize()}Run"
+        fp = idempotency.fingerprint({"run_id": str(run_id)})
+        async with self.db.read() as conn:
+            if await idempotency.lookup(conn, method, request_id, fp) is not None:
+                return await run_store.get_run(conn, run_id)
+        async with self.db.transaction() as tx:
+            run = await run_store.get_run(tx.conn, run_id, for_update=True)
+            target = on_request(action, run.state)
+            reason = {RunAction.PAUSE: "pause requested", RunAction.RESUME: "resume requested",
+                      RunAction.CANCEL: "cancel requested"}[action]
+            appended = await run_store.transition(tx.conn, run, target, reason)
+            await idempotency.record(tx.conn, method, request_id, fp, run_id)
+            tx.emitted(appended.events)
+        if self.executor is not None:
+            self.executor.poke(run_id, target)
+            self.executor.wake()
+        return await self.get_run(run_id)
+
+    async def list_run_events(self, run_id: uuid.UUID, *, after_seq: int, types: Sequence[EventType],
+                              page_size: int, page_token: str) -> tuple[list[RunEvent], str]:
+        if after_seq < 0:
+            raise InvalidArgument("after_seq must not be negative", reason="NEGATIVE_CURSOR",
+                                  metadata={"field": "after_seq"})
+        size = pagination.page_size(page_size, default=100, maximum=1000)
+        query = ["events", str(run_id), after_seq, sorted(t.value for t in types)]
+        position = pagination.decode(page_token, query)
+        after = int(position) if position is not None else after_seq
+        async with self.db.read() as conn:
+            await event_log.head(conn, run_id)
+            items = await event_log.read(conn, run_id, after_seq=after, limit=size + 1, types=types)
+        next_token = ""
+        if len(items) > size:
+            items = items[:size]
+            next_token = pagination.encode(items[-1].seq, query)
+        return items, next_token
+
+    def stream_run(self, run_id: uuid.UUID, cursor: int, *, batch_limit: int = 1000) -> AsyncIterator[StreamBatch]:
+        return stream_run(self.hub, self._read_events, self._read_head, run_id, cursor,
+                          heartbeat_s=self.settings.heartbeat_s, batch_limit=batch_limit)
+
+    async def _read_events(self, run_id: uuid.UUID, after: int, limit: int) -> list[RunEvent]:
+        async with self.db.read() as conn:
+            return await event_log.read(conn, run_id, after_seq=after, limit=limit)
+
+    async def _read_head(self, run_id: uuid.UUID) -> tuple[int, RunState]:
+        async with self.db.read() as conn:
+            return await event_log.head(conn, run_id)
+
+
