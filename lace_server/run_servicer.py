@@ -1,0 +1,96 @@
+"""lace.v1.RunService over the engine, including the StreamRun data plane."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from lace.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
+from lace_engine.errors import InvalidArgument
+from lace_engine.ids import parse_id
+from lace_engine.run_lifecycle import RunAction
+from lace_engine.service import Engine
+from lace_server import convert
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class RunServicer(run_service_pb2_grpc.RunServiceServicer):
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    async def StartRun(
+        self, request: run_service_pb2.StartRunRequest, context: Context
+    ) -> run_service_pb2.StartRunResponse:
+        artifact_id = parse_id(request.artifact_id, "artifact_id")
+        scope = parse_id(request.scope_node_id, "scope_node_id") if request.scope_node_id else None
+        o = request.options
+        options = {"leaf_words": o.leaf_words, "max_depth": o.max_depth,
+                   "sibling_concurrency": o.sibling_concurrency, "max_proposal_retries": o.max_proposal_retries}
+        run = await self.engine.start_run(artifact_id, request_id=request.request_id, scope_node_id=scope,
+                                          instruction=request.instruction, options=options)
+        return run_service_pb2.StartRunResponse(run=convert.run_to_pb(run))
+
+    async def GetRun(self, request: run_service_pb2.GetRunRequest, context: Context) -> run_service_pb2.GetRunResponse:
+        run = await self.engine.get_run(parse_id(request.run_id, "run_id"))
+        return run_service_pb2.GetRunResponse(run=convert.run_to_pb(run))
+
+    async def ListRuns(
+        self, request: run_service_pb2.ListRunsRequest, context: Context
+    ) -> run_service_pb2.ListRunsResponse:
+        artifact_id = parse_id(request.artifact_id, "artifact_id") if request.artifact_id else None
+        items, token = await self.engine.list_runs(artifact_id, request.page_size, request.page_token)
+        return run_service_pb2.ListRunsResponse(runs=[convert.run_to_pb(r) for r in items], next_page_token=token)
+
+    async def _control(self, run_id: str, action: RunAction, request_id: str) -> run_pb2.Run:
+        run = await self.engine.control_run(parse_id(run_id, "run_id"), action, request_id)
+        return convert.run_to_pb(run)
+
+    async def PauseRun(
+        self, request: run_service_pb2.PauseRunRequest, context: Context
+    ) -> run_service_pb2.PauseRunResponse:
+        return run_service_pb2.PauseRunResponse(run=await self._control(request.run_id, RunAction.PAUSE,
+                                                                        request.request_id))
+
+    async def ResumeRun(
+        self, request: run_service_pb2.ResumeRunRequest, context: Context
+    ) -> run_service_pb2.ResumeRunResponse:
+        return run_service_pb2.ResumeRunResponse(run=await self._control(request.run_id, RunAction.RESUME,
+                                                                         request.request_id))
+
+    async def CancelRun(
+        self, request: run_service_pb2.CancelRunRequest, context: Context
+    ) -> run_service_pb2.CancelRunResponse:
+        return run_service_pb2.CancelRunResponse(run=await self._control(request.run_id, RunAction.CANCEL,
+                                                                         request.request_id))
+
+    async def ListRunEvents(
+        self, request: run_service_pb2.ListRunEventsRequest, context: Context
+    ) -> run_service_pb2.ListRunEventsResponse:
+        run_id = parse_id(request.run_id, "run_id")
+        try:
+            types = [convert.EVENT_TYPE_FROM_PB[t] for t in request.event_types]
+        except KeyError:
+            raise InvalidArgument("event_types has an unknown or UNSPECIFIED value", reason="INVALID_EVENT_TYPE",
+                                  metadata={"field": "event_types"}) from None
+        events, token = await self.engine.list_run_events(
+            run_id, after_seq=request.after_seq, types=types, page_size=request.page_size,
+            page_token=request.page_token)
+        response = run_service_pb2.ListRunEventsResponse(next_page_token=token)
+        for e in events:
+            convert.fill_run_event(response.events.add(), e)
+        return response
+
+    async def StreamRun(
+        self, request: run_service_pb2.StreamRunRequest, context: Context
+    ) -> AsyncIterator[run_service_pb2.StreamRunResponse]:
+        run_id = parse_id(request.run_id, "run_id")
+        async for batch in self.engine.stream_run(run_id, request.cursor):
+            response = run_service_pb2.StreamRunResponse(head_seq=batch.head_seq)
+            if batch.state is not None:
+                response.run_state = convert.run_state_to_pb(batch.state)
+            for e in batch.events:
+                convert.fill_run_event(response.events.add(), e)
+            yield response

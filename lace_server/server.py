@@ -1,0 +1,129 @@
+"""Start-up and shutdown of the gRPC server (grpc.aio on one event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from lace.v1 import artifact_service_pb2, artifact_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
+from lace_engine import migrate
+from lace_engine.config import Settings
+from lace_engine.embedded_postgres import EmbeddedPostgres
+from lace_engine.llm.factory import provider_from_env
+from lace_engine.service import Engine
+from lace_server.artifact_servicer import ArtifactServicer
+from lace_server.auth import BearerAuthInterceptor, parse_api_keys
+from lace_server.run_servicer import RunServicer
+from lace_server.status import ErrorMappingInterceptor
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+    run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Let clients keep idle streams alive with pings, and ping them ourselves.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_concurrent_streams", 2_000),
+]
+
+
+@dataclass
+class Running:
+    server: grpc.aio.Server
+    engine: Engine
+    health: health.aio.HealthServicer
+    port: int
+    embedded: EmbeddedPostgres | None = None
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Graceful: NOT_SERVING, streams end with UNAVAILABLE, in-flight unary calls finish."""
+        await self.health.enter_graceful_shutdown()
+        self.engine.hub.close()
+        await self.server.stop(grace_s)
+        await self.engine.aclose()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def resolve_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """LACE_DATABASE_URL when set; otherwise an embedded PostgreSQL under LACE_DATA_DIR."""
+    if settings.database_url:
+        return settings.database_url, None
+    embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+    return embedded.start(), embedded
+
+
+async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
+                env: dict[str, str] | None = None) -> Running:
+    """Prepares the database, starts the engine and the server; returns once it is serving."""
+    url, embedded = await asyncio.to_thread(resolve_database, settings)
+    if migrate_db:
+        await asyncio.to_thread(migrate.upgrade, url)
+    provider = provider_from_env(dict(os.environ) if env is None else env)
+    engine = Engine(settings, url, provider)
+    await engine.start()
+
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    keys = (env if env is not None else os.environ).get("LACE_API_KEYS", "")
+    if keys:
+        interceptors.append(BearerAuthInterceptor(parse_api_keys(keys)))
+    interceptors.append(ErrorMappingInterceptor())
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS,
+                             maximum_concurrent_rpcs=settings_max_rpcs(settings))
+    artifact_service_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(engine), server)
+    run_service_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(engine), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise RuntimeError(f"could not listen on {listen}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("lace serving", extra={"listen": listen, "port": port, "llm": provider.name,
+                                    "database": "embedded" if embedded else "external"})
+    return Running(server=server, engine=engine, health=health_servicer, port=port, embedded=embedded)
+
+
+def settings_max_rpcs(settings: Settings) -> int:
+    return int(os.environ.get("LACE_MAX_CONCURRENT_RPCS", "10000"))
+
+
+async def serve_forever(settings: Settings, listen: str, *, grace_s: float = 5.0) -> None:
+    """Runs until SIGINT/SIGTERM, then shuts down gracefully."""
+    running = await start(settings, listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    print(f"lace: serving lace.v1 on {listen_address(listen, running.port)} (LLM provider: "
+          f"{running.engine.provider.name}; Ctrl-C to stop)", flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    await running.stop(grace_s)
+
+
+def listen_address(listen: str, port: int) -> str:
+    host = listen.rsplit(":", 1)[0]
+    return f"{host}:{port}"

@@ -1,0 +1,1 @@
+"""LACE test suite."""

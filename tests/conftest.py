@@ -1,0 +1,88 @@
+"""Session fixtures: a real PostgreSQL (embedded, or LACE_TEST_DATABASE_URL) and a real gRPC server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from lace.v1 import artifact_service_pb2_grpc, run_service_pb2_grpc
+from lace_engine.config import Settings
+from lace_engine.embedded_postgres import EmbeddedPostgres
+from lace_engine.model import RunOptions
+from tests.support.database import create_database, drop_database
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """URL of a PostgreSQL server for the whole session (its default database)."""
+    external = os.environ.get("LACE_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="lace-test-pg-"))
+    pg = EmbeddedPostgres(tmp / "data", delete_on_stop=True)
+    url = pg.start()
+    yield url
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this session."""
+    url = create_database(pg_server_url, f"lace_test_{uuid.uuid4().hex[:10]}", migrate_to_head=True)
+    yield url
+    drop_database(pg_server_url, url)
+
+
+@pytest.fixture
+def empty_database(pg_server_url: str) -> Iterator[str]:
+    """A fresh database with no tables, for migration tests."""
+    url = create_database(pg_server_url, f"lace_empty_{uuid.uuid4().hex[:10]}", migrate_to_head=False)
+    yield url
+    drop_database(pg_server_url, url)
+
+
+def test_settings(**overrides: object) -> Settings:
+    base = Settings(
+        database_url=None, lease_ttl_s=3.0, heartbeat_s=1.0,
+        run_options=RunOptions(leaf_words=1000, max_depth=4, sibling_concurrency=1, max_proposal_retries=2),
+    )
+    return Settings(**{**base.__dict__, **overrides})
+
+
+@pytest.fixture(scope="session")
+async def lace_server(database_url: str) -> AsyncIterator[tuple[str, object]]:
+    """A real LACE server (offline provider) on a free port: yields (target, Running)."""
+    from lace_server.server import start
+
+    settings = test_settings(database_url=database_url)
+    running = await start(settings, "127.0.0.1:0", env={"LACE_LLM": "offline"})
+    yield f"127.0.0.1:{running.port}", running
+    await running.stop(1.0)
+
+
+@pytest.fixture(scope="session")
+async def channel(lace_server: tuple[str, object]) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(lace_server[0]) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def artifacts(channel: grpc.aio.Channel) -> artifact_service_pb2_grpc.ArtifactServiceStub:
+    return artifact_service_pb2_grpc.ArtifactServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def runs(channel: grpc.aio.Channel) -> run_service_pb2_grpc.RunServiceStub:
+    return run_service_pb2_grpc.RunServiceStub(channel)
+
+
+def pg_connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url, autocommit=True)

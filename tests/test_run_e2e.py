@@ -1,0 +1,51 @@
+"""End to end over real gRPC with the offline provider: brief -> run -> events -> compiled document."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
+from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
+from lace.v1.run_service_pb2_grpc import RunServiceStub
+
+
+async def create(artifacts: ArtifactServiceStub, words: int, title: str = "Grid-scale storage") -> artifact_pb2.Artifact:
+    response = await artifacts.CreateArtifact(artifact_service_pb2.CreateArtifactRequest(
+        artifact=artifact_pb2.Artifact(title=title, brief="A report on grid-scale energy storage for planners.",
+                                       target_words=words),
+        request_id=str(uuid.uuid4()),
+    ))
+    return response.artifact
+
+
+async def watch(runs: RunServiceStub, run_id: str, cursor: int = 0) -> list[run_pb2.RunEvent]:
+    events: list[run_pb2.RunEvent] = []
+    async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run_id, cursor=cursor)):
+        events.extend(response.events)
+    return events
+
+
+async def test_run_writes_a_structured_document(artifacts: ArtifactServiceStub, runs: RunServiceStub) -> None:
+    artifact = await create(artifacts, 3000)
+    run = (await runs.StartRun(run_service_pb2.StartRunRequest(artifact_id=artifact.id))).run
+    events = await asyncio.wait_for(watch(runs, run.id), 60)
+
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    final = events[-1]
+    assert final.WhichOneof("payload") == "run_state_changed"
+    assert final.run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED
+    kinds = {e.WhichOneof("payload") for e in events}
+    assert {"node_split", "blocks_applied", "llm_call_completed", "validation_reported"} <= kinds
+
+    done = (await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id))).run
+    assert done.state == run_pb2.RUN_STATE_COMPLETED
+    assert done.nodes_written >= 3
+    assert done.llm_calls >= done.nodes_written
+
+    md = await artifacts.CompileArtifact(artifact_service_pb2.CompileArtifactRequest(
+        artifact_id=artifact.id, format=artifact_service_pb2.COMPILE_FORMAT_MARKDOWN))
+    assert md.content.count("\n## ") >= 2
+    assert "offline" in md.content.split("---")[1]
+    words = len(md.content.split())
+    assert 2000 < words < 4500
