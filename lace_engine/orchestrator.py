@@ -20,7 +20,12 @@ from typing import Any
 
 from lace_engine import apply, apply_store, event_log, ir_store, run_store
 from lace_engine.apply import Mutation, Provenance, Rejection
-from lace_engine.context_builder import PromptContext, build_split_context, build_write_context
+from lace_engine.context_builder import (
+    ContextBudgetError,
+    PromptContext,
+    build_split_context,
+    build_write_context,
+)
 from lace_engine.database import Database
 from lace_engine.errors import Aborted, LeaseLost
 from lace_engine.event_log import Fence
@@ -37,7 +42,6 @@ from lace_engine.model import (
     RunState,
     StepKind,
 )
-from lace_engine.run_lifecycle import ON_CLAIM
 from lace_engine.proposals import (
     CONTENT_SCHEMA,
     CONTENT_SCHEMA_NAME,
@@ -47,6 +51,7 @@ from lace_engine.proposals import (
     parse_content,
     parse_split,
 )
+from lace_engine.run_lifecycle import ON_CLAIM
 from lace_engine.strategy import StrategyDecision, decide
 from lace_engine.tree import Tree
 from lace_engine.validator import validate_artifact
@@ -298,6 +303,14 @@ class RunExecution:
             + "; ".join(feedback[:5]), node.id)
 
     def _context(self, node: Node, decision: StrategyDecision, feedback: list[str]) -> PromptContext:
+        try:
+            return self._build_context(node, decision, feedback)
+        except ContextBudgetError as exc:
+            raise RunFailure(f"section {node.title!r}: the prompt cannot fit the context budget of "
+                             f"{self.config.context_budget_tokens} tokens ({exc}); raise LACE_CONTEXT_BUDGET_TOKENS "
+                             "or shorten the brief or instruction", node.id) from exc
+
+    def _build_context(self, node: Node, decision: StrategyDecision, feedback: list[str]) -> PromptContext:
         assert self.tree is not None and self.artifact is not None
         if decision.step is StepKind.SPLIT:
             return build_split_context(self.artifact, self.tree, node.id, child_count=decision.child_count,
@@ -511,7 +524,8 @@ class Executor:
         execution = RunExecution(self.db, self.provider, self.llm_limit, run, claim.fence, self.config)
         task = asyncio.create_task(execution.execute(), name=f"lace-run-{run.id}")
         self._running[run.id] = (execution, task)
-        task.add_done_callback(lambda _t, rid=run.id: self._done(rid))
+        run_id = run.id
+        task.add_done_callback(lambda _t: self._done(run_id))
 
     def _done(self, run_id: uuid.UUID) -> None:
         self._running.pop(run_id, None)

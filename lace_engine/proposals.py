@@ -126,7 +126,7 @@ def parse_content(data: Any) -> ContentProposal:
             errors.append(f"blocks[{i}] is not an object")
             continue
         try:
-            kind = BlockKind(raw.get("kind"))
+            kind = BlockKind(str(raw.get("kind")))
         except ValueError:
             errors.append(f"blocks[{i}]: kind {raw.get('kind')!r} is not one of {[k.value for k in BlockKind]}")
             continue

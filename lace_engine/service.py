@@ -6,7 +6,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy.exc
 
@@ -165,13 +164,12 @@ class Engine:
         if fmt not in FORMATS:
             raise InvalidArgument(f"format must be one of {sorted(FORMATS)}", reason="INVALID_FORMAT",
                                   metadata={"field": "format"})
-        async with self.db.read() as conn:
-            async with conn.begin():  # one snapshot: the IR at one version
-                await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                artifact = await ir_store.get_artifact(conn, artifact_id)
-                tree = Tree(await ir_store.get_nodes(conn, artifact_id))
-                blocks = await ir_store.get_blocks_by_node(conn, artifact_id)
-                providers = await ir_store.providers_of(conn, artifact_id)
+        async with self.db.read() as conn, conn.begin():  # one snapshot: the IR at one version
+            await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            artifact = await ir_store.get_artifact(conn, artifact_id)
+            tree = Tree(await ir_store.get_nodes(conn, artifact_id))
+            blocks = await ir_store.get_blocks_by_node(conn, artifact_id)
+            providers = await ir_store.providers_of(conn, artifact_id)
         metadata = {
             "generator": "lace",
             "artifact_id": str(artifact.id),

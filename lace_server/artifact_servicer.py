@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -13,7 +13,7 @@ from lace_engine.ids import parse_id
 from lace_engine.service import Engine
 from lace_server import convert
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 _FORMATS = {
     artifact_service_pb2.COMPILE_FORMAT_MARKDOWN: "markdown",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -44,7 +44,7 @@ def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
     return keys
 
 
-def _abort_handler(code: grpc.StatusCode, message: str, streaming: bool) -> grpc.RpcMethodHandler:
+def _abort_handler(code: grpc.StatusCode, message: str, streaming: bool) -> grpc.RpcMethodHandler[Any, Any]:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(code, message)
 
@@ -52,9 +52,10 @@ def _abort_handler(code: grpc.StatusCode, message: str, streaming: bool) -> grpc
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 
+    # grpc.aio accepts coroutine handlers; the stubs only model sync ones.
     if streaming:
-        return grpc.unary_stream_rpc_method_handler(stream)
-    return grpc.unary_unary_rpc_method_handler(unary)
+        return grpc.unary_stream_rpc_method_handler(cast(Any, stream))
+    return grpc.unary_unary_rpc_method_handler(cast(Any, unary))
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -71,9 +72,9 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
         needed = _METHOD_SCOPE.get(method)
         if needed is None:

@@ -37,8 +37,8 @@ def _migrate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     url, embedded = resolve_database(settings)
     try:
-        if args.revision.startswith("-") or args.down:
-            migrate.downgrade(url, args.revision if not args.revision.startswith("-") else args.revision)
+        if args.down or args.revision.startswith("-"):
+            migrate.downgrade(url, args.revision)
         else:
             migrate.upgrade(url, args.revision)
     finally:

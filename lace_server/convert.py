@@ -27,7 +27,7 @@ from lace_engine.model import (
     StepKind,
 )
 
-_RUN_STATE_TO_PB = {s: getattr(run_pb2, f"RUN_STATE_{s.name}") for s in RunState}
+_RUN_STATE_TO_PB: dict[RunState, run_pb2.RunState] = {s: getattr(run_pb2, f"RUN_STATE_{s.name}") for s in RunState}
 RUN_STATE_FROM_PB = {v: k for k, v in _RUN_STATE_TO_PB.items()}
 _NODE_STATE_TO_PB = {s: getattr(artifact_pb2, f"NODE_STATE_{s.name}") for s in NodeState}
 _KIND_TO_PB = {k: getattr(artifact_pb2, f"BLOCK_KIND_{k.name}") for k in BlockKind}
@@ -38,7 +38,7 @@ _STEP_TO_PB = {s.value: getattr(run_pb2, f"STEP_KIND_{s.name}") for s in StepKin
 EVENT_TYPE_FROM_PB = {getattr(run_pb2, f"RUN_EVENT_TYPE_{t.name}"): t for t in EventType}
 
 
-def run_state_to_pb(state: RunState | str) -> int:
+def run_state_to_pb(state: RunState | str) -> run_pb2.RunState:
     return _RUN_STATE_TO_PB[RunState(state)] if state else run_pb2.RUN_STATE_UNSPECIFIED
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -14,7 +14,7 @@ from lace_engine.run_lifecycle import RunAction
 from lace_engine.service import Engine
 from lace_server import convert
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class RunServicer(run_service_pb2_grpc.RunServiceServicer):

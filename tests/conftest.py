@@ -75,12 +75,12 @@ async def channel(lace_server: tuple[str, object]) -> AsyncIterator[grpc.aio.Cha
 
 
 @pytest.fixture(scope="session")
-def artifacts(channel: grpc.aio.Channel) -> artifact_service_pb2_grpc.ArtifactServiceStub:
+def artifacts(channel: grpc.aio.Channel) -> artifact_service_pb2_grpc.ArtifactServiceAsyncStub:
     return artifact_service_pb2_grpc.ArtifactServiceStub(channel)
 
 
 @pytest.fixture(scope="session")
-def runs(channel: grpc.aio.Channel) -> run_service_pb2_grpc.RunServiceStub:
+def runs(channel: grpc.aio.Channel) -> run_service_pb2_grpc.RunServiceAsyncStub:
     return run_service_pb2_grpc.RunServiceStub(channel)
 
 

@@ -19,8 +19,9 @@ depends_on = None
 NOW = sa.text("now()")
 
 
-def _uuid(name: str, *args: sa.ForeignKey, **kw: bool) -> sa.Column[object]:
-    return sa.Column(name, UUID(as_uuid=True), *args, **kw)
+def _uuid(name: str, *args: sa.ForeignKey, nullable: bool = True, primary_key: bool = False) -> sa.Column[object]:
+    return sa.Column(name, UUID(as_uuid=True), *args, nullable=nullable and not primary_key,
+                     primary_key=primary_key)
 
 
 def _ts(name: str, nullable: bool = False, default: bool = True) -> sa.Column[object]:

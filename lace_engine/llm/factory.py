@@ -1,0 +1,57 @@
+"""Chooses and configures the LLM provider from environment variables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from lace_engine.errors import InvalidArgument
+from lace_engine.llm.base import LLMProvider
+from lace_engine.llm.offline import OfflineProvider
+from lace_engine.llm.openai_provider import DEFAULT_MODEL, OpenAIProvider
+
+PROVIDERS = ("offline", "openai")
+
+# Local OpenAI-compatible servers (vLLM, Ollama, llama.cpp) ignore the key, but the SDK insists on one.
+_PLACEHOLDER_KEY = "unused"
+
+
+def provider_from_env(env: Mapping[str, str]) -> LLMProvider:
+    """Builds the provider LACE_LLM names ("openai" by default when OPENAI_API_KEY is set, else "offline")."""
+    api_key = env.get("OPENAI_API_KEY", "").strip()
+    choice = env.get("LACE_LLM", "").strip().lower() or ("openai" if api_key else "offline")
+    if choice == "offline":
+        return OfflineProvider(latency_ms=_number(env, "LACE_OFFLINE_LATENCY_MS", 0.0, minimum=0.0))
+    if choice == "openai":
+        base_url = env.get("OPENAI_BASE_URL", "").strip() or None
+        if not api_key and base_url is None:
+            raise InvalidArgument(
+                "LACE_LLM=openai needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local server without keys",
+                metadata={"variable": "OPENAI_API_KEY"},
+            )
+        return OpenAIProvider(
+            api_key=api_key or _PLACEHOLDER_KEY,
+            base_url=base_url,
+            model=env.get("LACE_LLM_MODEL", "").strip() or DEFAULT_MODEL,
+            timeout_s=_number(env, "LACE_LLM_TIMEOUT_S", 120.0, minimum=0.001),
+            max_retries=int(_number(env, "LACE_LLM_MAX_RETRIES", 4, minimum=0, integer=True)),
+        )
+    raise InvalidArgument(
+        f"LACE_LLM={env.get('LACE_LLM', '')!r} is not a known provider; valid values: {', '.join(PROVIDERS)}",
+        metadata={"variable": "LACE_LLM", "valid": ",".join(PROVIDERS)},
+    )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float,
+            integer: bool = False) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(int(raw)) if integer else float(raw)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise InvalidArgument(f"{name}={raw!r} is not {kind}", metadata={"variable": name}) from None
+    if not math.isfinite(value) or value < minimum:
+        raise InvalidArgument(f"{name}={raw!r} must be at least {minimum:g}", metadata={"variable": name})
+    return value
