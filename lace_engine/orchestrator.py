@@ -15,6 +15,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +34,7 @@ from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse
 from lace_engine.model import (
     Artifact,
+    Block,
     EventType,
     NewEvent,
     Node,
@@ -107,7 +109,7 @@ class RunControl:
 class RunExecution:
     """Executes one run that this process holds the lease of."""
 
-    def __init__(self, db: Database, provider: LLMProvider, llm_limit: asyncio.Semaphore, run: Run,
+    def __init__(self, db: Database, provider: LLMProvider, llm_limit: AbstractAsyncContextManager[Any], run: Run,
                  fence: Fence, config: ExecutorConfig):
         self.db = db
         self.provider = provider
@@ -231,11 +233,9 @@ class RunExecution:
                 await self._process(child.id)
             return
 
-        async def guarded(child_id: uuid.UUID) -> None:
-            async with self._sibling_limit:
-                await self._process(child_id)
-
-        results = await asyncio.gather(*(guarded(c.id) for c in children), return_exceptions=True)
+        # The bound applies to steps in flight (see _step), not to subtrees: a subtree holding a
+        # permit while its children wait for one would deadlock.
+        results = await asyncio.gather(*(self._process(c.id) for c in children), return_exceptions=True)
         # Let every sibling finish its in-flight work, then surface the most severe outcome.
         for kind in (asyncio.CancelledError, _Stop, LeaseLost, RunFailure, _Pause):
             for r in results:
@@ -249,8 +249,7 @@ class RunExecution:
 
     async def _step(self, node: Node, decision: StrategyDecision) -> None:
         assert self.tree is not None and self.artifact is not None
-        feedback: list[str] = []
-        existing = []
+        existing: list[Block] = []
         if node.state is NodeState.WRITTEN:
             async with self.db.read() as conn:
                 existing = await ir_store.get_node_blocks(conn, node.id)
@@ -258,6 +257,11 @@ class RunExecution:
                 await self._commit_events([NewEvent(EventType.NODE_SKIPPED, {
                     "node_id": str(node.id), "reason": "a person edited this section (pinned); kept as is"})])
                 return
+        async with self._sibling_limit:
+            await self._attempts(node, decision, existing)
+
+    async def _attempts(self, node: Node, decision: StrategyDecision, existing: list[Block]) -> None:
+        feedback: list[str] = []
         max_attempts = self.run.options.max_proposal_retries + 1
         for attempt in range(1, max_attempts + 1):
             self.control.gate()
@@ -319,7 +323,7 @@ class RunExecution:
         return build_write_context(self.artifact, self.tree, node.id, instruction=self.run.instruction,
                                    feedback=feedback, budget_tokens=self.config.context_budget_tokens)
 
-    def _plan(self, node: Node, decision: StrategyDecision, existing: list[Any], response: LLMResponse,
+    def _plan(self, node: Node, decision: StrategyDecision, existing: list[Block], response: LLMResponse,
               call_id: uuid.UUID) -> Mutation | Rejection:
         prov = Provenance(origin=Origin.LLM, run_id=self.run.id, llm_call_id=call_id, model=response.model)
         try:
@@ -421,11 +425,16 @@ class RunExecution:
 class Executor:
     """Claims runs whose lease is free and executes them in this process."""
 
-    def __init__(self, db: Database, provider: LLMProvider, config: ExecutorConfig):
+    def __init__(self, db: Database, provider: LLMProvider, config: ExecutorConfig,
+                 llm_limit: AbstractAsyncContextManager[Any] | None = None):
         self.db = db
         self.provider = provider
         self.config = config
-        self.llm_limit = asyncio.Semaphore(config.llm_concurrency)
+        # Phase 1 passes a global (cross-process) limit per provider; Phase 0 keeps this process's semaphore.
+        self.llm_limit: AbstractAsyncContextManager[Any] = (
+            llm_limit if llm_limit is not None else asyncio.Semaphore(config.llm_concurrency))
+        # Off while job messages dispatch runs (lace_engine.jobs), so commits do not make every worker poll.
+        self.claim_on_notify = True
         self._running: dict[uuid.UUID, tuple[RunExecution, asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -457,7 +466,8 @@ class Executor:
 
     def on_notify(self, run_id: uuid.UUID, head: int) -> None:
         """A run's events committed somewhere: new work may be claimable, or a run here was steered."""
-        self._wake.set()
+        if self.claim_on_notify:
+            self._wake.set()
         entry = self._running.get(run_id)
         # Our own commits also notify; only a head beyond what this executor wrote means someone else did.
         if entry is not None and head > entry[0].last_head and run_id not in self._checking:

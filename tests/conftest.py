@@ -6,6 +6,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -16,6 +17,7 @@ from lace.v1 import artifact_service_pb2_grpc, run_service_pb2_grpc
 from lace_engine.config import Settings
 from lace_engine.embedded_postgres import EmbeddedPostgres
 from lace_engine.model import RunOptions
+from lace_server.server import Running
 from tests.support.database import create_database, drop_database
 
 
@@ -55,6 +57,22 @@ def test_settings(**overrides: object) -> Settings:
         run_options=RunOptions(leaf_words=1000, max_depth=4, sibling_concurrency=1, max_proposal_retries=2),
     )
     return Settings(**{**base.__dict__, **overrides})
+
+
+@asynccontextmanager
+async def serve_fresh(pg_server_url: str, env: dict[str, str] | None = None,
+                      **overrides: object) -> AsyncIterator[tuple[str, Running, str]]:
+    """A separate server on its own fresh database (so no other test's executor claims its runs)."""
+    from lace_server.server import start
+
+    url = create_database(pg_server_url, f"lace_test_{uuid.uuid4().hex[:10]}", migrate_to_head=True)
+    running = await start(test_settings(database_url=url, **overrides), "127.0.0.1:0",
+                          env={"LACE_LLM": "offline", **(env or {})}, migrate_db=False)
+    try:
+        yield f"127.0.0.1:{running.port}", running, url
+    finally:
+        await running.stop(1.0)
+        drop_database(pg_server_url, url)
 
 
 @pytest.fixture(scope="session")
