@@ -51,9 +51,19 @@ class Settings:
     context_budget_tokens: int = 6000
     lease_ttl_s: float = 15.0
     heartbeat_s: float = 5.0
+    # Committed batches a live stream may have queued before it falls back to reading Postgres.
+    stream_queue_batches: int = 256
     owner_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     event_bus: str = "postgres"
     nats_url: str = "nats://127.0.0.1:4222"
+    # Phase 1 scale-out (lace_engine.scale_out): "" dispatches jobs the way event_bus says.
+    job_dispatch: str = ""
+    nats_replicas: int = 1
+    nats_events_max_age_s: float = 86400.0
+    mirror_max_inflight: int = 256
+    stream_fallback_s: float = 2.0
+    llm_global_limit: int = 0
+    llm_permit_ttl_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +85,14 @@ class Settings:
             context_budget_tokens=_int(e, "LACE_CONTEXT_BUDGET_TOKENS", 6000),
             lease_ttl_s=_float(e, "LACE_LEASE_TTL_S", 15.0),
             heartbeat_s=_float(e, "LACE_STREAM_HEARTBEAT_S", 5.0),
+            stream_queue_batches=_int(e, "LACE_STREAM_QUEUE_BATCHES", 256),
             event_bus=e.get("LACE_EVENT_BUS", "postgres"),
             nats_url=e.get("LACE_NATS_URL", "nats://127.0.0.1:4222"),
+            job_dispatch=e.get("LACE_JOB_DISPATCH", ""),
+            nats_replicas=_int(e, "LACE_NATS_REPLICAS", 1),
+            nats_events_max_age_s=_float(e, "LACE_NATS_EVENTS_MAX_AGE_S", 86400.0),
+            mirror_max_inflight=_int(e, "LACE_MIRROR_MAX_INFLIGHT", 256),
+            stream_fallback_s=_float(e, "LACE_STREAM_FALLBACK_S", 2.0),
+            llm_global_limit=_int(e, "LACE_LLM_GLOBAL_LIMIT", 0),
+            llm_permit_ttl_s=_float(e, "LACE_LLM_PERMIT_TTL_S", 30.0),
         )

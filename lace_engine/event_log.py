@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -114,6 +115,36 @@ async def read(
         stmt = stmt.where(run_events.c.type.in_([t.value for t in types]))
     result = await conn.execute(stmt)
     return [row_to_event(r) for r in result]
+
+
+_TYPES = {t.value: t for t in EventType}
+_STATES = {s.value: s for s in RunState}
+
+_READ_SQL = (
+    "SELECT run_id, seq, type, payload, create_time FROM run_events "
+    "WHERE run_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
+)
+_HEAD_SQL = "SELECT head_seq, state FROM runs WHERE id = %s"
+
+
+async def read_fast(
+    conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID, *, after_seq: int, limit: int,
+    upto_seq: int | None = None,
+) -> list[RunEvent]:
+    """Like `read`, over a raw psycopg connection (prepared statement, one round trip)."""
+    upto = upto_seq if upto_seq is not None else 2**62
+    cur = await conn.execute(_READ_SQL, (run_id, after_seq, upto, limit), prepare=True)
+    types = _TYPES
+    return [RunEvent(r[0], r[1], types[r[2]], r[3], r[4]) for r in await cur.fetchall()]
+
+
+async def head_fast(conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID) -> tuple[int, RunState]:
+    """Like `head`, over a raw psycopg connection."""
+    cur = await conn.execute(_HEAD_SQL, (run_id,), prepare=True)
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": str(run_id)})
+    return int(row[0]), _STATES[row[1]]
 
 
 async def head(conn: AsyncConnection, run_id: uuid.UUID) -> tuple[int, RunState]:

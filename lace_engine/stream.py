@@ -86,7 +86,7 @@ async def stream_run(
                 if head > last:  # missed wake-up: fill from the database
                     sub.woken = True
                     continue
-                yield StreamBatch([], max(head, last), state)
+                yield StreamBatch([], head, state)
                 continue
             if sub.overflowed or sub.woken:
                 sub.drain()
