@@ -226,10 +226,11 @@ _FALLBACK_INTENT = "Cover a further aspect of {p} not addressed elsewhere."
 # A clause is "subject [adverb] verb" + object. The prefixes are spelled out once at import (about
 # 10k short strings) so that building a clause costs two table look-ups. For each clause length:
 # the (prefixes, objects) groups that produce it; adverb and plain prefixes are separate groups
-# so that the far more numerous adverb forms do not crowd out the plain ones.
+# so that the far more numerous adverb forms do not crowd out the plain ones; listing the plain
+# groups twice keeps adverbs to about a third of clauses.
 _CLAUSE_SHAPES: dict[int, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]] = {}
 for _s, _subjects in _SUBJECTS.items():
-    for _adverbs in ((), _ADVERBS):
+    for _adverbs in ((), (), _ADVERBS):
         _prefixes = tuple(
             f"{subject} {adverb} {verb}" if adverb else f"{subject} {verb}"
             for subject in _subjects for verb in _VERBS_S for adverb in (_adverbs or ("",))
@@ -240,14 +241,15 @@ for _s, _subjects in _SUBJECTS.items():
 _CLAUSE_MIN, _CLAUSE_MAX = min(_CLAUSE_SHAPES), max(_CLAUSE_SHAPES)
 
 # For each exact sentence length: the (clauses, opener words, tail words) plans that reach it.
+# "No opener" and "no tail" are listed three times each, or nearly every sentence would carry
+# both and the prose would read as padded.
 _SENTENCE_PLANS: dict[int, tuple[tuple[int, int, int], ...]] = {}
 for _clauses in (1, 2):
-    for _opener in (0, *_OPENERS):
-        for _tail in (0, *_TAILS):
+    for _opener in (0, 0, 0, *_OPENERS):
+        for _tail in (0, 0, 0, *_TAILS):
             for _body in range(_clauses * _CLAUSE_MIN, _clauses * _CLAUSE_MAX + 1):
                 _n = _body + (_clauses - 1) + _opener + _tail
-                _SENTENCE_PLANS.setdefault(_n, ())
-                _SENTENCE_PLANS[_n] += ((_clauses, _opener, _tail),)
+                _SENTENCE_PLANS[_n] = (*_SENTENCE_PLANS.get(_n, ()), (_clauses, _opener, _tail))
 _EXACT_MIN = min(_TINY)
 _EXACT_MAX = max(_SENTENCE_PLANS)
 assert set(range(_EXACT_MIN, _EXACT_MAX + 1)) <= set(_TINY) | set(_SENTENCE_PLANS)
@@ -320,9 +322,9 @@ class _Gen:
     def natural_sentence(self) -> tuple[str, int]:
         """A sentence of natural, varied length; may mention the title. Returns it with its word count."""
         roll = self.rnd()
-        if roll < 0.22 and self.frames:
+        if roll < 0.12 and self.frames:
             frame, n = self.pick(self.frames)
-        elif roll < 0.42:
+        elif roll < 0.32:
             frame, n = self.pick(_PLAIN_FRAMES)
         else:
             n = self.between(9, 24)
@@ -580,6 +582,11 @@ class OfflineProvider:
     @property
     def model(self) -> str:
         return OFFLINE_MODEL
+
+    @property
+    def latency_ms(self) -> float:
+        """The simulated latency added to every call."""
+        return self._latency_s * 1000.0
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Answers from the seeded generators; raises LLMBadRequest when the task facts are unusable."""

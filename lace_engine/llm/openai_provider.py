@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import itertools
 import json
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -38,7 +41,8 @@ OPENAI_PROVIDER = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
 
-# 408 and 409 are what OpenAI and common proxies return for transient overload and lock contention.
+# Besides 429 and 5xx: 408 (request timeout) and 409 (lock conflict) are transient too; the SDK's
+# own retry policy treats them the same way.
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _EXCERPT_CHARS = 200
 
@@ -106,11 +110,14 @@ class OpenAIProvider:
         max_retry_after_s: float = 60.0,
         token_param: TokenParam = "max_tokens",
         max_connections: int = 1000,
+        connection_pools: int = 8,
     ):
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        if connection_pools < 1 or max_connections < connection_pools:
+            raise ValueError("need 1 <= connection_pools <= max_connections")
         self._model = model
         self._base_url = base_url or DEFAULT_BASE_URL
         self._timeout_s = timeout_s
@@ -120,20 +127,27 @@ class OpenAIProvider:
         self._max_retry_after_s = max_retry_after_s
         self._token_param: TokenParam = token_param
         self._jitter = random.Random()
-        # The SDK keeps only 100 idle connections by default; under wider fan-out the rest would
-        # be re-opened on every call.
-        http_client = openai.DefaultAsyncHttpxClient(
-            timeout=httpx2.Timeout(timeout_s),
-            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        # httpcore scans every pooled connection on each request and each release, so one pool's
+        # cost per call grows with concurrency (3.7 ms a call at 200 in flight here); calls spread
+        # round-robin over a few smaller pools cost half that. Every pool keeps all of its
+        # connections alive, unlike the SDK default of 100 idle ones for the whole client.
+        per_pool = -(-max_connections // connection_pools)
+        self._clients = tuple(
+            # base_url is always explicit so the SDK never falls back to the process environment.
+            AsyncOpenAI(
+                api_key=api_key,
+                base_url=self._base_url,
+                timeout=timeout_s,
+                max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(
+                    timeout=httpx2.Timeout(timeout_s),
+                    limits=httpx2.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
+                    verify=_ssl_context(),
+                ),
+            )
+            for _ in range(connection_pools)
         )
-        # base_url is always explicit so the SDK never falls back to the process environment.
-        self._client = AsyncOpenAI(
-            api_key=api_key,
-            base_url=self._base_url,
-            timeout=timeout_s,
-            max_retries=0,
-            http_client=http_client,
-        )
+        self._next_client = itertools.cycle(self._clients)
 
     @property
     def name(self) -> str:
@@ -145,14 +159,17 @@ class OpenAIProvider:
 
     @property
     def base_url(self) -> str:
+        """The endpoint's base URL, e.g. https://api.openai.com/v1."""
         return self._base_url
 
     @property
     def timeout_s(self) -> float:
+        """The per-attempt timeout."""
         return self._timeout_s
 
     @property
     def max_retries(self) -> int:
+        """Retries after the first attempt before giving up."""
         return self._max_retries
 
     def backoff_s(self, retry: int, retry_after: float | None = None) -> float:
@@ -192,7 +209,9 @@ class OpenAIProvider:
                 # chat.completions.create(): create() re-walks every argument against its TypedDicts
                 # on each call, the largest CPU cost in profiles (~0.5 ms a call), and our body
                 # is already plain JSON. Errors, auth and response parsing are the same.
-                completion = await self._client.post("/chat/completions", body=params, cast_to=ChatCompletion)
+                completion = await next(self._next_client).post(
+                    "/chat/completions", body=params, cast_to=ChatCompletion
+                )
                 break
             except openai.APIStatusError as exc:
                 status = exc.status_code
@@ -223,13 +242,16 @@ class OpenAIProvider:
 
     def _response(self, completion: ChatCompletion, request: LLMRequest, started: float) -> LLMResponse:
         latency_ms = _elapsed_ms(started)
-        choice = completion.choices[0] if completion.choices else None
-        content = (choice.message.content or "") if choice is not None else ""
-        usage = completion.usage
+        # The SDK builds the response without validating it, so a non-conforming server's body
+        # (a 200 carrying an error object, say) can lack any field: read each one defensively.
+        choices = getattr(completion, "choices", None) or []
+        choice = choices[0] if choices and getattr(choices[0], "message", None) is not None else None
+        content = (getattr(choice.message, "content", None) or "") if choice is not None else ""
+        usage = getattr(completion, "usage", None)
         # Some compatible servers omit usage; a rough estimate beats recording nothing.
         prompt_tokens = usage.prompt_tokens if usage else (len(request.system) + len(request.user)) // 4
         completion_tokens = usage.completion_tokens if usage else len(content) // 4
-        model = completion.model or self._model
+        model = getattr(completion, "model", None) or self._model
 
         def fail(cls: type[LLMError], message: str) -> LLMError:
             return cls(message, provider=self.name, model=model, prompt_tokens=prompt_tokens,
@@ -237,12 +259,14 @@ class OpenAIProvider:
 
         if choice is None:
             raise fail(LLMMalformedOutput, "response has no choices")
-        if choice.message.refusal:
-            raise fail(LLMRefused, f"model refused: {_excerpt(choice.message.refusal)}")
-        if choice.finish_reason == "length":
+        refused = getattr(choice.message, "refusal", None)
+        if refused:
+            raise fail(LLMRefused, f"model refused: {_excerpt(str(refused))}")
+        finish_reason = getattr(choice, "finish_reason", None)
+        if finish_reason == "length":
             raise fail(LLMTruncated, f"output cut off at the token limit after {completion_tokens} tokens, "
                                      f"ending: {_excerpt(content[-80:])}")
-        if choice.finish_reason == "content_filter":
+        if finish_reason == "content_filter":
             raise fail(LLMRefused, "output withheld by the provider's content filter")
         if not content.strip():
             raise fail(LLMMalformedOutput, "response has no content")
@@ -257,7 +281,7 @@ class OpenAIProvider:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             latency_ms=latency_ms,
-            finish_reason=str(choice.finish_reason or "stop"),
+            finish_reason=str(finish_reason or "stop"),
         )
 
     def _error(self, cls: type[LLMError], message: str, started: float) -> LLMError:
@@ -265,7 +289,13 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         """Closes the HTTP connection pool."""
-        await self._client.close()
+        await asyncio.gather(*(client.close() for client in self._clients))
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA store takes ~50 ms; every pool of every provider can share one context.
+    return httpx2.create_ssl_context()
 
 
 def _elapsed_ms(started: float) -> int:
