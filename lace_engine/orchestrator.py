@@ -277,7 +277,7 @@ class RunExecution:
                 step=decision.step, system=ctx.system, user=ctx.user,
                 schema_name=SPLIT_SCHEMA_NAME if decision.step is StepKind.SPLIT else CONTENT_SCHEMA_NAME,
                 schema=SPLIT_SCHEMA if decision.step is StepKind.SPLIT else CONTENT_SCHEMA,
-                task=ctx.task, seed=zlib.crc32(f"{node.id}/{attempt}".encode()),
+                task=ctx.task, seed=zlib.crc32(f"{self.run.id}/{node.id}/{attempt}".encode()),
             )
             started_at = time.monotonic()
             try:
