@@ -48,7 +48,8 @@ async def test_regenerate_a_subtree_keeps_everything_else_and_pinned_edits(
 
     # A person edits one paragraph in the first leaf: it goes through Apply and is pinned.
     pinned_leaf = leaves_inside[0]
-    target = next(b for b in before.blocks if b.node_id == pinned_leaf.id and b.kind == artifact_pb2.BLOCK_KIND_PARAGRAPH)
+    target = next(b for b in before.blocks
+                  if b.node_id == pinned_leaf.id and b.kind == artifact_pb2.BLOCK_KIND_PARAGRAPH)
     edit = artifact_pb2.Block(kind=artifact_pb2.BLOCK_KIND_PARAGRAPH, text="A person rewrote this paragraph.")
     edited = (await artifacts.EditBlock(artifact_service_pb2.EditBlockRequest(
         block_id=target.id, block=edit, expected_version=target.version, request_id=str(uuid.uuid4())))).block
