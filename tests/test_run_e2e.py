@@ -54,3 +54,27 @@ async def test_run_writes_a_structured_document(artifacts: ArtifactServiceAsyncS
     assert "offline" in md.content.split("---")[1]
     words = len(md.content.split())
     assert 2000 < words < 4500
+
+
+async def test_ten_thousand_words_complete_validate_and_compile(
+    artifacts: ArtifactServiceAsyncStub, runs: RunServiceAsyncStub
+) -> None:
+    artifact = await create(artifacts, 10_000, title="A Handbook of Grid-scale Storage")
+    run = (await runs.StartRun(run_service_pb2.StartRunRequest(
+        artifact_id=artifact.id, options=run_pb2.RunOptions(sibling_concurrency=4)))).run
+    events = await asyncio.wait_for(watch(runs, run.id), 120)
+    assert events[-1].run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED
+    report = next(e.validation_reported.report for e in events if e.WhichOneof("payload") == "validation_reported")
+    assert report.ok, list(report.problems)
+    assert report.nodes_written == len(report.leaves) >= 10
+    assert report.document_length_score > 90
+    assert all(leaf.score > 50 for leaf in report.leaves)
+    assert 9000 <= report.actual_words <= 11_000
+
+    md = (await artifacts.CompileArtifact(artifact_service_pb2.CompileArtifactRequest(
+        artifact_id=artifact.id, format=artifact_service_pb2.COMPILE_FORMAT_MARKDOWN))).content
+    html = (await artifacts.CompileArtifact(artifact_service_pb2.CompileArtifactRequest(
+        artifact_id=artifact.id, format=artifact_service_pb2.COMPILE_FORMAT_HTML))).content
+    assert md.count("\n## ") >= 3 and md.count("\n### ") >= 3
+    assert html.startswith("<!DOCTYPE html>") and html.count("<section") == report.nodes_planned
+    assert html.count("data-block-id=") >= report.nodes_written
