@@ -28,3 +28,12 @@ def upgrade(url: str, revision: str = "head") -> None:
 def downgrade(url: str, revision: str = "base") -> None:
     """Downgrades the database to `revision` (default: empty)."""
     command.downgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    """The newest revision in migrations/."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("postgresql://unused/unused")).get_current_head()
+    assert head is not None
+    return head
