@@ -51,7 +51,7 @@ def empty_database(pg_server_url: str) -> Iterator[str]:
     drop_database(pg_server_url, url)
 
 
-def test_settings(**overrides: object) -> Settings:
+def make_settings(**overrides: object) -> Settings:
     base = Settings(
         database_url=None, lease_ttl_s=3.0, heartbeat_s=1.0,
         run_options=RunOptions(leaf_words=1000, max_depth=4, sibling_concurrency=1, max_proposal_retries=2),
@@ -66,7 +66,7 @@ async def serve_fresh(pg_server_url: str, env: dict[str, str] | None = None,
     from lace_server.server import start
 
     url = create_database(pg_server_url, f"lace_test_{uuid.uuid4().hex[:10]}", migrate_to_head=True)
-    running = await start(test_settings(database_url=url, **overrides), "127.0.0.1:0",
+    running = await start(make_settings(database_url=url, **overrides), "127.0.0.1:0",
                           env={"LACE_LLM": "offline", **(env or {})}, migrate_db=False)
     try:
         yield f"127.0.0.1:{running.port}", running, url
@@ -80,7 +80,7 @@ async def lace_server(database_url: str) -> AsyncIterator[tuple[str, object]]:
     """A real LACE server (offline provider) on a free port: yields (target, Running)."""
     from lace_server.server import start
 
-    settings = test_settings(database_url=database_url)
+    settings = make_settings(database_url=database_url)
     running = await start(settings, "127.0.0.1:0", env={"LACE_LLM": "offline"})
     yield f"127.0.0.1:{running.port}", running
     await running.stop(1.0)

@@ -1,0 +1,88 @@
+"""Bearer-token auth with scopes (health stays open), and graceful shutdown of streams."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
+from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
+from lace_server.server import start
+from tests.conftest import make_settings, serve_fresh
+from tests.helpers import create_artifact, error_info, start_run
+from tests.support.database import create_database, drop_database
+
+KEYS = "admin-key,reader-key:read,watcher-key:read+stream"
+
+
+def bearer(key: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+async def test_api_keys_and_scopes(pg_server_url: str) -> None:
+    async with serve_fresh(pg_server_url, env={"LACE_API_KEYS": KEYS}) as (target, _running, _url):
+        async with grpc.aio.insecure_channel(target) as channel:
+            artifacts = ArtifactServiceStub(channel)
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            request = artifact_service_pb2.CreateArtifactRequest(
+                artifact=artifact_pb2.Artifact(title="T", brief="B", target_words=500), request_id=str(uuid.uuid4()))
+            for metadata, code in [((), grpc.StatusCode.UNAUTHENTICATED),
+                                   (bearer("wrong"), grpc.StatusCode.UNAUTHENTICATED),
+                                   (bearer("reader-key"), grpc.StatusCode.PERMISSION_DENIED)]:
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await artifacts.CreateArtifact(request, metadata=metadata)
+                assert raised.value.code() == code
+            created = (await artifacts.CreateArtifact(request, metadata=bearer("admin-key"))).artifact
+            got = await artifacts.GetArtifact(artifact_service_pb2.GetArtifactRequest(artifact_id=created.id),
+                                              metadata=bearer("reader-key"))
+            assert got.artifact.id == created.id
+            run = (await runs.StartRun(run_service_pb2.StartRunRequest(artifact_id=created.id),
+                                       metadata=bearer("admin-key"))).run
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                async for _ in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id),
+                                              metadata=bearer("reader-key")):
+                    pass
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            events = [e async for r in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id),
+                                                      metadata=bearer("watcher-key")) for e in r.events]
+            assert events[-1].run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING  # no credentials needed
+
+
+async def test_graceful_shutdown_ends_streams_with_unavailable(pg_server_url: str) -> None:
+    url = create_database(pg_server_url, f"lace_stop_{uuid.uuid4().hex[:8]}", migrate_to_head=True)
+    try:
+        running = await start(make_settings(database_url=url), "127.0.0.1:0",
+                              env={"LACE_LLM": "offline", "LACE_OFFLINE_LATENCY_MS": "50"}, migrate_db=False)
+        target = f"127.0.0.1:{running.port}"
+        async with grpc.aio.insecure_channel(target) as channel:
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            artifact = await create_artifact(ArtifactServiceStub(channel), 3000)
+            run = await start_run(runs, artifact.id)
+            await runs.PauseRun(run_service_pb2.PauseRunRequest(run_id=run.id))
+            received: list[run_pb2.RunEvent] = []
+
+            async def consume() -> None:
+                async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id)):
+                    received.extend(response.events)
+
+            stream = asyncio.create_task(consume())
+            while not received:
+                await asyncio.sleep(0.02)
+            stopping = asyncio.create_task(running.stop(2.0))
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await asyncio.wait_for(stream, 10)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            info = error_info(ended.value)
+            assert info.reason == "SERVER_SHUTTING_DOWN" and int(info.metadata["cursor"]) == received[-1].seq
+            await stopping
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id), timeout=2)
+            assert refused.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        drop_database(pg_server_url, url)
