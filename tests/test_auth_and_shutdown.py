@@ -66,14 +66,15 @@ async def test_graceful_shutdown_ends_streams_with_unavailable(pg_server_url: st
             run = await start_run(runs, artifact.id)
             await runs.PauseRun(run_service_pb2.PauseRunRequest(run_id=run.id))
             received: list[run_pb2.RunEvent] = []
+            first = asyncio.Event()
 
             async def consume() -> None:
                 async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id)):
                     received.extend(response.events)
+                    first.set()
 
             stream = asyncio.create_task(consume())
-            while not received:
-                await asyncio.sleep(0.02)
+            await asyncio.wait_for(first.wait(), 10)
             stopping = asyncio.create_task(running.stop(2.0))
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 await asyncio.wait_for(stream, 10)
