@@ -123,11 +123,13 @@ class RunExecution:
         self._sibling_limit = asyncio.Semaphore(max(1, run.options.sibling_concurrency))
         self.last_head = run.head_seq
 
-    async def _commit_events(self, events: Sequence[NewEvent], **increments: int) -> None:
+    async def _commit_events(self, events: Sequence[NewEvent], *,
+                             states: frozenset[RunState] = frozenset({RunState.RUNNING, RunState.PAUSING}),
+                             **increments: int) -> None:
         async with self.db.transaction() as tx:
             appended = await event_log.append(
-                tx.conn, self.run.id, list(events), fence=self.fence,
-                allowed_states=frozenset({RunState.RUNNING, RunState.PAUSING}), increments=increments)
+                tx.conn, self.run.id, list(events), fence=self.fence, allowed_states=states,
+                increments=increments)
             tx.emitted(appended.events)
             self.last_head = max(self.last_head, appended.head_seq)
 
@@ -138,10 +140,16 @@ class RunExecution:
                 self.artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
                 self.tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
             scope = self.run.scope_node_id or self.tree.root.id
-            await self._process(scope)
+            while True:
+                try:
+                    await self._process(scope)
+                    break
+                except _Pause:
+                    if await self._settle_pause():
+                        return
+                    # Resumed while in-flight work was finishing: carry on from the IR.
+                    self.control.set(RunState.RUNNING)
             await self._complete(scope)
-        except _Pause:
-            await self._finish(RunState.PAUSED, "paused by request: in-flight work applied")
         except (_Stop, LeaseLost, asyncio.CancelledError) as exc:
             await self._after_stop(exc)
             if isinstance(exc, asyncio.CancelledError) and self.control.state is not RunState.CANCELLING:
@@ -151,6 +159,20 @@ class RunExecution:
         except Exception as exc:
             log.exception("run %s crashed", self.run.id)
             await self._fail(f"internal error: {type(exc).__name__}: {exc}", None)
+
+    async def _settle_pause(self) -> bool:
+        """PAUSING -> PAUSED once in-flight work is applied; False if the run was resumed meanwhile."""
+        async with self.db.transaction() as tx:
+            run = await run_store.get_run(tx.conn, self.run.id, for_update=True)
+            if run.state is RunState.RUNNING:
+                return False
+            if run.state is not RunState.PAUSING:
+                raise _Stop()
+            appended = await run_store.transition(tx.conn, run, RunState.PAUSED,
+                                                  "paused by request: in-flight work applied", fence=self.fence)
+            tx.emitted(appended.events)
+            self.last_head = max(self.last_head, appended.head_seq)
+        return True
 
     async def _after_stop(self, exc: BaseException) -> None:
         async with self.db.read() as conn:
@@ -189,6 +211,8 @@ class RunExecution:
         report_json = report.to_json()
         async with self.db.transaction() as tx:
             run = await run_store.get_run(tx.conn, self.run.id, for_update=True)
+            if run.state not in (RunState.RUNNING, RunState.PAUSING):
+                raise _Stop()  # cancelled as the last step finished: the cancel wins
             await run_store.set_validation(tx.conn, self.run.id, report_json)
             appended = await run_store.transition(
                 tx.conn, run, RunState.COMPLETED,
@@ -271,7 +295,7 @@ class RunExecution:
             if attempt == 1:
                 started.insert(0, NewEvent(EventType.STRATEGY_DECIDED, {
                     "node_id": str(node.id), "strategy": decision.step.value, "reason": decision.reason}))
-            await self._commit_events(started)
+            await self._start_step(started)
             call_id = new_id()
             request = LLMRequest(
                 step=decision.step, system=ctx.system, user=ctx.user,
@@ -305,6 +329,21 @@ class RunExecution:
         raise RunFailure(
             f"section {node.title!r} failed: {max_attempts} proposals were rejected; last problems: "
             + "; ".join(feedback[:5]), node.id)
+
+    async def _start_step(self, started: list[NewEvent]) -> None:
+        """Commits step_started only while the run is RUNNING, so a pause or cancel committed after
+        the gate check still wins: no LLM call starts after PAUSING, in the event order either."""
+        while True:
+            try:
+                await self._commit_events(started, states=frozenset({RunState.RUNNING}))
+                return
+            except LeaseLost:
+                async with self.db.transaction() as tx:
+                    state = await run_store.renew_lease(tx.conn, self.run.id, self.fence, self.config.lease_ttl_s)
+                if state is None:
+                    raise
+                self.control.set(state)
+                self.control.gate()  # raises unless the run is RUNNING again (resumed meanwhile)
 
     def _context(self, node: Node, decision: StrategyDecision, feedback: list[str]) -> PromptContext:
         try:
