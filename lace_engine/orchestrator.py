@@ -93,10 +93,13 @@ class RunControl:
         self.state = state
         self.changed = asyncio.Event()
 
-    def set(self, state: RunState) -> None:
-        if state != self.state:
-            self.state = state
-            self.changed.set()
+    def set(self, state: RunState) -> bool:
+        """Records the requested state; True when it changed."""
+        if state == self.state:
+            return False
+        self.state = state
+        self.changed.set()
+        return True
 
     def gate(self) -> None:
         """Called before every LLM call: raises when the run must not start new work."""
@@ -499,8 +502,9 @@ class Executor:
         if entry is None:
             return
         execution, task = entry
-        execution.control.set(state)
-        if state in (RunState.CANCELLING, RunState.CANCELLED):
+        # Cancel the task once: pokes repeat (direct, NOTIFY, lease renewal), and a second
+        # cancel would interrupt the clean-up that writes CANCELLED.
+        if execution.control.set(state) and state in (RunState.CANCELLING, RunState.CANCELLED):
             task.cancel()
 
     def on_notify(self, run_id: uuid.UUID, head: int) -> None:

@@ -1,0 +1,36 @@
+"""LACE client: a typed async client (LaceClient), a blocking one (LaceSyncClient), typed errors."""
+
+from lace_client.client import DEFAULT_TARGET, CompileFormatName, LaceClient, backoff_delay
+from lace_client.errors import (
+    AbortedError,
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    LaceClientError,
+    NotFoundError,
+    PermissionDeniedError,
+    StreamGapError,
+    UnauthenticatedError,
+    UnavailableError,
+    from_rpc_error,
+)
+from lace_client.sync import LaceSyncClient
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "AbortedError",
+    "AlreadyExistsError",
+    "CompileFormatName",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "LaceClient",
+    "LaceClientError",
+    "LaceSyncClient",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "StreamGapError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "backoff_delay",
+    "from_rpc_error",
+]

@@ -1,0 +1,449 @@
+"""Client subcommands of the `lace` command: create, start, watch, compile, ... over lace_client.
+
+Each command returns an exit code: 0 on success, 2 when a call failed (printed as
+`lace: <message> (<REASON>)` on stderr); `watch` returns 1 when the run failed or
+was cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from google.protobuf import json_format, timestamp_pb2
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from lace.v1 import artifact_pb2, run_pb2
+from lace_client.client import DEFAULT_TARGET, LaceClient
+from lace_client.errors import LaceClientError
+
+Command = Callable[[LaceClient, argparse.Namespace], Awaitable[int]]
+
+TERMINAL = (run_pb2.RUN_STATE_COMPLETED, run_pb2.RUN_STATE_FAILED, run_pb2.RUN_STATE_CANCELLED)
+
+_BLOCK_KINDS = {
+    "paragraph": artifact_pb2.BLOCK_KIND_PARAGRAPH,
+    "heading": artifact_pb2.BLOCK_KIND_HEADING,
+    "quote": artifact_pb2.BLOCK_KIND_QUOTE,
+    "code": artifact_pb2.BLOCK_KIND_CODE,
+}
+
+
+def state_name(state: int) -> str:
+    """RUN_STATE_COMPLETED -> COMPLETED."""
+    return run_pb2.RunState.Name(state).removeprefix("RUN_STATE_")
+
+
+def _when(ts: timestamp_pb2.Timestamp) -> str:
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _fail(err: LaceClientError | OSError) -> int:
+    if isinstance(err, LaceClientError):
+        print(f"lace: {err.message} ({err.reason or err.code.name})", file=sys.stderr)
+    else:
+        print(f"lace: {err}", file=sys.stderr)
+    return 2
+
+
+def _runner(command: Command) -> Callable[[argparse.Namespace], int]:
+    """Wraps an async command: connects, runs it, and turns client errors into exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        async def main() -> int:
+            root = args.ca_cert.read_bytes() if args.ca_cert else None
+            async with LaceClient.connect(args.server, token=args.token or None, tls=args.tls,
+                                          root_certificates=root) as client:
+                return await command(client, args)
+
+        try:
+            return asyncio.run(main())
+        except BrokenPipeError:
+            # The reader went away (`lace events ... | head`): stop quietly, like a tool killed
+            # by SIGPIPE, and keep the interpreter's final flush from failing a second time.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 128 + 13
+        except (LaceClientError, OSError) as err:
+            return _fail(err)
+
+    return run
+
+
+def _print_rows(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A Rich table on a terminal; tab-separated lines (with a header) for pipes."""
+    console = Console()
+    if console.is_terminal:
+        table = Table(*headers, box=None, header_style="bold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    for row in (headers, *rows):
+        print("\t".join(row))
+
+
+# Live progress of a run, folded from its events.
+
+
+@dataclass
+class RunProgress:
+    """What `lace watch` shows, folded from events so that it moves without polling."""
+
+    run_id: str
+    state: int = run_pb2.RUN_STATE_PENDING
+    nodes_planned: int = 0
+    nodes_written: int = 0
+    words: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int = 0
+    last_seq: int = 0
+    reconnects: int = 0
+    start: datetime | None = None
+    end: datetime | None = None
+    titles: dict[str, str] = field(default_factory=dict)
+
+    def title(self, node_id: str) -> str:
+        return self.titles.get(node_id) or node_id[:8]
+
+    def elapsed(self) -> float:
+        if self.start is None:
+            return 0.0
+        end = self.end or datetime.now(UTC)
+        return max(0.0, (end - self.start).total_seconds())
+
+    def apply(self, event: run_pb2.RunEvent) -> str | None:
+        """Folds one event in; returns a line for the notable ones."""
+        self.last_seq = event.seq
+        kind = event.WhichOneof("payload")
+        if kind == "run_state_changed":
+            change = event.run_state_changed
+            self.state = change.to_state
+            if change.to_state == run_pb2.RUN_STATE_RUNNING and self.start is None:
+                self.start = event.create_time.ToDatetime(tzinfo=UTC)
+            if change.to_state in TERMINAL:
+                self.end = event.create_time.ToDatetime(tzinfo=UTC)
+            why = f" ({change.reason})" if change.reason else ""
+            if change.from_state == run_pb2.RUN_STATE_UNSPECIFIED:
+                return f"state {state_name(change.to_state)}{why}"
+            return f"state {state_name(change.from_state)} -> {state_name(change.to_state)}{why}"
+        if kind == "node_split":
+            split = event.node_split
+            self.nodes_planned += len(split.children)
+            for child in split.children:
+                self.titles[child.node_id] = child.title
+            return f"planned {len(split.children)} sections under '{self.title(split.node_id)}'"
+        if kind == "blocks_applied":
+            applied = event.blocks_applied
+            self.nodes_written += 1
+            self.words += applied.word_count
+            return f"wrote '{self.title(applied.node_id)}' ({applied.word_count} words)"
+        if kind == "llm_call_completed":
+            usage = event.llm_call_completed.usage
+            self.llm_calls += 1
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+            return None
+        if kind == "proposal_rejected":
+            rejected = event.proposal_rejected
+            then = "retrying" if rejected.will_retry else "giving up"
+            first = rejected.errors[0] if rejected.errors else "no reason given"
+            return (f"proposal for '{self.title(rejected.node_id)}' rejected "
+                    f"(attempt {rejected.attempt}, {then}): {_short(first, 100)}")
+        if kind == "node_skipped":
+            return f"kept '{self.title(event.node_skipped.node_id)}' as it is: {event.node_skipped.reason}"
+        if kind == "validation_reported":
+            report = event.validation_reported.report
+            verdict = "ok" if report.ok else f"{len(report.problems)} problem(s): {_short('; '.join(report.problems))}"
+            return (f"validation {verdict}; {report.actual_words}/{report.target_words} words, "
+                    f"length score {report.document_length_score:.0f}")
+        if kind == "run_failed":
+            return f"run failed: {event.run_failed.reason}"
+        return None  # step and strategy events only move the counters above
+
+    def summary(self) -> str:
+        return (f"run {self.run_id} {state_name(self.state)}: {self.nodes_written}/{self.nodes_planned} nodes "
+                f"written, {self.words:,} words, {self.prompt_tokens + self.completion_tokens:,} tokens, "
+                f"{self.llm_calls} LLM calls, {self.elapsed():.1f} s")
+
+    def __rich__(self) -> RenderableType:
+        colours: dict[int, str] = {run_pb2.RUN_STATE_COMPLETED: "green", run_pb2.RUN_STATE_FAILED: "red",
+                   run_pb2.RUN_STATE_CANCELLED: "yellow"}
+        colour = colours.get(self.state, "cyan")
+        table = Table.grid(padding=(0, 2))
+        table.add_row(Text("run", style="dim"), Text(self.run_id))
+        table.add_row(Text("state", style="dim"), Text(state_name(self.state), style=f"bold {colour}"))
+        table.add_row(Text("nodes", style="dim"), Text(f"{self.nodes_written} written / {self.nodes_planned} planned"))
+        table.add_row(Text("words", style="dim"), Text(f"{self.words:,}"))
+        table.add_row(Text("tokens", style="dim"),
+                      Text(f"{self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion "
+                           f"({self.llm_calls} calls)"))
+        table.add_row(Text("elapsed", style="dim"), Text(f"{self.elapsed():.1f} s"))
+        table.add_row(Text("events", style="dim"), Text(f"{self.last_seq}" + (
+            f"  ({self.reconnects} reconnects)" if self.reconnects else "")))
+        return Group(Text(""), table)
+
+
+async def watch_run(client: LaceClient, run_id: str, cursor: int = 0) -> int:
+    """Shows a run live until it ends: 0 when it completed, 1 when it failed or was cancelled."""
+    stream = sys.stdout
+    console = Console(file=stream)
+    run = await client.get_run(run_id)
+    progress = RunProgress(run_id)
+    artifact = (await client.get_artifact(run.artifact_id)).artifact
+    progress.titles[artifact.root_node_id] = artifact.title
+    if run.HasField("start_time"):
+        progress.start = run.start_time.ToDatetime(tzinfo=UTC)
+    if cursor > 0:
+        # Events up to the cursor are not shown again, but they seed the counters and titles.
+        async for event in client.list_events(run_id, page_size=1000):
+            if event.seq > cursor:
+                break
+            progress.apply(event)
+
+    def reconnecting(attempt: int, err: LaceClientError, delay: float) -> None:
+        progress.reconnects += 1
+        note = f"connection lost ({err.message}); reconnecting in {delay:.1f} s"
+        if console.is_terminal:
+            console.print(Text(note, style="yellow"))
+        else:
+            print(note, file=stream, flush=True)
+
+    if console.is_terminal:
+        with Live(progress, console=console, refresh_per_second=8):
+            async for event in client.watch(run_id, cursor, on_reconnect=reconnecting):
+                line = progress.apply(event)
+                if line is not None:
+                    console.print(Text(f"{time.strftime('%H:%M:%S')}  {line}"))
+    else:
+        async for event in client.watch(run_id, cursor, on_reconnect=reconnecting):
+            line = progress.apply(event)
+            if line is not None:
+                print(f"[{event.seq}] {line}", file=stream, flush=True)
+
+    final = await client.get_run(run_id)  # the server's totals and state are the ones that count
+    progress.state = final.state
+    progress.nodes_planned, progress.nodes_written = final.nodes_planned, final.nodes_written
+    progress.words = final.words_written
+    progress.prompt_tokens, progress.completion_tokens = final.usage.prompt_tokens, final.usage.completion_tokens
+    progress.llm_calls = final.llm_calls
+    if final.HasField("start_time"):
+        progress.start = final.start_time.ToDatetime(tzinfo=UTC)
+    if final.HasField("end_time"):
+        progress.end = final.end_time.ToDatetime(tzinfo=UTC)
+    print(progress.summary() + (f" ({final.failure_reason})" if final.failure_reason else ""),
+          file=stream, flush=True)
+    return 0 if final.state == run_pb2.RUN_STATE_COMPLETED else 1
+
+
+# Commands
+
+
+async def _create(client: LaceClient, args: argparse.Namespace) -> int:
+    artifact = await client.create_artifact(args.title, args.brief, args.words, style=args.style,
+                                            request_id=args.request_id)
+    print(artifact.id)
+    return 0
+
+
+async def _artifacts(client: LaceClient, args: argparse.Namespace) -> int:
+    rows = [[a.id, _short(a.title, 40), f"{a.word_count}/{a.target_words}", str(a.version),
+             a.active_run_id or "-", _when(a.create_time)] async for a in client.list_artifacts()]
+    _print_rows(["ID", "TITLE", "WORDS", "VERSION", "ACTIVE RUN", "CREATED"], rows)
+    return 0
+
+
+async def _start(client: LaceClient, args: argparse.Namespace) -> int:
+    options = run_pb2.RunOptions(sibling_concurrency=args.sibling_concurrency, leaf_words=args.leaf_words,
+                                 max_depth=args.max_depth)
+    run = await client.start_run(args.artifact_id, scope_node_id=args.scope, instruction=args.instruction,
+                                 options=options, request_id=args.request_id)
+    print(run.id, flush=True)
+    if args.watch:
+        return await watch_run(client, run.id)
+    return 0
+
+
+async def _watch(client: LaceClient, args: argparse.Namespace) -> int:
+    return await watch_run(client, args.run_id, args.cursor)
+
+
+async def _runs(client: LaceClient, args: argparse.Namespace) -> int:
+    rows = [[r.id, r.artifact_id, state_name(r.state), f"{r.nodes_written}/{r.nodes_planned}",
+             str(r.words_written), str(r.usage.prompt_tokens + r.usage.completion_tokens), _when(r.create_time)]
+            async for r in client.list_runs(args.artifact)]
+    _print_rows(["ID", "ARTIFACT", "STATE", "NODES", "WORDS", "TOKENS", "CREATED"], rows)
+    return 0
+
+
+def _control(action: str) -> Command:
+    async def control(client: LaceClient, args: argparse.Namespace) -> int:
+        method = {"pause": client.pause_run, "resume": client.resume_run, "cancel": client.cancel_run}[action]
+        run = await method(args.run_id)
+        print(f"run {run.id}: {state_name(run.state)}")
+        return 0
+
+    return control
+
+
+def _event_summary(event: run_pb2.RunEvent) -> str:
+    kind = event.WhichOneof("payload") or "unknown"
+    body = json_format.MessageToDict(getattr(event, kind)) if kind != "unknown" else {}
+    return f"{event.seq}\t{_when(event.create_time)}\t{kind}\t{_short(json.dumps(body), 120)}"
+
+
+async def _events(client: LaceClient, args: argparse.Namespace) -> int:
+    types = [run_pb2.RunEventType.Value("RUN_EVENT_TYPE_" + t.upper()) for t in args.type or ()]
+    async for event in client.list_events(args.run_id, after_seq=args.after, event_types=types, page_size=1000):
+        if args.json:
+            print(json.dumps(json_format.MessageToDict(event), separators=(",", ":")))
+        else:
+            print(_event_summary(event))
+    return 0
+
+
+async def _compile(client: LaceClient, args: argparse.Namespace) -> int:
+    content = await client.compile(args.artifact_id, args.format)
+    if args.output is None:
+        sys.stdout.write(content if content.endswith("\n") else content + "\n")
+    else:
+        args.output.write_text(content, encoding="utf-8")
+        print(f"lace: wrote {args.output} ({len(content.encode()):,} bytes)", file=sys.stderr)
+    return 0
+
+
+async def _edit_block(client: LaceClient, args: argparse.Namespace) -> int:
+    block = artifact_pb2.Block(kind=_BLOCK_KINDS[args.kind], text=args.text, heading_level=args.level,
+                               language=args.language)
+    edited = await client.edit_block(args.block_id, block, expected_version=args.expected_version)
+    print(f"block {edited.id}: version {edited.version}, pinned")
+    return 0
+
+
+async def _history(client: LaceClient, args: argparse.Namespace) -> int:
+    rows: list[list[str]] = []
+    async for change in client.block_history(args.block_id):
+        after = change.after if change.HasField("after") else change.before
+        text = after.text or " | ".join(after.items)
+        rows.append([str(change.id), artifact_pb2.ChangeOperation.Name(change.operation).removeprefix(
+            "CHANGE_OPERATION_"), artifact_pb2.ChangeOrigin.Name(change.origin).removeprefix("CHANGE_ORIGIN_"),
+            str(change.artifact_version), change.run_id or "-", _when(change.create_time), _short(text, 50)])
+    _print_rows(["CHANGE", "OPERATION", "ORIGIN", "VERSION", "RUN", "TIME", "TEXT"], rows)
+    return 0
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return number
+
+
+def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds the client subcommands (create, start, watch, compile, ...) to the `lace` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", default=os.environ.get("LACE_SERVER", DEFAULT_TARGET),
+                        help=f"host:port of the LACE server (env LACE_SERVER; default {DEFAULT_TARGET})")
+    common.add_argument("--token", default=os.environ.get("LACE_TOKEN"),
+                        help="API key sent as a bearer token (env LACE_TOKEN)")
+    common.add_argument("--tls", action="store_true", help="connect over TLS")
+    common.add_argument("--ca-cert", type=Path, help="PEM root certificates for TLS (implies --tls)")
+
+    def command(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, parents=[common], help=help, description=help)
+        parser.set_defaults(func=_runner(func))
+        return parser
+
+    p = command("create", _create, "create an artifact from a brief; prints its id")
+    p.add_argument("--title", required=True)
+    p.add_argument("--brief", required=True, help="what the document must cover")
+    p.add_argument("--words", type=int, required=True, help="target length in words")
+    p.add_argument("--style", default="", help="optional style guidance")
+    p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
+
+    command("artifacts", _artifacts, "list artifacts, newest first")
+
+    p = command("start", _start, "start a run over an artifact; prints the run id")
+    p.add_argument("artifact_id")
+    p.add_argument("--scope", default="", metavar="NODE_ID", help="regenerate only this subtree")
+    p.add_argument("--instruction", default="", help="guidance for a regeneration")
+    p.add_argument("--sibling-concurrency", type=_non_negative, default=0, metavar="N",
+                   help="sibling sections worked on at once (server default when omitted)")
+    p.add_argument("--leaf-words", type=_non_negative, default=0, metavar="N",
+                   help="largest section written in one LLM call (server default when omitted)")
+    p.add_argument("--max-depth", type=_non_negative, default=0, metavar="N",
+                   help="deepest level a split may create (server default when omitted)")
+    p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
+    p.add_argument("--watch", action="store_true", help="then follow the run live (exit code as `lace watch`)")
+
+    p = command("watch", _watch, "follow a run live; exits 0 when it completes, 1 when it fails or is cancelled")
+    p.add_argument("run_id")
+    p.add_argument("--cursor", type=_non_negative, default=0, metavar="N", help="start after this event seq")
+
+    p = command("runs", _runs, "list runs, newest first")
+    p.add_argument("--artifact", metavar="ID", help="only runs of this artifact")
+
+    for action in ("pause", "resume", "cancel"):
+        p = command(action, _control(action), f"{action} a run")
+        p.add_argument("run_id")
+
+    p = command("events", _events, "print a run's stored events")
+    p.add_argument("run_id")
+    p.add_argument("--after", type=_non_negative, default=0, metavar="N", help="only events with seq > N")
+    p.add_argument("--type", action="append", metavar="TYPE",
+                   choices=[v.name.removeprefix("RUN_EVENT_TYPE_").lower()
+                            for v in run_pb2.RunEventType.DESCRIPTOR.values if v.number != 0],
+                   help="only events of this type (repeatable), e.g. blocks_applied")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = command("compile", _compile, "render an artifact as Markdown, HTML or JSON")
+    p.add_argument("artifact_id")
+    p.add_argument("--format", choices=["markdown", "html", "json"], default="markdown")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout")
+
+    p = command("edit-block", _edit_block, "replace a block's content as a human edit (pins it)")
+    p.add_argument("block_id")
+    p.add_argument("--text", required=True)
+    p.add_argument("--kind", choices=list(_BLOCK_KINDS), default="paragraph")
+    p.add_argument("--level", type=int, default=0, help="heading level, for --kind heading")
+    p.add_argument("--language", default="", help="language, for --kind code")
+    p.add_argument("--expected-version", type=_non_negative, default=0, metavar="N",
+                   help="fail with ABORTED unless the block is still at this version")
+
+    p = command("history", _history, "list a block's changes, oldest first")
+    p.add_argument("block_id")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `lace-client`, for installs of the client without the server."""
+    parser = argparse.ArgumentParser(prog="lace-client", description="Client for a LACE server (lace.v1 over gRPC).")
+    add_client_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""An async client for lace.v1 over the generated stubs, with a self-healing `watch`."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Literal, Self, TypeVar, cast
+
+import grpc
+
+from lace.v1 import (
+    artifact_pb2,
+    artifact_service_pb2,
+    artifact_service_pb2_grpc,
+    run_pb2,
+    run_service_pb2,
+    run_service_pb2_grpc,
+)
+from lace_client.errors import LaceClientError, StreamGapError, error_info, from_rpc_error
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+CompileFormatName = Literal["markdown", "html", "json"]
+
+_FORMATS: dict[str, artifact_service_pb2.CompileFormat] = {
+    "markdown": artifact_service_pb2.COMPILE_FORMAT_MARKDOWN,
+    "html": artifact_service_pb2.COMPILE_FORMAT_HTML,
+    "json": artifact_service_pb2.COMPILE_FORMAT_JSON,
+}
+
+# Compiled HTML/JSON of a 200,000-word artifact is well past gRPC's 4 MiB default.
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    # Keepalive pings notice a silently dead connection under a quiet stream; the
+    # server permits pings every 10 s without data, so 20 s stays within its policy.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Keep the channel's own reconnect backoff in step with watch's, so that a
+    # reconnect attempt is not failed fast for a minute after a short outage.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+# Transport failures seen when a connection or an HTTP/2 stream is torn down under a
+# call; these say nothing about the request, so watch resumes from its cursor.
+_RESET_MARKERS = ("rst_stream", "stream removed", "socket closed", "connection reset", "broken pipe",
+                  "goaway", "stream reset")
+
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+T = TypeVar("T")
+ReconnectHook = Callable[[int, LaceClientError, float], None]
+
+
+def _is_transient(err: grpc.aio.AioRpcError) -> bool:
+    """True for failures of the connection rather than of the request."""
+    code = err.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return True
+    if error_info(err.trailing_metadata()) is not None:
+        # The LACE server itself answered (e.g. INTERNAL from a handler): not a transport hiccup.
+        return False
+    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED):
+        details = (err.details() or "").lower()
+        return any(marker in details for marker in _RESET_MARKERS)
+    # The server's concurrent-RPC limit answers RESOURCE_EXHAUSTED without details: back off.
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def backoff_delay(attempt: int, *, initial: float = BACKOFF_INITIAL_S, cap: float = BACKOFF_MAX_S) -> float:
+    """Delay before reconnect `attempt` (from 1): doubling from `initial` to `cap`, with jitter.
+
+    The jitter keeps many watchers of one restarted server from reconnecting in lockstep;
+    half of the delay is kept so that the doubling still spaces attempts out.
+    """
+    base = min(cap, initial * 2.0 ** (attempt - 1))
+    return base * random.uniform(0.5, 1.0)
+
+
+def _request_id(request_id: str | None) -> str:
+    # A fresh key per logical call: a caller that retries passes the same key again.
+    return request_id if request_id is not None else str(uuid.uuid4())
+
+
+class LaceClient:
+    """Async client for ArtifactService and RunService.
+
+    Use as ``async with LaceClient.connect(target) as client: ...``. Every method
+    raises a LaceClientError subclass (see lace_client.errors) when the call fails.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, *, token: str | None = None, timeout: float | None = 30.0) -> None:
+        self._channel = channel
+        self._artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(channel)
+        self._runs = run_service_pb2_grpc.RunServiceStub(channel)
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+
+    @classmethod
+    def connect(cls, target: str = DEFAULT_TARGET, *, token: str | None = None, tls: bool = False,
+                root_certificates: bytes | None = None, timeout: float | None = 30.0) -> LaceClient:
+        """Opens a channel to `target`; `token` is sent as a bearer token on every call.
+
+        `timeout` is the deadline of unary calls in seconds (None for none); streams have none.
+        Call it from a coroutine: the channel belongs to the running event loop.
+        """
+        if tls or root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+        else:
+            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        return cls(channel, token=token, timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel; calls still in flight are cancelled."""
+        await self._channel.close()
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from err
+
+    # Artifacts
+
+    async def create_artifact(self, title: str, brief: str, target_words: int, style: str = "",
+                              request_id: str | None = None) -> artifact_pb2.Artifact:
+        """Creates an artifact; idempotent by `request_id` (a fresh uuid4 when None)."""
+        request = artifact_service_pb2.CreateArtifactRequest(
+            artifact=artifact_pb2.Artifact(title=title, brief=brief, style=style, target_words=target_words),
+            request_id=_request_id(request_id))
+        response = await self._call(self._artifacts.CreateArtifact(
+            request, metadata=self._metadata, timeout=self._timeout))
+        return response.artifact
+
+    async def get_artifact(self, artifact_id: str, full: bool = False) -> artifact_service_pb2.GetArtifactResponse:
+        """Returns the artifact; with `full`, also its nodes and blocks."""
+        view = artifact_service_pb2.ARTIFACT_VIEW_FULL if full else artifact_service_pb2.ARTIFACT_VIEW_BASIC
+        request = artifact_service_pb2.GetArtifactRequest(artifact_id=artifact_id, view=view)
+        return await self._call(self._artifacts.GetArtifact(request, metadata=self._metadata, timeout=self._timeout))
+
+    async def list_artifacts(self, page_size: int = 0) -> AsyncIterator[artifact_pb2.Artifact]:
+        """Every artifact, newest first, fetching pages as needed."""
+        token = ""
+        while True:
+            request = artifact_service_pb2.ListArtifactsRequest(page_size=page_size, page_token=token)
+            page = await self._call(self._artifacts.ListArtifacts(
+                request, metadata=self._metadata, timeout=self._timeout))
+            for artifact in page.artifacts:
+                yield artifact
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def compile(self, artifact_id: str, format: CompileFormatName = "markdown") -> str:
+        """The artifact rendered as Markdown, HTML or JSON."""
+        try:
+            fmt = _FORMATS[format]
+        except KeyError:
+            raise ValueError(f"format must be one of {', '.join(_FORMATS)}, not {format!r}") from None
+        request = artifact_service_pb2.CompileArtifactRequest(artifact_id=artifact_id, format=fmt)
+        response = await self._call(self._artifacts.CompileArtifact(
+            request, metadata=self._metadata, timeout=self._timeout))
+        return response.content
+
+    async def edit_block(self, block_id: str, block: artifact_pb2.Block | str, *, expected_version: int = 0,
+                         request_id: str | None = None) -> artifact_pb2.Block:
+        """Replaces a block's content as a human edit (the block becomes pinned).
+
+        `block` is the new content (its `kind` and the fields that kind uses), or a
+        string for a paragraph. With `expected_version`, fails with AbortedError if
+        the block changed since.
+        """
+        content = artifact_pb2.Block(kind=artifact_pb2.BLOCK_KIND_PARAGRAPH, text=block) \
+            if isinstance(block, str) else block
+        request = artifact_service_pb2.EditBlockRequest(block_id=block_id, block=content,
+                                                        expected_version=expected_version,
+                                                        request_id=_request_id(request_id))
+        response = await self._call(self._artifacts.EditBlock(request, metadata=self._metadata,
+                                                               timeout=self._timeout))
+        return response.block
+
+    async def block_history(self, block_id: str, page_size: int = 0) -> AsyncIterator[artifact_pb2.ChangeEvent]:
+        """Every change of a block, oldest first."""
+        token = ""
+        while True:
+            request = artifact_service_pb2.ListBlockChangesRequest(block_id=block_id, page_size=page_size,
+                                                                   page_token=token)
+            page = await self._call(self._artifacts.ListBlockChanges(
+                request, metadata=self._metadata, timeout=self._timeout))
+            for change in page.change_events:
+                yield change
+            token = page.next_page_token
+            if not token:
+                return
+
+    # Runs
+
+    async def start_run(self, artifact_id: str, *, scope_node_id: str = "", instruction: str = "",
+                        options: run_pb2.RunOptions | None = None, request_id: str | None = None) -> run_pb2.Run:
+        """Starts a run over the artifact (or a regeneration of one subtree); idempotent by `request_id`."""
+        request = run_service_pb2.StartRunRequest(artifact_id=artifact_id, request_id=_request_id(request_id),
+                                                  scope_node_id=scope_node_id, instruction=instruction,
+                                                  options=options)
+        response = await self._call(self._runs.StartRun(request, metadata=self._metadata, timeout=self._timeout))
+        return response.run
+
+    async def get_run(self, run_id: str) -> run_pb2.Run:
+        """Returns one run."""
+        request = run_service_pb2.GetRunRequest(run_id=run_id)
+        response = await self._call(self._runs.GetRun(request, metadata=self._metadata, timeout=self._timeout))
+        return response.run
+
+    async def list_runs(self, artifact_id: str | None = None, page_size: int = 0) -> AsyncIterator[run_pb2.Run]:
+        """Every run (of one artifact, when given), newest first."""
+        token = ""
+        while True:
+            request = run_service_pb2.ListRunsRequest(artifact_id=artifact_id or "", page_size=page_size,
+                                                      page_token=token)
+            page = await self._call(self._runs.ListRuns(request, metadata=self._metadata, timeout=self._timeout))
+            for run in page.runs:
+                yield run
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def pause_run(self, run_id: str, request_id: str | None = None) -> run_pb2.Run:
+        """Asks the run to pause; returns it PAUSING or PAUSED."""
+        request = run_service_pb2.PauseRunRequest(run_id=run_id, request_id=_request_id(request_id))
+        response = await self._call(self._runs.PauseRun(request, metadata=self._metadata, timeout=self._timeout))
+        return response.run
+
+    async def resume_run(self, run_id: str, request_id: str | None = None) -> run_pb2.Run:
+        """Resumes a pausing or paused run."""
+        request = run_service_pb2.ResumeRunRequest(run_id=run_id, request_id=_request_id(request_id))
+        response = await self._call(self._runs.ResumeRun(request, metadata=self._metadata, timeout=self._timeout))
+        return response.run
+
+    async def cancel_run(self, run_id: str, request_id: str | None = None) -> run_pb2.Run:
+        """Cancels the run; returns it CANCELLING or CANCELLED."""
+        request = run_service_pb2.CancelRunRequest(run_id=run_id, request_id=_request_id(request_id))
+        response = await self._call(self._runs.CancelRun(request, metadata=self._metadata, timeout=self._timeout))
+        return response.run
+
+    async def list_events(self, run_id: str, after_seq: int = 0,
+                          event_types: Iterable[int] = (),
+                          page_size: int = 0) -> AsyncIterator[run_pb2.RunEvent]:
+        """The run's stored events with seq > `after_seq` (of the given types), in seq order."""
+        # Proto enum values are plain ints at run time; the stubs just name them RunEventType.
+        types = cast(list[run_pb2.RunEventType], list(event_types))
+        token = ""
+        while True:
+            request = run_service_pb2.ListRunEventsRequest(run_id=run_id, after_seq=after_seq, event_types=types,
+                                                           page_size=page_size, page_token=token)
+            page = await self._call(self._runs.ListRunEvents(
+                request, metadata=self._metadata, timeout=self._timeout))
+            for event in page.events:
+                yield event
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def watch(self, run_id: str, cursor: int = 0, *, max_reconnects: int | None = None,
+                    give_up_after: float | None = None,
+                    on_reconnect: ReconnectHook | None = None) -> AsyncIterator[run_pb2.RunEvent]:
+        """Yields the run's events with seq > `cursor` in order, each once, until the run ends.
+
+        Heartbeats are skipped. When the connection fails (UNAVAILABLE, a reset stream,
+        DEADLINE_EXCEEDED) it reconnects with the last yielded seq as cursor, after a
+        backoff doubling from 0.1 s to 5 s with jitter, reset whenever the stream delivers.
+        It gives up, raising the last error, after `max_reconnects` failed attempts in a
+        row or `give_up_after` seconds without a response. `on_reconnect(attempt, error,
+        delay)` is called before each wait. Other errors (NOT_FOUND, INVALID_ARGUMENT,
+        UNAUTHENTICATED, PERMISSION_DENIED, ...) are raised at once.
+        """
+        attempt = 0
+        last_progress = time.monotonic()
+        while True:
+            call = self._runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run_id, cursor=cursor),
+                                        metadata=self._metadata)
+            try:
+                async for response in call:
+                    attempt = 0
+                    last_progress = time.monotonic()
+                    for event in response.events:
+                        if event.seq <= cursor:
+                            continue  # already yielded before a reconnect
+                        if event.seq != cursor + 1:
+                            raise StreamGapError(run_id, cursor + 1, event.seq)
+                        cursor = event.seq
+                        yield event
+                return  # the server ended the stream with OK: the run is over
+            except grpc.aio.AioRpcError as err:
+                error = from_rpc_error(err)
+                if not _is_transient(err):
+                    raise error from err
+                attempt += 1
+                delay = backoff_delay(attempt)
+                out_of_time = give_up_after is not None and \
+                    time.monotonic() + delay - last_progress > give_up_after
+                if (max_reconnects is not None and attempt > max_reconnects) or out_of_time:
+                    raise error from err
+                if on_reconnect is not None:
+                    on_reconnect(attempt, error, delay)
+                await asyncio.sleep(delay)
+            finally:
+                # Also runs when the consumer stops early (aclose): free the server-side stream.
+                call.cancel()

@@ -1,0 +1,117 @@
+"""The `lace` client subcommands, driven through lace_server.cli.main against the session's server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lace_server.cli import main
+
+Lace = Callable[..., Awaitable[tuple[int, str, str]]]
+
+BRIEF = "A field guide to small wind turbines for farms."
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    # main() installs its own root handler on the captured stderr; the server shares this
+    # process, so put pytest's handlers back before that stream goes away.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def lace(lace_server: tuple[str, object], capsys: pytest.CaptureFixture[str],
+         monkeypatch: pytest.MonkeyPatch) -> Lace:
+    """Runs `lace ARGS --server <fixture>` in a worker thread; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("LACE_LOG_LEVEL", "WARNING")
+
+    async def run(*args: str, server: str = lace_server[0]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        # A thread, because main() runs its own event loop while the server needs this one.
+        code = await asyncio.wait_for(asyncio.to_thread(main, [*args, "--server", server]), 90)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+async def test_create_start_watch_compile(lace: Lace, tmp_path: Path) -> None:
+    code, out, _ = await lace("create", "--title", "Small wind", "--brief", BRIEF, "--words", "1500",
+                              "--style", "plain")
+    assert code == 0
+    artifact_id = out.strip()
+    uuid.UUID(artifact_id)
+
+    code, out, err = await lace("start", artifact_id, "--sibling-concurrency", "2", "--watch")
+    assert code == 0, err
+    lines = out.splitlines()
+    run_id = lines[0].strip()
+    uuid.UUID(run_id)
+    assert any("state PENDING -> RUNNING" in line for line in lines)
+    assert any(line.startswith("[") and "wrote '" in line for line in lines)
+    assert lines[-1].startswith(f"run {run_id} COMPLETED:") and "words" in lines[-1]
+
+    markdown = tmp_path / "doc.md"
+    code, out, err = await lace("compile", artifact_id, "-o", str(markdown))
+    assert code == 0 and out == "" and "wrote" in err
+    text = markdown.read_text()
+    assert text.startswith("---") and "# Small wind" in text
+    code, out, _ = await lace("compile", artifact_id, "--format", "json")
+    blocks = json.loads(out)["blocks"]
+    assert code == 0 and blocks
+
+    code, out, _ = await lace("runs", "--artifact", artifact_id)
+    assert code == 0 and run_id in out and "COMPLETED" in out
+    code, out, _ = await lace("artifacts")
+    assert code == 0 and artifact_id in out
+
+    code, out, _ = await lace("events", run_id, "--json")
+    events = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [int(e["seq"]) for e in events] == list(range(1, len(events) + 1))
+    code, out, _ = await lace("events", run_id, "--after", str(len(events) - 1))
+    assert code == 0 and len(out.splitlines()) == 1 and "run_state_changed" in out
+    code, out, _ = await lace("events", run_id, "--type", "node_split")
+    assert code == 0 and out and all("\tnode_split\t" in line for line in out.splitlines())
+
+    # Watching again from a cursor replays the rest and ends with the same verdict.
+    code, out, _ = await lace("watch", run_id, "--cursor", "3")
+    assert code == 0 and "[3]" not in out and "COMPLETED" in out.splitlines()[-1]
+
+    block_id = blocks[0]["id"]
+    code, out, err = await lace("edit-block", block_id, "--text", "Written by hand.")
+    assert code == 0, err
+    code, out, _ = await lace("history", block_id)
+    assert code == 0 and "HUMAN" in out and "Written by hand." in out
+
+
+async def test_watch_exits_1_when_the_run_is_cancelled(lace: Lace) -> None:
+    code, out, _ = await lace("create", "--title", "Cancelled", "--brief", BRIEF, "--words", "20000")
+    artifact_id = out.strip()
+    code, out, _ = await lace("start", artifact_id)
+    assert code == 0
+    run_id = out.strip()
+    code, out, _ = await lace("cancel", run_id)
+    assert code == 0 and out.startswith(f"run {run_id}: CANCEL")
+    code, out, _ = await lace("watch", run_id)
+    assert code == 1 and "CANCELLED" in out.splitlines()[-1]
+
+
+async def test_errors_exit_2_with_the_reason(lace: Lace) -> None:
+    code, out, err = await lace("watch", str(uuid.uuid4()))
+    assert code == 2 and out == "" and err.startswith("lace: ") and err.rstrip().endswith("(RUN_NOT_FOUND)")
+    code, _, err = await lace("pause", "not-an-id")
+    assert code == 2 and "(MALFORMED_ID)" in err
+    code, _, err = await lace("compile", str(uuid.uuid4()))
+    assert code == 2 and "(ARTIFACT_NOT_FOUND)" in err
+    code, _, err = await lace("artifacts", server="127.0.0.1:1")  # nothing listens there
+    assert code == 2 and "(UNAVAILABLE)" in err
