@@ -47,6 +47,7 @@ class Settings:
     execute_runs: bool = True
     run_options: RunOptions = field(default_factory=RunOptions)
     max_concurrent_runs: int = 256
+    max_concurrent_rpcs: int = 10_000
     llm_concurrency: int = 64
     context_budget_tokens: int = 6000
     lease_ttl_s: float = 15.0
@@ -81,6 +82,7 @@ class Settings:
                 max_proposal_retries=_int(e, "LACE_MAX_PROPOSAL_RETRIES", 2),
             ),
             max_concurrent_runs=_int(e, "LACE_MAX_CONCURRENT_RUNS", 256),
+            max_concurrent_rpcs=_int(e, "LACE_MAX_CONCURRENT_RPCS", 10_000),
             llm_concurrency=_int(e, "LACE_LLM_CONCURRENCY", 64),
             context_budget_tokens=_int(e, "LACE_CONTEXT_BUDGET_TOKENS", 6000),
             lease_ttl_s=_float(e, "LACE_LEASE_TTL_S", 15.0),

@@ -88,7 +88,7 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
         interceptors.append(BearerAuthInterceptor(parse_api_keys(keys)))
     interceptors.append(ErrorMappingInterceptor())
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS,
-                             maximum_concurrent_rpcs=settings_max_rpcs(settings))
+                             maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
     artifact_service_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(engine), server)
     run_service_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(engine), server)
     health_servicer = health.aio.HealthServicer()
@@ -103,10 +103,6 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     log.info("lace serving", extra={"listen": listen, "port": port, "llm": provider.name,
                                     "database": "embedded" if embedded else "external"})
     return Running(server=server, engine=engine, health=health_servicer, port=port, embedded=embedded)
-
-
-def settings_max_rpcs(settings: Settings) -> int:
-    return int(os.environ.get("LACE_MAX_CONCURRENT_RPCS", "10000"))
 
 
 async def serve_forever(settings: Settings, listen: str, *, grace_s: float = 5.0) -> None:
