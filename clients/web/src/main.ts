@@ -1,0 +1,708 @@
+/**
+ * LACE browser UI: artifacts, run control and a live run view, over grpc-web (Envoy in front of LACE).
+ *
+ * Reload-safe: the watched run, its last seq (the stream cursor) and the event log live in
+ * sessionStorage; after a reload the stream resumes from the cursor and events are deduplicated by seq.
+ */
+import "./style.css";
+
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+
+import { ChangeOperation, ChangeOrigin } from "./gen/lace/v1/artifact_pb.js";
+import type { Artifact, ChangeEvent } from "./gen/lace/v1/artifact_pb.js";
+import { ArtifactService, CompileFormat } from "./gen/lace/v1/artifact_service_pb.js";
+import { RunState, StepKind } from "./gen/lace/v1/run_pb.js";
+import type { Run, RunEvent } from "./gen/lace/v1/run_pb.js";
+import { RunService } from "./gen/lace/v1/run_service_pb.js";
+import { watch } from "./watch.js";
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+const transport = createGrpcWebTransport({ baseUrl: window.location.origin });
+const artifacts = createClient(ArtifactService, transport);
+const runs = createClient(RunService, transport);
+
+// ---------------------------------------------------------------------------------------------
+// DOM
+
+function $<T extends HTMLElement = HTMLElement>(id: string): T {
+  const element = document.getElementById(id);
+  if (!element) throw new Error(`missing #${id}`);
+  return element as T;
+}
+
+const ui = {
+  conn: $("conn"),
+  error: $("error"),
+  createForm: $<HTMLFormElement>("create-form"),
+  createButton: $<HTMLButtonElement>("btn-create"),
+  refresh: $<HTMLButtonElement>("btn-refresh"),
+  artifactList: $<HTMLUListElement>("artifact-list"),
+  empty: $("empty"),
+  workspace: $("workspace"),
+  title: $("a-title"),
+  brief: $("a-brief"),
+  meta: $("a-meta"),
+  start: $<HTMLButtonElement>("btn-start"),
+  pause: $<HTMLButtonElement>("btn-pause"),
+  resume: $<HTMLButtonElement>("btn-resume"),
+  cancel: $<HTMLButtonElement>("btn-cancel"),
+  runState: $("run-state"),
+  runId: $("run-id"),
+  streamStatus: $("stream-status"),
+  progress: $("progress-bar"),
+  nodes: $("s-nodes"),
+  words: $("s-words"),
+  tokens: $("s-tokens"),
+  calls: $("s-calls"),
+  elapsed: $("s-elapsed"),
+  events: $("s-events"),
+  failure: $("run-failure"),
+  doc: $<HTMLIFrameElement>("doc"),
+  docEmpty: $("doc-empty"),
+  docVersion: $("doc-version"),
+  provenance: $("provenance"),
+  log: $<HTMLOListElement>("event-log"),
+};
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: { className?: string; text?: string; title?: string; data?: Record<string, string> } = {},
+  ...children: (Node | string)[]
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (props.className) node.className = props.className;
+  if (props.text !== undefined) node.textContent = props.text;
+  if (props.title) node.title = props.title;
+  for (const [key, value] of Object.entries(props.data ?? {})) node.dataset[key] = value;
+  node.append(...children);
+  return node;
+}
+
+// ---------------------------------------------------------------------------------------------
+// State (the watched run survives reloads through sessionStorage)
+
+interface LogEntry {
+  readonly seq: number;
+  readonly kind: string;
+  readonly text: string;
+  readonly time: string;
+}
+
+interface Persisted {
+  readonly artifactId: string;
+  readonly runId: string;
+  readonly cursor: number;
+  readonly entries: LogEntry[];
+  readonly nodeTitles?: [string, string][];
+}
+
+const STORAGE_KEY = "lace.watch.v1";
+const SELECTED_KEY = "lace.selected.v1";
+
+const state: {
+  artifact?: Artifact;
+  run?: Run;
+  runId?: string;
+  entries: LogEntry[];
+  seen: Set<number>;
+  cursor: number;
+  nodeTitles: Map<string, string>;
+  watching?: AbortController;
+  docVersion: bigint;
+  selectedBlock?: string;
+} = { entries: [], seen: new Set(), cursor: 0, nodeTitles: new Map(), docVersion: -1n };
+
+function loadPersisted(): Persisted | undefined {
+  try {
+    const raw = sessionStorage.getItem(STORAGE_KEY);
+    return raw ? (JSON.parse(raw) as Persisted) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+let persistTimer: number | undefined;
+function persistSoon(): void {
+  if (persistTimer !== undefined) return;
+  persistTimer = window.setTimeout(persistNow, 200);
+}
+
+function persistNow(): void {
+  if (persistTimer !== undefined) window.clearTimeout(persistTimer);
+  persistTimer = undefined;
+  if (!state.artifact || !state.runId) return;
+  // The cursor is the highest seq whose entry is stored with it: a reload resumes right after it.
+  const data: Persisted = {
+    artifactId: state.artifact.id,
+    runId: state.runId,
+    cursor: state.cursor,
+    entries: state.entries,
+    nodeTitles: [...state.nodeTitles],
+  };
+  try {
+    sessionStorage.setItem(STORAGE_KEY, JSON.stringify(data));
+  } catch {
+    // Storage full: keep going; a reload then replays the run from the start (deduplicated).
+  }
+}
+window.addEventListener("pagehide", persistNow);
+
+// ---------------------------------------------------------------------------------------------
+// Formatting helpers
+
+const TERMINAL = new Set([RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED]);
+
+function stateName(value: RunState): string {
+  return (RunState[value] ?? "UNSPECIFIED").toLowerCase();
+}
+
+function stepName(value: StepKind): string {
+  return (StepKind[value] ?? "STEP").toLowerCase();
+}
+
+function shortId(id: string): string {
+  return id ? id.slice(-8) : "–";
+}
+
+function nodeLabel(nodeId: string): string {
+  const title = state.nodeTitles.get(nodeId);
+  return title ? `“${title}”` : `node …${shortId(nodeId)}`;
+}
+
+function formatNumber(value: number | bigint): string {
+  return Number(value).toLocaleString("en-US");
+}
+
+function formatDuration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  const m = Math.floor(s / 60);
+  return m > 0 ? `${m}m ${String(s % 60).padStart(2, "0")}s` : `${s}s`;
+}
+
+function formatTime(ts: Timestamp | undefined): string {
+  return ts ? timestampDate(ts).toLocaleTimeString("en-GB", { hour12: false }) : "";
+}
+
+function errorMessage(err: unknown): string {
+  const e = ConnectError.from(err);
+  return e.rawMessage || e.message;
+}
+
+function showError(err: unknown): void {
+  ui.error.textContent = typeof err === "string" ? err : errorMessage(err);
+  ui.error.hidden = false;
+}
+
+function clearError(): void {
+  ui.error.hidden = true;
+}
+
+function requestId(): string {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = ((b[6] ?? 0) & 0x0f) | 0x40;
+  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** One line of the event log for an event (node titles are resolved now, while we know them). */
+function describe(event: RunEvent): { kind: string; text: string } {
+  const p = event.payload;
+  switch (p.case) {
+    case "runStateChanged": {
+      const v = p.value;
+      return { kind: "state", text: `run ${stateName(v.toState)}${v.reason ? ` — ${v.reason}` : ""}` };
+    }
+    case "strategyDecided":
+      return { kind: "strategy", text: `${stepName(p.value.strategy)} ${nodeLabel(p.value.nodeId)}: ${p.value.reason}` };
+    case "stepStarted":
+      return {
+        kind: "step",
+        text: `${stepName(p.value.step)} started on ${nodeLabel(p.value.nodeId)}${p.value.attempt > 1 ? ` (attempt ${p.value.attempt})` : ""}`,
+      };
+    case "stepCompleted":
+      return { kind: "step", text: `${stepName(p.value.step)} done on ${nodeLabel(p.value.nodeId)}` };
+    case "nodeSplit": {
+      for (const child of p.value.children) state.nodeTitles.set(child.nodeId, child.title);
+      const titles = p.value.children.map((c) => c.title).join(" · ");
+      return { kind: "split", text: `split ${nodeLabel(p.value.nodeId)} into ${p.value.children.length}: ${titles}` };
+    }
+    case "blocksApplied":
+      return {
+        kind: "write",
+        text: `wrote ${nodeLabel(p.value.nodeId)}: ${p.value.blockIds.length} blocks, ${formatNumber(p.value.wordCount)} words (v${p.value.artifactVersion})`,
+      };
+    case "proposalRejected":
+      return {
+        kind: "reject",
+        text: `proposal for ${nodeLabel(p.value.nodeId)} rejected: ${p.value.errors.join("; ")}${p.value.willRetry ? " — retrying" : ""}`,
+      };
+    case "llmCallCompleted": {
+      const u = p.value.usage;
+      const tokens = u ? Number(u.promptTokens + u.completionTokens) : 0;
+      return {
+        kind: "llm",
+        text: `LLM ${p.value.provider}/${p.value.model} for ${stepName(p.value.step)}: ${formatNumber(tokens)} tokens, ${formatNumber(p.value.latencyMs)} ms`,
+      };
+    }
+    case "validationReported": {
+      const r = p.value.report;
+      const summary = r
+        ? `${formatNumber(r.actualWords)}/${formatNumber(r.targetWords)} words, ${r.nodesWritten}/${r.nodesPlanned} nodes, length score ${r.documentLengthScore.toFixed(1)}`
+        : "";
+      return { kind: r?.ok ? "valid" : "reject", text: `validation ${r?.ok ? "ok" : "found problems"}: ${summary}` };
+    }
+    case "runFailed":
+      return { kind: "reject", text: `run failed: ${p.value.reason}` };
+    case "nodeSkipped":
+      return { kind: "step", text: `skipped ${nodeLabel(p.value.nodeId)}: ${p.value.reason}` };
+    default:
+      return { kind: "other", text: "event" };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Artifacts
+
+async function loadArtifacts(): Promise<void> {
+  try {
+    const { artifacts: list } = await artifacts.listArtifacts({ pageSize: 100 });
+    ui.artifactList.replaceChildren(
+      ...list.map((a) => {
+        const li = el(
+          "li",
+          { className: a.id === state.artifact?.id ? "selected" : "", data: { artifactId: a.id } },
+          el("span", { className: "a-name", text: a.title }),
+          el(
+            "span",
+            { className: "a-info" },
+            `${formatNumber(a.wordCount)} / ${formatNumber(a.targetWords)} words`,
+            ...(a.activeRunId ? [el("span", { className: "badge small running", text: "running" })] : []),
+          ),
+        );
+        li.addEventListener("click", () => void selectArtifact(a.id));
+        return li;
+      }),
+    );
+    if (list.length === 0) ui.artifactList.append(el("li", { className: "muted empty-li", text: "No artifacts yet." }));
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function renderArtifact(a: Artifact): void {
+  ui.empty.hidden = true;
+  ui.workspace.hidden = false;
+  ui.title.textContent = a.title;
+  ui.brief.textContent = a.brief;
+  ui.meta.textContent = `${formatNumber(a.wordCount)} of ${formatNumber(a.targetWords)} words · IR version ${a.version} · ${a.id}`;
+  state.nodeTitles.set(a.rootNodeId, a.title);
+  for (const li of ui.artifactList.querySelectorAll<HTMLLIElement>("li[data-artifact-id]")) {
+    li.classList.toggle("selected", li.dataset["artifactId"] === a.id);
+  }
+}
+
+async function refreshArtifact(): Promise<void> {
+  if (!state.artifact) return;
+  const { artifact } = await artifacts.getArtifact({ artifactId: state.artifact.id });
+  if (artifact && artifact.id === state.artifact.id) {
+    state.artifact = artifact;
+    renderArtifact(artifact);
+  }
+}
+
+async function selectArtifact(artifactId: string, resume?: Persisted): Promise<void> {
+  clearError();
+  stopWatching();
+  try {
+    const { artifact } = await artifacts.getArtifact({ artifactId });
+    if (!artifact) return;
+    state.artifact = artifact;
+    state.docVersion = -1n;
+    state.selectedBlock = undefined;
+    sessionStorage.setItem(SELECTED_KEY, artifact.id);
+    renderArtifact(artifact);
+    ui.provenance.replaceChildren(el("p", { className: "muted", text: "Click a block of the document to see where it came from." }));
+    void compileDocument();
+
+    // The run to show: the active one, else the newest; replayed (from the saved cursor after a reload).
+    let runId = artifact.activeRunId;
+    if (!runId) {
+      const { runs: recent } = await runs.listRuns({ artifactId, pageSize: 1 });
+      runId = recent[0]?.id ?? "";
+    }
+    if (runId) {
+      await showRun(runId, resume?.runId === runId ? resume : undefined);
+    } else {
+      resetRunView(undefined);
+    }
+  } catch (err) {
+    showError(err);
+  }
+}
+
+ui.createForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = new FormData(ui.createForm);
+  const title = String(form.get("title") ?? "").trim();
+  const brief = String(form.get("brief") ?? "").trim();
+  const targetWords = Number(form.get("targetWords") ?? 0);
+  ui.createButton.disabled = true;
+  clearError();
+  artifacts
+    .createArtifact({ artifact: { title, brief, targetWords }, requestId: requestId() })
+    .then(async ({ artifact }) => {
+      ui.createForm.reset();
+      await loadArtifacts();
+      if (artifact) await selectArtifact(artifact.id);
+    })
+    .catch(showError)
+    .finally(() => {
+      ui.createButton.disabled = false;
+    });
+});
+
+ui.refresh.addEventListener("click", () => void loadArtifacts());
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+function resetRunView(run: Run | undefined): void {
+  state.run = run;
+  state.runId = run?.id;
+  state.entries = [];
+  state.seen = new Set();
+  state.cursor = 0;
+  ui.log.replaceChildren();
+  ui.failure.hidden = true;
+  ui.streamStatus.textContent = "";
+  ui.streamStatus.className = "stream-status";
+  renderRun();
+}
+
+async function showRun(runId: string, resume: Persisted | undefined): Promise<void> {
+  const { run } = await runs.getRun({ runId });
+  resetRunView(run);
+  if (resume) {
+    for (const [id, title] of resume.nodeTitles ?? []) state.nodeTitles.set(id, title);
+    for (const entry of resume.entries) appendEntry(entry);
+    state.cursor = Math.max(state.cursor, resume.cursor);
+  }
+  persistNow();
+  void follow(runId);
+}
+
+function stopWatching(): void {
+  state.watching?.abort();
+  state.watching = undefined;
+}
+
+/** Streams the run from the cursor until its terminal event; the log is deduplicated by seq. */
+async function follow(runId: string): Promise<void> {
+  stopWatching();
+  const controller = new AbortController();
+  state.watching = controller;
+  setStreamStatus("connecting", "connecting…");
+  try {
+    for await (const event of watch(runs, runId, BigInt(state.cursor), {
+      signal: controller.signal,
+      onConnected: () => setStreamStatus("live", "live"),
+      onHeartbeat: (response) => {
+        if (state.run && response.runState) state.run.state = response.runState;
+        renderRun();
+      },
+      onReconnect: (err, cursor, attempt) =>
+        setStreamStatus("reconnecting", `reconnecting from seq ${cursor} (attempt ${attempt}): ${errorMessage(err)}`),
+    })) {
+      if (controller.signal.aborted || state.runId !== runId) return;
+      onEvent(event);
+    }
+    if (controller.signal.aborted) return;
+    setStreamStatus("ended", "stream ended");
+    await refreshRun();
+    await compileDocument();
+    await refreshArtifact();
+    void loadArtifacts();
+  } catch (err) {
+    if (controller.signal.aborted) return;
+    setStreamStatus("error", `stream failed: ${errorMessage(err)}`);
+  } finally {
+    if (state.watching === controller) state.watching = undefined;
+  }
+}
+
+function setStreamStatus(kind: string, text: string): void {
+  ui.streamStatus.className = `stream-status ${kind}`;
+  ui.streamStatus.textContent = text;
+}
+
+function onEvent(event: RunEvent): void {
+  const seq = Number(event.seq);
+  if (state.seen.has(seq)) return;
+  const { kind, text } = describe(event);
+  appendEntry({ seq, kind, text, time: formatTime(event.createTime) });
+  persistSoon();
+  const p = event.payload;
+  if (p.case === "runStateChanged" && state.run) {
+    state.run.state = p.value.toState;
+    renderRun();
+    scheduleRunRefresh(0);
+    if (TERMINAL.has(p.value.toState) || p.value.toState === RunState.PAUSED) scheduleCompile(0);
+  } else if (p.case === "blocksApplied" || p.case === "nodeSplit") {
+    scheduleCompile(800);
+    scheduleRunRefresh(300);
+  } else if (p.case === "llmCallCompleted" || p.case === "validationReported") {
+    scheduleRunRefresh(300);
+  }
+}
+
+function appendEntry(entry: LogEntry): void {
+  if (state.seen.has(entry.seq)) return; // never show a seq twice
+  state.seen.add(entry.seq);
+  state.entries.push(entry);
+  state.cursor = Math.max(state.cursor, entry.seq);
+  const nearBottom = ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 40;
+  ui.log.append(
+    el(
+      "li",
+      { className: `ev ev-${entry.kind}`, data: { seq: String(entry.seq) } },
+      el("span", { className: "ev-seq", text: String(entry.seq) }),
+      el("span", { className: "ev-time", text: entry.time }),
+      el("span", { className: "ev-text", text: entry.text }),
+    ),
+  );
+  if (nearBottom) ui.log.scrollTop = ui.log.scrollHeight;
+  ui.events.textContent = formatNumber(state.entries.length);
+}
+
+const timers = new Map<string, number>();
+function throttle(key: string, delay: number, fn: () => Promise<void>): void {
+  if (timers.has(key)) return;
+  timers.set(
+    key,
+    window.setTimeout(() => {
+      timers.delete(key);
+      fn().catch(() => undefined);
+    }, delay),
+  );
+}
+
+function scheduleRunRefresh(delay: number): void {
+  throttle("run", delay, refreshRun);
+}
+
+function scheduleCompile(delay: number): void {
+  throttle("compile", delay, compileDocument);
+}
+
+async function refreshRun(): Promise<void> {
+  const runId = state.runId;
+  if (!runId) return;
+  const { run } = await runs.getRun({ runId });
+  if (run && state.runId === runId) {
+    // Keep the newest state the stream has shown if the stream is ahead of this read.
+    state.run = run;
+    renderRun();
+  }
+}
+
+function renderRun(): void {
+  const run = state.run;
+  const s = run?.state ?? RunState.UNSPECIFIED;
+  const active = run !== undefined && !TERMINAL.has(s);
+  ui.start.disabled = !state.artifact || active;
+  ui.pause.disabled = !(s === RunState.RUNNING || s === RunState.PENDING);
+  ui.resume.disabled = !(s === RunState.PAUSING || s === RunState.PAUSED);
+  ui.cancel.disabled = !active;
+  ui.runState.textContent = run ? stateName(s) : "no run";
+  ui.runState.className = `badge state-${run ? stateName(s) : "none"}`;
+  ui.runId.textContent = run ? `run ${run.id}` : "";
+  if (!run) {
+    for (const dd of [ui.nodes, ui.words, ui.tokens, ui.calls, ui.elapsed, ui.events]) dd.textContent = "–";
+    ui.progress.style.width = "0%";
+    return;
+  }
+  ui.nodes.textContent = `${run.nodesWritten} / ${run.nodesPlanned}`;
+  const target = state.artifact?.targetWords ?? 0;
+  ui.words.textContent = `${formatNumber(run.wordsWritten)}${target ? ` / ${formatNumber(target)}` : ""}`;
+  const usage = run.usage;
+  ui.tokens.textContent = usage ? formatNumber(usage.promptTokens + usage.completionTokens) : "0";
+  ui.tokens.title = usage ? `${formatNumber(usage.promptTokens)} prompt + ${formatNumber(usage.completionTokens)} completion` : "";
+  ui.calls.textContent = formatNumber(run.llmCalls);
+  ui.events.textContent = formatNumber(state.entries.length);
+  renderElapsed();
+  // Progress by words against the artifact's target (nodes planned grow as the tree is split).
+  const fraction = s === RunState.COMPLETED ? 1 : target > 0 ? Math.min(0.99, Number(run.wordsWritten) / target) : 0;
+  ui.progress.style.width = `${Math.round(fraction * 100)}%`;
+  ui.progress.className = `state-${stateName(s)}`;
+  ui.failure.textContent = run.failureReason;
+  ui.failure.hidden = !run.failureReason;
+}
+
+function renderElapsed(): void {
+  const run = state.run;
+  if (!run?.startTime) {
+    ui.elapsed.textContent = run ? "not started" : "–";
+    return;
+  }
+  const start = timestampDate(run.startTime).getTime();
+  const end = run.endTime ? timestampDate(run.endTime).getTime() : TERMINAL.has(run.state) ? start : Date.now();
+  ui.elapsed.textContent = formatDuration(end - start);
+}
+window.setInterval(renderElapsed, 1000);
+
+async function control(action: "start" | "pause" | "resume" | "cancel"): Promise<void> {
+  clearError();
+  const artifact = state.artifact;
+  const runId = state.runId;
+  try {
+    if (action === "start" && artifact) {
+      const { run } = await runs.startRun({ artifactId: artifact.id, requestId: requestId() });
+      if (!run) return;
+      resetRunView(run);
+      persistNow();
+      void follow(run.id);
+      void loadArtifacts();
+      return;
+    }
+    if (!runId) return;
+    const call =
+      action === "pause"
+        ? runs.pauseRun({ runId, requestId: requestId() })
+        : action === "resume"
+          ? runs.resumeRun({ runId, requestId: requestId() })
+          : runs.cancelRun({ runId, requestId: requestId() });
+    const { run } = await call;
+    if (run && state.runId === run.id && state.run && !TERMINAL.has(state.run.state)) {
+      state.run = run;
+      renderRun();
+    }
+  } catch (err) {
+    showError(err);
+  }
+}
+
+ui.start.addEventListener("click", () => void control("start"));
+ui.pause.addEventListener("click", () => void control("pause"));
+ui.resume.addEventListener("click", () => void control("resume"));
+ui.cancel.addEventListener("click", () => void control("cancel"));
+
+// ---------------------------------------------------------------------------------------------
+// Document and provenance
+
+const DOC_STYLE = `
+  [data-block-id] { cursor: pointer; border-radius: 4px; transition: background-color .12s; }
+  [data-block-id]:hover { background: #eef2ff; box-shadow: 0 0 0 3px #eef2ff; }
+  [data-block-id].lace-selected { background: #e0e7ff; box-shadow: 0 0 0 3px #e0e7ff; }
+  body { font-size: 15px; }
+`;
+
+async function compileDocument(): Promise<void> {
+  const artifact = state.artifact;
+  if (!artifact) return;
+  const compiled = await artifacts.compileArtifact({ artifactId: artifact.id, format: CompileFormat.HTML });
+  if (state.artifact?.id !== artifact.id || compiled.artifactVersion === state.docVersion) return;
+  state.docVersion = compiled.artifactVersion;
+  ui.docVersion.textContent = `IR version ${compiled.artifactVersion}`;
+  const hasBlocks = compiled.content.includes("data-block-id=");
+  ui.docEmpty.hidden = hasBlocks;
+  ui.doc.hidden = !hasBlocks;
+  if (!hasBlocks) return;
+  const scroll = ui.doc.contentWindow?.scrollY ?? 0;
+  ui.doc.addEventListener(
+    "load",
+    () => {
+      const doc = ui.doc.contentDocument;
+      if (!doc) return;
+      doc.head.append(Object.assign(doc.createElement("style"), { textContent: DOC_STYLE }));
+      doc.addEventListener("click", (event) => {
+        const block = (event.target as Element | null)?.closest?.<HTMLElement>("[data-block-id]");
+        if (!block) return;
+        event.preventDefault();
+        void showProvenance(block.dataset["blockId"] ?? "");
+      });
+      if (state.selectedBlock) highlightBlock(state.selectedBlock);
+      ui.doc.contentWindow?.scrollTo(0, scroll);
+    },
+    { once: true },
+  );
+  ui.doc.srcdoc = compiled.content;
+}
+
+function highlightBlock(blockId: string): void {
+  const doc = ui.doc.contentDocument;
+  if (!doc) return;
+  for (const node of doc.querySelectorAll(".lace-selected")) node.classList.remove("lace-selected");
+  doc.querySelector(`[data-block-id="${CSS.escape(blockId)}"]`)?.classList.add("lace-selected");
+}
+
+function blockPreview(change: ChangeEvent): string {
+  const block = change.after ?? change.before;
+  if (!block) return "";
+  const text = block.text || block.items.join(" · ") || block.table?.header.join(" | ") || "";
+  return text.length > 160 ? `${text.slice(0, 157)}…` : text;
+}
+
+async function showProvenance(blockId: string): Promise<void> {
+  if (!blockId) return;
+  state.selectedBlock = blockId;
+  highlightBlock(blockId);
+  ui.provenance.replaceChildren(el("p", { className: "muted", text: "Loading…" }));
+  try {
+    const { changeEvents } = await artifacts.listBlockChanges({ blockId, pageSize: 100 });
+    const rows = changeEvents.map((change) => {
+      const origin = (ChangeOrigin[change.origin] ?? "UNSPECIFIED").toLowerCase();
+      const fields: [string, string][] = [
+        ["Origin", origin],
+        ["Run", change.runId || "–"],
+        ["Model", change.model || "–"],
+        ["LLM call", change.llmCallId || "–"],
+        ["Block version", change.after ? `v${change.after.version}` : "deleted"],
+        ["Artifact version", `v${change.artifactVersion}`],
+        ["When", change.createTime ? timestampDate(change.createTime).toLocaleString("en-GB") : "–"],
+      ];
+      return el(
+        "div",
+        { className: "change", data: { origin, changeId: String(change.id) } },
+        el(
+          "div",
+          { className: "change-head" },
+          el("span", { className: `badge small op-${(ChangeOperation[change.operation] ?? "").toLowerCase()}`, text: (ChangeOperation[change.operation] ?? "?").toLowerCase() }),
+          el("span", { className: "muted small", text: `change #${change.id}` }),
+        ),
+        el(
+          "dl",
+          { className: "kv" },
+          ...fields.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { className: "mono", text: v, data: { field: k } })]),
+        ),
+        el("p", { className: "preview", text: blockPreview(change) }),
+      );
+    });
+    ui.provenance.replaceChildren(
+      el("p", { className: "small muted" }, "Block ", el("span", { className: "mono", text: blockId })),
+      ...(rows.length ? rows : [el("p", { className: "muted", text: "No changes recorded." })]),
+    );
+  } catch (err) {
+    ui.provenance.replaceChildren(el("p", { className: "error", text: errorMessage(err) }));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up
+
+async function main(): Promise<void> {
+  ui.conn.textContent = `grpc-web · ${window.location.host}`;
+  renderRun();
+  await loadArtifacts();
+  const persisted = loadPersisted();
+  const selected = persisted?.artifactId ?? sessionStorage.getItem(SELECTED_KEY);
+  if (selected) await selectArtifact(selected, persisted);
+}
+
+void main();
