@@ -8,6 +8,7 @@ writes a planned mutation, in one transaction with its change and run events.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -220,7 +221,7 @@ def plan_split(
                       f"not {len(children)}")
     seen: set[str] = set()
     for i, child in enumerate(children):
-        if not child.title:
+        if not child.title.strip():
             errors.append(f"children[{i}].title is empty")
         elif len(child.title) > limits.max_title_chars:
             errors.append(f"children[{i}].title is longer than {limits.max_title_chars} characters")
@@ -343,12 +344,12 @@ def plan_content(
                 errors.append(f"blocks[{i}]: do not repeat the section title {node.title!r} as a heading")
             headings.add(key)
     words = sum(b.words() for b in blocks)
-    low = int(node.target_words * limits.min_length_ratio)
+    low = math.ceil(node.target_words * limits.min_length_ratio)
     high = int(node.target_words * limits.max_length_ratio)
     if blocks and not low <= words <= high:
         errors.append(f"the section has {words} words; write between {low} and {high} "
                       f"(target {node.target_words})")
-    if not proposal.summary:
+    if not proposal.summary.strip():
         errors.append("summary is empty; give a one- or two-sentence summary of the section")
     elif len(proposal.summary) > limits.max_summary_chars:
         errors.append(f"summary is longer than {limits.max_summary_chars} characters")

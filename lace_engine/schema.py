@@ -180,3 +180,24 @@ idempotency_keys = sa.Table(
     sa.Column("resource_id", UUID(as_uuid=True), nullable=False),
     _ts("create_time"),
 )
+
+# Phase 1 (migration 0002). How far each run's events have been mirrored to JetStream:
+# the event log is the outbox, this is its per-run read position.
+mirror_cursors = sa.Table(
+    "mirror_cursors",
+    metadata,
+    sa.Column("run_id", UUID(as_uuid=True), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("published_seq", sa.BigInteger, nullable=False, server_default="0"),
+    _ts("update_time"),
+)
+
+# A counting semaphore per LLM provider shared by every process; a permit whose holder
+# stopped renewing it (a killed worker) expires and is taken by the next caller.
+llm_permits = sa.Table(
+    "llm_permits",
+    metadata,
+    sa.Column("provider", sa.Text, primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True),
+    sa.Column("holder", sa.Text, nullable=True),
+    sa.Column("expires", sa.DateTime(timezone=True), nullable=True),
+)

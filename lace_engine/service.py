@@ -33,6 +33,7 @@ from lace_engine.model import (
 from lace_engine.orchestrator import Executor, ExecutorConfig
 from lace_engine.pg_notify import PgNotifyListener
 from lace_engine.run_lifecycle import RunAction, on_request
+from lace_engine.scale_out import ScaleOut
 from lace_engine.stream import StreamBatch, stream_run
 from lace_engine.tree import Tree
 
@@ -76,27 +77,32 @@ class _DuplicateRequest(Exception):
 class Engine:
     """Owns the database pool, the live hub, the LISTEN connection and (optionally) an executor."""
 
-    def __init__(self, settings: Settings, database_url: str, provider: LLMProvider):
+    def __init__(self, settings: Settings, database_url: str, provider: LLMProvider, *, serve_streams: bool = True):
         self.settings = settings
         self.provider = provider
         self.db = Database(database_url, pool_size=settings.pool_size)
-        self.hub = EventHub(self._fetch_range)
+        self.hub = EventHub(self._fetch_range, max_pending=settings.stream_queue_batches)
         self.db.on_commit(self.hub.publish)
         self.listener = PgNotifyListener(self.db.url, self._on_notify, self.hub.wake_all)
+        # Phase 1 (NATS mirror, live tail, job dispatch, global LLM limit); inert with default settings.
+        self.scale_out = ScaleOut(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)
         self.executor: Executor | None = None
         if settings.execute_runs:
             self.executor = Executor(self.db, provider, ExecutorConfig(
                 owner_id=settings.owner_id, lease_ttl_s=settings.lease_ttl_s,
                 max_concurrent_runs=settings.max_concurrent_runs, llm_concurrency=settings.llm_concurrency,
                 context_budget_tokens=settings.context_budget_tokens,
-            ))
+            ), llm_limit=self.scale_out.llm_limit)
 
     async def start(self) -> None:
+        await self.db.open()
         await self.listener.start()
         if self.executor is not None:
             self.executor.start()
+        await self.scale_out.start(self.executor)
 
     async def aclose(self) -> None:
+        await self.scale_out.aclose()
         if self.executor is not None:
             await self.executor.aclose()
         await self.listener.aclose()
@@ -105,13 +111,14 @@ class Engine:
         await self.db.aclose()
 
     def _on_notify(self, run_id: uuid.UUID, head: int) -> None:
-        self.hub.notify(run_id, head)
+        if not self.scale_out.on_notify(run_id, head):
+            self.hub.notify(run_id, head)
         if self.executor is not None:
             self.executor.on_notify(run_id, head)
 
     async def _fetch_range(self, run_id: uuid.UUID, after: int, upto: int) -> list[RunEvent]:
-        async with self.db.read() as conn:
-            return await event_log.read(conn, run_id, after_seq=after, upto_seq=upto, limit=upto - after)
+        async with self.db.fast_read() as conn:
+            return await event_log.read_fast(conn, run_id, after_seq=after, upto_seq=upto, limit=upto - after)
 
     # Artifacts -----------------------------------------------------------------------------
 
@@ -255,6 +262,7 @@ class Engine:
             if active is not None:
                 raise self._active_run_error(artifact_id, active) from exc
             raise
+        self.scale_out.dispatch(run.id, run.head_seq)
         if self.executor is not None:
             self.executor.wake()
         return run
@@ -301,6 +309,8 @@ class Engine:
             appended = await run_store.transition(tx.conn, run, target, reason)
             await idempotency.record(tx.conn, method, request_id, fp, run_id)
             tx.emitted(appended.events)
+        if target is RunState.PENDING:  # resumed: it needs an executor again
+            self.scale_out.dispatch(run_id, appended.head_seq)
         if self.executor is not None:
             self.executor.poke(run_id, target)
             self.executor.wake()
@@ -329,11 +339,11 @@ class Engine:
                           heartbeat_s=self.settings.heartbeat_s, batch_limit=batch_limit)
 
     async def _read_events(self, run_id: uuid.UUID, after: int, limit: int) -> list[RunEvent]:
-        async with self.db.read() as conn:
-            return await event_log.read(conn, run_id, after_seq=after, limit=limit)
+        async with self.db.fast_read() as conn:
+            return await event_log.read_fast(conn, run_id, after_seq=after, limit=limit)
 
     async def _read_head(self, run_id: uuid.UUID) -> tuple[int, RunState]:
-        async with self.db.read() as conn:
-            return await event_log.head(conn, run_id)
+        async with self.db.fast_read() as conn:
+            return await event_log.head_fast(conn, run_id)
 
 

@@ -1,0 +1,158 @@
+"""LLM concurrency limits: per process (Phase 0) and, optionally, global per provider across processes.
+
+The global limit is a counting semaphore in Postgres (table llm_permits): one row
+per slot, a permit is a slot with a live holder. Permits are leased, not owned:
+the holding process renews them every ttl/3, so the permits of a worker killed
+with SIGKILL expire after at most one TTL instead of leaking. Postgres rather
+than NATS KV because runs must keep going while NATS is down, and Postgres is
+already required and canonical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from types import TracebackType
+
+import sqlalchemy as sa
+
+from lace_engine.database import Database
+
+log = logging.getLogger(__name__)
+
+_ENSURE_SLOTS = sa.text(
+    "INSERT INTO llm_permits (provider, slot) SELECT :provider, g FROM generate_series(0, :limit - 1) AS g "
+    "ON CONFLICT DO NOTHING"
+)
+# SKIP LOCKED: concurrent acquirers take different free slots instead of queueing on one row.
+_ACQUIRE = sa.text(
+    "UPDATE llm_permits SET holder = :holder, expires = now() + make_interval(secs => :ttl) "
+    "WHERE provider = :provider AND slot = ("
+    "  SELECT slot FROM llm_permits WHERE provider = :provider AND slot < :limit "
+    "  AND (holder IS NULL OR expires < now()) ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    "RETURNING slot"
+)
+_RELEASE = sa.text(
+    "UPDATE llm_permits SET holder = NULL, expires = NULL "
+    "WHERE provider = :provider AND slot = :slot AND holder = :holder"
+)
+_RENEW = sa.text(
+    "UPDATE llm_permits SET expires = now() + make_interval(secs => :ttl) "
+    "WHERE provider = :provider AND holder = ANY(:holders)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    slot: int
+    holder: str
+
+
+class GlobalLLMLimit:
+    """`async with limit:` around one provider call: a local permit, then a global one from Postgres."""
+
+    def __init__(self, db: Database, provider: str, *, limit: int, local_limit: int, owner: str,
+                 ttl_s: float = 30.0, max_poll_s: float = 0.25):
+        if limit < 1:
+            raise ValueError("the global LLM limit must be at least 1")
+        self.db = db
+        self.provider = provider
+        self.limit = limit
+        self.owner = owner
+        self.ttl_s = ttl_s
+        self.max_poll_s = max_poll_s
+        self._local = asyncio.Semaphore(max(1, local_limit))
+        # Only the task at the head of this FIFO polls Postgres, so a process adds at most one poller.
+        self._queue = asyncio.Lock()
+        self._released = asyncio.Event()
+        self._held: dict[asyncio.Task[object] | None, list[Permit]] = {}
+        self._slots_ready = False
+        self._renew_task: asyncio.Task[None] | None = None
+        self.acquired_total = 0
+
+    @property
+    def in_use(self) -> int:
+        """Global permits this process holds now."""
+        return sum(len(p) for p in self._held.values())
+
+    async def __aenter__(self) -> None:
+        await self._local.acquire()
+        try:
+            permit = await self._acquire_global()
+        except BaseException:
+            self._local.release()
+            raise
+        self._held.setdefault(asyncio.current_task(), []).append(permit)
+        self.acquired_total += 1
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        task = asyncio.current_task()
+        stack = self._held.get(task, [])
+        permit = stack.pop() if stack else None
+        if not stack:
+            self._held.pop(task, None)
+        try:
+            if permit is not None:
+                await self._release(permit)
+        finally:
+            self._local.release()
+            self._released.set()
+
+    async def _acquire_global(self) -> Permit:
+        holder = f"{self.owner}/{uuid.uuid4().hex[:12]}"
+        async with self._queue:
+            if not self._slots_ready:
+                async with self.db.transaction() as tx:
+                    await tx.conn.execute(_ENSURE_SLOTS, {"provider": self.provider, "limit": self.limit})
+                self._slots_ready = True
+            self._ensure_renewal()
+            delay = 0.01
+            while True:
+                async with self.db.transaction() as tx:
+                    slot = (await tx.conn.execute(_ACQUIRE, {
+                        "holder": holder, "ttl": self.ttl_s, "provider": self.provider, "limit": self.limit,
+                    })).scalar()
+                if slot is not None:
+                    return Permit(int(slot), holder)
+                # A local release wakes us at once; releases in other processes are seen by polling.
+                self._released.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._released.wait(), delay)
+                delay = min(delay * 2, self.max_poll_s)
+
+    async def _release(self, permit: Permit) -> None:
+        try:
+            async with self.db.transaction() as tx:
+                await tx.conn.execute(_RELEASE, {"provider": self.provider, "slot": permit.slot,
+                                                 "holder": permit.holder})
+        except Exception:
+            # Not fatal: the permit expires after its TTL because nobody renews it any more.
+            log.warning("releasing LLM permit %s/%d failed; it expires in %.0fs", self.provider, permit.slot,
+                        self.ttl_s, exc_info=True)
+
+    def _ensure_renewal(self) -> None:
+        if self._renew_task is None or self._renew_task.done():
+            self._renew_task = asyncio.create_task(self._renew_loop(), name="lace-llm-permit-renewal")
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_s / 3)
+            holders = [p.holder for stack in self._held.values() for p in stack]
+            if not holders:
+                continue
+            try:
+                async with self.db.transaction() as tx:
+                    await tx.conn.execute(_RENEW, {"ttl": self.ttl_s, "provider": self.provider,
+                                                   "holders": holders})
+            except Exception:
+                log.warning("renewing %d LLM permits failed", len(holders), exc_info=True)
+
+    async def aclose(self) -> None:
+        if self._renew_task is not None:
+            self._renew_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renew_task
