@@ -8,21 +8,23 @@ taken in the order runs -> artifacts -> nodes -> blocks, so concurrent writers
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import psycopg
+from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lace_engine import event_log
-from lace_engine.apply import Mutation
+from lace_engine.apply import Mutation, Precondition
+from lace_engine.database import driver_connection
 from lace_engine.errors import Aborted, NotFound
-from lace_engine.event_log import Appended, Fence
+from lace_engine.event_log import Fence
 from lace_engine.model import Block, EventType, NewEvent, RunEvent, RunState
-from lace_engine.schema import artifacts, blocks, change_events, nodes
 
 _ACTIVE_FOR_APPLY = frozenset({RunState.RUNNING, RunState.PAUSING})
 _VERSIONED_EVENTS = frozenset({EventType.NODE_SPLIT, EventType.BLOCKS_APPLIED})
@@ -54,131 +56,161 @@ async def write_mutation(
     events_after: Sequence[NewEvent] = (),
     run_increments: Mapping[str, int] | None = None,
 ) -> Written:
-    """Writes `mutation` and its events in the caller's transaction; raises Aborted on a stale plan."""
-    appended: Appended | None = None
-    events = [*events_before, *mutation.events, *events_after]
-    if run_id is not None:
-        increments = {
-            "nodes_planned": mutation.nodes_planned,
-            "nodes_written": mutation.nodes_written,
-            "words_written": mutation.words_written,
-            **(run_increments or {}),
-        }
-        # Events are appended after the version is known; first take the run's lock and the fence.
-        appended = await event_log.append(conn, run_id, [], fence=fence, allowed_states=_ACTIVE_FOR_APPLY,
-                                          increments=increments)
+    """Writes `mutation` and its events in the caller's transaction; raises Aborted on a stale plan.
 
-    version = await _bump_artifact(conn, mutation)
-    await _check_preconditions(conn, mutation)
-    await _write_nodes(conn, mutation)
-    await _write_blocks(conn, mutation, version)
+    Two pipelined round trips on the transaction's psycopg connection: first the locks, in order
+    (the run row with its fence, head and counters; the artifact's version; each precondition's
+    node and blocks) and what the checks need; then, once the checks passed, every write.
+    """
+    events = [*events_before, *mutation.events, *events_after]
+    driver = await driver_connection(conn)
+    run_cur: psycopg.AsyncCursor[Any] | None = None
+    checks: list[tuple[Precondition, psycopg.AsyncCursor[Any], psycopg.AsyncCursor[Any]]] = []
+    async with driver.pipeline():
+        if run_id is not None:
+            increments = {
+                "nodes_planned": mutation.nodes_planned,
+                "nodes_written": mutation.nodes_written,
+                "words_written": mutation.words_written,
+                **(run_increments or {}),
+            }
+            # The run's lock and fence first; its head moves by the events written below.
+            sql, params = event_log.reserve(run_id, len(events), fence=fence, allowed_states=_ACTIVE_FOR_APPLY,
+                                            increments=increments)
+            run_cur = driver.cursor()
+            await run_cur.execute(sql, params)
+        art_cur = await _bump_artifact(driver, mutation)
+        for pre in mutation.preconditions:
+            node_cur, block_cur = driver.cursor(), driver.cursor()
+            await node_cur.execute(_LOCK_NODE, (pre.node_id,))
+            await block_cur.execute(_LOCK_BLOCKS, (pre.node_id,))
+            checks.append((pre, node_cur, block_cur))
+
+    head = 0
+    if run_cur is not None:
+        assert run_id is not None
+        row = await run_cur.fetchone()
+        if row is None:
+            raise event_log.not_appended(run_id, fence, _ACTIVE_FOR_APPLY)
+        head = int(row[0])
+    if art_cur is None:
+        assert mutation.artifact_insert is not None
+        version = mutation.artifact_insert.version
+    else:
+        art = await art_cur.fetchone()
+        if art is None:
+            raise NotFound(f"artifact {mutation.artifact_id} not found", reason="ARTIFACT_NOT_FOUND")
+        version = int(art[0])
+    for pre, node_cur, block_cur in checks:
+        await _check_precondition(pre, node_cur, block_cur)
 
     written: list[RunEvent] = []
-    head = appended.head_seq if appended else 0
-    if run_id is not None and events:
-        stamped = [
-            NewEvent(e.type, {**e.payload, "artifact_version": version}) if e.type in _VERSIONED_EVENTS else e
-            for e in events
-        ]
-        result = await event_log.append(conn, run_id, stamped)
-        written, head = result.events, result.head_seq
+    async with driver.pipeline():
+        await _write_nodes(driver, mutation)
+        await _write_blocks(driver, mutation, version)
+        if run_id is not None and events:
+            now = datetime.now(UTC)
+            first = head - len(events) + 1
+            written = [
+                RunEvent(run_id=run_id, seq=first + i, type=e.type, create_time=now,
+                         payload={**e.payload, "artifact_version": version} if e.type in _VERSIONED_EVENTS
+                         else e.payload)
+                for i, e in enumerate(events)
+            ]
+            async with driver.cursor() as cur:
+                await cur.executemany(event_log.INSERT_EVENT_SQL, [
+                    (run_id, e.seq, e.type.value, Jsonb(e.payload), now) for e in written])
+            await driver.execute(event_log.NOTIFY_SQL, (event_log.NOTIFY_CHANNEL, f"{run_id}:{head}"))
     return Written(artifact_version=version, events=written, head_seq=head)
 
 
-async def _bump_artifact(conn: AsyncConnection, m: Mutation) -> int:
+_INSERT_ARTIFACT = ("INSERT INTO artifacts (id, title, brief, style, target_words, root_node_id, version, word_count, "
+                    "create_time, update_time) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, %s)")
+_BUMP_ARTIFACT = ("UPDATE artifacts SET version = version + 1, word_count = word_count + %s, update_time = now() "
+                  "WHERE id = %s RETURNING version")
+_LOCK_NODE = "SELECT state FROM nodes WHERE id = %s FOR UPDATE"
+_LOCK_BLOCKS = "SELECT id, version, pinned FROM blocks WHERE node_id = %s FOR UPDATE"
+_INSERT_NODE = ("INSERT INTO nodes (id, artifact_id, parent_id, ordinal, depth, title, intent, target_words, state, "
+                "summary, word_count, last_run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+_DELETE_BLOCKS = "DELETE FROM blocks WHERE id = ANY(%s)"
+_UPSERT_BLOCK = ("INSERT INTO blocks (id, artifact_id, node_id, ordinal, kind, content, origin, pinned, version) "
+                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
+                 "content = excluded.content, origin = excluded.origin, pinned = excluded.pinned, "
+                 "version = excluded.version, ordinal = excluded.ordinal, update_time = now()")
+_INSERT_CHANGE = ("INSERT INTO change_events (artifact_id, block_id, node_id, operation, origin, run_id, llm_call_id, "
+                  "model, before, after, artifact_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+
+
+async def _bump_artifact(driver: psycopg.AsyncConnection[Any], m: Mutation) -> psycopg.AsyncCursor[Any] | None:
+    """Inserts the artifact (None: its version is the planned one) or bumps its version (read it from the cursor)."""
     if m.artifact_insert is not None:
         a = m.artifact_insert
-        await conn.execute(sa.insert(artifacts).values(
-            id=a.id, title=a.title, brief=a.brief, style=a.style, target_words=a.target_words,
-            root_node_id=a.root_node_id, version=a.version, word_count=0,
-            create_time=a.create_time, update_time=a.update_time,
-        ))
-        return a.version
-    row = (await conn.execute(
-        sa.update(artifacts).where(artifacts.c.id == m.artifact_id)
-        .values(version=artifacts.c.version + 1, word_count=artifacts.c.word_count + m.word_delta,
-                update_time=sa.func.now())
-        .returning(artifacts.c.version)
-    )).first()
+        await driver.execute(_INSERT_ARTIFACT, (a.id, a.title, a.brief, a.style, a.target_words, a.root_node_id,
+                                                a.version, a.create_time, a.update_time))
+        return None
+    cur = driver.cursor()
+    await cur.execute(_BUMP_ARTIFACT, (m.word_delta, m.artifact_id))
+    return cur
+
+
+async def _check_precondition(pre: Precondition, node_cur: psycopg.AsyncCursor[Any],
+                              block_cur: psycopg.AsyncCursor[Any]) -> None:
+    row = await node_cur.fetchone()
     if row is None:
-        raise NotFound(f"artifact {m.artifact_id} not found", reason="ARTIFACT_NOT_FOUND")
-    return int(row.version)
+        raise Aborted(f"node {pre.node_id} no longer exists", reason="STALE_PLAN")
+    if row[0] != pre.node_state.value:
+        raise Aborted(f"node {pre.node_id} is {row[0]}, the plan expected {pre.node_state.value}",
+                      reason="STALE_PLAN")
+    current = {r[0]: (int(r[1]), bool(r[2])) for r in await block_cur.fetchall()}
+    for block_id, version in pre.block_versions:
+        if current.get(block_id, (None, False))[0] != version:
+            raise Aborted(f"block {block_id} changed since the plan was made", reason="STALE_PLAN")
+    if pre.forbid_pinned and any(pinned for _, pinned in current.values()):
+        raise Aborted(f"node {pre.node_id} has human-pinned blocks", reason="NODE_PINNED")
 
 
-async def _check_preconditions(conn: AsyncConnection, m: Mutation) -> None:
-    for pre in m.preconditions:
-        row = (await conn.execute(
-            sa.select(nodes.c.state).where(nodes.c.id == pre.node_id).with_for_update()
-        )).first()
-        if row is None:
-            raise Aborted(f"node {pre.node_id} no longer exists", reason="STALE_PLAN")
-        if row.state != pre.node_state.value:
-            raise Aborted(f"node {pre.node_id} is {row.state}, the plan expected {pre.node_state.value}",
-                          reason="STALE_PLAN")
-        current = {
-            r.id: (int(r.version), bool(r.pinned))
-            for r in await conn.execute(
-                sa.select(blocks.c.id, blocks.c.version, blocks.c.pinned)
-                .where(blocks.c.node_id == pre.node_id).with_for_update()
-            )
-        }
-        for block_id, version in pre.block_versions:
-            if current.get(block_id, (None, False))[0] != version:
-                raise Aborted(f"block {block_id} changed since the plan was made", reason="STALE_PLAN")
-        if pre.forbid_pinned and any(pinned for _, pinned in current.values()):
-            raise Aborted(f"node {pre.node_id} has human-pinned blocks", reason="NODE_PINNED")
+@functools.lru_cache(maxsize=64)
+def _patch_sql(summary: bool, word_count: bool, last_run_id: bool) -> str:
+    sets = ["state = %s", "update_time = now()"]
+    sets += [f"{c} = %s" for c, on in (("summary", summary), ("word_count", word_count),
+                                         ("last_run_id", last_run_id)) if on]
+    return f"UPDATE nodes SET {', '.join(sets)} WHERE id = %s"
 
 
-async def _write_nodes(conn: AsyncConnection, m: Mutation) -> None:
+async def _write_nodes(driver: psycopg.AsyncConnection[Any], m: Mutation) -> None:
     if m.node_inserts:
-        await conn.execute(sa.insert(nodes), [
-            {"id": n.id, "artifact_id": n.artifact_id, "parent_id": n.parent_id, "ordinal": n.ordinal,
-             "depth": n.depth, "title": n.title, "intent": n.intent, "target_words": n.target_words,
-             "state": n.state.value, "summary": n.summary, "word_count": n.word_count,
-             "last_run_id": n.last_run_id}
-            for n in m.node_inserts
-        ])
+        async with driver.cursor() as cur:
+            await cur.executemany(_INSERT_NODE, [
+                (n.id, n.artifact_id, n.parent_id, n.ordinal, n.depth, n.title, n.intent, n.target_words,
+                 n.state.value, n.summary, n.word_count, n.last_run_id)
+                for n in m.node_inserts
+            ])
     for p in m.node_patches:
-        values: dict[str, Any] = {"state": p.state.value, "update_time": sa.func.now()}
-        if p.summary is not None:
-            values["summary"] = p.summary
-        if p.word_count is not None:
-            values["word_count"] = p.word_count
-        if p.last_run_id is not None:
-            values["last_run_id"] = p.last_run_id
-        await conn.execute(sa.update(nodes).where(nodes.c.id == p.node_id).values(values))
+        values: list[Any] = [p.state.value]
+        values += [v for v in (p.summary, p.word_count, p.last_run_id) if v is not None]
+        await driver.execute(_patch_sql(p.summary is not None, p.word_count is not None, p.last_run_id is not None),
+                             (*values, p.node_id))
 
 
-async def _write_blocks(conn: AsyncConnection, m: Mutation, version: int) -> None:
+async def _write_blocks(driver: psycopg.AsyncConnection[Any], m: Mutation, version: int) -> None:
     if not m.block_changes:
         return
     deletes = [c.before.id for c in m.block_changes if c.after is None and c.before is not None]
     if deletes:
-        await conn.execute(sa.delete(blocks).where(blocks.c.id.in_(deletes)))
+        await driver.execute(_DELETE_BLOCKS, (deletes,))
     upserts = [c.after for c in m.block_changes if c.after is not None]
-    if upserts:
-        stmt = pg_insert(blocks)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[blocks.c.id],
-            set_={"kind": stmt.excluded.kind, "content": stmt.excluded.content, "origin": stmt.excluded.origin,
-                  "pinned": stmt.excluded.pinned, "version": stmt.excluded.version,
-                  "ordinal": stmt.excluded.ordinal, "update_time": sa.func.now()},
-        )
-        await conn.execute(stmt, [
-            {"id": b.id, "artifact_id": b.artifact_id, "node_id": b.node_id, "ordinal": b.ordinal,
-             "kind": b.content.kind.value, "content": b.content.to_json(), "origin": b.origin.value,
-             "pinned": b.pinned, "version": b.version}
-            for b in upserts
-        ])
     prov = m.provenance
-    await conn.execute(sa.insert(change_events), [
-        {"artifact_id": m.artifact_id,
-         "block_id": (c.after or c.before).id,  # type: ignore[union-attr]
-         "node_id": (c.after or c.before).node_id,  # type: ignore[union-attr]
-         "operation": c.operation.value, "origin": prov.origin.value, "run_id": prov.run_id,
-         "llm_call_id": prov.llm_call_id, "model": prov.model,
-         "before": block_json(c.before) if c.before else None,
-         "after": block_json(c.after) if c.after else None,
-         "artifact_version": version}
-        for c in m.block_changes
-    ])
+    async with driver.cursor() as cur:
+        if upserts:
+            await cur.executemany(_UPSERT_BLOCK, [
+                (b.id, b.artifact_id, b.node_id, b.ordinal, b.content.kind.value, Jsonb(b.content.to_json()),
+                 b.origin.value, b.pinned, b.version)
+                for b in upserts
+            ])
+        await cur.executemany(_INSERT_CHANGE, [
+            (m.artifact_id, (c.after or c.before).id, (c.after or c.before).node_id,  # type: ignore[union-attr]
+             c.operation.value, prov.origin.value, prov.run_id, prov.llm_call_id, prov.model,
+             Jsonb(block_json(c.before)) if c.before else None, Jsonb(block_json(c.after)) if c.after else None,
+             version)
+            for c in m.block_changes
+        ])

@@ -8,6 +8,7 @@ processes; it carries only the run id and the new head.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from lace_engine.database import driver_connection
 from lace_engine.errors import LeaseLost, NotFound
 from lace_engine.model import EventType, NewEvent, RunEvent, RunState
 from lace_engine.schema import run_events, runs
@@ -53,7 +56,123 @@ async def append(
     set_values: Mapping[str, Any] | None = None,
     increments: Mapping[str, int] | None = None,
 ) -> Appended:
-    """Appends events to a run (and updates its row) inside the caller's transaction."""
+    """Appends events to a run (and updates its row) inside the caller's transaction.
+
+    One statement, one round trip: the run row's UPDATE (head, counters, fence and state
+    check), the events' INSERT numbered from the new head, and the NOTIFY, as one CTE on the
+    transaction's own psycopg connection.
+    """
+    sets = dict(set_values or {})
+    if any(isinstance(v, sa.ClauseElement) and not isinstance(v, sa.sql.functions.now) for v in sets.values()):
+        return await _append_core(conn, run_id, events, fence=fence, allowed_states=allowed_states,
+                                  set_values=set_values, increments=increments)
+    now = datetime.now(UTC)
+    sql, params = reserve(run_id, len(events), fence=fence, allowed_states=allowed_states, set_values=sets,
+                          increments=increments, events=events, now=now)
+    driver = await driver_connection(conn)
+    async with driver.pipeline():  # a transaction's implicit BEGIN travels with the statement
+        cur = await driver.execute(sql, params)
+    row = await cur.fetchone()
+    if row is None:
+        raise not_appended(run_id, fence, allowed_states)
+    head = int(row[0])
+    first = head - len(events) + 1
+    written = [
+        RunEvent(run_id=run_id, seq=first + i, type=e.type, payload=e.payload, create_time=now)
+        for i, e in enumerate(events)
+    ]
+    return Appended(events=written, head_seq=head, state=_STATES[row[1]])
+
+
+def reserve(
+    run_id: uuid.UUID,
+    count: int,
+    *,
+    fence: Fence | None = None,
+    allowed_states: frozenset[RunState] | None = None,
+    set_values: Mapping[str, Any] | None = None,
+    increments: Mapping[str, int] | None = None,
+    events: Sequence[NewEvent] = (),
+    now: datetime | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The statement (and parameters) that locks the run row, checks the fence and state, updates its
+    columns and moves the head by `count`; with `events` (count of them) it also inserts and NOTIFYs.
+
+    It returns (head_seq, state) of the updated row, or no row when the run is missing, the fence
+    is stale or the state is not allowed (see `not_appended`). set_values may hold sa.func.now().
+    """
+    sets = dict(set_values or {})
+    incs = {c: d for c, d in (increments or {}).items() if d and c not in sets}
+    params: dict[str, Any] = {"id": run_id, "n": count}
+    params.update({f"inc_{c}": d for c, d in incs.items()})
+    params.update({f"set_{c}": Jsonb(v) if isinstance(v, dict | list) else v
+                   for c, v in sets.items() if not isinstance(v, sa.ClauseElement)})
+    if fence is not None:
+        params["owner"], params["token"] = fence.owner, fence.token
+    if allowed_states is not None:
+        params["states"] = sorted(s.value for s in allowed_states)
+    if events:
+        params.update(now=now or datetime.now(UTC), types=[e.type.value for e in events],
+                      payloads=[Jsonb(e.payload) for e in events], channel=NOTIFY_CHANNEL, run=f"{run_id}:")
+    sql = _append_sql(tuple(incs), tuple((c, isinstance(v, sa.ClauseElement)) for c, v in sets.items()),
+                      fence is not None, allowed_states is not None, bool(events))
+    return sql, params
+
+
+def not_appended(run_id: uuid.UUID, fence: Fence | None, allowed_states: frozenset[RunState] | None) -> Exception:
+    """What a `reserve` statement that matched no row means."""
+    if fence is not None or allowed_states is not None:
+        return LeaseLost(f"run {run_id} is no longer owned by {fence.owner if fence else 'this caller'} "
+                         "or changed state; stopping")
+    return NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
+
+
+INSERT_EVENT_SQL = "INSERT INTO run_events (run_id, seq, type, payload, create_time) VALUES (%s, %s, %s, %s, %s)"
+NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
+
+
+_RUN_COLUMNS = frozenset(c.name for c in runs.c)
+
+
+@functools.lru_cache(maxsize=512)
+def _append_sql(increments: tuple[str, ...], sets: tuple[tuple[str, bool], ...], fenced: bool, states: bool,
+                with_events: bool) -> str:
+    """The statement `append` sends, for one combination of columns and checks (cached)."""
+    unknown = ({*increments, *(c for c, _ in sets)} - _RUN_COLUMNS)
+    if unknown:
+        raise ValueError(f"not columns of runs: {sorted(unknown)}")
+    assign = ["head_seq = head_seq + %(n)s", "update_time = now()"]
+    assign += [f"{c} = {c} + %(inc_{c})s" for c in increments]
+    assign = [a for a in assign if a.split(" = ", 1)[0] not in {c for c, _ in sets}]
+    assign += [f"{c} = now()" if is_now else f"{c} = %(set_{c})s" for c, is_now in sets]
+    where = ["id = %(id)s"]
+    if fenced:
+        where.append("lease_owner = %(owner)s AND lease_token = %(token)s")
+    if states:
+        where.append("state = ANY(%(states)s)")
+    update = f"UPDATE runs SET {', '.join(assign)} WHERE {' AND '.join(where)} RETURNING head_seq, state"
+    if not with_events:
+        return update
+    return (
+        f"WITH r AS ({update}), "
+        "e AS (INSERT INTO run_events (run_id, seq, type, payload, create_time) "
+        "SELECT %(id)s, r.head_seq - %(n)s + x.ord, x.type, x.payload, %(now)s "
+        "FROM r, unnest(%(types)s::text[], %(payloads)s::jsonb[]) WITH ORDINALITY AS x(type, payload, ord)) "
+        "SELECT r.head_seq, r.state, pg_notify(%(channel)s, %(run)s || r.head_seq) FROM r"
+    )
+
+
+async def _append_core(
+    conn: AsyncConnection,
+    run_id: uuid.UUID,
+    events: Sequence[NewEvent],
+    *,
+    fence: Fence | None = None,
+    allowed_states: frozenset[RunState] | None = None,
+    set_values: Mapping[str, Any] | None = None,
+    increments: Mapping[str, int] | None = None,
+) -> Appended:
+    """`append` through SQLAlchemy Core, for set_values holding SQL expressions other than now()."""
     values: dict[str, Any] = {"head_seq": runs.c.head_seq + len(events), "update_time": sa.func.now()}
     for column, delta in (increments or {}).items():
         if delta:
@@ -121,7 +240,7 @@ _TYPES = {t.value: t for t in EventType}
 _STATES = {s.value: s for s in RunState}
 
 _READ_SQL = (
-    "SELECT run_id, seq, type, payload, create_time FROM run_events "
+    "SELECT seq, type, payload, create_time FROM run_events "
     "WHERE run_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
 )
 _HEAD_SQL = "SELECT head_seq, state FROM runs WHERE id = %s"
@@ -133,9 +252,12 @@ async def read_fast(
 ) -> list[RunEvent]:
     """Like `read`, over a raw psycopg connection (prepared statement, one round trip)."""
     upto = upto_seq if upto_seq is not None else 2**62
-    cur = await conn.execute(_READ_SQL, (run_id, after_seq, upto, limit), prepare=True)
+    # Binary results: seq and create_time decode in C; run_id is the one asked for, not re-read per row.
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(_READ_SQL, (run_id, after_seq, upto, limit), prepare=True)
+        rows = await cur.fetchall()
     types = _TYPES
-    return [RunEvent(r[0], r[1], types[r[2]], r[3], r[4]) for r in await cur.fetchall()]
+    return [RunEvent(run_id, r[0], types[r[1]], r[2], r[3]) for r in rows]
 
 
 async def head_fast(conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID) -> tuple[int, RunState]:

@@ -60,7 +60,9 @@ class Subscription:
             return True
         self._ready.clear()
         try:
-            await asyncio.wait_for(self._ready.wait(), seconds)
+            # asyncio.timeout, not wait_for: no extra task per wait (one per stream per commit).
+            async with asyncio.timeout(seconds):
+                await self._ready.wait()
         except TimeoutError:
             return False
         return True

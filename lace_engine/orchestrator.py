@@ -509,9 +509,11 @@ class Executor:
 
     def on_notify(self, run_id: uuid.UUID, head: int) -> None:
         """A run's events committed somewhere: new work may be claimable, or a run here was steered."""
-        if self.claim_on_notify:
-            self._wake.set()
         entry = self._running.get(run_id)
+        # A run's own progress here frees no work to claim (its end wakes the loop in _done), so only
+        # other commits wake the claim loop: otherwise every step would cost a claim transaction.
+        if self.claim_on_notify and (entry is None or head > entry[0].last_head):
+            self._wake.set()
         # Our own commits also notify; only a head beyond what this executor wrote means someone else did.
         if entry is not None and head > entry[0].last_head and run_id not in self._checking:
             self._checking.add(run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -9,9 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lace_engine import event_log
+from lace_engine.database import driver_connection
 from lace_engine.errors import NotFound
 from lace_engine.event_log import Appended, Fence
 from lace_engine.model import EventType, NewEvent, Run, RunOptions, RunState
@@ -143,7 +146,21 @@ async def run_state(conn: AsyncConnection, run_id: uuid.UUID) -> RunState:
 
 
 async def record_llm_call(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
-    await conn.execute(sa.insert(llm_calls).values(**values))
+    # On the transaction's psycopg connection: SQLAlchemy's per-call compile of a fresh INSERT cost
+    # more than the database's own work (see docs/performance.md).
+    driver = await driver_connection(conn)
+    await driver.execute(_insert_llm_call_sql(tuple(values)),
+                         [Jsonb(v) if isinstance(v, dict | list) else v for v in values.values()])
+
+
+_LLM_CALL_COLUMNS = frozenset(c.name for c in llm_calls.c)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_llm_call_sql(columns: tuple[str, ...]) -> str:
+    if not set(columns) <= _LLM_CALL_COLUMNS:
+        raise ValueError(f"not columns of llm_calls: {sorted(set(columns) - _LLM_CALL_COLUMNS)}")
+    return f"INSERT INTO llm_calls ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
 
 
 async def set_validation(conn: AsyncConnection, run_id: uuid.UUID, report: Mapping[str, Any]) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -225,6 +225,41 @@ def fill_run_event(msg: run_pb2.RunEvent, e: RunEvent) -> None:
     msg.seq = e.seq
     msg.create_time.FromDatetime(e.create_time)
     _FILLERS[e.type](getattr(msg, e.type.value), e.payload)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+
+
+def _epoch_parts(dt: datetime) -> tuple[int, int]:
+    """(seconds, nanos) as Timestamp.FromDatetime computes them (naive means UTC), without its time tuples."""
+    delta = dt - (_EPOCH if dt.tzinfo is not None else _EPOCH_NAIVE)
+    return delta.days * 86_400 + delta.seconds, delta.microseconds * 1000
+
+
+def fill_run_events(container: Any, events: Sequence[RunEvent]) -> None:
+    """Appends `events` to a repeated RunEvent field; the StreamRun hot path.
+
+    Same messages as fill_run_event, but the run id's string and each distinct create_time
+    (a transaction's events share one) are converted once per batch.
+    """
+    run_key: uuid.UUID | None = None
+    run_text = ""
+    last_time: datetime | None = None
+    seconds = nanos = 0
+    fillers = _FILLERS
+    for e in events:
+        msg = container.add()
+        if e.run_id != run_key:
+            run_key, run_text = e.run_id, str(e.run_id)
+        msg.run_id = run_text
+        msg.seq = e.seq
+        if e.create_time is not last_time:
+            last_time = e.create_time
+            seconds, nanos = _epoch_parts(last_time)
+        stamp = msg.create_time
+        stamp.seconds, stamp.nanos = seconds, nanos
+        fillers[e.type](getattr(msg, e.type.value), e.payload)
 
 
 def run_event_to_pb(e: RunEvent) -> run_pb2.RunEvent:

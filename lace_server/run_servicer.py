@@ -12,14 +12,21 @@ from lace_engine.errors import InvalidArgument
 from lace_engine.ids import parse_id
 from lace_engine.run_lifecycle import RunAction
 from lace_engine.service import Engine
+from lace_engine.stream import StreamBatch
 from lace_server import convert
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
+# Live batches (a commit's few events) recently converted, shared by the streams of a run.
+_SHARED_BATCH_EVENTS = 64
+_SHARED_BATCHES = 256
+
+
 class RunServicer(run_service_pb2_grpc.RunServiceServicer):
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._recent: dict[tuple[object, ...], run_service_pb2.StreamRunResponse] = {}
 
     async def StartRun(
         self, request: run_service_pb2.StartRunRequest, context: Context
@@ -88,9 +95,24 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
     ) -> AsyncIterator[run_service_pb2.StreamRunResponse]:
         run_id = parse_id(request.run_id, "run_id")
         async for batch in self.engine.stream_run(run_id, request.cursor):
-            response = run_service_pb2.StreamRunResponse(head_seq=batch.head_seq)
-            if batch.state is not None:
-                response.run_state = convert.run_state_to_pb(batch.state)
-            for e in batch.events:
-                convert.fill_run_event(response.events.add(), e)
-            yield response
+            yield self._stream_response(batch)
+
+    def _stream_response(self, batch: StreamBatch) -> run_service_pb2.StreamRunResponse:
+        """The message for a batch; a live batch is built once and shared by every stream of the run."""
+        events = batch.events
+        key: tuple[object, ...] | None = None
+        if 0 < len(events) <= _SHARED_BATCH_EVENTS:
+            # Seqs are canonical per run, so equal keys mean equal messages (never mutated once built).
+            key = (events[0].run_id, events[0].seq, events[-1].seq, batch.head_seq, batch.state)
+            shared = self._recent.get(key)
+            if shared is not None:
+                return shared
+        response = run_service_pb2.StreamRunResponse(head_seq=batch.head_seq)
+        if batch.state is not None:
+            response.run_state = convert.run_state_to_pb(batch.state)
+        convert.fill_run_events(response.events, events)
+        if key is not None:
+            self._recent[key] = response
+            if len(self._recent) > _SHARED_BATCHES:
+                del self._recent[next(iter(self._recent))]
+        return response

@@ -14,7 +14,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lace.v1 import artifact_service_pb2, artifact_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
-from lace_engine import migrate
 from lace_engine.config import Settings
 from lace_engine.embedded_postgres import EmbeddedPostgres
 from lace_engine.llm.factory import provider_from_env
@@ -77,6 +76,8 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     """Prepares the database, starts the engine and the server; returns once it is serving."""
     url, embedded = await asyncio.to_thread(resolve_database, settings)
     if migrate_db:
+        from lace_engine import migrate  # alembic is slow to import; only needed here
+
         await asyncio.to_thread(migrate.upgrade, url)
     provider = provider_from_env(dict(os.environ) if env is None else env)
     engine = Engine(settings, url, provider)

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from lace_engine.errors import InvalidArgument
 from lace_engine.llm.base import LLMProvider
 from lace_engine.llm.offline import OfflineProvider
-from lace_engine.llm.openai_provider import DEFAULT_MODEL, OpenAIProvider
 
 PROVIDERS = ("offline", "openai")
 
@@ -23,6 +22,10 @@ def provider_from_env(env: Mapping[str, str]) -> LLMProvider:
     if choice == "offline":
         return OfflineProvider(latency_ms=_number(env, "LACE_OFFLINE_LATENCY_MS", 0.0, minimum=0.0))
     if choice == "openai":
+        # Imported here: the openai SDK takes about a second to import, which every offline
+        # `lace serve` and `lace worker` would otherwise pay at start-up.
+        from lace_engine.llm.openai_provider import DEFAULT_MODEL, OpenAIProvider
+
         base_url = env.get("OPENAI_BASE_URL", "").strip() or None
         if not api_key and base_url is None:
             raise InvalidArgument(

@@ -1,0 +1,132 @@
+"""5. Concurrency: 200 runs at once against the OpenAI-compatible test server answering in 100 ms.
+
+LACE: `lace serve` in a second process with LACE_LLM=openai pointed at the test server (a third
+process), LACE_LLM_CONCURRENCY=64; 200 artifacts, 200 runs started at once through gRPC. The
+figure is the steady-state rate of applied LLM calls (llm_calls rows between the 10th and the
+90th percentile of their commit times), so start-up and the tail of the last runs do not count.
+
+Baselines: the ideal for the limit (64 calls in flight / 0.1 s = 640 calls/s), and a bare
+`openai.AsyncOpenAI` client with the same limit making the same kind of call to the same server
+from this process (what the machine allows a client that does nothing else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import grpc
+import psycopg
+
+from bench.common import Child, Context, Row, percentile, wait_for
+from lace.v1 import (
+    artifact_pb2,
+    artifact_service_pb2,
+    artifact_service_pb2_grpc,
+    run_pb2,
+    run_service_pb2,
+    run_service_pb2_grpc,
+)
+from tests.support.server_process import ServerProcess
+
+NAME = "concurrency"
+LATENCY_MS = 100
+LIMIT = 64
+BRIEF = "A short guide to heat pumps for installers: sizing, siting, commissioning and maintenance."
+
+
+async def start_runs(target: str, runs: int, words: int, leaf_words: int) -> list[str]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(channel)
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
+        created = await asyncio.gather(*(artifacts.CreateArtifact(artifact_service_pb2.CreateArtifactRequest(
+            artifact=artifact_pb2.Artifact(title=f"Heat pumps {i}", brief=BRIEF, target_words=words)))
+            for i in range(runs)))
+        started = await asyncio.gather(*(stub.StartRun(run_service_pb2.StartRunRequest(
+            artifact_id=c.artifact.id, options=run_pb2.RunOptions(leaf_words=leaf_words, max_depth=3)))
+            for c in created))
+    return [s.run.id for s in started]
+
+
+async def wait_runs(url: str, run_ids: list[str], within_s: float) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        async def done() -> bool:
+            cur = await conn.execute("SELECT count(*) FROM runs WHERE id = ANY(%s::uuid[]) AND state IN "
+                                     "('completed', 'failed', 'cancelled')", (run_ids,))
+            row = await cur.fetchone()
+            return row is not None and int(row[0]) == len(run_ids)
+
+        await wait_for(done, within_s, interval=0.25, what=f"{len(run_ids)} runs to finish")
+        cur = await conn.execute("SELECT state, count(*) FROM runs WHERE id = ANY(%s::uuid[]) GROUP BY state",
+                                 (run_ids,))
+        states = {str(state): int(str(n)) for state, n in await cur.fetchall()}
+        if set(states) != {"completed"}:
+            raise RuntimeError(f"runs ended {states}")
+
+
+async def steady_rate(url: str, run_ids: list[str]) -> tuple[float, int]:
+    """Applied LLM calls per second between the 10th and 90th percentile of their commit times."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute("SELECT extract(epoch FROM create_time) FROM llm_calls WHERE run_id = ANY(%s::uuid[]) "
+                                 "ORDER BY create_time", (run_ids,))
+        times = [float(r[0]) for r in await cur.fetchall()]
+    lo, hi = percentile(times, 10), percentile(times, 90)
+    inside = sum(1 for t in times if lo <= t <= hi)
+    return (inside / (hi - lo) if hi > lo else float("nan")), len(times)
+
+
+async def bare_client(base_url: str, calls: int, limit: int) -> float:
+    """A bare AsyncOpenAI client, `limit` calls in flight, against the same server: calls/s."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    gate = asyncio.Semaphore(limit)
+    task = json.dumps({"step": "write", "title": "Sizing a heat pump", "intent": "How to size one.",
+                       "target_words": 300, "depth": 1})
+
+    async def one(i: int) -> None:
+        async with gate:
+            await client.chat.completions.create(
+                model="lace-offline-1", seed=i, response_format={"type": "json_object"},
+                messages=[{"role": "system", "content": "You write one section as JSON."},
+                          {"role": "user", "content": f"Write the section.\n\nTASK: {task}"}])
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(limit)))  # warm the connections
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(calls)))
+        return calls / (time.perf_counter() - started)
+    finally:
+        await client.close()
+
+
+async def run(ctx: Context) -> list[Row]:
+    runs = ctx.size(200, 50, 20)
+    words, leaf = ctx.size((1500, 300), (600, 300), (300, 300))
+    ideal = LIMIT / (LATENCY_MS / 1000)
+    llm = await Child.python("tests.support.openai_server", "--latency-ms", str(LATENCY_MS))
+    try:
+        base_url = (await llm.expect("listening on", 30)).split()[-1]
+        with ctx.database("concurrency") as url:
+            server = ServerProcess(url, env={"LACE_LLM": "openai", "OPENAI_BASE_URL": base_url,
+                                             "OPENAI_API_KEY": "unused", "LACE_LLM_CONCURRENCY": str(LIMIT),
+                                             "LACE_MAX_CONCURRENT_RUNS": "256"})
+            await asyncio.to_thread(server.start)
+            try:
+                ctx.log(f"  concurrency: {runs} runs")
+                run_ids = await start_runs(server.target, runs, words, leaf)
+                await wait_runs(url, run_ids, within_s=600)
+                rate, calls = await steady_rate(url, run_ids)
+            finally:
+                await asyncio.to_thread(server.stop)
+        bare = await bare_client(base_url, max(calls, 4 * LIMIT), LIMIT)
+    finally:
+        await llm.stop()
+    label = f"{runs} runs, limit {LIMIT}, {LATENCY_MS} ms"
+    return [
+        Row(f"5. LLM calls/s vs ideal ({label})", rate, ideal, "calls/s", ">= 0.9x ideal", rate >= 0.9 * ideal,
+            baseline_label="ideal", note=f"{calls} calls; steady state = 10th..90th percentile of commit times"),
+        Row(f"5. LLM calls/s vs bare client ({label})", rate, bare, "calls/s", "", None,
+            baseline_label="bare AsyncOpenAI"),
+    ]

@@ -1,0 +1,77 @@
+"""The benchmark harness itself (bench/), run at its smallest size so it cannot rot.
+
+No timing is asserted: only that `python -m bench` runs, prints the table and writes every row
+with numeric LACE, baseline and ratio figures. The default run covers the in-process benchmarks;
+the slow test (scripts/bench.sh --tests) runs all eight, with their server, client, NATS and
+worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Row prefixes each benchmark must produce (labels carry sizes that differ between modes).
+EXPECTED: dict[str, list[str]] = {
+    "apply_throughput": ["1. apply tx/s, 1 run", "1. apply tx/s, 32 runs",
+                         "1. apply tx/s, 32 runs vs commit per event"],
+    "live_latency": [f"2. live p{p}, " for _ in range(6) for p in (50, 99)],
+    "replay": ["3. replay", "3. replay"],
+    "engine_overhead": ["4. engine CPU ms per node", "4. wall ms per node"],
+    "concurrency": ["5. LLM calls/s vs ideal", "5. LLM calls/s vs bare client"],
+    "critical_path": ["6. critical path", "6. same, sequential"],
+    "memory": ["7. server RSS peak", "7. server RSS after 2nd round"],
+    "scale_out": ["8. live p50", "8. live p99", "8. runs/s, 1 worker", "8. runs/s, 2 workers", "8. runs/s, 3 workers"],
+}
+
+
+def run_bench(names: list[str], server_url: str, tmp_path: Path, timeout: float) -> dict[str, object]:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--only", *names, "--database-url", server_url,
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    assert proc.returncode == 0, f"python -m bench failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert "measure" in proc.stdout and "baseline" in proc.stdout and "met?" in proc.stdout, proc.stdout
+    data: dict[str, object] = json.loads(out.read_text())
+    return data
+
+
+def check_rows(data: dict[str, object], names: list[str]) -> None:
+    rows = data["rows"]
+    assert isinstance(rows, list)
+    expected = [prefix for name in names for prefix in EXPECTED[name]]
+    measures = [str(r["measure"]) for r in rows]
+    assert len(rows) == len(expected), measures
+    for prefix, row in zip(expected, rows, strict=True):
+        assert str(row["measure"]).startswith(prefix), (prefix, row)
+        for key in ("lace", "baseline", "ratio"):
+            value = row[key]
+            assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, (key, row)
+        assert not str(row["note"]).startswith(("error", "not measured")), row
+        assert row["goal"] == "" or row["met"] in (True, False), row
+
+
+FAST = ["apply_throughput", "replay", "engine_overhead", "critical_path"]
+
+
+def test_bench_smoke_in_process_benchmarks(pg_server_url: str, tmp_path: Path) -> None:
+    data = run_bench(FAST, pg_server_url, tmp_path, timeout=240)
+    check_rows(data, FAST)
+    header = data["header"]
+    assert isinstance(header, list) and any(str(h).startswith("machine:") for h in header)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_bench_smoke_every_benchmark(pg_server_url: str, tmp_path: Path) -> None:
+    names = list(EXPECTED)
+    check_rows(run_bench(names, pg_server_url, tmp_path, timeout=850), names)
