@@ -173,7 +173,9 @@ async def test_watch_survives_connections_cut_mid_run(lace_server: tuple[str, ob
         await asyncio.wait_for(consume(), 120)
     assert seqs == list(range(1, len(seqs) + 1))
     assert last is not None and is_terminal(last)
-    assert cuts >= 3 and len(reconnects) >= cuts
+    # A cut can land just after the server ended the stream with OK (the run finished): that one
+    # needs no reconnect.
+    assert cuts >= 3 and len(reconnects) >= cuts - 1
     assert cuts_while_live >= 1, "the run ended before any cut; make it longer"
     assert seqs == [e.seq async for e in client.list_events(run.id)]
 
