@@ -14,14 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
 
-from lace_engine import migrate
 from lace_engine.config import Settings
 from lace_engine.model import RunOptions
+from tests.support.database import create_database, drop_database
 
 Mode = Literal["full", "quick", "smoke"]
 MODES: tuple[Mode, ...] = ("full", "quick", "smoke")
@@ -115,31 +113,11 @@ class Context:
     @contextlib.contextmanager
     def database(self, prefix: str) -> Iterator[str]:
         """A fresh database migrated to head, dropped afterwards."""
-        url = create_database(self.server_url, f"lace_bench_{prefix}_{uuid.uuid4().hex[:8]}")
+        url = create_database(self.server_url, f"lace_bench_{prefix}_{uuid.uuid4().hex[:8]}", migrate_to_head=True)
         try:
             yield url
         finally:
             drop_database(self.server_url, url)
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
-
-
-def create_database(server_url: str, name: str, *, migrate_to_head: bool = True) -> str:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = with_dbname(server_url, name)
-    if migrate_to_head:
-        migrate.upgrade(url)
-    return url
-
-
-def drop_database(server_url: str, url: str) -> None:
-    name = urlsplit(url).path.lstrip("/")
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def postgres_version(url: str) -> str:

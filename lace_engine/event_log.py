@@ -43,7 +43,6 @@ class Appended:
     state: RunState
 
 
-_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
 
 async def append(
@@ -64,8 +63,7 @@ async def append(
     """
     sets = dict(set_values or {})
     if any(isinstance(v, sa.ClauseElement) and not isinstance(v, sa.sql.functions.now) for v in sets.values()):
-        return await _append_core(conn, run_id, events, fence=fence, allowed_states=allowed_states,
-                                  set_values=set_values, increments=increments)
+        raise TypeError("append's set_values take plain values or sa.func.now() only")
     now = datetime.now(UTC)
     sql, params = reserve(run_id, len(events), fence=fence, allowed_states=allowed_states, set_values=sets,
                           increments=increments, events=events, now=now)
@@ -160,50 +158,6 @@ def _append_sql(increments: tuple[str, ...], sets: tuple[tuple[str, bool], ...],
         "FROM r, unnest(%(types)s::text[], %(payloads)s::jsonb[]) WITH ORDINALITY AS x(type, payload, ord)) "
         "SELECT r.head_seq, r.state, pg_notify(%(channel)s, %(run)s || r.head_seq) FROM r"
     )
-
-
-async def _append_core(
-    conn: AsyncConnection,
-    run_id: uuid.UUID,
-    events: Sequence[NewEvent],
-    *,
-    fence: Fence | None = None,
-    allowed_states: frozenset[RunState] | None = None,
-    set_values: Mapping[str, Any] | None = None,
-    increments: Mapping[str, int] | None = None,
-) -> Appended:
-    """`append` through SQLAlchemy Core, for set_values holding SQL expressions other than now()."""
-    values: dict[str, Any] = {"head_seq": runs.c.head_seq + len(events), "update_time": sa.func.now()}
-    for column, delta in (increments or {}).items():
-        if delta:
-            values[column] = runs.c[column] + delta
-    values.update(set_values or {})
-    stmt = sa.update(runs).where(runs.c.id == run_id)
-    if fence is not None:
-        stmt = stmt.where(runs.c.lease_owner == fence.owner, runs.c.lease_token == fence.token)
-    if allowed_states is not None:
-        stmt = stmt.where(runs.c.state.in_([s.value for s in allowed_states]))
-    row = (await conn.execute(stmt.values(values).returning(runs.c.head_seq, runs.c.state))).first()
-    if row is None:
-        if fence is not None or allowed_states is not None:
-            raise LeaseLost(f"run {run_id} is no longer owned by {fence.owner if fence else 'this caller'} "
-                            "or changed state; stopping")
-        raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
-    head = int(row.head_seq)
-    now = datetime.now(UTC)
-    first = head - len(events) + 1
-    written = [
-        RunEvent(run_id=run_id, seq=first + i, type=e.type, payload=e.payload, create_time=now)
-        for i, e in enumerate(events)
-    ]
-    if written:
-        await conn.execute(
-            sa.insert(run_events),
-            [{"run_id": run_id, "seq": e.seq, "type": e.type.value, "payload": e.payload, "create_time": now}
-             for e in written],
-        )
-        await conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "payload": f"{run_id}:{head}"})
-    return Appended(events=written, head_seq=head, state=RunState(row.state))
 
 
 def row_to_event(row: Any) -> RunEvent:
