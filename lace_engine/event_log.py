@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from lace_engine.database import driver_connection
 from lace_engine.errors import LeaseLost, NotFound
 from lace_engine.model import EventType, NewEvent, RunEvent, RunState
-from lace_engine.schema import run_events, runs
+from lace_engine.schema import runs
 
 NOTIFY_CHANNEL = "lace_events"
 
@@ -160,36 +160,6 @@ def _append_sql(increments: tuple[str, ...], sets: tuple[tuple[str, bool], ...],
     )
 
 
-def row_to_event(row: Any) -> RunEvent:
-    return RunEvent(run_id=row.run_id, seq=int(row.seq), type=EventType(row.type), payload=row.payload,
-                    create_time=row.create_time)
-
-
-async def read(
-    conn: AsyncConnection,
-    run_id: uuid.UUID,
-    *,
-    after_seq: int,
-    limit: int,
-    upto_seq: int | None = None,
-    types: Sequence[EventType] = (),
-) -> list[RunEvent]:
-    """Events of a run with seq > after_seq (and <= upto_seq), in seq order, at most `limit`."""
-    stmt = (
-        sa.select(run_events.c.run_id, run_events.c.seq, run_events.c.type, run_events.c.payload,
-                  run_events.c.create_time)
-        .where(run_events.c.run_id == run_id, run_events.c.seq > after_seq)
-        .order_by(run_events.c.seq)
-        .limit(limit)
-    )
-    if upto_seq is not None:
-        stmt = stmt.where(run_events.c.seq <= upto_seq)
-    if types:
-        stmt = stmt.where(run_events.c.type.in_([t.value for t in types]))
-    result = await conn.execute(stmt)
-    return [row_to_event(r) for r in result]
-
-
 _TYPES = {t.value: t for t in EventType}
 _STATES = {s.value: s for s in RunState}
 
@@ -197,35 +167,37 @@ _READ_SQL = (
     "SELECT seq, type, payload, create_time FROM run_events "
     "WHERE run_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
 )
+_READ_TYPES_SQL = (
+    "SELECT seq, type, payload, create_time FROM run_events "
+    "WHERE run_id = %s AND seq > %s AND seq <= %s AND type = ANY(%s) ORDER BY seq LIMIT %s"
+)
 _HEAD_SQL = "SELECT head_seq, state FROM runs WHERE id = %s"
 
 
-async def read_fast(
+async def read(
     conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID, *, after_seq: int, limit: int,
-    upto_seq: int | None = None,
+    upto_seq: int | None = None, types: Sequence[EventType] = (),
 ) -> list[RunEvent]:
-    """Like `read`, over a raw psycopg connection (prepared statement, one round trip)."""
+    """Events of a run with seq > after_seq (and <= upto_seq, and of `types` when given), in seq
+    order, at most `limit`: a prepared statement, one round trip. Inside a SQLAlchemy transaction,
+    pass `database.driver_connection(conn)`."""
     upto = upto_seq if upto_seq is not None else 2**62
     # Binary results: seq and create_time decode in C; run_id is the one asked for, not re-read per row.
     async with conn.cursor(binary=True) as cur:
-        await cur.execute(_READ_SQL, (run_id, after_seq, upto, limit), prepare=True)
+        if types:
+            await cur.execute(_READ_TYPES_SQL, (run_id, after_seq, upto, [t.value for t in types], limit),
+                              prepare=True)
+        else:
+            await cur.execute(_READ_SQL, (run_id, after_seq, upto, limit), prepare=True)
         rows = await cur.fetchall()
-    types = _TYPES
-    return [RunEvent(run_id, r[0], types[r[1]], r[2], r[3]) for r in rows]
+    known = _TYPES
+    return [RunEvent(run_id, r[0], known[r[1]], r[2], r[3]) for r in rows]
 
 
-async def head_fast(conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID) -> tuple[int, RunState]:
-    """Like `head`, over a raw psycopg connection."""
+async def head(conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID) -> tuple[int, RunState]:
+    """The run's newest seq and its state; NotFound for an unknown run."""
     cur = await conn.execute(_HEAD_SQL, (run_id,), prepare=True)
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": str(run_id)})
     return int(row[0]), _STATES[row[1]]
-
-
-async def head(conn: AsyncConnection, run_id: uuid.UUID) -> tuple[int, RunState]:
-    """The run's newest seq and its state; NotFound for an unknown run."""
-    row = (await conn.execute(sa.select(runs.c.head_seq, runs.c.state).where(runs.c.id == run_id))).first()
-    if row is None:
-        raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": str(run_id)})
-    return int(row.head_seq), RunState(row.state)

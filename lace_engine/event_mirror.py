@@ -43,7 +43,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from lace_engine import event_log
-from lace_engine.database import Database
+from lace_engine.database import Database, driver_connection
 from lace_engine.model import EventType, RunEvent
 from lace_engine.nats_bus import EVENTS_STREAM, NatsBus, events_subject, msg_id
 
@@ -221,7 +221,8 @@ class EventMirror:
                     if cursor < heads[run_id]:
                         self._dirty.add(run_id)
                     continue
-                events = await event_log.read(conn, run_id, after_seq=cursor, limit=min(budget, 1000))
+                events = await event_log.read(await driver_connection(conn), run_id, after_seq=cursor,
+                                              limit=min(budget, 1000))
                 budget -= len(events)
                 if events:
                     batch.append((run_id, events))

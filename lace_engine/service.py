@@ -118,7 +118,7 @@ class Engine:
 
     async def _fetch_range(self, run_id: uuid.UUID, after: int, upto: int) -> list[RunEvent]:
         async with self.db.fast_read() as conn:
-            return await event_log.read_fast(conn, run_id, after_seq=after, upto_seq=upto, limit=upto - after)
+            return await event_log.read(conn, run_id, after_seq=after, upto_seq=upto, limit=upto - after)
 
     # Artifacts -----------------------------------------------------------------------------
 
@@ -325,7 +325,7 @@ class Engine:
         query = ["events", str(run_id), after_seq, sorted(t.value for t in types)]
         position = pagination.decode(page_token, query)
         after = int(position) if position is not None else after_seq
-        async with self.db.read() as conn:
+        async with self.db.fast_read() as conn:
             await event_log.head(conn, run_id)
             items = await event_log.read(conn, run_id, after_seq=after, limit=size + 1, types=types)
         next_token = ""
@@ -340,10 +340,10 @@ class Engine:
 
     async def _read_events(self, run_id: uuid.UUID, after: int, limit: int) -> list[RunEvent]:
         async with self.db.fast_read() as conn:
-            return await event_log.read_fast(conn, run_id, after_seq=after, limit=limit)
+            return await event_log.read(conn, run_id, after_seq=after, limit=limit)
 
     async def _read_head(self, run_id: uuid.UUID) -> tuple[int, RunState]:
         async with self.db.fast_read() as conn:
-            return await event_log.head_fast(conn, run_id)
+            return await event_log.head(conn, run_id)
 
 

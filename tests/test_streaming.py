@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from lace.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace_engine import event_log
-from lace_engine.database import Database
+from lace_engine.database import Database, driver_connection
 from lace_engine.ids import new_id
 from lace_engine.model import EventType, NewEvent, RunOptions
 from lace_server.server import Running
@@ -204,7 +204,8 @@ async def test_concurrent_writers_to_one_run_get_gap_free_seqs(database_url: str
 
         await asyncio.gather(*(writer(i) for i in range(16)))
         async with db.read() as conn:
-            stored = await event_log.read(conn, uuid.UUID(run.id), after_seq=0, limit=10_000)
+            stored = await event_log.read(await driver_connection(conn), uuid.UUID(run.id), after_seq=0,
+                                          limit=10_000)
         assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
     finally:
         await db.aclose()
