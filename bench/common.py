@@ -9,7 +9,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ import psycopg
 
 from lace_engine.config import Settings
 from lace_engine.model import RunOptions
-from tests.support.database import create_database, drop_database
+from tests.support.database import fresh_database
 
 Mode = Literal["full", "quick", "smoke"]
 MODES: tuple[Mode, ...] = ("full", "quick", "smoke")
@@ -113,11 +112,8 @@ class Context:
     @contextlib.contextmanager
     def database(self, prefix: str) -> Iterator[str]:
         """A fresh database migrated to head, dropped afterwards."""
-        url = create_database(self.server_url, f"lace_bench_{prefix}_{uuid.uuid4().hex[:8]}", migrate_to_head=True)
-        try:
+        with fresh_database(self.server_url, f"lace_bench_{prefix}") as url:
             yield url
-        finally:
-            drop_database(self.server_url, url)
 
 
 def postgres_version(url: str) -> str:

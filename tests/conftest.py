@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from lace_engine.config import Settings
 from lace_engine.embedded_postgres import EmbeddedPostgres
 from lace_engine.model import RunOptions
 from lace_server.server import Running
-from tests.support.database import create_database, drop_database
+from tests.support.database import fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -38,17 +37,22 @@ def pg_server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this session."""
-    url = create_database(pg_server_url, f"lace_test_{uuid.uuid4().hex[:10]}", migrate_to_head=True)
-    yield url
-    drop_database(pg_server_url, url)
+    with fresh_database(pg_server_url, "lace_test") as url:
+        yield url
+
+
+@pytest.fixture
+def own_database(pg_server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for one test, so no other server's executor claims its runs."""
+    with fresh_database(pg_server_url, "lace_own") as url:
+        yield url
 
 
 @pytest.fixture
 def empty_database(pg_server_url: str) -> Iterator[str]:
     """A fresh database with no tables, for migration tests."""
-    url = create_database(pg_server_url, f"lace_empty_{uuid.uuid4().hex[:10]}", migrate_to_head=False)
-    yield url
-    drop_database(pg_server_url, url)
+    with fresh_database(pg_server_url, "lace_empty", migrate_to_head=False) as url:
+        yield url
 
 
 def make_settings(**overrides: object) -> Settings:
@@ -65,14 +69,13 @@ async def serve_fresh(pg_server_url: str, env: dict[str, str] | None = None,
     """A separate server on its own fresh database (so no other test's executor claims its runs)."""
     from lace_server.server import start
 
-    url = create_database(pg_server_url, f"lace_test_{uuid.uuid4().hex[:10]}", migrate_to_head=True)
-    running = await start(make_settings(database_url=url, **overrides), "127.0.0.1:0",
-                          env={"LACE_LLM": "offline", **(env or {})}, migrate_db=False)
-    try:
-        yield f"127.0.0.1:{running.port}", running, url
-    finally:
-        await running.stop(1.0)
-        drop_database(pg_server_url, url)
+    with fresh_database(pg_server_url, "lace_test") as url:
+        running = await start(make_settings(database_url=url, **overrides), "127.0.0.1:0",
+                              env={"LACE_LLM": "offline", **(env or {})}, migrate_db=False)
+        try:
+            yield f"127.0.0.1:{running.port}", running, url
+        finally:
+            await running.stop(1.0)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace_server.server import start
 from tests.conftest import make_settings, serve_fresh
 from tests.helpers import create_artifact, error_info, start_run
-from tests.support.database import create_database, drop_database
 
 KEYS = "admin-key,reader-key:read,watcher-key:read+stream"
 
@@ -54,36 +53,33 @@ async def test_api_keys_and_scopes(pg_server_url: str) -> None:
             assert health.status == health_pb2.HealthCheckResponse.SERVING  # no credentials needed
 
 
-async def test_graceful_shutdown_ends_streams_with_unavailable(pg_server_url: str) -> None:
-    url = create_database(pg_server_url, f"lace_stop_{uuid.uuid4().hex[:8]}", migrate_to_head=True)
-    try:
-        running = await start(make_settings(database_url=url), "127.0.0.1:0",
-                              env={"LACE_LLM": "offline", "LACE_OFFLINE_LATENCY_MS": "50"}, migrate_db=False)
-        target = f"127.0.0.1:{running.port}"
-        async with grpc.aio.insecure_channel(target) as channel:
-            runs = run_service_pb2_grpc.RunServiceStub(channel)
-            artifact = await create_artifact(ArtifactServiceStub(channel), 3000)
-            run = await start_run(runs, artifact.id)
-            await runs.PauseRun(run_service_pb2.PauseRunRequest(run_id=run.id))
-            received: list[run_pb2.RunEvent] = []
-            first = asyncio.Event()
+async def test_graceful_shutdown_ends_streams_with_unavailable(own_database: str) -> None:
+    url = own_database
+    running = await start(make_settings(database_url=url), "127.0.0.1:0",
+                          env={"LACE_LLM": "offline", "LACE_OFFLINE_LATENCY_MS": "50"}, migrate_db=False)
+    target = f"127.0.0.1:{running.port}"
+    async with grpc.aio.insecure_channel(target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        artifact = await create_artifact(ArtifactServiceStub(channel), 3000)
+        run = await start_run(runs, artifact.id)
+        await runs.PauseRun(run_service_pb2.PauseRunRequest(run_id=run.id))
+        received: list[run_pb2.RunEvent] = []
+        first = asyncio.Event()
 
-            async def consume() -> None:
-                async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id)):
-                    received.extend(response.events)
-                    first.set()
+        async def consume() -> None:
+            async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id)):
+                received.extend(response.events)
+                first.set()
 
-            stream = asyncio.create_task(consume())
-            await asyncio.wait_for(first.wait(), 10)
-            stopping = asyncio.create_task(running.stop(2.0))
-            with pytest.raises(grpc.aio.AioRpcError) as ended:
-                await asyncio.wait_for(stream, 10)
-            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
-            info = error_info(ended.value)
-            assert info.reason == "SERVER_SHUTTING_DOWN" and int(info.metadata["cursor"]) == received[-1].seq
-            await stopping
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id), timeout=2)
-            assert refused.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    finally:
-        drop_database(pg_server_url, url)
+        stream = asyncio.create_task(consume())
+        await asyncio.wait_for(first.wait(), 10)
+        stopping = asyncio.create_task(running.stop(2.0))
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await asyncio.wait_for(stream, 10)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        info = error_info(ended.value)
+        assert info.reason == "SERVER_SHUTTING_DOWN" and int(info.metadata["cursor"]) == received[-1].seq
+        await stopping
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id), timeout=2)
+        assert refused.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

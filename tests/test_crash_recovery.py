@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import uuid
-from collections.abc import Iterator
 
 import grpc
 import psycopg
@@ -14,15 +12,7 @@ import pytest
 from lace.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from tests.helpers import create_artifact, start_run, watch
-from tests.support.database import create_database, drop_database
 from tests.support.server_process import ServerProcess
-
-
-@pytest.fixture
-def crash_db(pg_server_url: str) -> Iterator[str]:
-    url = create_database(pg_server_url, f"lace_crash_{uuid.uuid4().hex[:8]}", migrate_to_head=True)
-    yield url
-    drop_database(pg_server_url, url)
 
 
 def ir_counts(url: str, artifact_id: str) -> tuple[int, list[tuple[str, int, int]]]:
@@ -35,9 +25,9 @@ def ir_counts(url: str, artifact_id: str) -> tuple[int, list[tuple[str, int, int
     return int(nodes[0]), [(str(n), int(c), int(m)) for n, c, m in per_node]
 
 
-async def test_sigkill_mid_run_then_restart(crash_db: str) -> None:
+async def test_sigkill_mid_run_then_restart(own_database: str) -> None:
     env = {"LACE_OFFLINE_LATENCY_MS": "80", "LACE_LEASE_TTL_S": "2"}
-    a = ServerProcess(crash_db, env=env).start()
+    a = ServerProcess(own_database, env=env).start()
     async with grpc.aio.insecure_channel(a.target) as channel:
         runs = run_service_pb2_grpc.RunServiceStub(channel)
         artifact = await create_artifact(ArtifactServiceStub(channel), 6000)
@@ -50,7 +40,7 @@ async def test_sigkill_mid_run_then_restart(crash_db: str) -> None:
                     a.kill()  # mid-run, with LLM calls in flight
     assert seen[-1].run_state_changed.to_state != run_pb2.RUN_STATE_COMPLETED
 
-    b = ServerProcess(crash_db, env={"LACE_LEASE_TTL_S": "2"}).start()
+    b = ServerProcess(own_database, env={"LACE_LEASE_TTL_S": "2"}).start()
     try:
         async with grpc.aio.insecure_channel(b.target) as channel:
             runs = run_service_pb2_grpc.RunServiceStub(channel)
@@ -71,7 +61,7 @@ async def test_sigkill_mid_run_then_restart(crash_db: str) -> None:
                                   if e.WhichOneof("payload") == "blocks_applied")
     assert all(n == 1 for n in written.values())  # no section applied twice
     planned = {c.node_id for e in received if e.WhichOneof("payload") == "node_split" for c in e.node_split.children}
-    nodes, per_node = ir_counts(crash_db, artifact.id)
+    nodes, per_node = ir_counts(own_database, artifact.id)
     assert nodes == len(planned) + 1  # root + every planned child, once
     assert {n for n, _, _ in per_node} == set(written)
     assert all(count == top + 1 for _, count, top in per_node)  # ordinals 0..k-1, no duplicate blocks

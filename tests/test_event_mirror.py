@@ -25,7 +25,7 @@ from lace_engine.llm.offline import OfflineProvider
 from lace_engine.model import RunEvent, RunOptions, RunState
 from lace_engine.nats_bus import EVENTS_STREAM, NatsBus, events_subject
 from lace_engine.service import Engine
-from tests.support.database import create_database, drop_database
+from tests.support.database import fresh_database
 from tests.support.nats import NatsServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,9 +41,8 @@ def nats_server() -> Iterator[NatsServer]:
 @pytest.fixture(scope="module")
 def mirror_db(pg_server_url: str) -> Iterator[str]:
     """A database of its own: the session server's executor must not take these runs."""
-    url = create_database(pg_server_url, f"lace_mirror_{uuid.uuid4().hex[:10]}", migrate_to_head=True)
-    yield url
-    drop_database(pg_server_url, url)
+    with fresh_database(pg_server_url, "lace_mirror") as url:
+        yield url
 
 
 def settings_for(url: str, nats_url: str, *, execute: bool, owner: str) -> Settings:

@@ -29,7 +29,7 @@ from lace_engine.event_mirror import decode_event
 from lace_engine.llm_limit import GlobalLLMLimit
 from lace_engine.nats_bus import EVENTS_STREAM, events_subject
 from tests.helpers import create_artifact, start_run
-from tests.support.database import create_database, drop_database
+from tests.support.database import create_database, drop_database, fresh_database
 from tests.support.nats import NatsServer
 from tests.support.server_process import ServerProcess
 
@@ -280,9 +280,8 @@ async def test_nats_killed_and_restarted_mid_run(cluster: Cluster) -> None:
 
 @pytest.fixture
 async def limit_db(pg_server_url: str) -> AsyncIterator[str]:
-    url = create_database(pg_server_url, f"lace_limit_{uuid.uuid4().hex[:10]}", migrate_to_head=True)
-    yield url
-    drop_database(pg_server_url, url)
+    with fresh_database(pg_server_url, "lace_limit") as url:
+        yield url
 
 
 async def test_global_llm_limit_holds_across_processes_and_survives_a_crash(limit_db: str) -> None:

@@ -211,57 +211,47 @@ async def test_concurrent_writers_to_one_run_get_gap_free_seqs(database_url: str
         await db.aclose()
 
 
-async def test_cross_process_watch_and_reconnect(pg_server_url: str) -> None:
+async def test_cross_process_watch_and_reconnect(own_database: str) -> None:
     """Run executes in process A; watched live through B (another process's API); reconnect to A halfway."""
-    from tests.support.database import create_database, drop_database
+    url = own_database
+    with ServerProcess(url, env={"LACE_OFFLINE_LATENCY_MS": "40"}) as a, \
+            ServerProcess(url, env={"LACE_EXECUTE_RUNS": "false"}) as b:
+        async with grpc.aio.insecure_channel(a.target) as ca, grpc.aio.insecure_channel(b.target) as cb:
+            runs_a, runs_b = run_service_pb2_grpc.RunServiceStub(ca), run_service_pb2_grpc.RunServiceStub(cb)
+            artifact = await create_artifact(ArtifactServiceStub(cb), 5000)
+            run = await start_run(runs_b, artifact.id, sibling_concurrency=2)
+            half = await read_until(runs_b, run.id, 0, 12)
+            rest = await watch(runs_a, run.id, half[-1].seq)
+            full_b = await watch(runs_b, run.id)
+    received = half + rest
+    assert seqs(received) == list(range(1, len(received) + 1))
+    assert received == full_b
+    assert received[-1].run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED
 
-    url = create_database(pg_server_url, f"lace_x_{uuid.uuid4().hex[:8]}", migrate_to_head=True)
+
+async def test_server_restart_during_a_stream(own_database: str) -> None:
+    url = own_database
+    server = ServerProcess(url, env={"LACE_OFFLINE_LATENCY_MS": "80", "LACE_LEASE_TTL_S": "2"}).start()
+    received: list[run_pb2.RunEvent] = []
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        artifact = await create_artifact(ArtifactServiceStub(channel), 4000)
+        run = await start_run(runs, artifact.id)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id)):
+                received.extend(response.events)
+                if len(received) >= 8 and server.proc and server.proc.poll() is None:
+                    await asyncio.to_thread(server.stop)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    server = ServerProcess(url, port=server.port, env={"LACE_LEASE_TTL_S": "2"}).start()
     try:
-        with ServerProcess(url, env={"LACE_OFFLINE_LATENCY_MS": "40"}) as a, \
-                ServerProcess(url, env={"LACE_EXECUTE_RUNS": "false"}) as b:
-            async with grpc.aio.insecure_channel(a.target) as ca, grpc.aio.insecure_channel(b.target) as cb:
-                runs_a, runs_b = run_service_pb2_grpc.RunServiceStub(ca), run_service_pb2_grpc.RunServiceStub(cb)
-                artifact = await create_artifact(ArtifactServiceStub(cb), 5000)
-                run = await start_run(runs_b, artifact.id, sibling_concurrency=2)
-                half = await read_until(runs_b, run.id, 0, 12)
-                rest = await watch(runs_a, run.id, half[-1].seq)
-                full_b = await watch(runs_b, run.id)
-        received = half + rest
-        assert seqs(received) == list(range(1, len(received) + 1))
-        assert received == full_b
-        assert received[-1].run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED
-    finally:
-        drop_database(pg_server_url, url)
-
-
-async def test_server_restart_during_a_stream(pg_server_url: str) -> None:
-    from tests.support.database import create_database, drop_database
-
-    url = create_database(pg_server_url, f"lace_r_{uuid.uuid4().hex[:8]}", migrate_to_head=True)
-    try:
-        server = ServerProcess(url, env={"LACE_OFFLINE_LATENCY_MS": "80", "LACE_LEASE_TTL_S": "2"}).start()
-        received: list[run_pb2.RunEvent] = []
         async with grpc.aio.insecure_channel(server.target) as channel:
             runs = run_service_pb2_grpc.RunServiceStub(channel)
-            artifact = await create_artifact(ArtifactServiceStub(channel), 4000)
-            run = await start_run(runs, artifact.id)
-            with pytest.raises(grpc.aio.AioRpcError) as ended:
-                async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id)):
-                    received.extend(response.events)
-                    if len(received) >= 8 and server.proc and server.proc.poll() is None:
-                        await asyncio.to_thread(server.stop)
-            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
-        server = ServerProcess(url, port=server.port, env={"LACE_LEASE_TTL_S": "2"}).start()
-        try:
-            async with grpc.aio.insecure_channel(server.target) as channel:
-                runs = run_service_pb2_grpc.RunServiceStub(channel)
-                received.extend(await asyncio.wait_for(watch(runs, run.id, received[-1].seq), 60))
-        finally:
-            server.stop()
-        assert seqs(received) == list(range(1, len(received) + 1))
-        assert received[-1].run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED
+            received.extend(await asyncio.wait_for(watch(runs, run.id, received[-1].seq), 60))
     finally:
-        drop_database(pg_server_url, url)
+        server.stop()
+    assert seqs(received) == list(range(1, len(received) + 1))
+    assert received[-1].run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED
 
 
 def test_run_options_roundtrip() -> None:

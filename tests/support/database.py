@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -28,3 +31,13 @@ def drop_database(server_url: str, url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def fresh_database(server_url: str, prefix: str, *, migrate_to_head: bool = True) -> Iterator[str]:
+    """A database of its own with a unique name (migrated unless told otherwise), dropped afterwards."""
+    url = create_database(server_url, f"{prefix}_{uuid.uuid4().hex[:10]}", migrate_to_head=migrate_to_head)
+    try:
+        yield url
+    finally:
+        drop_database(server_url, url)
