@@ -123,7 +123,8 @@ class Engine:
     # Artifacts -----------------------------------------------------------------------------
 
     async def create_artifact(self, new: NewArtifact, request_id: str = "") -> Artifact:
-        apply.validate_new_artifact(new)
+        mutation = apply.plan_create_artifact(new_id(), new)  # validates before anything is read
+        assert mutation.artifact_insert is not None
         idempotency.check_request_id(request_id)
         fp = idempotency.fingerprint({"title": new.title, "brief": new.brief, "style": new.style,
                                       "target_words": new.target_words})
@@ -131,18 +132,18 @@ class Engine:
             existing = await idempotency.lookup(conn, "CreateArtifact", request_id, fp)
             if existing is not None:
                 return await ir_store.get_artifact(conn, existing)
-        artifact_id = new_id()
-        mutation = apply.plan_create_artifact(artifact_id, new)
         try:
             async with self.db.transaction() as tx:
-                if not await idempotency.record(tx.conn, "CreateArtifact", request_id, fp, artifact_id):
+                if not await idempotency.record(tx.conn, "CreateArtifact", request_id, fp, mutation.artifact_id):
                     raise _DuplicateRequest()
                 await apply_store.write_mutation(tx.conn, mutation)
         except _DuplicateRequest:
-            pass
-        async with self.db.read() as conn:
-            existing = await idempotency.lookup(conn, "CreateArtifact", request_id, fp)
-            return await ir_store.get_artifact(conn, existing or artifact_id)
+            # A concurrent twin with the same request_id committed first: return its artifact.
+            async with self.db.read() as conn:
+                existing = await idempotency.lookup(conn, "CreateArtifact", request_id, fp)
+                assert existing is not None
+                return await ir_store.get_artifact(conn, existing)
+        return mutation.artifact_insert  # exactly the row just written
 
     async def get_artifact(self, artifact_id: uuid.UUID, *, full: bool) -> ArtifactView:
         async with self.db.read() as conn:
