@@ -28,6 +28,7 @@ from lace_engine.model import (
     RunOptions,
 )
 from lace_engine.proposals import ContentProposal, SplitProposal
+from lace_engine.strategy import split_budget_ok
 
 # Fixed namespaces: ids derived from them are part of the stored IR, never change them.
 NODE_NAMESPACE = uuid.UUID("6f1c1e2a-6c1d-4a8e-9a57-0c4b1f6d1a01")
@@ -235,9 +236,8 @@ def plan_split(
             errors.append(f"children[{i}].target_words is {child.target_words}; each child needs at least "
                           f"{limits.min_child_words}")
     total = sum(c.target_words for c in children)
-    low = node.target_words * (1 - limits.budget_tolerance)
-    high = node.target_words * (1 + limits.budget_tolerance)
-    if children and not low <= total <= high:
+    if children and not split_budget_ok(node.target_words, [c.target_words for c in children],
+                                        limits.budget_tolerance):
         errors.append(f"children's target_words add up to {total}; they must add up to {node.target_words} "
                       f"(within ±{limits.budget_tolerance:.0%})")
     if errors:

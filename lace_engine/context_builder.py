@@ -20,10 +20,6 @@ from lace_engine.proposals import render_task_spec
 from lace_engine.tokens import estimate_tokens
 from lace_engine.tree import Tree
 
-MANIFEST_KINDS = frozenset(
-    {"brief", "style", "instruction", "ancestor", "node", "sibling", "summary", "covered_heading", "feedback"}
-)
-
 # Chat formats wrap each message in role markers; a few tokens each, as OpenAI documents.
 MESSAGE_OVERHEAD_TOKENS = 4
 

@@ -60,15 +60,6 @@ def row_to_block(r: Any) -> Block:
     )
 
 
-def block_from_json(data: dict[str, Any], artifact_id: uuid.UUID) -> Block:
-    """Rebuilds a block from its change_events.before/after snapshot."""
-    return Block(
-        id=uuid.UUID(data["id"]), artifact_id=artifact_id, node_id=uuid.UUID(data["node_id"]),
-        ordinal=int(data["ordinal"]), content=BlockContent.from_json(data["content"]),
-        origin=Origin(data["origin"]), pinned=bool(data["pinned"]), version=int(data["version"]),
-    )
-
-
 async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID) -> Artifact:
     row = (await conn.execute(
         sa.select(artifacts, _active_run_subquery().label("active_run_id")).where(artifacts.c.id == artifact_id)

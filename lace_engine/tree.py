@@ -74,10 +74,6 @@ class Tree:
             return ()
         return kids
 
-    def has_children(self, node_id: UUID) -> bool:
-        """Whether the node has at least one child."""
-        return node_id.int in self._children
-
     def parent(self, node_id: UUID) -> Node | None:
         """The parent node, or None for the root (and for a node whose parent is absent)."""
         parent_id = self.get(node_id).parent_id

@@ -28,7 +28,6 @@ from lace_engine.model import (
 )
 
 _RUN_STATE_TO_PB: dict[RunState, run_pb2.RunState] = {s: getattr(run_pb2, f"RUN_STATE_{s.name}") for s in RunState}
-RUN_STATE_FROM_PB = {v: k for k, v in _RUN_STATE_TO_PB.items()}
 _NODE_STATE_TO_PB = {s: getattr(artifact_pb2, f"NODE_STATE_{s.name}") for s in NodeState}
 _KIND_TO_PB = {k: getattr(artifact_pb2, f"BLOCK_KIND_{k.name}") for k in BlockKind}
 KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
