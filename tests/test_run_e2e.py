@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import TYPE_CHECKING
 
-from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
+from lace.v1 import artifact_service_pb2, run_pb2, run_service_pb2
+from tests.helpers import create_artifact, watch
 
 if TYPE_CHECKING:
     from lace.v1.artifact_service_pb2_grpc import ArtifactServiceAsyncStub
     from lace.v1.run_service_pb2_grpc import RunServiceAsyncStub
 
 
-async def create(
-    artifacts: ArtifactServiceAsyncStub, words: int, title: str = "Grid-scale storage"
-) -> artifact_pb2.Artifact:
-    response = await artifacts.CreateArtifact(artifact_service_pb2.CreateArtifactRequest(
-        artifact=artifact_pb2.Artifact(title=title, brief="A report on grid-scale energy storage for planners.",
-                                       target_words=words),
-        request_id=str(uuid.uuid4()),
-    ))
-    return response.artifact
-
-
-async def watch(runs: RunServiceAsyncStub, run_id: str, cursor: int = 0) -> list[run_pb2.RunEvent]:
-    events: list[run_pb2.RunEvent] = []
-    async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run_id, cursor=cursor)):
-        events.extend(response.events)
-    return events
-
-
 async def test_run_writes_a_structured_document(artifacts: ArtifactServiceAsyncStub, runs: RunServiceAsyncStub) -> None:
-    artifact = await create(artifacts, 3000)
+    artifact = await create_artifact(artifacts, 3000)
     run = (await runs.StartRun(run_service_pb2.StartRunRequest(artifact_id=artifact.id))).run
     events = await asyncio.wait_for(watch(runs, run.id), 60)
 
@@ -59,7 +41,7 @@ async def test_run_writes_a_structured_document(artifacts: ArtifactServiceAsyncS
 async def test_ten_thousand_words_complete_validate_and_compile(
     artifacts: ArtifactServiceAsyncStub, runs: RunServiceAsyncStub
 ) -> None:
-    artifact = await create(artifacts, 10_000, title="A Handbook of Grid-scale Storage")
+    artifact = await create_artifact(artifacts, 10_000, title="A Handbook of Grid-scale Storage")
     run = (await runs.StartRun(run_service_pb2.StartRunRequest(
         artifact_id=artifact.id, options=run_pb2.RunOptions(sibling_concurrency=4)))).run
     events = await asyncio.wait_for(watch(runs, run.id), 120)
