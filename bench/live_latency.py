@@ -57,14 +57,18 @@ def _payload(i: int) -> dict[str, object]:
 
 def lace_writer(engine: Engine, probe: Probe) -> Commit:
     """Commits through the engine; the stamp is taken right after COMMIT, before the live hub runs."""
-    def stamp(run_id: uuid.UUID, events: list[RunEvent]) -> None:
-        if run_id == probe.run_id:
-            now = time.monotonic_ns()
-            for e in events:
-                probe.stamps[e.seq] = now
+    class Stamp:
+        def pending(self, run_id: uuid.UUID) -> None:
+            pass
 
-    # First after-commit hook, ahead of the hub's publish: the stamp is the moment COMMIT returned.
-    engine.db._after_commit.insert(0, stamp)
+        def settled(self, run_id: uuid.UUID, events: list[RunEvent] | None) -> None:
+            if run_id == probe.run_id and events:
+                now = time.monotonic_ns()
+                for e in events:
+                    probe.stamps[e.seq] = now
+
+    # First commit listener, ahead of the hub's publish: the stamp is the moment COMMIT returned.
+    engine.db._listeners.insert(0, Stamp())
     counter = iter(range(10**9))
 
     async def commit() -> None:

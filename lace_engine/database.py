@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import sqlalchemy.event
@@ -17,7 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from lace_engine.model import RunEvent
 
-Publish = Callable[[uuid.UUID, list[RunEvent]], None]
+
+class CommitListener(Protocol):
+    """Learns of the events this process's transactions write: the live hub, the NATS outbox."""
+
+    def pending(self, run_id: uuid.UUID) -> None:
+        """A transaction wrote events of the run and has not committed yet."""
+
+    def settled(self, run_id: uuid.UUID, events: list[RunEvent] | None) -> None:
+        """It committed `events`, or ended without a confirmed commit (None)."""
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -82,14 +90,21 @@ async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[An
 class Tx:
     """A transaction in progress; events it wrote are published once it has committed."""
 
-    __slots__ = ("conn", "written")
+    __slots__ = ("_listeners", "conn", "written")
 
-    def __init__(self, conn: AsyncConnection):
+    def __init__(self, conn: AsyncConnection, listeners: list[CommitListener]):
         self.conn = conn
-        self.written: list[RunEvent] = []
+        self.written: dict[uuid.UUID, list[RunEvent]] = {}
+        self._listeners = listeners
 
     def emitted(self, events: list[RunEvent]) -> None:
-        self.written.extend(events)
+        for event in events:
+            batch = self.written.get(event.run_id)
+            if batch is None:
+                batch = self.written[event.run_id] = []
+                for listener in self._listeners:
+                    listener.pending(event.run_id)
+            batch.append(event)
 
 
 class Database:
@@ -107,27 +122,29 @@ class Database:
             self.url, min_size=1, max_size=pool_size, open=False,
             kwargs={"autocommit": True, "application_name": "lace-read"},
         )
-        self._after_commit: list[Publish] = []
+        self._listeners: list[CommitListener] = []
 
     async def open(self) -> None:
         await self.read_pool.open(wait=True, timeout=30)
 
-    def on_commit(self, hook: Publish) -> None:
-        self._after_commit.append(hook)
+    def add_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """One explicit transaction; commit on success, rollback on any exception or cancellation."""
-        async with self.engine.begin() as conn:
-            tx = Tx(conn)
-            yield tx
-        if tx.written:
-            by_run: dict[uuid.UUID, list[RunEvent]] = {}
-            for event in tx.written:
-                by_run.setdefault(event.run_id, []).append(event)
-            for run_id, events in by_run.items():
-                for hook in self._after_commit:
-                    hook(run_id, events)
+        tx: Tx | None = None
+        committed = False
+        try:
+            async with self.engine.begin() as conn:
+                tx = Tx(conn, self._listeners)
+                yield tx
+            committed = True
+        finally:
+            if tx is not None:
+                for run_id, events in tx.written.items():
+                    for listener in self._listeners:
+                        listener.settled(run_id, events if committed else None)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

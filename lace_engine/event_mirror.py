@@ -120,7 +120,11 @@ class EventMirror:
             self._dirty.add(run_id)
         self._wake.set()
 
-    def on_commit(self, run_id: uuid.UUID, events: list[RunEvent]) -> None:
+    def pending(self, run_id: uuid.UUID) -> None:
+        """Nothing to prepare: the mirror publishes what Postgres says committed."""
+
+    def settled(self, run_id: uuid.UUID, events: list[RunEvent] | None) -> None:
+        # Also after an unconfirmed commit: the mirror's read decides whether there is anything new.
         self.wake(run_id)
 
     def _on_bus(self, up: bool) -> None:

@@ -6,6 +6,13 @@ then reads the missing events once and publishes them to every local stream of
 that run. Each stream has a bounded queue: a stream that falls behind is marked
 overflowed and its queue dropped, and it catches up from the database instead,
 so a slow client never holds the writer or unbounded memory.
+
+The hub hands each run's events to its streams in seq order and once. A run's
+commits are serialized by its row lock, but concurrent tasks of this process
+learn of their own commits in any order, and their NOTIFY can arrive before
+the commit returns: while a local transaction of the run is settling, the hub
+holds batches that would leave a gap and defers reads for NOTIFYs, so events
+committed here are never read back from Postgres, by the hub or by a stream.
 """
 
 from __future__ import annotations
@@ -89,10 +96,14 @@ class EventHub:
         self._fetch = fetch
         self._max_pending = max_pending
         self._subs: dict[uuid.UUID, set[Subscription]] = {}
-        # Highest seq already published per run with subscribers.
+        # Highest seq published, without gaps, per run with subscribers.
         self._published: dict[uuid.UUID, int] = {}
+        # Batches that arrived ahead of a gap, waiting for the events before them.
+        self._held: dict[uuid.UUID, list[list[RunEvent]]] = {}
         self._fetching: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wanted: dict[uuid.UUID, int] = {}
+        # Local transactions per run that wrote events and have not settled (committed or failed).
+        self._local: dict[uuid.UUID, int] = {}
         self.closed = False
 
     def subscribe(self, run_id: uuid.UUID) -> Subscription:
@@ -109,6 +120,7 @@ class EventHub:
             del self._subs[sub.run_id]
             self._published.pop(sub.run_id, None)
             self._wanted.pop(sub.run_id, None)
+            self._held.pop(sub.run_id, None)
 
     @property
     def subscriber_count(self) -> int:
@@ -117,31 +129,78 @@ class EventHub:
     def head(self, run_id: uuid.UUID) -> int | None:
         return self._published.get(run_id)
 
+    def pending(self, run_id: uuid.UUID) -> None:
+        """A transaction of this process wrote events of the run and is about to commit."""
+        self._local[run_id] = self._local.get(run_id, 0) + 1
+
+    def settled(self, run_id: uuid.UUID, events: list[RunEvent] | None) -> None:
+        """That transaction committed `events`, or did not commit (None; maybe it did, unseen)."""
+        left = self._local.get(run_id, 0) - 1
+        if left > 0:
+            self._local[run_id] = left
+        else:
+            self._local.pop(run_id, None)
+        if events:
+            self.publish(run_id, events)
+        if left <= 0:
+            self._want(run_id, 0)
+
     def publish(self, run_id: uuid.UUID, events: list[RunEvent]) -> None:
-        """Hands committed events to every local stream of the run; never blocks."""
+        """Hands committed events to every local stream of the run, in order and once; never blocks."""
         subs = self._subs.get(run_id)
         if not subs or not events:
             return
-        last = events[-1].seq
-        if last > self._published.get(run_id, 0):
-            self._published[run_id] = last
+        known = self._published.get(run_id)
+        if known is not None:
+            if events[-1].seq <= known:
+                return
+            if events[0].seq <= known:
+                events = [e for e in events if e.seq > known]
+            if events[0].seq > known + 1:
+                # The events before these are still on their way (a local commit settling, or a read).
+                self._held.setdefault(run_id, []).append(events)
+                self._want(run_id, events[0].seq - 1)
+                return
+        self._deliver(run_id, subs, events)
+        held = self._held.get(run_id)
+        while held:
+            held.sort(key=lambda batch: batch[0].seq)
+            known = self._published[run_id]
+            batch = [e for e in held[0] if e.seq > known]
+            if batch and batch[0].seq > known + 1:
+                break
+            held.pop(0)
+            if batch:
+                self._deliver(run_id, subs, batch)
+        if held is not None and not held:
+            del self._held[run_id]
+
+    def _deliver(self, run_id: uuid.UUID, subs: set[Subscription], events: list[RunEvent]) -> None:
+        self._published[run_id] = events[-1].seq
         for sub in subs:
             sub._offer(events)
 
     def notify(self, run_id: uuid.UUID, head: int) -> None:
         """A commit happened somewhere (maybe another process): make sure local streams get it."""
-        if run_id not in self._subs:
-            return
+        if run_id in self._subs:
+            self._want(run_id, head)
+
+    def _want(self, run_id: uuid.UUID, upto: int) -> None:
+        """Events up to `upto` are committed: get what is missing unless a local commit will publish it."""
+        wanted = max(upto, self._wanted.pop(run_id, 0))
         known = self._published.get(run_id)
+        if wanted == 0 or (known is not None and wanted <= known):
+            return
+        if run_id in self._local:
+            self._wanted[run_id] = wanted  # settled() comes back here
+            return
         if known is None:
             # We do not know what the streams have; let each fill its own gap from the database.
-            self._published[run_id] = head
-            for sub in self._subs[run_id]:
+            self._published[run_id] = wanted
+            for sub in self._subs.get(run_id, ()):
                 sub._wake()
             return
-        if head <= known:
-            return
-        self._wanted[run_id] = max(head, self._wanted.get(run_id, 0))
+        self._wanted[run_id] = wanted
         if run_id not in self._fetching:
             self._fetching[run_id] = asyncio.create_task(self._fetch_missing(run_id))
 
@@ -165,6 +224,7 @@ class EventHub:
                 self.publish(run_id, events)
         except Exception:
             log.exception("fetching events for live streams failed; waking streams to re-read")
+            self._held.pop(run_id, None)
             for sub in self._subs.get(run_id, ()):
                 sub._wake()
         finally:

@@ -50,7 +50,7 @@ class ScaleOut:
         self.tail: JetStreamTail | None = None
         if self.bus is not None and event_bus == "nats":
             self.mirror = EventMirror(db, self.bus, max_inflight=settings.mirror_max_inflight)
-            db.on_commit(self.mirror.on_commit)
+            db.add_listener(self.mirror)
             if serve_streams:
                 self.tail = JetStreamTail(self.bus, hub, fallback_s=settings.stream_fallback_s)
         self.dispatcher = (JobDispatcher(self.bus) if self.bus is not None and self.job_dispatch == "nats"

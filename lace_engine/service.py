@@ -82,7 +82,7 @@ class Engine:
         self.provider = provider
         self.db = Database(database_url, pool_size=settings.pool_size)
         self.hub = EventHub(self._fetch_range, max_pending=settings.stream_queue_batches)
-        self.db.on_commit(self.hub.publish)
+        self.db.add_listener(self.hub)
         self.listener = PgNotifyListener(self.db.url, self._on_notify, self.hub.wake_all)
         # Phase 1 (NATS mirror, live tail, job dispatch, global LLM limit); inert with default settings.
         self.scale_out = ScaleOut(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)

@@ -1,0 +1,108 @@
+"""The live hub's ordering rules, without I/O: in seq order, once, and no read-back of local commits."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from lace_engine.live import EventHub, Subscription
+from lace_engine.model import EventType, RunEvent
+
+RUN = uuid.uuid4()
+
+
+def events(first: int, last: int) -> list[RunEvent]:
+    now = datetime.now(UTC)
+    return [RunEvent(RUN, seq, EventType.STEP_STARTED, {"seq": seq}, now) for seq in range(first, last + 1)]
+
+
+class Log:
+    """What the hub read from 'the database' (every committed event up to `committed`)."""
+
+    def __init__(self) -> None:
+        self.committed = 0
+        self.reads: list[tuple[int, int]] = []
+
+    async def fetch(self, run_id: uuid.UUID, after: int, upto: int) -> list[RunEvent]:
+        self.reads.append((after, upto))
+        return events(after + 1, min(upto, self.committed))
+
+
+def delivered(sub: Subscription) -> list[int]:
+    return [e.seq for batch in sub.drain() for e in batch]
+
+
+def started_hub(first_seq: int = 1) -> tuple[EventHub, Log, Subscription]:
+    """A hub with one subscriber that has already seen every event before `first_seq`."""
+    log = Log()
+    hub = EventHub(log.fetch)
+    sub = hub.subscribe(RUN)
+    if first_seq > 1:
+        log.committed = first_seq - 1
+        hub.publish(RUN, events(1, first_seq - 1))
+        sub.drain()
+    return hub, log, sub
+
+
+async def settle_tasks() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_local_commits_that_settle_out_of_order_reach_streams_in_order_without_reads() -> None:
+    hub, log, sub = started_hub(first_seq=3)
+    hub.pending(RUN)  # seq 3..4
+    hub.pending(RUN)  # seq 5..6, committed after the first (row lock), but its task resumes first
+    log.committed = 6
+    hub.notify(RUN, 4)
+    hub.notify(RUN, 6)
+    hub.settled(RUN, events(5, 6))
+    assert delivered(sub) == []
+    hub.settled(RUN, events(3, 4))
+    await settle_tasks()
+    assert delivered(sub) == [3, 4, 5, 6]
+    assert log.reads == []
+
+
+async def test_a_notify_deferred_for_a_local_commit_that_failed_is_read_from_the_database() -> None:
+    hub, log, sub = started_hub(first_seq=3)
+    hub.pending(RUN)
+    log.committed = 5  # the commit went through, but the client saw an error (connection lost at COMMIT)
+    hub.notify(RUN, 5)
+    await settle_tasks()
+    assert log.reads == []
+    hub.settled(RUN, None)
+    await settle_tasks()
+    assert log.reads == [(2, 5)]
+    assert delivered(sub) == [3, 4, 5]
+
+
+async def test_a_gap_from_another_process_is_read_once_and_held_events_follow_it() -> None:
+    hub, log, sub = started_hub(first_seq=3)
+    log.committed = 7
+    hub.publish(RUN, events(6, 7))  # e.g. the JetStream tail was faster than this NOTIFY's read
+    await settle_tasks()
+    assert log.reads == [(2, 5)]
+    assert delivered(sub) == [3, 4, 5, 6, 7]
+
+
+async def test_events_that_arrive_twice_are_delivered_once() -> None:
+    hub, log, sub = started_hub(first_seq=3)
+    log.committed = 4
+    hub.publish(RUN, events(3, 4))
+    hub.publish(RUN, events(3, 4))
+    hub.publish(RUN, events(4, 4))
+    hub.notify(RUN, 4)
+    await settle_tasks()
+    assert delivered(sub) == [3, 4]
+    assert log.reads == []
+
+
+async def test_a_notify_for_a_remote_commit_is_read_at_once() -> None:
+    hub, log, sub = started_hub(first_seq=3)
+    log.committed = 4
+    hub.notify(RUN, 4)
+    await settle_tasks()
+    assert log.reads == [(2, 4)]
+    assert delivered(sub) == [3, 4]
