@@ -590,16 +590,24 @@ class Executor:
         interval = max(self.config.lease_ttl_s / 3, 0.1)
         while True:
             await asyncio.sleep(interval)
-            for run_id, (execution, task) in list(self._running.items()):
-                try:
-                    async with self.db.transaction() as tx:
-                        state = await run_store.renew_lease(tx.conn, run_id, execution.fence,
-                                                            self.config.lease_ttl_s)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("renewing the lease of run %s failed", run_id)
-                    continue
+            # One statement for every run held here: its cost must not grow with a transaction per run.
+            held = dict(self._running)
+            if not held:
+                continue
+            try:
+                async with self.db.transaction() as tx:
+                    states = await run_store.renew_leases(
+                        tx.conn, self.config.owner_id, {run_id: e.fence.token for run_id, (e, _) in held.items()},
+                        self.config.lease_ttl_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("renewing the leases of %d runs failed", len(held))
+                continue
+            for run_id, (execution, task) in held.items():
+                state = states.get(run_id)
+                if task.done():
+                    continue  # ended (and gave its lease back) since the snapshot
                 if state is None:
                     log.warning("run %s: lease lost; stopping its execution here", run_id)
                     execution.control.set(RunState.FAILED)

@@ -138,6 +138,26 @@ async def renew_lease(conn: AsyncConnection, run_id: uuid.UUID, fence: Fence, tt
     return None if row is None else RunState(row.state)
 
 
+_RENEW_LEASES = (
+    "UPDATE runs SET lease_expires = now() + make_interval(secs => %s) "
+    "FROM unnest(%s::uuid[], %s::bigint[]) AS held(id, token) "
+    "WHERE runs.id = held.id AND runs.lease_owner = %s AND runs.lease_token = held.token "
+    "RETURNING runs.id, runs.state")
+
+
+async def renew_leases(conn: AsyncConnection, owner: str, held: Mapping[uuid.UUID, int],
+                       ttl_s: float) -> dict[uuid.UUID, RunState]:
+    """Extends every lease `owner` holds (run id -> fencing token) in one statement.
+
+    Returns the state of each run whose lease is still ours; a run missing from it lost its lease.
+    """
+    if not held:
+        return {}
+    driver = await driver_connection(conn)
+    cur = await driver.execute(_RENEW_LEASES, (ttl_s, list(held), list(held.values()), owner))
+    return {row[0]: RunState(row[1]) for row in await cur.fetchall()}
+
+
 async def run_state(conn: AsyncConnection, run_id: uuid.UUID) -> RunState:
     row = (await conn.execute(sa.select(runs.c.state).where(runs.c.id == run_id))).first()
     if row is None:
