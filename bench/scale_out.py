@@ -8,8 +8,10 @@ process fed by LISTEN + raw psycopg reads (as in row 2, across processes).
 
 Workers: one API replica and N `lace worker` processes (LACE_EVENT_BUS=nats, job dispatch over
 NATS), LACE_LLM=openai against the OpenAI-compatible test server with a fixed latency, each
-worker limited to a few LLM calls in flight, so the ideal grows linearly with workers. Runs/s =
-runs / (first StartRun -> last run end). Baseline: the same with one worker.
+worker limited to a few LLM calls in flight, so the ideal grows linearly with workers. Enough runs
+that every worker stays busy for several rounds of calls (a single wave would measure one run's
+length, not throughput). Runs/s = runs / (first StartRun -> last run end). Baseline: the same with
+one worker.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from tests.support.nats import NatsServer
 from tests.support.server_process import ServerProcess
 
 NAME = "scale_out"
-LATENCY_MS = 200
 PER_WORKER_LLM = 4
 
 
@@ -60,6 +61,7 @@ async def jetstream_latency(ctx: Context, url: str, replica: ServerProcess, stre
 
 
 async def start_worker(url: str, nats_url: str, base_url: str) -> Child:
+    """A `lace worker` with PER_WORKER_LLM calls in flight (and, by default, twice that many runs)."""
     env = {**python_env(), "LACE_DATABASE_URL": url, "LACE_LLM": "openai", "OPENAI_BASE_URL": base_url,
            "OPENAI_API_KEY": "unused", "LACE_LLM_CONCURRENCY": str(PER_WORKER_LLM), "LACE_LOG_LEVEL": "WARNING",
            "LACE_LOG_FORMAT": "text", **nats_env(nats_url)}
@@ -82,9 +84,10 @@ async def runs_per_second(url: str, replica: ServerProcess, runs: int) -> float:
 
 async def run(ctx: Context) -> list[Row]:
     streams, commits = ctx.size(100, 100, 10), ctx.size(200, 10, 4)
-    runs = ctx.size(48, 12, 3)
+    runs = ctx.size(48, 48, 3)
+    latency_ms = ctx.size(200, 100, 50)
     nats = NatsServer().start()
-    llm = await Child.python("tests.support.openai_server", "--latency-ms", str(LATENCY_MS))
+    llm = await Child.python("tests.support.openai_server", "--latency-ms", str(latency_ms))
     rows: list[Row] = []
     workers: list[Child] = []
     try:
@@ -114,7 +117,8 @@ async def run(ctx: Context) -> list[Row]:
         for n in (1, 2, 3):
             goal = f">= {0.8 * n:.1f}x 1 worker" if n > 1 else ""
             rows.append(Row(f"8. runs/s, {n} worker{'s' if n > 1 else ''} "
-                            f"({PER_WORKER_LLM} LLM calls each, {LATENCY_MS} ms)", rates[n], rates[1],
+                            f"({runs} runs, {PER_WORKER_LLM} LLM calls in flight per worker, {latency_ms} ms)",
+                            rates[n], rates[1],
                             "runs/s", goal, rates[n] >= 0.8 * n * rates[1] if n > 1 else None,
                             baseline_label="1 worker"))
     finally:

@@ -81,7 +81,7 @@ class ExecutorConfig:
     owner_id: str
     lease_ttl_s: float = 15.0
     poll_interval_s: float = 1.0
-    max_concurrent_runs: int = 256
+    max_concurrent_runs: int = 128
     llm_concurrency: int = 64
     context_budget_tokens: int = 6000
 
