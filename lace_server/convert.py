@@ -253,7 +253,7 @@ def fill_run_events(container: Any, events: Sequence[RunEvent]) -> None:
             run_key, run_text = e.run_id, str(e.run_id)
         msg.run_id = run_text
         msg.seq = e.seq
-        if e.create_time is not last_time:
+        if e.create_time != last_time:
             last_time = e.create_time
             seconds, nanos = _epoch_parts(last_time)
         stamp = msg.create_time
