@@ -1,9 +1,8 @@
 """The benchmark harness itself (bench/), run at its smallest size so it cannot rot.
 
-No timing is asserted: only that `python -m bench` runs, prints the table and writes every row
-with numeric LACE, baseline and ratio figures. The default run covers the in-process benchmarks;
-the slow test (scripts/bench.sh --tests) runs all eight, with their server, client, NATS and
-worker processes.
+No timing is asserted: only that `python -m bench` runs all eight benchmarks (with their server,
+client, NATS and worker processes), prints the table and writes every row with numeric LACE,
+baseline and ratio figures. About 40 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ EXPECTED: dict[str, list[str]] = {
     "live_latency": [f"2. live p{p}, " for _ in range(6) for p in (50, 99)],
     "replay": ["3. replay", "3. replay"],
     "engine_overhead": ["4. engine CPU ms per node", "4. wall ms per node"],
-    "concurrency": ["5. LLM calls/s vs ideal", "5. LLM calls/s vs bare client"],
+    "concurrency": ["5. LLM calls/s vs ideal", "5. LLM calls/s vs bare client"] * 2,
     "critical_path": ["6. critical path", "6. same, sequential"],
     "memory": ["7. server RSS peak", "7. server RSS after 2nd round"],
     "scale_out": ["8. live p50", "8. live p99", "8. runs/s, 1 worker", "8. runs/s, 2 workers", "8. runs/s, 3 workers"],
@@ -60,18 +59,10 @@ def check_rows(data: dict[str, object], names: list[str]) -> None:
         assert row["goal"] == "" or row["met"] in (True, False), row
 
 
-FAST = ["apply_throughput", "replay", "engine_overhead", "critical_path"]
-
-
-def test_bench_smoke_in_process_benchmarks(pg_server_url: str, tmp_path: Path) -> None:
-    data = run_bench(FAST, pg_server_url, tmp_path, timeout=240)
-    check_rows(data, FAST)
-    header = data["header"]
-    assert isinstance(header, list) and any(str(h).startswith("machine:") for h in header)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600)
 def test_bench_smoke_every_benchmark(pg_server_url: str, tmp_path: Path) -> None:
     names = list(EXPECTED)
-    check_rows(run_bench(names, pg_server_url, tmp_path, timeout=850), names)
+    data = run_bench(names, pg_server_url, tmp_path, timeout=550)
+    check_rows(data, names)
+    header = data["header"]
+    assert isinstance(header, list) and any(str(h).startswith("machine:") for h in header)
