@@ -55,12 +55,14 @@ async def write_mutation(
     events_before: Sequence[NewEvent] = (),
     events_after: Sequence[NewEvent] = (),
     run_increments: Mapping[str, int] | None = None,
+    also: Sequence[tuple[str, Sequence[Any]]] = (),
 ) -> Written:
     """Writes `mutation` and its events in the caller's transaction; raises Aborted on a stale plan.
 
     Two pipelined round trips on the transaction's psycopg connection: first the locks, in order
     (the run row with its fence, head and counters; the artifact's version; each precondition's
-    node and blocks) and what the checks need; then, once the checks passed, every write.
+    node and blocks) and what the checks need; then, once the checks passed, every write, and the
+    caller's `also` statements (sql, params) with them.
     """
     events = [*events_before, *mutation.events, *events_after]
     driver = await driver_connection(conn)
@@ -121,6 +123,8 @@ async def write_mutation(
                 await cur.executemany(event_log.INSERT_EVENT_SQL, [
                     (run_id, e.seq, e.type.value, Jsonb(e.payload), now) for e in written])
             await driver.execute(event_log.NOTIFY_SQL, (event_log.NOTIFY_CHANNEL, f"{run_id}:{head}"))
+        for statement, values in also:
+            await driver.execute(statement, values)
     return Written(artifact_version=version, events=written, head_seq=head)
 
 

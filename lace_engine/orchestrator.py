@@ -439,9 +439,9 @@ class RunExecution:
                     events_after=[NewEvent(EventType.STEP_COMPLETED, {
                         "node_id": str(node.id), "step": decision.step.value, "attempts": attempt})],
                     run_increments=self._usage(resp, None),
+                    also=[run_store.llm_call_insert(self._call_row(
+                        node, decision, attempt, call_id, ctx, resp, None, "applied"))],
                 )
-                await run_store.record_llm_call(tx.conn, self._call_row(
-                    node, decision, attempt, call_id, ctx, resp, None, "applied"))
                 tx.emitted(written.events)
                 self.last_head = max(self.last_head, written.head_seq)
         except Aborted as exc:

@@ -169,8 +169,13 @@ async def record_llm_call(conn: AsyncConnection, values: Mapping[str, Any]) -> N
     # On the transaction's psycopg connection: SQLAlchemy's per-call compile of a fresh INSERT cost
     # more than the database's own work (see docs/performance.md).
     driver = await driver_connection(conn)
-    await driver.execute(_insert_llm_call_sql(tuple(values)),
-                         [Jsonb(v) if isinstance(v, dict | list) else v for v in values.values()])
+    await driver.execute(*llm_call_insert(values))
+
+
+def llm_call_insert(values: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The INSERT of one llm_calls row as (sql, params), e.g. for apply_store's write pipeline."""
+    return _insert_llm_call_sql(tuple(values)), [Jsonb(v) if isinstance(v, dict | list) else v
+                                                 for v in values.values()]
 
 
 _LLM_CALL_COLUMNS = frozenset(c.name for c in llm_calls.c)
