@@ -135,7 +135,7 @@ async def measure(ctx: Context, client: Child, url: str, target: str, probe: Pro
             started = time.perf_counter()
             await commit()
             await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
-        await asyncio.sleep(max(0.3, 2 * interval))
+        await asyncio.sleep(max(0.2, 2 * interval))
         stamps = dict(probe.stamps)
     finally:
         ready.cancel()
@@ -175,11 +175,11 @@ def _rows(where: str, streams: int, lace: list[float], base: list[float], missin
 
 
 async def run(ctx: Context) -> list[Row]:
-    many, most = ctx.size(100, 100, 10), ctx.size(1000, 300, 50)
+    many, most = ctx.size(100, 100, 10), ctx.size(1000, 200, 50)
     plan = [  # (streams, commits, interval s)
         (1, ctx.size(300, 20, 5), 0.01),
         (many, ctx.size(200, 15, 5), 0.03),
-        (most, ctx.size(50, 4, 3), 0.2),
+        (most, ctx.size(50, 5, 3), ctx.size(0.2, 0.1, 0.2)),
     ]
     goals = {("in process", 100): 10.0, ("across processes", 100): 25.0}
     client = await stream_client()

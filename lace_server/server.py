@@ -76,9 +76,9 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     """Prepares the database, starts the engine and the server; returns once it is serving."""
     url, embedded = await asyncio.to_thread(resolve_database, settings)
     if migrate_db:
-        from lace_engine import migrate  # alembic is slow to import; only needed here
+        from lace_engine import migrate
 
-        await asyncio.to_thread(migrate.upgrade, url)
+        await asyncio.to_thread(migrate.upgrade_to_head, url)
     provider = provider_from_env(dict(os.environ) if env is None else env)
     engine = Engine(settings, url, provider)
     await engine.start()
