@@ -85,7 +85,7 @@ async def runs_per_second(url: str, replica: ServerProcess, runs: int) -> float:
 async def run(ctx: Context) -> list[Row]:
     streams, commits = ctx.size(100, 100, 10), ctx.size(200, 10, 4)
     runs = ctx.size(48, 30, 3)
-    latency_ms = ctx.size(200, 50, 50)
+    latency_ms = ctx.size(200, 100, 50)
     nats = NatsServer().start()
     llm = await Child.python("tests.support.openai_server", "--latency-ms", str(latency_ms))
     rows: list[Row] = []
