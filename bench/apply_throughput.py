@@ -10,7 +10,7 @@ precomputation does.
 
 Baseline: raw psycopg writing the same rows (precomputed from the same plans) with the same
 statements a careful hand-written writer needs in one transaction, over a pool of as many
-connections as LACE may open (pool_size + max_overflow). A second baseline commits each event
+connections as LACE may open for transactions (2 x pool_size). A second baseline commits each event
 in its own transaction (head bump + insert + NOTIFY), the design the event log replaces.
 """
 
@@ -256,12 +256,12 @@ async def run(ctx: Context) -> list[Row]:
     rounds = ctx.size(4, 2, 1)
     single = ctx.size(150, 30, 6)
     leaves_32 = ctx.size(12, 4, 1)
-    warm = ctx.size(32, 8, 2)
+    warm = ctx.size(32, 32, 2)
     with ctx.database("apply") as url:
         settings = bench_settings(url, execute_runs=False)
         engine = Engine(settings, url, OfflineProvider())
         await engine.start()
-        # As many connections as LACE's engine may open (pool_size + max_overflow), opened up front.
+        # As many connections as LACE's engine may open for transactions (2 x pool_size), opened up front.
         size = settings.pool_size * 2
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(url, min_size=size, max_size=size, open=False,
                                                               kwargs={"application_name": "bench-raw"})
