@@ -50,11 +50,13 @@ async def run_worker(settings: Settings, env: dict[str, str] | None = None,
     # `lace` subcommand builds this parser.
     from lace_engine.llm.factory import provider_from_env
     from lace_engine.service import Engine
+    from lace_server.server import freeze_start_up_objects
 
     settings = replace(settings, execute_runs=True)
     provider = provider_from_env(dict(os.environ) if env is None else env)
     engine = Engine(settings, url, provider, serve_streams=False)
     await engine.start()
+    freeze_start_up_objects()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
