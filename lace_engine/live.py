@@ -34,7 +34,7 @@ Fetch = Callable[[uuid.UUID, int, int], Awaitable[list[RunEvent]]]
 class Subscription:
     """One stream's view of the hub: a bounded queue of committed batches."""
 
-    __slots__ = ("_hub", "_pending", "_ready", "max_pending", "overflowed", "run_id", "woken")
+    __slots__ = ("_hub", "_pending", "_ready", "deadline", "max_pending", "overflowed", "run_id", "woken")
 
     def __init__(self, hub: EventHub, run_id: uuid.UUID, max_pending: int):
         self._hub = hub
@@ -46,6 +46,8 @@ class Subscription:
         # Set when events may have been committed that this queue did not receive (e.g. after
         # the NOTIFY connection dropped); the stream then fills the gap from the database.
         self.woken = False
+        # While waiting: when the hub's timer ends the wait (loop time); 0 otherwise.
+        self.deadline = 0.0
 
     def _offer(self, events: list[RunEvent]) -> None:
         if self.overflowed:
@@ -61,18 +63,23 @@ class Subscription:
         self.woken = True
         self._ready.set()
 
+    def _ready_now(self) -> bool:
+        return bool(self._pending) or self.overflowed or self.woken
+
     async def wait(self, seconds: float) -> bool:
-        """Waits until something is ready (True) or `seconds` pass (False)."""
-        if self._pending or self.overflowed or self.woken:
+        """Waits until something is ready (True) or about `seconds` pass (False)."""
+        if self._ready_now():
             return True
         self._ready.clear()
+        # The hub's one timer ends quiet waits (heartbeats): a timeout per wait would cost every
+        # stream a timer handle per commit, ~half of what waking it costs.
+        self.deadline = asyncio.get_running_loop().time() + seconds
+        self._hub._watch_deadline(seconds)
         try:
-            # asyncio.timeout, not wait_for: no extra task per wait (one per stream per commit).
-            async with asyncio.timeout(seconds):
-                await self._ready.wait()
-        except TimeoutError:
-            return False
-        return True
+            await self._ready.wait()
+        finally:
+            self.deadline = 0.0
+        return self._ready_now()
 
     def drain(self) -> list[list[RunEvent]]:
         """Takes every queued batch."""
@@ -104,6 +111,8 @@ class EventHub:
         self._wanted: dict[uuid.UUID, int] = {}
         # Local transactions per run that wrote events and have not settled (committed or failed).
         self._local: dict[uuid.UUID, int] = {}
+        self._timer: asyncio.Task[None] | None = None
+        self._tick_s = 1.0
         self.closed = False
 
     def subscribe(self, run_id: uuid.UUID) -> Subscription:
@@ -230,6 +239,23 @@ class EventHub:
         finally:
             self._fetching.pop(run_id, None)
 
+    def _watch_deadline(self, seconds: float) -> None:
+        # Deadlines are checked every fifth of the shortest wait asked for: a wait ends at most
+        # 20% late, which is all a heartbeat needs.
+        self._tick_s = min(self._tick_s, max(seconds / 5, 0.005))
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.create_task(self._expire_waits(), name="lace-stream-heartbeats")
+
+    async def _expire_waits(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._subs:
+            await asyncio.sleep(self._tick_s)
+            now = loop.time()
+            for subs in list(self._subs.values()):
+                for sub in subs:
+                    if 0.0 < sub.deadline <= now:
+                        sub._ready.set()
+
     def close(self) -> None:
         """Ends every stream (server shutdown): they raise Unavailable so clients reconnect elsewhere."""
         self.closed = True
@@ -239,6 +265,10 @@ class EventHub:
 
     async def aclose(self) -> None:
         self.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
         for task in list(self._fetching.values()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -106,3 +106,21 @@ async def test_a_notify_for_a_remote_commit_is_read_at_once() -> None:
     await settle_tasks()
     assert log.reads == [(2, 4)]
     assert delivered(sub) == [3, 4]
+
+
+async def test_a_quiet_wait_ends_on_the_hubs_timer_and_a_publish_ends_it_at_once() -> None:
+    hub, log, sub = started_hub(first_seq=3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await sub.wait(0.2) is False  # nothing came: a heartbeat is due
+    waited = loop.time() - started
+    assert 0.2 <= waited < 0.2 * 1.2 + 0.1, waited
+
+    log.committed = 3
+    waiting = asyncio.ensure_future(sub.wait(30))
+    await settle_tasks()
+    hub.publish(RUN, events(3, 3))
+    assert await asyncio.wait_for(waiting, 1) is True
+    assert delivered(sub) == [3]
+    sub.close()
+    await hub.aclose()
