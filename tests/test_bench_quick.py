@@ -26,7 +26,7 @@ EXPECTED: dict[str, list[str]] = {
     "engine_overhead": ["4. engine CPU ms per node", "4. wall ms per node"],
     "concurrency": ["5. LLM calls/s vs ideal", "5. LLM calls/s vs bare client"] * 2,
     "critical_path": ["6. critical path", "6. same, sequential"],
-    "memory": ["7. server RSS peak", "7. server RSS after 2nd round"],
+    "memory": ["7. server RSS peak", "7. server RSS after 3rd round"],
     "scale_out": ["8. live p50", "8. live p99", "8. runs/s, 1 worker", "8. runs/s, 2 workers", "8. runs/s, 3 workers"],
 }
 
