@@ -175,7 +175,7 @@ def _rows(where: str, streams: int, lace: list[float], base: list[float], missin
 
 
 async def run(ctx: Context) -> list[Row]:
-    many, most = ctx.size(100, 100, 10), ctx.size(1000, 200, 50)
+    many, most = ctx.size(100, 100, 10), ctx.size(1000, 150, 50)
     plan = [  # (streams, commits, interval s)
         (1, ctx.size(300, 20, 5), 0.01),
         (many, ctx.size(200, 15, 5), 0.03),
@@ -217,9 +217,9 @@ async def _run(ctx: Context, client: Child, plan: list[tuple[int, int, float]],
         writer = Engine(bench_settings(url, execute_runs=False), url, OfflineProvider())
         await writer.start()
         server = ServerProcess(url, args=("serve", "--no-execute"))
-        await asyncio.to_thread(server.start)
-        raw_child = await Child.python("bench.raw_stream", "live", "--database-url", url)
+        raw_child = await Child.python("bench.raw_stream", "live", "--database-url", url)  # boots meanwhile
         try:
+            await asyncio.to_thread(server.start)
             raw_target = "127.0.0.1:" + (await raw_child.expect("LISTENING", 60)).split()[1]
             async with await psycopg.AsyncConnection.connect(url) as conn:
                 for streams, commits, interval in plan:

@@ -48,29 +48,27 @@ async def _round(ctx: Context, url: str, server: ServerProcess, proc: psutil.Pro
 
 
 async def run(ctx: Context) -> list[Row]:
-    runs = ctx.size(100, 30, 10)
-    streams = ctx.size(1000, 300, 50)
+    runs = ctx.size(100, 20, 10)
+    streams = ctx.size(1000, 200, 50)
     words = ctx.size((1200, 300), (300, 300), (300, 300))
     with ctx.database("memory") as url:
         server = ServerProcess(url, env={"LACE_OFFLINE_LATENCY_MS": str(ctx.size(300, 50, 20))})
-        await asyncio.to_thread(server.start)
+        client = await Child.python("bench.stream_client")  # boots while the server starts
         try:
+            await asyncio.to_thread(server.start)
             assert server.proc is not None
             proc = psutil.Process(server.proc.pid)
             await asyncio.sleep(ctx.size(1.0, 0.5, 0.2))
             idle = proc.memory_info().rss / MB
             peak: list[float] = []
             after: list[float] = []
-            client = await Child.python("bench.stream_client")
-            try:
-                for i in range(3):
-                    ctx.log(f"  memory: round {i + 1}, {runs} runs, {streams} streams")
-                    await _round(ctx, url, server, proc, client, runs, streams, words, peak)
-                    await asyncio.sleep(ctx.size(1.0, 0.5, 0.2))
-                    after.append(proc.memory_info().rss / MB)
-            finally:
-                await client.stop()
+            for i in range(3):
+                ctx.log(f"  memory: round {i + 1}, {runs} runs, {streams} streams")
+                await _round(ctx, url, server, proc, client, runs, streams, words, peak)
+                await asyncio.sleep(ctx.size(1.0, 0.5, 0.2))
+                after.append(proc.memory_info().rss / MB)
         finally:
+            await client.stop()
             await asyncio.to_thread(server.stop)
     top = max(peak)
     return [

@@ -117,9 +117,9 @@ async def run(ctx: Context) -> list[Row]:
         path = str(ctx.workdir / "replay-batches.bin")
         await _prebuilt(url, run_id, path)
         server = ServerProcess(url, args=("serve", "--no-execute"))
-        await asyncio.to_thread(server.start)
-        raw = await Child.python("bench.raw_stream", "replay", "--batches", path)
+        raw = await Child.python("bench.raw_stream", "replay", "--batches", path)  # boots meanwhile
         try:
+            await asyncio.to_thread(server.start)
             raw_target = "127.0.0.1:" + (await raw.expect("LISTENING", 60)).split()[1]
             await _stream(server.target, run_id, events)  # warm both (connections, caches)
             await _stream(raw_target, run_id, events)
