@@ -133,11 +133,16 @@ def bench_settings(database_url: str, **overrides: object) -> Settings:
 @contextlib.asynccontextmanager
 async def lace_in_process(database_url: str, env: dict[str, str] | None = None,
                           **overrides: object) -> AsyncIterator[tuple[str, object]]:
-    """A real LACE server (grpc.aio + Engine) in this process: yields (target, Running)."""
-    from lace_server.server import start
+    """A real LACE server (grpc.aio + Engine) in this process: yields (target, Running).
+
+    Like `lace serve`, it freezes what exists once it is serving out of the collector's reach (the
+    raw baselines that share this process gain the same).
+    """
+    from lace_server.server import freeze_start_up_objects, start
 
     running = await start(bench_settings(database_url, **overrides), "127.0.0.1:0",
                           env={"LACE_LLM": "offline", **(env or {})}, migrate_db=False)
+    freeze_start_up_objects()
     try:
         yield f"127.0.0.1:{running.port}", running
     finally:
