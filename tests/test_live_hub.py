@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lace_engine.live import EventHub, Subscription
-from lace_engine.model import EventType, RunEvent
+from lace_engine.model import EventType, RunEvent, RunState
+from lace_engine.stream import stream_run
 
 RUN = uuid.uuid4()
 
@@ -124,3 +131,91 @@ async def test_a_quiet_wait_ends_on_the_hubs_timer_and_a_publish_ends_it_at_once
     assert delivered(sub) == [3]
     sub.close()
     await hub.aclose()
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One transaction of the run: its events, whether this process made it, whether it saw COMMIT return."""
+
+    first: int
+    last: int
+    local: bool
+    confirmed: bool
+    settle_delay: int
+    notify_delay: int
+
+
+commits_strategy = st.lists(
+    st.tuples(st.integers(1, 3), st.booleans(), st.booleans(), st.integers(0, 4), st.integers(0, 4),
+              st.booleans()),
+    min_size=1, max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(commits_strategy)
+def test_any_interleaving_of_commits_settles_and_notifies_streams_every_event_once_in_order(
+        spec: list[tuple[int, bool, bool, int, int, bool]]) -> None:
+    """Commits happen in seq order (the run row's lock); what this process learns of them (settle,
+    NOTIFY) arrives in any order, with turns of the event loop in between. A real stream_run over
+    the hub must yield 1..N, each once, without waiting for a heartbeat."""
+    commits: list[Commit] = []
+    seq = 0
+    for size, local, confirmed, settle_delay, notify_delay, _ in spec:
+        commits.append(Commit(seq + 1, seq + size, local, confirmed or not local, settle_delay, notify_delay))
+        seq += size
+    yields = [y for *_, y in spec]
+
+    async def scenario() -> list[int]:
+        log = Log()
+        hub = EventHub(log.fetch)
+
+        async def read_events(run_id: uuid.UUID, after: int, limit: int) -> list[RunEvent]:
+            return events(after + 1, min(after + limit, log.committed))
+
+        async def read_head(run_id: uuid.UUID) -> tuple[int, RunState]:
+            return log.committed, RunState.RUNNING
+
+        received: list[int] = []
+
+        async def consume() -> None:
+            async for batch in stream_run(hub, read_events, read_head, RUN, 0, heartbeat_s=60):
+                received.extend(e.seq for e in batch.events)
+
+        consumer = asyncio.ensure_future(consume())
+        await settle_tasks()  # subscribed, history (none) read
+        # (time, order, action): a commit at time i; its settle and NOTIFY some steps later.
+        actions: list[tuple[int, int, Callable[[], None]]] = []
+        for i, c in enumerate(commits):
+            def commit(c: Commit = c) -> None:
+                if c.local:
+                    hub.pending(RUN)  # emitted under the row lock, so after every earlier commit
+                log.committed = c.last
+
+            def settle(c: Commit = c) -> None:
+                hub.settled(RUN, events(c.first, c.last) if c.confirmed else None)
+
+            def notify(c: Commit = c) -> None:
+                hub.notify(RUN, c.last)
+
+            actions.append((i, 0, commit))
+            if c.local:
+                actions.append((i + c.settle_delay, 1 + i, settle))
+            actions.append((i + c.notify_delay, 100 + i, notify))
+        actions.sort(key=lambda a: (a[0], a[1]))
+        for n, (_, _, act) in enumerate(actions):
+            act()
+            if yields[n % len(yields)]:
+                await asyncio.sleep(0)
+        for _ in range(50):
+            if len(received) >= seq:
+                break
+            await asyncio.sleep(0)
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        assert not hub._local  # every pending commit settled
+        await hub.aclose()
+        return received
+
+    received = asyncio.run(scenario())
+    assert received == list(range(1, seq + 1)), (received, commits)
