@@ -167,7 +167,16 @@ class EventHub:
                 events = [e for e in events if e.seq > known]
             if events[0].seq > known + 1:
                 # The events before these are still on their way (a local commit settling, or a read).
-                self._held.setdefault(run_id, []).append(events)
+                waiting = self._held.setdefault(run_id, [])
+                waiting.append(events)
+                if len(waiting) > self._max_pending:
+                    # The gap is not filling (reads failing?): every stream catches up from the
+                    # database instead, and the hub carries on from the newest seq it has seen.
+                    del self._held[run_id]
+                    self._published[run_id] = max(batch[-1].seq for batch in waiting)
+                    for sub in subs:
+                        sub._wake()
+                    return
                 self._want(run_id, events[0].seq - 1)
                 return
         self._deliver(run_id, subs, events)

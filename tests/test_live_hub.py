@@ -219,3 +219,22 @@ def test_any_interleaving_of_commits_settles_and_notifies_streams_every_event_on
 
     received = asyncio.run(scenario())
     assert received == list(range(1, seq + 1)), (received, commits)
+
+
+async def test_a_gap_that_never_fills_hands_the_streams_to_the_database_instead_of_holding_forever() -> None:
+    log = Log()
+    hub = EventHub(log.fetch, max_pending=8)
+    sub = hub.subscribe(RUN)
+    log.committed = 2
+    hub.publish(RUN, events(1, 2))
+    assert delivered(sub) == [1, 2]
+    # Seqs 3..4 cannot be read (log.committed stays at 2), yet later events keep arriving.
+    for seq in range(5, 5 + 9):
+        hub.publish(RUN, events(seq, seq))
+        await settle_tasks()
+    assert sub.woken and delivered(sub) == []
+    assert hub.head(RUN) == 13 and not hub._held
+    hub.publish(RUN, events(14, 14))  # and the hub carries on from there
+    assert delivered(sub) == [14]
+    sub.close()
+    await hub.aclose()
