@@ -49,7 +49,7 @@ def libpq_url(url: str) -> str:
 PING_AFTER_IDLE_S = 0.5
 
 
-def use_orjson(conn: psycopg.AsyncConnection[Any]) -> None:
+async def use_orjson(conn: psycopg.AsyncConnection[Any]) -> None:
     """jsonb in and out of this connection through orjson (a third of replay's CPU was json.loads)."""
     set_json_loads(orjson.loads, conn)
     set_json_dumps(orjson.dumps, conn)
@@ -134,13 +134,9 @@ class Database:
         self.engine = create_engine(url, pool_size=pool_size)
         self.read_pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = AsyncConnectionPool(
             self.url, min_size=1, max_size=pool_size, open=False,
-            kwargs={"autocommit": True, "application_name": "lace-read"}, configure=self._configure,
+            kwargs={"autocommit": True, "application_name": "lace-read"}, configure=use_orjson,
         )
         self._listeners: list[CommitListener] = []
-
-    @staticmethod
-    async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-        use_orjson(conn)
 
     async def open(self) -> None:
         await self.read_pool.open(wait=True, timeout=30)
