@@ -46,9 +46,8 @@ class Settings:
     pool_size: int = 10
     execute_runs: bool = True
     run_options: RunOptions = field(default_factory=RunOptions)
-    # Twice the LLM limit: enough runs to keep every permit busy, while the rest wait PENDING,
-    # claimable by whichever worker has room, instead of queueing behind this process's permits.
-    max_concurrent_runs: int = 128
+    # 0: twice llm_concurrency (ExecutorConfig derives it).
+    max_concurrent_runs: int = 0
     max_concurrent_rpcs: int = 10_000
     llm_concurrency: int = 64
     context_budget_tokens: int = 6000
@@ -72,7 +71,6 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Reads LACE_* variables; raises InvalidArgument on malformed values."""
         e = os.environ if env is None else env
-        llm_concurrency = _int(e, "LACE_LLM_CONCURRENCY", 64)
         return cls(
             database_url=e.get("LACE_DATABASE_URL") or None,
             data_dir=Path(e.get("LACE_DATA_DIR", ".lace")),
@@ -84,9 +82,9 @@ class Settings:
                 sibling_concurrency=_int(e, "LACE_SIBLING_CONCURRENCY", 1),
                 max_proposal_retries=_int(e, "LACE_MAX_PROPOSAL_RETRIES", 2),
             ),
-            max_concurrent_runs=_int(e, "LACE_MAX_CONCURRENT_RUNS", 2 * llm_concurrency),
+            max_concurrent_runs=_int(e, "LACE_MAX_CONCURRENT_RUNS", 0),
             max_concurrent_rpcs=_int(e, "LACE_MAX_CONCURRENT_RPCS", 10_000),
-            llm_concurrency=llm_concurrency,
+            llm_concurrency=_int(e, "LACE_LLM_CONCURRENCY", 64),
             context_budget_tokens=_int(e, "LACE_CONTEXT_BUDGET_TOKENS", 6000),
             lease_ttl_s=_float(e, "LACE_LEASE_TTL_S", 15.0),
             heartbeat_s=_float(e, "LACE_STREAM_HEARTBEAT_S", 5.0),

@@ -181,8 +181,9 @@ class EventHub:
                 return
         self._deliver(run_id, subs, events)
         held = self._held.get(run_id)
-        while held:
+        if held:
             held.sort(key=lambda batch: batch[0].seq)
+        while held:
             known = self._published[run_id]
             batch = [e for e in held[0] if e.seq > known]
             if batch and batch[0].seq > known + 1:

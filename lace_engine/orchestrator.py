@@ -81,9 +81,15 @@ class ExecutorConfig:
     owner_id: str
     lease_ttl_s: float = 15.0
     poll_interval_s: float = 1.0
-    max_concurrent_runs: int = 128
+    # 0: twice llm_concurrency, enough runs to keep every permit busy while the rest wait PENDING,
+    # claimable by whichever process has room, instead of queueing behind this one's permits.
+    max_concurrent_runs: int = 0
     llm_concurrency: int = 64
     context_budget_tokens: int = 6000
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_runs <= 0:
+            self.max_concurrent_runs = 2 * self.llm_concurrency
 
 
 class RunControl:
@@ -342,7 +348,9 @@ class RunExecution:
                 return
             except LeaseLost:
                 async with self.db.transaction() as tx:
-                    state = await run_store.renew_lease(tx.conn, self.run.id, self.fence, self.config.lease_ttl_s)
+                    states = await run_store.renew_leases(tx.conn, self.fence.owner, {self.run.id: self.fence.token},
+                                                          self.config.lease_ttl_s)
+                state = states.get(self.run.id)
                 if state is None:
                     raise
                 self.control.set(state)

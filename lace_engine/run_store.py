@@ -127,17 +127,6 @@ async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float,
     return Claim(run=row_to_run(row), fence=Fence(owner=owner, token=int(row.lease_token)))
 
 
-async def renew_lease(conn: AsyncConnection, run_id: uuid.UUID, fence: Fence, ttl_s: float) -> RunState | None:
-    """Extends the lease; returns the run's state, or None when the lease was lost."""
-    row = (await conn.execute(
-        sa.update(runs)
-        .where(runs.c.id == run_id, runs.c.lease_owner == fence.owner, runs.c.lease_token == fence.token)
-        .values(lease_expires=sa.func.now() + timedelta(seconds=ttl_s))
-        .returning(runs.c.state)
-    )).first()
-    return None if row is None else RunState(row.state)
-
-
 _RENEW_LEASES = (
     "UPDATE runs SET lease_expires = now() + make_interval(secs => %s) "
     "FROM unnest(%s::uuid[], %s::bigint[]) AS held(id, token) "
