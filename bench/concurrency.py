@@ -11,17 +11,17 @@ from this process (what the machine allows a client that does nothing else).
 
 The same scenario again with LACE_LLM_CONCURRENCY=8 (ideal 80 calls/s): a limit this machine's
 CPU can serve, so the row shows whether the engine keeps every permit busy when it is not the
-CPU that runs out. The server's CPU time per applied call is in the notes (from /proc).
+CPU that runs out. The server's CPU time per applied call is in the notes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 
 import grpc
+import psutil
 import psycopg
 
 from bench.common import Child, Context, Row, percentile, wait_for
@@ -106,13 +106,6 @@ async def bare_client(base_url: str, calls: int, limit: int) -> float:
         await client.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def lace_rate(ctx: Context, base_url: str, limit: int, runs: int, words: int, leaf: int) -> \
         tuple[float, int, float]:
     """Steady-state applied calls/s, calls, and the server's CPU ms per call, for one limit."""
@@ -124,10 +117,11 @@ async def lace_rate(ctx: Context, base_url: str, limit: int, runs: int, words: i
         try:
             assert server.proc is not None
             ctx.log(f"  concurrency: {runs} runs, limit {limit}")
-            cpu_before = cpu_seconds(server.proc.pid)
+            proc = psutil.Process(server.proc.pid)
+            cpu_before = sum(proc.cpu_times()[:2])
             run_ids = await start_runs(server.target, runs, words, leaf)
             await wait_runs(url, run_ids, within_s=600)
-            cpu = cpu_seconds(server.proc.pid) - cpu_before
+            cpu = sum(proc.cpu_times()[:2]) - cpu_before
             rate, calls = await steady_rate(url, run_ids)
         finally:
             await asyncio.to_thread(server.stop)

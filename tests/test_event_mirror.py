@@ -13,20 +13,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
-import nats
-import nats.js.errors
 import psycopg
 import pytest
 
 from lace_engine.apply import NewArtifact
 from lace_engine.config import Settings
-from lace_engine.event_mirror import EventMirror, decode_event
+from lace_engine.event_mirror import EventMirror
 from lace_engine.llm.offline import OfflineProvider
 from lace_engine.model import RunEvent, RunOptions, RunState
-from lace_engine.nats_bus import EVENTS_STREAM, NatsBus, events_subject
+from lace_engine.nats_bus import NatsBus
 from lace_engine.service import Engine
 from tests.support.database import fresh_database
-from tests.support.nats import NatsServer
+from tests.support.nats import NatsServer, jetstream_events
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,25 +86,6 @@ async def collect(engine: Engine, run_id: uuid.UUID, cursor: int = 0) -> list[Ru
     async for batch in engine.stream_run(run_id, cursor):
         out.extend(batch.events)
     return out
-
-
-async def jetstream_events(url: str, run_id: uuid.UUID) -> list[RunEvent]:
-    """Every message stored on the run's subject, in stream order."""
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        out: list[RunEvent] = []
-        seq = 1
-        while True:
-            try:
-                msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=events_subject(run_id), next=True)
-            except nats.js.errors.NotFoundError:
-                return out
-            assert msg.data is not None and msg.seq is not None
-            out.append(decode_event(msg.data))
-            seq = msg.seq + 1
-    finally:
-        await nc.close()
 
 
 async def cursor_of(url: str, run_id: uuid.UUID) -> tuple[int, int]:

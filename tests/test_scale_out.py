@@ -17,20 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import nats
-import nats.js.errors
 import psycopg
 import pytest
 
 from lace.v1 import run_service_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace_engine.database import Database
-from lace_engine.event_mirror import decode_event
 from lace_engine.llm_limit import GlobalLLMLimit
-from lace_engine.nats_bus import EVENTS_STREAM, events_subject
 from tests.helpers import create_artifact, start_run
 from tests.support.database import create_database, drop_database, fresh_database
-from tests.support.nats import NatsServer
+from tests.support.nats import NatsServer, jetstream_events
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.timeout(240)
@@ -133,24 +129,6 @@ class Follower:
                 await asyncio.sleep(0.2)
 
 
-async def jetstream_seqs(url: str, run_id: str) -> list[int]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        out: list[int] = []
-        seq = 1
-        while True:
-            try:
-                msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=events_subject(uuid.UUID(run_id)), next=True)
-            except nats.js.errors.NotFoundError:
-                return out
-            assert msg.data is not None and msg.seq is not None
-            out.append(decode_event(msg.data).seq)
-            seq = msg.seq + 1
-    finally:
-        await nc.close()
-
-
 async def wait_all_mirrored(url: str, seconds: float = 60.0) -> None:
     for _ in range(int(seconds / 0.2)):
         rows = await query(url, "SELECT count(*) FROM runs r LEFT JOIN mirror_cursors c ON c.run_id = r.id "
@@ -238,7 +216,8 @@ async def test_ten_runs_survive_a_killed_worker_and_a_killed_replica(cluster: Cl
 
     await wait_all_mirrored(cluster.db_url)
     for run_id in run_ids:
-        assert await jetstream_seqs(cluster.nats.url, run_id) == list(range(1, final[run_id] + 1))
+        mirrored = await jetstream_events(cluster.nats.url, uuid.UUID(run_id))
+        assert [e.seq for e in mirrored] == list(range(1, final[run_id] + 1))
 
 
 async def test_nats_killed_and_restarted_mid_run(cluster: Cluster) -> None:
@@ -272,7 +251,8 @@ async def test_nats_killed_and_restarted_mid_run(cluster: Cluster) -> None:
     await assert_no_duplicate_work(cluster.db_url, run_ids)
     await wait_all_mirrored(cluster.db_url)
     for run_id in run_ids:
-        assert await jetstream_seqs(cluster.nats.url, run_id) == list(range(1, heads[run_id] + 1))
+        mirrored = await jetstream_events(cluster.nats.url, uuid.UUID(run_id))
+        assert [e.seq for e in mirrored] == list(range(1, heads[run_id] + 1))
 
 
 # The global LLM limit, in process: several limiters on their own pools stand for several workers.

