@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Literal, Self, TypeVar, cast
+from typing import Literal, Protocol, Self, TypeVar, cast
 
 import grpc
 
@@ -59,6 +59,14 @@ BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 5.0
 
 T = TypeVar("T")
+
+
+class _Page(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+P = TypeVar("P", bound=_Page)
 ReconnectHook = Callable[[int, LaceClientError, float], None]
 
 
@@ -138,6 +146,17 @@ class LaceClient:
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from err
 
+    async def _every(self, fetch: Callable[[str], Awaitable[P]], items: Callable[[P], Iterable[T]]) -> AsyncIterator[T]:
+        """Every item of a paginated list (AIP-158), fetching the next page as the caller gets there."""
+        token = ""
+        while True:
+            page = await self._call(fetch(token))
+            for item in items(page):
+                yield item
+            token = page.next_page_token
+            if not token:
+                return
+
     # Artifacts
 
     async def create_artifact(self, title: str, brief: str, target_words: int, style: str = "",
@@ -158,16 +177,12 @@ class LaceClient:
 
     async def list_artifacts(self, page_size: int = 0) -> AsyncIterator[artifact_pb2.Artifact]:
         """Every artifact, newest first, fetching pages as needed."""
-        token = ""
-        while True:
+        def fetch(token: str) -> Awaitable[artifact_service_pb2.ListArtifactsResponse]:
             request = artifact_service_pb2.ListArtifactsRequest(page_size=page_size, page_token=token)
-            page = await self._call(self._artifacts.ListArtifacts(
-                request, metadata=self._metadata, timeout=self._timeout))
-            for artifact in page.artifacts:
-                yield artifact
-            token = page.next_page_token
-            if not token:
-                return
+            return self._artifacts.ListArtifacts(request, metadata=self._metadata, timeout=self._timeout)
+
+        async for artifact in self._every(fetch, lambda page: page.artifacts):
+            yield artifact
 
     async def compile(self, artifact_id: str, format: CompileFormatName = "markdown") -> str:
         """The artifact rendered as Markdown, HTML or JSON."""
@@ -199,17 +214,13 @@ class LaceClient:
 
     async def block_history(self, block_id: str, page_size: int = 0) -> AsyncIterator[artifact_pb2.ChangeEvent]:
         """Every change of a block, oldest first."""
-        token = ""
-        while True:
+        def fetch(token: str) -> Awaitable[artifact_service_pb2.ListBlockChangesResponse]:
             request = artifact_service_pb2.ListBlockChangesRequest(block_id=block_id, page_size=page_size,
                                                                    page_token=token)
-            page = await self._call(self._artifacts.ListBlockChanges(
-                request, metadata=self._metadata, timeout=self._timeout))
-            for change in page.change_events:
-                yield change
-            token = page.next_page_token
-            if not token:
-                return
+            return self._artifacts.ListBlockChanges(request, metadata=self._metadata, timeout=self._timeout)
+
+        async for change in self._every(fetch, lambda page: page.change_events):
+            yield change
 
     # Runs
 
@@ -230,16 +241,13 @@ class LaceClient:
 
     async def list_runs(self, artifact_id: str | None = None, page_size: int = 0) -> AsyncIterator[run_pb2.Run]:
         """Every run (of one artifact, when given), newest first."""
-        token = ""
-        while True:
+        def fetch(token: str) -> Awaitable[run_service_pb2.ListRunsResponse]:
             request = run_service_pb2.ListRunsRequest(artifact_id=artifact_id or "", page_size=page_size,
                                                       page_token=token)
-            page = await self._call(self._runs.ListRuns(request, metadata=self._metadata, timeout=self._timeout))
-            for run in page.runs:
-                yield run
-            token = page.next_page_token
-            if not token:
-                return
+            return self._runs.ListRuns(request, metadata=self._metadata, timeout=self._timeout)
+
+        async for run in self._every(fetch, lambda page: page.runs):
+            yield run
 
     async def pause_run(self, run_id: str, request_id: str | None = None) -> run_pb2.Run:
         """Asks the run to pause; returns it PAUSING or PAUSED."""
@@ -265,17 +273,13 @@ class LaceClient:
         """The run's stored events with seq > `after_seq` (of the given types), in seq order."""
         # Proto enum values are plain ints at run time; the stubs just name them RunEventType.
         types = cast(list[run_pb2.RunEventType], list(event_types))
-        token = ""
-        while True:
+        def fetch(token: str) -> Awaitable[run_service_pb2.ListRunEventsResponse]:
             request = run_service_pb2.ListRunEventsRequest(run_id=run_id, after_seq=after_seq, event_types=types,
                                                            page_size=page_size, page_token=token)
-            page = await self._call(self._runs.ListRunEvents(
-                request, metadata=self._metadata, timeout=self._timeout))
-            for event in page.events:
-                yield event
-            token = page.next_page_token
-            if not token:
-                return
+            return self._runs.ListRunEvents(request, metadata=self._metadata, timeout=self._timeout)
+
+        async for event in self._every(fetch, lambda page: page.events):
+            yield event
 
     async def watch(self, run_id: str, cursor: int = 0, *, max_reconnects: int | None = None,
                     give_up_after: float | None = None,
