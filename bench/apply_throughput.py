@@ -35,10 +35,11 @@ from lace_engine.apply_store import block_json
 from lace_engine.context_builder import ManifestEntry, PromptContext
 from lace_engine.event_log import NOTIFY_CHANNEL
 from lace_engine.ids import new_id
-from lace_engine.llm.base import LLMResponse
+from lace_engine.llm.base import LLMRequest, LLMResponse
 from lace_engine.llm.offline import OfflineProvider
-from lace_engine.model import EventType, StepKind
-from lace_engine.orchestrator import ExecutorConfig, RunExecution
+from lace_engine.model import EventType, Node, StepKind
+from lace_engine.orchestrator import Attempt, ExecutorConfig, RunExecution
+from lace_engine.proposal_schema import content_schema
 from lace_engine.service import Engine
 from lace_engine.strategy import StrategyDecision
 from lace_engine.tree import Tree
@@ -65,6 +66,15 @@ def _content_json(node_title: str, seed: int, words: int = LEAF_WORDS) -> dict[s
     return {"blocks": [b.to_json() for b in proposal.blocks], "summary": proposal.summary}
 
 
+def _attempt(node: Node) -> Attempt:
+    """The first attempt at writing `node`, as the orchestrator builds it before the LLM call."""
+    ctx = _context(node.id)
+    call = content_schema(LEAF_WORDS)
+    request = LLMRequest(step=StepKind.WRITE, system=ctx.system, user=ctx.user, schema_name=call.name,
+                         schema=call.schema, task=ctx.task, seed=1, max_output_tokens=call.max_output_tokens)
+    return Attempt(node, DECISION, 1, new_id(), ctx, request)
+
+
 # --- LACE -----------------------------------------------------------------------------------
 
 
@@ -84,11 +94,11 @@ async def _lace_execution(engine: Engine, prepared: Prepared) -> RunExecution:
 async def _lace_run(execution: RunExecution, prepared: Prepared, answers: list[dict[str, Any]]) -> int:
     """Plans and applies every leaf of one run in order, as the orchestrator's steps do."""
     for node, data in zip(prepared.leaves, answers, strict=True):
-        call_id = new_id()
         response = _response(data, LEAF_WORDS)
-        plan = execution._plan(node, DECISION, [], response, call_id)
+        attempt = _attempt(node)
+        plan = execution._plan(attempt, [], response)
         assert not isinstance(plan, Rejection), plan
-        await execution._apply(node, DECISION, 1, call_id, _context(node.id), response, plan, 2.4)
+        await execution._apply(attempt, response, plan)
     return len(prepared.leaves)
 
 
@@ -134,16 +144,16 @@ def _raw_steps(prepared: Prepared, answers: list[dict[str, Any]]) -> list[RawSte
                              prepared.fence, ExecutorConfig(owner_id="bench"))
     steps = []
     for node, data in zip(prepared.leaves, answers, strict=True):
-        call_id = new_id()
         response = _response(data, LEAF_WORDS)
-        plan = execution._plan(node, DECISION, [], response, call_id)
+        attempt = _attempt(node)
+        call_id = attempt.call_id
+        plan = execution._plan(attempt, [], response)
         assert isinstance(plan, Mutation)
-        ctx = _context(node.id)
-        call = execution._call_event(node, DECISION, call_id, ctx, response, None)
+        call = execution._call_event(attempt, response, None)
         applied = plan.events[0]
         events = [(call.type.value, call.payload), (applied.type.value, dict(applied.payload)),
                   (EventType.STEP_COMPLETED.value, {"node_id": str(node.id), "step": "write", "attempts": 1})]
-        r = execution._call_row(node, DECISION, 1, call_id, ctx, response, None, "applied")
+        r = execution._call_row(attempt, response, None, "applied")
         call_row = (r["id"], r["run_id"], r["node_id"], r["step"], r["attempt"], r["provider"], r["model"],
                     r["prompt_tokens"], r["completion_tokens"], r["latency_ms"], r["finish_reason"],
                     r["context_tokens"], Jsonb(r["context_manifest"]), r["outcome"], r["error"])

@@ -27,7 +27,7 @@ from lace_engine.model import (
     Origin,
     RunOptions,
 )
-from lace_engine.proposals import ContentProposal, SplitProposal
+from lace_engine.proposals import ChildPlan, ContentProposal, SplitProposal
 from lace_engine.strategy import split_budget_ok
 
 # Fixed namespaces: ids derived from them are part of the stored IR, never change them.
@@ -116,6 +116,8 @@ class Mutation:
     nodes_planned: int = 0
     nodes_written: int = 0
     words_written: int = 0
+    # Deterministic repairs Apply made to the proposal before accepting it, in words (see `repair_split`).
+    repairs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,42 @@ def plan_create_artifact(artifact_id: uuid.UUID, new: NewArtifact, now: object =
     )
 
 
+def rescale_budgets(targets: Sequence[int], total: int) -> list[int]:
+    """Targets scaled to add up to exactly `total`, in proportion (largest remainder, ties by position)."""
+    have = sum(targets)
+    if have <= 0:
+        return list(targets)
+    floors = [t * total // have for t in targets]
+    # Remainders compared as exact integers: (t * total) mod have, largest first.
+    order = sorted(range(len(targets)), key=lambda i: (-(targets[i] * total % have), i))
+    for i in order[: total - sum(floors)]:
+        floors[i] += 1
+    return floors
+
+
+def repair_split(node: Node, proposal: SplitProposal, limits: ApplyLimits = DEFAULT_LIMITS) \
+        -> tuple[SplitProposal, tuple[str, ...]]:
+    """The proposal with the faults that have exactly one right fix fixed, and what was fixed.
+
+    Surrounding whitespace is trimmed; budgets that miss the parent's total by more than the
+    tolerance are rescaled in proportion to it (only when every child keeps its minimum).
+    """
+    repairs: list[str] = []
+    children = [ChildPlan(c.title.strip(), c.intent.strip(), c.target_words) for c in proposal.children]
+    trimmed = sum((a.title, a.intent) != (b.title, b.intent) for a, b in zip(children, proposal.children, strict=True))
+    if trimmed:
+        repairs.append(f"trimmed surrounding whitespace from the title or intent of {trimmed} children")
+    targets = [c.target_words for c in children]
+    if (len(children) >= limits.min_children and all(t >= limits.min_child_words for t in targets)
+            and not split_budget_ok(node.target_words, targets, limits.budget_tolerance)):
+        scaled = rescale_budgets(targets, node.target_words)
+        if all(t >= limits.min_child_words for t in scaled):
+            repairs.append(f"children's target_words added up to {sum(targets)}, not {node.target_words}: "
+                           f"rescaled in proportion to {scaled}")
+            children = [replace(c, target_words=t) for c, t in zip(children, scaled, strict=True)]
+    return SplitProposal(tuple(children)), tuple(repairs)
+
+
 def plan_split(
     node: Node,
     proposal: SplitProposal,
@@ -210,12 +248,13 @@ def plan_split(
     provenance: Provenance,
     limits: ApplyLimits = DEFAULT_LIMITS,
 ) -> Mutation | Rejection:
-    """Validates a split proposal for `node` and plans its children."""
+    """Repairs what has one right fix (`repair_split`), validates the split for `node` and plans its children."""
     errors: list[str] = []
     if node.state is not NodeState.PLANNED:
         raise FailedPrecondition(f"node {node.id} is {node.state.value}, not planned", reason="NODE_NOT_PLANNED")
     if node.depth + 1 > options.max_depth:
         errors.append(f"this section is at depth {node.depth}; it may not be split below depth {options.max_depth}")
+    proposal, repairs = repair_split(node, proposal, limits)
     children = proposal.children
     if not limits.min_children <= len(children) <= limits.max_children:
         errors.append(f"propose between {limits.min_children} and {limits.max_children} children, "
@@ -257,6 +296,7 @@ def plan_split(
             {"node_id": str(n.id), "title": n.title, "intent": n.intent, "target_words": n.target_words}
             for n in inserts
         ],
+        "repairs": list(repairs),
     })
     return Mutation(
         artifact_id=node.artifact_id,
@@ -266,6 +306,7 @@ def plan_split(
         preconditions=(Precondition(node.id, NodeState.PLANNED),),
         events=(event,),
         nodes_planned=len(inserts),
+        repairs=repairs,
     )
 
 
@@ -355,6 +396,8 @@ def plan_content(
         errors.append(f"summary is longer than {limits.max_summary_chars} characters")
     if errors:
         return Rejection(tuple(errors))
+    padded = sum(_padded(b) for b in proposal.blocks)
+    repairs = (f"trimmed surrounding whitespace in {padded} blocks",) if padded else ()
 
     by_ordinal = {b.ordinal: b for b in existing}
     changes: list[BlockChange] = []
@@ -376,6 +419,7 @@ def plan_content(
         "block_ids": [str(block_id_for(node.id, i)) for i in range(len(blocks))],
         "word_count": words,
         "removed_blocks": len(removed),
+        "repairs": list(repairs),
     })
     return Mutation(
         artifact_id=node.artifact_id,
@@ -389,7 +433,22 @@ def plan_content(
         events=(event,),
         nodes_written=1,
         words_written=words,
+        repairs=repairs,
     )
+
+
+def _padded(content: BlockContent) -> bool:
+    """Whether a block's used text fields carry surrounding whitespace that normalize_block trims."""
+    kind = content.kind
+    fields: list[str] = []
+    if kind in TEXT_KINDS and kind is not BlockKind.CODE:
+        fields.append(content.text)
+    if kind in LIST_KINDS:
+        fields.extend(content.items)
+    if kind is BlockKind.TABLE:
+        fields.extend(content.table_header)
+        fields.extend(c for row in content.table_rows for c in row)
+    return any(f != f.strip() for f in fields)
 
 
 def plan_edit_block(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from lace_engine.database import Database
 from lace_engine.errors import Aborted, LeaseLost
 from lace_engine.event_log import Fence
 from lace_engine.ids import new_id
-from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse
+from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse, LLMTruncated
 from lace_engine.model import (
     Artifact,
     Block,
@@ -44,15 +43,8 @@ from lace_engine.model import (
     RunState,
     StepKind,
 )
-from lace_engine.proposals import (
-    CONTENT_SCHEMA,
-    CONTENT_SCHEMA_NAME,
-    SPLIT_SCHEMA,
-    SPLIT_SCHEMA_NAME,
-    ProposalFormatError,
-    parse_content,
-    parse_split,
-)
+from lace_engine.proposal_schema import CallSchema, content_schema, split_schema
+from lace_engine.proposals import ProposalFormatError, parse_content, parse_split
 from lace_engine.run_lifecycle import ON_CLAIM
 from lace_engine.strategy import StrategyDecision, decide
 from lace_engine.tree import Tree
@@ -296,48 +288,61 @@ class RunExecution:
     async def _attempts(self, node: Node, decision: StrategyDecision, existing: list[Block]) -> None:
         feedback: list[str] = []
         max_attempts = self.run.options.max_proposal_retries + 1
-        for attempt in range(1, max_attempts + 1):
+        cut_off = False
+        call = self._call_schema(node, decision)
+        for number in range(1, max_attempts + 1):
             self.control.gate()
             ctx = self._context(node, decision, feedback)
             started = [NewEvent(EventType.STEP_STARTED,
-                                {"node_id": str(node.id), "step": decision.step.value, "attempt": attempt})]
-            if attempt == 1:
+                                {"node_id": str(node.id), "step": decision.step.value, "attempt": number})]
+            if number == 1:
                 started.insert(0, NewEvent(EventType.STRATEGY_DECIDED, {
                     "node_id": str(node.id), "strategy": decision.step.value, "reason": decision.reason}))
             await self._start_step(started)
-            call_id = new_id()
             request = LLMRequest(
-                step=decision.step, system=ctx.system, user=ctx.user,
-                schema_name=SPLIT_SCHEMA_NAME if decision.step is StepKind.SPLIT else CONTENT_SCHEMA_NAME,
-                schema=SPLIT_SCHEMA if decision.step is StepKind.SPLIT else CONTENT_SCHEMA,
-                task=ctx.task, seed=zlib.crc32(f"{self.run.id}/{node.id}/{attempt}".encode()),
+                step=decision.step, system=ctx.system, user=ctx.user, schema_name=call.name, schema=call.schema,
+                task=ctx.task, seed=zlib.crc32(f"{self.run.id}/{node.id}/{number}".encode()),
+                max_output_tokens=call.max_output_tokens,
             )
-            started_at = time.monotonic()
+            attempt = Attempt(node, decision, number, new_id(), ctx, request)
             try:
                 async with self.llm_limit:
                     response = await self.provider.complete(request)
             except LLMError as err:
-                errors = [f"the previous answer could not be used: {err.message}"]
-                will_retry = err.reask and attempt < max_attempts
-                await self._record_rejection(node, decision, attempt, call_id, ctx, None, err, errors, will_retry)
+                truncated = isinstance(err, LLMTruncated)
+                errors = [_cut_off_feedback(err, call.max_output_tokens) if truncated
+                          else f"the previous answer could not be used: {err.message}"]
+                # A second cut-off in a row means the model loops on this task: asking again wastes calls.
+                will_retry = err.reask and number < max_attempts and not (truncated and cut_off)
+                await self._record_rejection(attempt, None, err, errors, will_retry)
                 if not err.reask:
                     raise RunFailure(f"LLM provider failed on section {node.title!r}: {err.message}",
                                      node.id) from err
+                if truncated and cut_off:
+                    raise RunFailure(f"section {node.title!r} failed: the model ran to its output limit of "
+                                     f"{call.max_output_tokens} tokens twice in a row without finishing its "
+                                     "answer", node.id) from err
+                cut_off = truncated
                 feedback = errors
                 continue
-            plan = self._plan(node, decision, existing, response, call_id)
+            cut_off = False
+            plan = self._plan(attempt, existing, response)
             if isinstance(plan, Rejection):
-                will_retry = attempt < max_attempts
-                await self._record_rejection(node, decision, attempt, call_id, ctx, response, None,
-                                             list(plan.errors), will_retry)
+                will_retry = number < max_attempts
+                await self._record_rejection(attempt, response, None, list(plan.errors), will_retry)
                 feedback = list(plan.errors)
                 continue
-            await self._apply(node, decision, attempt, call_id, ctx, response, plan,
-                              time.monotonic() - started_at)
+            await self._apply(attempt, response, plan)
             return
         raise RunFailure(
             f"section {node.title!r} failed: {max_attempts} proposals were rejected; last problems: "
             + "; ".join(feedback[:5]), node.id)
+
+    @staticmethod
+    def _call_schema(node: Node, decision: StrategyDecision) -> CallSchema:
+        if decision.step is StepKind.SPLIT:
+            return split_schema(decision.child_count, node.target_words)
+        return content_schema(node.target_words)
 
     async def _start_step(self, started: list[NewEvent]) -> None:
         """Commits step_started only while the run is RUNNING, so a pause or cancel committed after
@@ -373,42 +378,41 @@ class RunExecution:
         return build_write_context(self.artifact, self.tree, node.id, instruction=self.run.instruction,
                                    feedback=feedback, budget_tokens=self.config.context_budget_tokens)
 
-    def _plan(self, node: Node, decision: StrategyDecision, existing: list[Block], response: LLMResponse,
-              call_id: uuid.UUID) -> Mutation | Rejection:
-        prov = Provenance(origin=Origin.LLM, run_id=self.run.id, llm_call_id=call_id, model=response.model)
+    def _plan(self, attempt: Attempt, existing: list[Block], response: LLMResponse) -> Mutation | Rejection:
+        prov = Provenance(origin=Origin.LLM, run_id=self.run.id, llm_call_id=attempt.call_id, model=response.model)
         try:
-            if decision.step is StepKind.SPLIT:
-                return apply.plan_split(node, parse_split(response.data), options=self.run.options,
+            if attempt.decision.step is StepKind.SPLIT:
+                return apply.plan_split(attempt.node, parse_split(response.data), options=self.run.options,
                                         provenance=prov)
-            return apply.plan_content(node, existing, parse_content(response.data), provenance=prov)
+            return apply.plan_content(attempt.node, existing, parse_content(response.data), provenance=prov)
         except ProposalFormatError as exc:
             return Rejection(tuple(exc.errors))
 
-    def _call_event(self, node: Node, decision: StrategyDecision, call_id: uuid.UUID, ctx: PromptContext,
-                    resp: LLMResponse | None, err: LLMError | None) -> NewEvent:
+    def _call_event(self, attempt: Attempt, resp: LLMResponse | None, err: LLMError | None) -> NewEvent:
         src: Any = resp if resp is not None else err
         return NewEvent(EventType.LLM_CALL_COMPLETED, {
-            "call_id": str(call_id), "node_id": str(node.id), "step": decision.step.value,
+            "call_id": str(attempt.call_id), "node_id": str(attempt.node.id), "step": attempt.decision.step.value,
             "provider": src.provider or self.provider.name, "model": src.model or self.provider.model,
             "usage": {"prompt_tokens": src.prompt_tokens, "completion_tokens": src.completion_tokens},
-            "latency_ms": src.latency_ms, "finish_reason": resp.finish_reason if resp else type(err).__name__,
-            "context_tokens": ctx.estimated_tokens,
+            "latency_ms": src.latency_ms, "finish_reason": _finish_reason(resp, err),
+            "context_tokens": attempt.context.estimated_tokens,
+            "max_output_tokens": attempt.request.max_output_tokens,
         })
 
-    def _call_row(self, node: Node, decision: StrategyDecision, attempt: int, call_id: uuid.UUID,
-                  ctx: PromptContext, resp: LLMResponse | None, err: LLMError | None, outcome: str,
+    def _call_row(self, attempt: Attempt, resp: LLMResponse | None, err: LLMError | None, outcome: str,
                   error: str = "") -> dict[str, Any]:
         src: Any = resp if resp is not None else err
         return {
-            "id": call_id, "run_id": self.run.id, "node_id": node.id, "step": decision.step.value,
-            "attempt": attempt, "provider": src.provider or self.provider.name,
+            "id": attempt.call_id, "run_id": self.run.id, "node_id": attempt.node.id,
+            "step": attempt.decision.step.value, "attempt": attempt.number,
+            "provider": src.provider or self.provider.name,
             "model": src.model or self.provider.model, "prompt_tokens": src.prompt_tokens,
             "completion_tokens": src.completion_tokens, "latency_ms": src.latency_ms,
-            "finish_reason": resp.finish_reason if resp else type(err).__name__,
-            "context_tokens": ctx.estimated_tokens,
+            "finish_reason": _finish_reason(resp, err),
+            "context_tokens": attempt.context.estimated_tokens,
             "context_manifest": [
                 {"kind": e.kind, "node_id": str(e.node_id) if e.node_id else None, "hash": e.content_hash}
-                for e in ctx.manifest
+                for e in attempt.context.manifest
             ],
             "outcome": outcome, "error": error,
         }
@@ -418,37 +422,34 @@ class RunExecution:
         return {"prompt_tokens": src.prompt_tokens, "completion_tokens": src.completion_tokens,
                 "llm_calls": 1, "llm_latency_ms": src.latency_ms}
 
-    async def _record_rejection(self, node: Node, decision: StrategyDecision, attempt: int, call_id: uuid.UUID,
-                                ctx: PromptContext, resp: LLMResponse | None, err: LLMError | None,
+    async def _record_rejection(self, attempt: Attempt, resp: LLMResponse | None, err: LLMError | None,
                                 errors: list[str], will_retry: bool) -> None:
         events = [
-            self._call_event(node, decision, call_id, ctx, resp, err),
+            self._call_event(attempt, resp, err),
             NewEvent(EventType.PROPOSAL_REJECTED, {
-                "node_id": str(node.id), "step": decision.step.value, "attempt": attempt,
+                "node_id": str(attempt.node.id), "step": attempt.decision.step.value, "attempt": attempt.number,
                 "errors": errors, "will_retry": will_retry}),
         ]
         async with self.db.transaction() as tx:
             appended = await event_log.append(
                 tx.conn, self.run.id, events, fence=self.fence,
                 allowed_states=frozenset({RunState.RUNNING, RunState.PAUSING}), increments=self._usage(resp, err))
-            await run_store.record_llm_call(tx.conn, self._call_row(
-                node, decision, attempt, call_id, ctx, resp, err, "rejected", "; ".join(errors)))
+            await run_store.record_llm_call(tx.conn, self._call_row(attempt, resp, err, "rejected", "; ".join(errors)))
             tx.emitted(appended.events)
             self.last_head = max(self.last_head, appended.head_seq)
 
-    async def _apply(self, node: Node, decision: StrategyDecision, attempt: int, call_id: uuid.UUID,
-                     ctx: PromptContext, resp: LLMResponse, mutation: Mutation, elapsed: float) -> None:
+    async def _apply(self, attempt: Attempt, resp: LLMResponse, mutation: Mutation) -> None:
         assert self.tree is not None
+        node = attempt.node
         try:
             async with self.db.transaction() as tx:
                 written = await apply_store.write_mutation(
                     tx.conn, mutation, run_id=self.run.id, fence=self.fence,
-                    events_before=[self._call_event(node, decision, call_id, ctx, resp, None)],
+                    events_before=[self._call_event(attempt, resp, None)],
                     events_after=[NewEvent(EventType.STEP_COMPLETED, {
-                        "node_id": str(node.id), "step": decision.step.value, "attempts": attempt})],
+                        "node_id": str(node.id), "step": attempt.decision.step.value, "attempts": attempt.number})],
                     run_increments=self._usage(resp, None),
-                    also=[run_store.llm_call_insert(self._call_row(
-                        node, decision, attempt, call_id, ctx, resp, None, "applied"))],
+                    also=[run_store.llm_call_insert(self._call_row(attempt, resp, None, "applied"))],
                 )
                 tx.emitted(written.events)
                 self.last_head = max(self.last_head, written.head_seq)
@@ -470,6 +471,29 @@ class RunExecution:
             for p in mutation.node_patches
         ]
         self.tree = self.tree.with_nodes([*mutation.node_inserts, *patched])
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at one step: what was asked, for which node, and when; travels through recording and Apply."""
+
+    node: Node
+    decision: StrategyDecision
+    number: int
+    call_id: uuid.UUID
+    context: PromptContext
+    request: LLMRequest
+
+
+def _finish_reason(resp: LLMResponse | None, err: LLMError | None) -> str:
+    return resp.finish_reason if resp is not None else type(err).__name__
+
+
+def _cut_off_feedback(err: LLMError, limit: int) -> str:
+    """The re-ask after a cut-off: it says what went wrong instead of asking the same thing again."""
+    return (f"your previous answer was cut off at the output limit ({err.completion_tokens or limit} of {limit} "
+            "tokens) before its JSON was complete: answer again, shorter, without repeating any phrase, list "
+            "or table row, and close every string, array and object")
 
 
 class Executor:

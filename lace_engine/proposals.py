@@ -1,4 +1,4 @@
-"""What the LLM may propose: two flat, strict schemas, and their parsing into plain data.
+"""What the LLM may propose, parsed into plain data (the schemas are per call: proposal_schema.py).
 
 The model never invents ids: proposals carry titles, budgets and content only;
 Deterministic Apply assigns every id.
@@ -12,58 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lace_engine.model import BlockContent, BlockKind
-
-SPLIT_SCHEMA_NAME = "split_proposal"
-CONTENT_SCHEMA_NAME = "content_proposal"
-
-# Strict structured output (OpenAI, vLLM, llama.cpp) needs every property required
-# and no additional properties; unused fields are sent empty.
-SPLIT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["children"],
-    "properties": {
-        "children": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["title", "intent", "target_words"],
-                "properties": {
-                    "title": {"type": "string"},
-                    "intent": {"type": "string"},
-                    "target_words": {"type": "integer"},
-                },
-            },
-        }
-    },
-}
-
-CONTENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["blocks", "summary"],
-    "properties": {
-        "blocks": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["kind", "text", "heading_level", "items", "language", "table_header", "table_rows"],
-                "properties": {
-                    "kind": {"type": "string", "enum": [k.value for k in BlockKind]},
-                    "text": {"type": "string"},
-                    "heading_level": {"type": "integer"},
-                    "items": {"type": "array", "items": {"type": "string"}},
-                    "language": {"type": "string"},
-                    "table_header": {"type": "array", "items": {"type": "string"}},
-                    "table_rows": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
-                },
-            },
-        },
-        "summary": {"type": "string"},
-    },
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +57,8 @@ def parse_split(data: Any) -> SplitProposal:
         if isinstance(target, bool) or not isinstance(target, int | float):
             errors.append(f"children[{i}]: target_words must be an integer")
             continue
-        children.append(ChildPlan(title=title.strip(), intent=intent.strip(), target_words=int(target)))
+        # Whitespace is left for Apply to trim, so the repair is recorded (apply.repair_split).
+        children.append(ChildPlan(title=title, intent=intent, target_words=int(target)))
     if errors:
         raise ProposalFormatError(errors)
     return SplitProposal(children=tuple(children))

@@ -161,6 +161,7 @@ def _fill_split(m: run_pb2.NodeSplit, p: dict[str, Any]) -> None:
     m.artifact_version = p.get("artifact_version", 0)
     for c in p["children"]:
         m.children.add(node_id=c["node_id"], title=c["title"], intent=c["intent"], target_words=c["target_words"])
+    m.repairs.extend(p.get("repairs", ()))
 
 
 def _fill_blocks(m: run_pb2.BlocksApplied, p: dict[str, Any]) -> None:
@@ -168,6 +169,7 @@ def _fill_blocks(m: run_pb2.BlocksApplied, p: dict[str, Any]) -> None:
     m.block_ids.extend(p["block_ids"])
     m.word_count, m.removed_blocks = p["word_count"], p.get("removed_blocks", 0)
     m.artifact_version = p.get("artifact_version", 0)
+    m.repairs.extend(p.get("repairs", ()))
 
 
 def _fill_rejected(m: run_pb2.ProposalRejected, p: dict[str, Any]) -> None:
@@ -181,6 +183,7 @@ def _fill_llm(m: run_pb2.LlmCallCompleted, p: dict[str, Any]) -> None:
     m.usage.prompt_tokens = p["usage"]["prompt_tokens"]
     m.usage.completion_tokens = p["usage"]["completion_tokens"]
     m.finish_reason, m.context_tokens = p.get("finish_reason", ""), p.get("context_tokens", 0)
+    m.max_output_tokens = p.get("max_output_tokens", 0)
 
 
 def _fill_validation(m: run_pb2.ValidationReported, p: dict[str, Any]) -> None:

@@ -7,9 +7,11 @@ the shape of the mutation it describes.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from fractions import Fraction
 from typing import TypeVar
 
 import pytest
@@ -122,7 +124,21 @@ def split_oracle(node: Node, proposal: SplitProposal, options: RunOptions) -> bo
         return False
     total = sum(c.target_words for c in children)
     # |total - target| <= 10% of target, in exact integer arithmetic.
-    return 10 * abs(total - node.target_words) <= node.target_words
+    if 10 * abs(total - node.target_words) <= node.target_words:
+        return True
+    # Else Apply rescales in proportion, which only works while every child keeps 50 words.
+    return all(w >= 50 for w in rescaled(node.target_words, [c.target_words for c in children]))
+
+
+def rescaled(target: int, budgets: list[int]) -> list[int]:
+    """Budgets in proportion to `budgets` summing to exactly `target` (Hamilton's method, ties to the first)."""
+    have = sum(budgets)
+    quotas = [Fraction(b * target, have) for b in budgets]
+    parts = [math.floor(q) for q in quotas]
+    by_remainder = sorted(range(len(budgets)), key=lambda i: (parts[i] - quotas[i], i))
+    for i in by_remainder[: target - sum(parts)]:
+        parts[i] += 1
+    return parts
 
 
 def apportion(total: int, weights: list[int]) -> list[int]:

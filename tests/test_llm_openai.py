@@ -27,15 +27,8 @@ from lace_engine.llm.base import (
 from lace_engine.llm.offline import generate_content, generate_split
 from lace_engine.llm.openai_provider import OpenAIProvider, retry_after_seconds
 from lace_engine.model import StepKind
-from lace_engine.proposals import (
-    CONTENT_SCHEMA,
-    CONTENT_SCHEMA_NAME,
-    SPLIT_SCHEMA,
-    SPLIT_SCHEMA_NAME,
-    parse_content,
-    parse_split,
-    render_task_spec,
-)
+from lace_engine.proposal_schema import content_schema, split_schema
+from lace_engine.proposals import parse_content, parse_split, render_task_spec
 from tests.support.openai_server import (
     OpenAICompatibleServer,
     bad_budgets,
@@ -57,16 +50,16 @@ def write_request(target: int = 300, *, seed: int = 11, max_output_tokens: int =
     task = {"step": "write", "title": "Risks and Mitigations", "intent": "Cover the main risks.",
             "target_words": target, "depth": 2, "instruction": ""}
     return LLMRequest(step=StepKind.WRITE, system="You are a careful technical writer.",
-                      user=user_prefix + render_task_spec(task), schema_name=CONTENT_SCHEMA_NAME,
-                      schema=CONTENT_SCHEMA, task=task, seed=seed, max_output_tokens=max_output_tokens)
+                      user=user_prefix + render_task_spec(task), schema_name="content_proposal",
+                      schema=content_schema(target).schema, task=task, seed=seed, max_output_tokens=max_output_tokens)
 
 
 def split_request(target: int = 6000, count: int = 4, *, seed: int = 5) -> LLMRequest:
     task = {"step": "split", "title": "Designing a Payments Platform", "intent": "Explain the design.",
             "target_words": target, "depth": 0, "child_count": count, "instruction": ""}
     return LLMRequest(step=StepKind.SPLIT, system="You plan documents.",
-                      user="Plan the sections.\n" + render_task_spec(task), schema_name=SPLIT_SCHEMA_NAME,
-                      schema=SPLIT_SCHEMA, task=task, seed=seed)
+                      user="Plan the sections.\n" + render_task_spec(task), schema_name="split_proposal",
+                      schema=split_schema(count, target).schema, task=task, seed=seed)
 
 
 @pytest.fixture
@@ -122,7 +115,7 @@ async def test_request_carries_strict_schema_seed_and_limit(server: OpenAICompat
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
     assert sent["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": CONTENT_SCHEMA_NAME, "schema": CONTENT_SCHEMA, "strict": True},
+        "json_schema": {"name": "content_proposal", "schema": content_schema(300).schema, "strict": True},
     }
     assert sent["seed"] == 1234
     assert sent["max_tokens"] == 4000

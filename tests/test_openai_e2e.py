@@ -21,7 +21,8 @@ import pytest
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace.v1.run_service_pb2_grpc import RunServiceStub
-from lace_engine.proposals import CONTENT_SCHEMA, CONTENT_SCHEMA_NAME, SPLIT_SCHEMA, SPLIT_SCHEMA_NAME
+from lace_engine.proposal_schema import BOUND_KEYWORDS, content_schema, portable_schema, split_schema
+from lace_engine.proposals import parse_task_spec
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch
 from tests.support.openai_server import (
@@ -32,6 +33,7 @@ from tests.support.openai_server import (
     malformed,
     rate_limit,
     refusal,
+    schema_keys,
     server_error,
     timeout,
     truncated,
@@ -65,6 +67,7 @@ class Outcome:
     events: list[run_pb2.RunEvent]
     http_requests: int  # chat completion requests the run sent to the test server
     bodies: list[dict[str, Any]]  # their bodies, in order
+    portable: bool = False  # the server refuses bounded schemas, so portable ones are expected too
 
     def of(self, kind: str) -> list[run_pb2.RunEvent]:
         return [e for e in self.events if e.WhichOneof("payload") == kind]
@@ -116,7 +119,7 @@ async def run_artifact(lace: Lace, words: int) -> Outcome:
     done = (await lace.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id))).run
     sent = lace.llm.request_count - before
     bodies = list(lace.llm.requests)[-sent:] if sent else []
-    outcome = Outcome(artifact, done, events, sent, bodies)
+    outcome = Outcome(artifact, done, events, sent, bodies, portable=bool(lace.llm.rejected_keywords))
     check_every_run(outcome)
     return outcome
 
@@ -146,8 +149,20 @@ def check_every_run(o: Outcome) -> None:
         assert body["model"] == MODEL
         fmt = body["response_format"]
         assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
-        assert (fmt["json_schema"]["name"], fmt["json_schema"]["schema"]) in (
-            (SPLIT_SCHEMA_NAME, SPLIT_SCHEMA), (CONTENT_SCHEMA_NAME, CONTENT_SCHEMA))
+        # The schema of the call's own task: children and budgets bounded for this node, not one for all.
+        task = _task(body)
+        if fmt["json_schema"]["name"] == "split_proposal":
+            call = split_schema(task["child_count"], task["target_words"])
+        else:
+            assert fmt["json_schema"]["name"] == "content_proposal"
+            call = content_schema(task["target_words"])
+        assert fmt["json_schema"]["schema"] in [call.schema, *([portable_schema(call.schema)] if o.portable else [])]
+        assert body["max_tokens"] == call.max_output_tokens < 8192
+
+
+def _task(body: dict[str, Any]) -> dict[str, Any]:
+    """The TASK line of a request body's user message."""
+    return parse_task_spec(body["messages"][-1]["content"])
 
 
 def check_completed(o: Outcome) -> None:
@@ -176,7 +191,7 @@ async def test_clean_run_is_structured_accounted_and_strict(lace: Lace) -> None:
     assert o.run.usage.prompt_tokens == reported > 0
     assert o.run.usage.completion_tokens > 0 and o.run.llm_latency_ms >= 0
     steps = [b["response_format"]["json_schema"]["name"] for b in o.bodies]
-    assert steps[0] == SPLIT_SCHEMA_NAME and steps.count(CONTENT_SCHEMA_NAME) == len(o.of("blocks_applied")) >= 3
+    assert steps[0] == "split_proposal" and steps.count("content_proposal") == len(o.of("blocks_applied")) >= 3
 
     md = (await lace.artifacts.CompileArtifact(artifact_service_pb2.CompileArtifactRequest(
         artifact_id=o.artifact.id, format=artifact_service_pb2.COMPILE_FORMAT_MARKDOWN))).content
@@ -214,10 +229,9 @@ async def test_transient_fault_is_retried_invisibly(lace: Lace, fault: Fault) ->
 
 
 @pytest.mark.parametrize(("fault", "only", "finish_reason", "error"), [
-    pytest.param(truncated(), "write", "LLMTruncated", "cut off at the token limit", id="truncated"),
+    pytest.param(truncated(), "write", "LLMTruncated", "cut off at the output limit", id="truncated"),
     pytest.param(malformed(), "write", "LLMMalformedOutput", "not JSON", id="malformed"),
     pytest.param(refusal(), "write", "LLMRefused", "refused", id="refusal"),
-    pytest.param(bad_budgets(), "split", "stop", "target_words add up to", id="bad-budgets"),
 ])
 async def test_unusable_answer_is_rejected_then_re_asked(
     lace: Lace, fault: Fault, only: StepFilter, finish_reason: str, error: str
@@ -344,3 +358,53 @@ async def test_provider_failing_beyond_its_retry_budget_fails_the_run(lace: Lace
     (call,) = o.of("llm_call_completed")
     assert call.llm_call_completed.finish_reason == "LLMUnavailable"
     assert not o.of("node_split")
+
+
+async def test_budgets_that_miss_the_total_are_repaired_not_re_asked(lace: Lace) -> None:
+    lace.llm.inject(bad_budgets(), fault_filter="split")
+    o = await run_artifact(lace, 1500)
+    check_completed(o)
+    assert lace.llm.pending_faults == 0
+    # Twice the target is off by 100%, but rescaling has exactly one right answer: Apply makes it.
+    assert not o.of("proposal_rejected") and o.http_requests == o.run.llm_calls
+    split = o.of("node_split")[0].node_split
+    assert sum(c.target_words for c in split.children) == 1500
+    (repair,) = split.repairs
+    assert "added up to 3000, not 1500: rescaled" in repair
+    assert all(not e.blocks_applied.repairs for e in o.of("blocks_applied"))
+
+
+async def test_a_second_cut_off_in_a_row_fails_the_node_without_a_third_call(lace: Lace) -> None:
+    lace.llm.inject(truncated(), truncated(), fault_filter="write")
+    o = await run_artifact(lace, 1500)
+    assert lace.llm.pending_faults == 0
+    failed_node = o.of("node_split")[0].node_split.children[0].node_id
+    db = await stored(lace.database_url, o.run.id, failed_node)
+    f = check_failed_cleanly(o, db)
+    assert f.node_id == failed_node and "output limit" in f.reason and "twice in a row" in f.reason
+    rejected = [e.proposal_rejected for e in o.of("proposal_rejected")]
+    assert [(r.attempt, r.will_retry) for r in rejected] == [(1, True), (2, False)]
+    # The re-ask was not the same request again: it says the answer was cut off, and how to avoid it.
+    first, second = (b for b in o.bodies if _task(b)["step"] == "write")
+    assert "cut off at the output limit" not in first["messages"][-1]["content"]
+    assert "cut off at the output limit" in second["messages"][-1]["content"]
+    assert first["max_tokens"] == second["max_tokens"] == content_schema(_task(first)["target_words"]).max_output_tokens
+
+
+async def test_provider_that_refuses_bounded_schemas_gets_portable_ones(pg_server_url: str) -> None:
+    async with OpenAICompatibleServer(rejected_keywords=frozenset({"maxLength"})) as llm:
+        env = {"LACE_LLM": "openai", "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "test",
+               "LACE_LLM_MODEL": MODEL, "LACE_LLM_MAX_RETRIES": "0"}
+        async with serve_fresh(pg_server_url, env=env) as (target, _running, database_url), \
+                grpc.aio.insecure_channel(target) as channel:
+            o = await run_artifact(Lace(ArtifactServiceStub(channel), RunServiceStub(channel), database_url, llm), 1500)
+    check_completed(o)
+    # One refused request (not a failed call: the provider re-sends it at once), then portable schemas only.
+    assert o.http_requests == o.run.llm_calls + 1
+    refused, *rest = o.bodies
+    assert "maxLength" in schema_keys(refused["response_format"]["json_schema"]["schema"])
+    assert rest[0]["messages"] == refused["messages"]
+    for body in rest:
+        schema = body["response_format"]["json_schema"]["schema"]
+        assert not schema_keys(schema) & BOUND_KEYWORDS
+        assert "anyOf" in schema_keys(schema) or schema["properties"]["children"]["items"]["required"]

@@ -406,23 +406,19 @@ def _cap(text: str) -> str:
 
 def _block(kind: str, *, text: str = "", items: list[str] | None = None,
            header: list[str] | None = None, rows: list[list[str]] | None = None) -> dict[str, Any]:
-    # Strict structured output sends every field; unused ones are empty.
-    return {
-        "kind": kind,
-        "text": text,
-        "heading_level": 0,
-        "items": items or [],
-        "language": "",
-        "table_header": header or [],
-        "table_rows": rows or [],
-    }
+    # Only the fields the kind uses, as the per-call schema's variant for that kind has them.
+    if kind in ("bullet_list", "ordered_list"):
+        return {"kind": kind, "items": items or []}
+    if kind == "table":
+        return {"kind": kind, "table_header": header or [], "table_rows": rows or []}
+    return {"kind": kind, "text": text}
 
 
 def _words(block: dict[str, Any]) -> int:
-    n = len(block["text"].split())
-    n += sum(len(i.split()) for i in block["items"])
-    n += sum(len(c.split()) for c in block["table_header"])
-    n += sum(len(c.split()) for row in block["table_rows"] for c in row)
+    n = len(block.get("text", "").split())
+    n += sum(len(i.split()) for i in block.get("items", ()))
+    n += sum(len(c.split()) for c in block.get("table_header", ()))
+    n += sum(len(c.split()) for row in block.get("table_rows", ()) for c in row)
     return n
 
 

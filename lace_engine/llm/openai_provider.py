@@ -34,6 +34,7 @@ from lace_engine.llm.base import (
     LLMTruncated,
     LLMUnavailable,
 )
+from lace_engine.proposal_schema import BOUND_KEYWORDS, portable_schema
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,15 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
 
 
+def refuses_schema_bounds(message: str) -> bool:
+    """Whether a 400's message says the schema used a bound keyword the provider does not support.
+
+    Both a keyword (as JSON Schema spells it) and the word "schema" must appear: "maximum context
+    length exceeded" is a 400 too, and must not switch schemas.
+    """
+    return "schema" in message.lower() and any(k in message for k in BOUND_KEYWORDS)
+
+
 def _decode_json(content: str) -> Any:
     text = content.strip()
     # Some local servers wrap the JSON in a Markdown fence even under a response_format.
@@ -111,6 +121,7 @@ class OpenAIProvider:
         token_param: TokenParam = "max_tokens",
         max_connections: int = 1000,
         connection_pools: int = 8,
+        name: str = OPENAI_PROVIDER,
     ):
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
@@ -118,6 +129,7 @@ class OpenAIProvider:
             raise ValueError("max_retries must be >= 0")
         if connection_pools < 1 or max_connections < connection_pools:
             raise ValueError("need 1 <= connection_pools <= max_connections")
+        self._name = name
         self._model = model
         self._base_url = base_url or DEFAULT_BASE_URL
         self._timeout_s = timeout_s
@@ -148,14 +160,22 @@ class OpenAIProvider:
             for _ in range(connection_pools)
         )
         self._next_client = itertools.cycle(self._clients)
+        # Set once the endpoint has refused a bounded schema: from then on every call sends the
+        # portable one (proposal_schema.portable_schema), and the token budget alone bounds answers.
+        self._portable_schemas = False
 
     @property
     def name(self) -> str:
-        return OPENAI_PROVIDER
+        return self._name
 
     @property
     def model(self) -> str:
         return self._model
+
+    @property
+    def portable_schemas(self) -> bool:
+        """True once the endpoint refused a bounded schema and calls send the portable one."""
+        return self._portable_schemas
 
     @property
     def base_url(self) -> str:
@@ -193,10 +213,7 @@ class OpenAIProvider:
                 {"role": "system", "content": request.system},
                 {"role": "user", "content": request.user},
             ],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": request.schema_name, "schema": request.schema, "strict": True},
-            },
+            "response_format": self._response_format(request),
             self._token_param: request.max_output_tokens,
             "seed": request.seed,
         }
@@ -215,6 +232,13 @@ class OpenAIProvider:
                 break
             except openai.APIStatusError as exc:
                 status = exc.status_code
+                if status == 400 and not self._portable_schemas and refuses_schema_bounds(exc.message):
+                    # Once per provider: not a retry, the same call with the schema it accepts.
+                    self._portable_schemas = True
+                    log.warning("%s refused a bounded JSON schema (%s); sending portable schemas without "
+                                "length, count and range bounds from now on", self._base_url, _excerpt(exc.message))
+                    params["response_format"] = self._response_format(request)
+                    continue
                 if status not in _RETRYABLE_STATUS and status < 500:
                     message = f"HTTP {status}: {_excerpt(exc.message)}"
                     raise self._error(LLMBadRequest, message, started) from exc
@@ -239,6 +263,10 @@ class OpenAIProvider:
             await asyncio.sleep(wait)
             retry += 1
         return self._response(completion, request, started)
+
+    def _response_format(self, request: LLMRequest) -> dict[str, Any]:
+        schema = portable_schema(request.schema) if self._portable_schemas else request.schema
+        return {"type": "json_schema", "json_schema": {"name": request.schema_name, "schema": schema, "strict": True}}
 
     def _response(self, completion: ChatCompletion, request: LLMRequest, started: float) -> LLMResponse:
         latency_ms = _elapsed_ms(started)

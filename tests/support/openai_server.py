@@ -138,8 +138,11 @@ class OpenAICompatibleServer:
     """POST /v1/chat/completions answered by generate_split/generate_content, plus injectable faults."""
 
     def __init__(self, latency_ms: float = 0, host: str = "127.0.0.1", port: int = 0,
-                 fault_filter: StepFilter | None = None):
+                 fault_filter: StepFilter | None = None, rejected_keywords: frozenset[str] = frozenset()):
         self.latency_ms = latency_ms
+        # JSON Schema keywords this server refuses in a response_format with HTTP 400, as some
+        # providers' strict modes do (OpenAI's refuses maxLength, for one).
+        self.rejected_keywords = rejected_keywords
         self.host = host
         self.port = port
         # Default step filter for injected faults that were given none of their own.
@@ -244,6 +247,11 @@ class OpenAICompatibleServer:
             return _error(400, f"the last user message has no usable TASK line: {exc}")
         self.requests.append(req)
         step = str(task.get("step", ""))
+        schema = (req.get("response_format") or {}).get("json_schema", {}).get("schema")
+        unsupported = sorted(self.rejected_keywords & schema_keys(schema))
+        if unsupported:
+            return _error(400, f"Invalid schema for response_format: '{unsupported[0]}' is not permitted.",
+                          kind="invalid_request_error")
 
         fault = self._take_fault(step)
         if isinstance(fault, RateLimit):
@@ -303,6 +311,15 @@ class OpenAICompatibleServer:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })
+
+
+def schema_keys(schema: Any) -> set[str]:
+    """Every key used anywhere in a JSON Schema (property names included; enough for a refusal check)."""
+    if isinstance(schema, dict):
+        return set(schema).union(*(schema_keys(v) for v in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(schema_keys(v) for v in schema))
+    return set()
 
 
 def _task_of(prompt: str) -> dict[str, Any]:

@@ -182,28 +182,32 @@ class PlannedChild(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., title: _Optional[str] = ..., intent: _Optional[str] = ..., target_words: _Optional[int] = ...) -> None: ...
 
 class NodeSplit(_message.Message):
-    __slots__ = ("node_id", "children", "artifact_version")
+    __slots__ = ("node_id", "children", "artifact_version", "repairs")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REPAIRS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     children: _containers.RepeatedCompositeFieldContainer[PlannedChild]
     artifact_version: int
-    def __init__(self, node_id: _Optional[str] = ..., children: _Optional[_Iterable[_Union[PlannedChild, _Mapping]]] = ..., artifact_version: _Optional[int] = ...) -> None: ...
+    repairs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., children: _Optional[_Iterable[_Union[PlannedChild, _Mapping]]] = ..., artifact_version: _Optional[int] = ..., repairs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BlocksApplied(_message.Message):
-    __slots__ = ("node_id", "block_ids", "word_count", "removed_blocks", "artifact_version")
+    __slots__ = ("node_id", "block_ids", "word_count", "removed_blocks", "artifact_version", "repairs")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
     WORD_COUNT_FIELD_NUMBER: _ClassVar[int]
     REMOVED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REPAIRS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     block_ids: _containers.RepeatedScalarFieldContainer[str]
     word_count: int
     removed_blocks: int
     artifact_version: int
-    def __init__(self, node_id: _Optional[str] = ..., block_ids: _Optional[_Iterable[str]] = ..., word_count: _Optional[int] = ..., removed_blocks: _Optional[int] = ..., artifact_version: _Optional[int] = ...) -> None: ...
+    repairs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., block_ids: _Optional[_Iterable[str]] = ..., word_count: _Optional[int] = ..., removed_blocks: _Optional[int] = ..., artifact_version: _Optional[int] = ..., repairs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ProposalRejected(_message.Message):
     __slots__ = ("node_id", "step", "attempt", "errors", "will_retry")
@@ -220,7 +224,7 @@ class ProposalRejected(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., step: _Optional[_Union[StepKind, str]] = ..., attempt: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., will_retry: _Optional[bool] = ...) -> None: ...
 
 class LlmCallCompleted(_message.Message):
-    __slots__ = ("call_id", "node_id", "step", "provider", "model", "usage", "latency_ms", "finish_reason", "context_tokens")
+    __slots__ = ("call_id", "node_id", "step", "provider", "model", "usage", "latency_ms", "finish_reason", "context_tokens", "max_output_tokens")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +234,7 @@ class LlmCallCompleted(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     node_id: str
     step: StepKind
@@ -239,7 +244,8 @@ class LlmCallCompleted(_message.Message):
     latency_ms: int
     finish_reason: str
     context_tokens: int
-    def __init__(self, call_id: _Optional[str] = ..., node_id: _Optional[str] = ..., step: _Optional[_Union[StepKind, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., latency_ms: _Optional[int] = ..., finish_reason: _Optional[str] = ..., context_tokens: _Optional[int] = ...) -> None: ...
+    max_output_tokens: int
+    def __init__(self, call_id: _Optional[str] = ..., node_id: _Optional[str] = ..., step: _Optional[_Union[StepKind, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., latency_ms: _Optional[int] = ..., finish_reason: _Optional[str] = ..., context_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...
 
 class LeafLength(_message.Message):
     __slots__ = ("node_id", "target_words", "actual_words", "score")

@@ -1,0 +1,161 @@
+"""The JSON schema and the output-token budget of one LLM call, built from its task.
+
+Grammar-constrained servers (llama.cpp, vLLM, SGLang, OpenAI's strict mode) decode exactly
+what the schema allows, so an unbounded schema lets a model loop until the token limit.
+Every array and string here is bounded by what Deterministic Apply would accept for this
+task, and the output budget is derived from the largest such answer. Pure functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from lace_engine.apply import DEFAULT_LIMITS, ApplyLimits
+from lace_engine.model import BlockKind
+
+# Keywords some providers reject in strict mode (OpenAI's rejects minLength/maxLength, for one).
+# The portable schema is the same shape without them; the token budget still bounds the answer.
+BOUND_KEYWORDS = frozenset({"minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum"})
+
+# Shorter than ApplyLimits' maxima: a model asked for a title needs tens of characters, and every
+# character a schema admits is one more a looping model can spend.
+TITLE_CHARS = 100
+INTENT_CHARS = 400
+HEADING_CHARS = 100
+SUMMARY_CHARS = 400
+ITEM_CHARS = 300
+LIST_ITEMS = 12
+QUOTE_CHARS = 800
+CODE_CHARS = 3000
+LANGUAGE_CHARS = 20
+TABLE_COLUMNS = 5
+TABLE_ROWS = 10
+CELL_CHARS = 80
+# Generous for English (about 6 characters a word with its space) so prose is never cut mid-sentence.
+CHARS_PER_WORD = 8
+MAX_PARAGRAPH_WORDS = 400
+# Paragraphs of fewer words than this are lists in disguise; bounds how many blocks one section needs.
+MIN_WORDS_PER_BLOCK = 40
+
+# Output budget: BPE vocabularies spend about 1.3 tokens per English word; 1.6 leaves room for
+# punctuation, numbers and JSON escapes. Structure is what one block costs beyond its words.
+TOKENS_PER_WORD = 1.6
+TOKENS_PER_BLOCK = 24
+BUDGET_MARGIN = 1.25
+BUDGET_FLOOR = 256
+
+
+@dataclass(frozen=True, slots=True)
+class CallSchema:
+    """What one call asks for: a schema name, the strict schema, and the output-token budget."""
+
+    name: str
+    schema: dict[str, Any]
+    max_output_tokens: int
+
+
+def split_schema(child_count: int, parent_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> CallSchema:
+    """Exactly `child_count` children, each with a budget that leaves a valid total reachable."""
+    if child_count < 1:
+        raise ValueError(f"child_count must be positive, got {child_count}")
+    share = parent_words / child_count
+    # A band around an even share: wide enough for uneven sections, and it always contains
+    # parent_words / child_count, so a total within Apply's tolerance is always reachable.
+    low = min(max(limits.min_child_words, math.floor(share * 0.4)), math.floor(share))
+    high = max(low, math.ceil(share * 2.0))
+    title = min(TITLE_CHARS, limits.max_title_chars)
+    intent = min(INTENT_CHARS, limits.max_intent_chars)
+    child = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["title", "intent", "target_words"],
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": title},
+            "intent": {"type": "string", "minLength": 1, "maxLength": intent},
+            "target_words": {"type": "integer", "minimum": low, "maximum": high},
+        },
+    }
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["children"],
+        "properties": {
+            "children": {"type": "array", "minItems": child_count, "maxItems": child_count, "items": child},
+        },
+    }
+    # Strings are bounded by characters, so the schema's largest answer is at most one token a
+    # character: the true upper bound, small enough for a split to use as it is.
+    per_child = title + intent + len(str(high)) + 48
+    tokens = child_count * per_child + 16
+    return CallSchema("split_proposal", schema, _with_margin(tokens))
+
+
+def content_bounds(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> tuple[int, int, int]:
+    """(most words Apply accepts, most blocks, most characters of one paragraph) for a section."""
+    max_words = max(1, int(target_words * limits.max_length_ratio))
+    max_blocks = min(limits.max_blocks, max(2, math.ceil(max_words / MIN_WORDS_PER_BLOCK) + 2))
+    paragraph_chars = min(limits.max_block_chars, max(400, min(max_words, MAX_PARAGRAPH_WORDS) * CHARS_PER_WORD))
+    return max_words, max_blocks, paragraph_chars
+
+
+def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> CallSchema:
+    """Blocks as one variant per kind (only the fields it uses), every array and string bounded."""
+    max_words, max_blocks, paragraph_chars = content_bounds(target_words, limits)
+    items = min(LIST_ITEMS, limits.max_items)
+    columns = TABLE_COLUMNS
+    rows = max(1, min(TABLE_ROWS, limits.max_table_cells // columns - 1))
+
+    def text(max_chars: int) -> dict[str, Any]:
+        return {"type": "string", "minLength": 1, "maxLength": min(max_chars, limits.max_block_chars)}
+
+    def variant(kind: BlockKind, **fields: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", *fields],
+            "properties": {"kind": {"type": "string", "enum": [kind.value]}, **fields},
+        }
+
+    def strings(max_items: int, max_chars: int, min_items: int = 1) -> dict[str, Any]:
+        return {"type": "array", "minItems": min_items, "maxItems": max_items, "items": text(max_chars)}
+
+    variants = [
+        variant(BlockKind.PARAGRAPH, text=text(paragraph_chars)),
+        variant(BlockKind.HEADING, text=text(HEADING_CHARS), heading_level={"type": "integer", "enum": [1, 2]}),
+        variant(BlockKind.BULLET_LIST, items=strings(items, ITEM_CHARS)),
+        variant(BlockKind.ORDERED_LIST, items=strings(items, ITEM_CHARS)),
+        variant(BlockKind.CODE, text=text(CODE_CHARS), language={"type": "string", "maxLength": LANGUAGE_CHARS}),
+        variant(BlockKind.QUOTE, text=text(QUOTE_CHARS)),
+        variant(BlockKind.TABLE, table_header=strings(columns, CELL_CHARS, 2),
+                table_rows={"type": "array", "minItems": 1, "maxItems": rows,
+                            "items": strings(columns, CELL_CHARS, 2)}),
+    ]
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["blocks", "summary"],
+        "properties": {
+            "blocks": {"type": "array", "minItems": 1, "maxItems": max_blocks, "items": {"anyOf": variants}},
+            "summary": text(min(SUMMARY_CHARS, limits.max_summary_chars)),
+        },
+    }
+    # Not the schema's largest answer (every block at its longest would be far past anything
+    # Apply accepts) but Apply's: the most words it takes, with every block's structure. A
+    # longer answer would be rejected anyway, so a cut-off loses nothing Apply would keep.
+    tokens = math.ceil(max_words * TOKENS_PER_WORD) + max_blocks * TOKENS_PER_BLOCK + SUMMARY_CHARS // 3
+    return CallSchema("content_proposal", schema, _with_margin(tokens))
+
+
+def portable_schema(schema: Any) -> Any:
+    """The same schema without the bound keywords, for providers that reject them."""
+    if isinstance(schema, dict):
+        return {k: portable_schema(v) for k, v in schema.items() if k not in BOUND_KEYWORDS}
+    if isinstance(schema, list):
+        return [portable_schema(v) for v in schema]
+    return schema
+
+
+def _with_margin(tokens: int) -> int:
+    return max(BUDGET_FLOOR, math.ceil(tokens * BUDGET_MARGIN))
