@@ -17,7 +17,7 @@ from psycopg import sql
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from tests.conftest import serve_fresh
-from tests.helpers import BRIEF, create_artifact, start_run, watch
+from tests.helpers import BRIEF, create_artifact, error_info, start_run, watch
 
 if TYPE_CHECKING:
     from lace.v1.artifact_service_pb2_grpc import ArtifactServiceAsyncStub
@@ -61,24 +61,29 @@ async def _lock_waiters(watcher: psycopg.AsyncConnection[tuple[object, ...]]) ->
     return int(str(row[0]))
 
 
-async def twins(url: str, call: Callable[[], Awaitable[T]], *, hold: str | None) -> tuple[T, T]:
-    """Sends `call` twice at once; with `hold`, that table takes no writes until both wait on a lock."""
+async def at_once(url: str, calls: tuple[Callable[[], Awaitable[T]], Callable[[], Awaitable[T]]], *,
+                  hold: str | None) -> tuple[T | BaseException, T | BaseException]:
+    """Sends both calls at once; with `hold`, that table takes no writes until both wait on a lock."""
     async with await psycopg.AsyncConnection.connect(url) as holder, \
             await psycopg.AsyncConnection.connect(url, autocommit=True) as watcher:
         if hold is not None:
             await holder.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(hold)))
-        first, second = asyncio.ensure_future(call()), asyncio.ensure_future(call())
-        # A twin that fails without ever waiting (the bug this test is for) must not hang the test.
+        first, second = asyncio.ensure_future(calls[0]()), asyncio.ensure_future(calls[1]())
+        # A call that fails without ever waiting (the bug this test is for) must not hang the test.
         while hold is not None and not (first.done() or second.done()):
             if await _lock_waiters(watcher) >= 2:
                 break
             await asyncio.sleep(0.01)
         await holder.rollback()
-        results = await asyncio.gather(first, second, return_exceptions=True)
-    for result in results:
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+
+async def twins(url: str, call: Callable[[], Awaitable[T]], *, hold: str | None) -> tuple[T, T]:
+    """Sends `call` twice at once (see at_once); both must succeed."""
+    a, b = await at_once(url, (call, call), hold=hold)
+    for result in (a, b):
         if isinstance(result, BaseException):
             raise result
-    a, b = results
     assert not isinstance(a, BaseException) and not isinstance(b, BaseException)
     return a, b
 
@@ -117,6 +122,21 @@ async def test_twin_start_run_starts_one(quiet: Server) -> None:
         assert a == b
         assert await count(quiet.url, "SELECT count(*) FROM runs WHERE artifact_id = %s", artifact.id) == 1
         assert await state_changes(quiet.url, a.run.id) == ["pending"]
+
+
+async def test_racing_starts_with_different_request_ids_start_one(quiet: Server) -> None:
+    for hold in ROUNDS:
+        artifact = await create_artifact(quiet.artifacts, 500)
+        first, second = (functools.partial(quiet.runs.StartRun, run_service_pb2.StartRunRequest(
+            artifact_id=artifact.id, request_id=str(uuid.uuid4()))) for _ in range(2))
+        results = await at_once(quiet.url, (first, second), hold="runs" if hold else None)
+        won = [r for r in results if isinstance(r, run_service_pb2.StartRunResponse)]
+        lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(won) == 1 and len(lost) == 1, results
+        assert lost[0].code() == grpc.StatusCode.FAILED_PRECONDITION
+        info = error_info(lost[0])
+        assert info.reason == "ARTIFACT_HAS_ACTIVE_RUN" and info.metadata["run_id"] == won[0].run.id
+        assert await count(quiet.url, "SELECT count(*) FROM runs WHERE artifact_id = %s", artifact.id) == 1
 
 
 async def test_twin_edit_block_applies_once(writing: Server) -> None:
