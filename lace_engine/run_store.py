@@ -11,15 +11,16 @@ from typing import Any
 
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lace_engine import event_log
 from lace_engine.database import driver_connection
-from lace_engine.errors import NotFound
+from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.event_log import Appended, Fence
 from lace_engine.model import EventType, NewEvent, Run, RunOptions, RunState
 from lace_engine.run_lifecycle import CLAIMABLE
-from lace_engine.schema import llm_calls, runs
+from lace_engine.schema import RUN_IS_ACTIVE, llm_calls, runs
 
 
 def row_to_run(r: Any) -> Run:
@@ -39,15 +40,34 @@ def state_event(before: RunState, after: RunState, reason: str) -> NewEvent:
                     {"from_state": before.value, "to_state": after.value, "reason": reason})
 
 
+def active_run_error(artifact_id: uuid.UUID, active: uuid.UUID) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"artifact {artifact_id} already has an active run {active}; wait for it to end, or cancel it",
+        reason="ARTIFACT_HAS_ACTIVE_RUN", metadata={"artifact_id": str(artifact_id), "run_id": str(active)})
+
+
 async def insert_run(
     conn: AsyncConnection, *, run_id: uuid.UUID, artifact_id: uuid.UUID, scope_node_id: uuid.UUID | None,
     instruction: str, options: RunOptions, provider: str, model: str,
 ) -> Run:
-    """Inserts a PENDING run with its first event; the partial unique index refuses a second active run."""
-    await conn.execute(sa.insert(runs).values(
-        id=run_id, artifact_id=artifact_id, state=RunState.PENDING.value, scope_node_id=scope_node_id,
-        instruction=instruction, options=options.to_json(), provider=provider, model=model,
-    ))
+    """Inserts a PENDING run with its first event; ARTIFACT_HAS_ACTIVE_RUN if the artifact has one."""
+    inserted = (await conn.execute(
+        pg_insert(runs).values(
+            id=run_id, artifact_id=artifact_id, state=RunState.PENDING.value, scope_node_id=scope_node_id,
+            instruction=instruction, options=options.to_json(), provider=provider, model=model,
+        )
+        .on_conflict_do_nothing(index_elements=[runs.c.artifact_id], index_where=sa.text(RUN_IS_ACTIVE))
+        .returning(runs.c.id)
+    )).first()
+    if inserted is None:
+        # ON CONFLICT waited for an in-flight conflicting run to commit, so a new statement sees it.
+        active = (await conn.execute(
+            sa.select(runs.c.id).where(runs.c.artifact_id == artifact_id, sa.text(RUN_IS_ACTIVE))
+        )).scalar()
+        if active is None:
+            raise Aborted(f"another run of artifact {artifact_id} started and ended meanwhile; retry",
+                          reason="CONCURRENT_RUN_START", metadata={"artifact_id": str(artifact_id)})
+        raise active_run_error(artifact_id, active)
     await event_log.append(conn, run_id, [
         NewEvent(EventType.RUN_STATE_CHANGED, {"from_state": "", "to_state": RunState.PENDING.value,
                                                "reason": "run created"})

@@ -73,6 +73,9 @@ blocks = sa.Table(
     sa.UniqueConstraint("node_id", "ordinal", name="blocks_node_ordinal_key"),
 )
 
+# The predicate of the one-active-run index, verbatim: ON CONFLICT must repeat it to infer the index.
+RUN_IS_ACTIVE = "state NOT IN ('completed', 'failed', 'cancelled')"
+
 runs = sa.Table(
     "runs",
     metadata,
@@ -111,7 +114,7 @@ runs = sa.Table(
         "runs_one_active_per_artifact",
         "artifact_id",
         unique=True,
-        postgresql_where=sa.text("state NOT IN ('completed', 'failed', 'cancelled')"),
+        postgresql_where=sa.text(RUN_IS_ACTIVE),
     ),
 )
 

@@ -7,14 +7,12 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-import sqlalchemy.exc
-
 from lace_engine import apply, apply_store, event_log, idempotency, ir_store, pagination, run_store
 from lace_engine.apply import NewArtifact
 from lace_engine.compiler import compile_html, compile_json, compile_markdown
 from lace_engine.config import Settings
-from lace_engine.database import Database
-from lace_engine.errors import FailedPrecondition, InvalidArgument, NotFound
+from lace_engine.database import Database, Tx
+from lace_engine.errors import InvalidArgument, NotFound
 from lace_engine.ids import new_id
 from lace_engine.live import EventHub
 from lace_engine.llm.base import LLMProvider
@@ -70,10 +68,6 @@ def resolve_options(requested: dict[str, int], defaults: RunOptions) -> RunOptio
     return RunOptions.from_json(values)
 
 
-class _DuplicateRequest(Exception):
-    """A concurrent twin with the same request_id committed first; roll back and return its result."""
-
-
 class Engine:
     """Owns the database pool, the live hub, the LISTEN connection and (optionally) an executor."""
 
@@ -124,26 +118,16 @@ class Engine:
 
     async def create_artifact(self, new: NewArtifact, request_id: str = "") -> Artifact:
         mutation = apply.plan_create_artifact(new_id(), new)  # validates before anything is read
-        assert mutation.artifact_insert is not None
-        idempotency.check_request_id(request_id)
-        fp = idempotency.fingerprint({"title": new.title, "brief": new.brief, "style": new.style,
-                                      "target_words": new.target_words})
-        async with self.db.read() as conn:
-            existing = await idempotency.lookup(conn, "CreateArtifact", request_id, fp)
-            if existing is not None:
-                return await ir_store.get_artifact(conn, existing)
-        try:
-            async with self.db.transaction() as tx:
-                if not await idempotency.record(tx.conn, "CreateArtifact", request_id, fp, mutation.artifact_id):
-                    raise _DuplicateRequest()
-                await apply_store.write_mutation(tx.conn, mutation)
-        except _DuplicateRequest:
-            # A concurrent twin with the same request_id committed first: return its artifact.
-            async with self.db.read() as conn:
-                existing = await idempotency.lookup(conn, "CreateArtifact", request_id, fp)
-                assert existing is not None
-                return await ir_store.get_artifact(conn, existing)
-        return mutation.artifact_insert  # exactly the row just written
+        created = mutation.artifact_insert
+        assert created is not None
+        req = idempotency.request("CreateArtifact", request_id, {
+            "title": new.title, "brief": new.brief, "style": new.style, "target_words": new.target_words})
+
+        async def write(tx: Tx) -> Artifact:
+            await apply_store.write_mutation(tx.conn, mutation)
+            return created  # exactly the row just written
+
+        return (await idempotency.once(self.db, req, mutation.artifact_id, write, ir_store.get_artifact)).value
 
     async def get_artifact(self, artifact_id: uuid.UUID, *, full: bool) -> ArtifactView:
         async with self.db.read() as conn:
@@ -192,20 +176,17 @@ class Engine:
 
     async def edit_block(self, block_id: uuid.UUID, content: BlockContent, *, expected_version: int,
                          request_id: str) -> Block:
-        idempotency.check_request_id(request_id)
-        fp = idempotency.fingerprint({"block_id": str(block_id), "content": content.to_json(),
-                                      "expected_version": expected_version})
-        async with self.db.read() as conn:
-            if await idempotency.lookup(conn, "EditBlock", request_id, fp) is not None:
-                return await ir_store.get_block(conn, block_id)
-        async with self.db.transaction() as tx:
+        req = idempotency.request("EditBlock", request_id, {
+            "block_id": str(block_id), "content": content.to_json(), "expected_version": expected_version})
+
+        async def write(tx: Tx) -> Block:
             block = await ir_store.get_block(tx.conn, block_id)
             node = await ir_store.get_node(tx.conn, block.node_id)
             mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version)
             await apply_store.write_mutation(tx.conn, mutation)
-            await idempotency.record(tx.conn, "EditBlock", request_id, fp, block_id)
-        async with self.db.read() as conn:
-            return await ir_store.get_block(conn, block_id)
+            return await ir_store.get_block(tx.conn, block_id)
+
+        return (await idempotency.once(self.db, req, block_id, write, ir_store.get_block)).value
 
     async def list_block_changes(self, block_id: uuid.UUID, page_size: int,
                                  page_token: str) -> tuple[list[ChangeEvent], str]:
@@ -226,53 +207,34 @@ class Engine:
 
     async def start_run(self, artifact_id: uuid.UUID, *, request_id: str = "", scope_node_id: uuid.UUID | None = None,
                         instruction: str = "", options: dict[str, int] | None = None) -> Run:
-        idempotency.check_request_id(request_id)
+        req = idempotency.request("StartRun", request_id, {
+            "artifact_id": str(artifact_id), "scope": str(scope_node_id), "instruction": instruction,
+            "options": options or {}})
         if len(instruction) > 2000:
             raise InvalidArgument("instruction is longer than 2,000 characters", reason="FIELD_TOO_LONG",
                                   metadata={"field": "instruction"})
         resolved = resolve_options(options or {}, self.settings.run_options)
-        fp = idempotency.fingerprint({"artifact_id": str(artifact_id), "scope": str(scope_node_id),
-                                      "instruction": instruction, "options": options or {}})
-        async with self.db.read() as conn:
-            existing = await idempotency.lookup(conn, "StartRun", request_id, fp)
-            if existing is not None:
-                return await run_store.get_run(conn, existing)
-            artifact = await ir_store.get_artifact(conn, artifact_id)
+        run_id = new_id()
+
+        async def write(tx: Tx) -> Run:
+            artifact = await ir_store.get_artifact(tx.conn, artifact_id)
             if scope_node_id is not None:
-                node = await ir_store.get_node(conn, scope_node_id)
+                node = await ir_store.get_node(tx.conn, scope_node_id)
                 if node.artifact_id != artifact_id:
                     raise InvalidArgument(f"node {scope_node_id} belongs to another artifact",
                                           reason="SCOPE_NOT_IN_ARTIFACT", metadata={"field": "scope_node_id"})
-        if artifact.active_run_id is not None:
-            raise self._active_run_error(artifact_id, artifact.active_run_id)
-        run_id = new_id()
-        try:
-            async with self.db.transaction() as tx:
-                if not await idempotency.record(tx.conn, "StartRun", request_id, fp, run_id):
-                    raise _DuplicateRequest()
-                run = await run_store.insert_run(
-                    tx.conn, run_id=run_id, artifact_id=artifact_id, scope_node_id=scope_node_id,
-                    instruction=instruction, options=resolved, provider=self.provider.name,
-                    model=self.provider.model)
-        except (sqlalchemy.exc.IntegrityError, _DuplicateRequest) as exc:
-            async with self.db.read() as conn:
-                existing = await idempotency.lookup(conn, "StartRun", request_id, fp)
-                if existing is not None:
-                    return await run_store.get_run(conn, existing)
-                active = (await ir_store.get_artifact(conn, artifact_id)).active_run_id
-            if active is not None:
-                raise self._active_run_error(artifact_id, active) from exc
-            raise
-        self.scale_out.dispatch(run.id, run.head_seq)
-        if self.executor is not None:
-            self.executor.wake()
-        return run
+            if artifact.active_run_id is not None:
+                raise run_store.active_run_error(artifact_id, artifact.active_run_id)
+            return await run_store.insert_run(
+                tx.conn, run_id=run_id, artifact_id=artifact_id, scope_node_id=scope_node_id,
+                instruction=instruction, options=resolved, provider=self.provider.name, model=self.provider.model)
 
-    @staticmethod
-    def _active_run_error(artifact_id: uuid.UUID, active: uuid.UUID) -> FailedPrecondition:
-        return FailedPrecondition(
-            f"artifact {artifact_id} already has an active run {active}; wait for it to end, or cancel it",
-            reason="ARTIFACT_HAS_ACTIVE_RUN", metadata={"artifact_id": str(artifact_id), "run_id": str(active)})
+        outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)
+        if not outcome.replayed:
+            self.scale_out.dispatch(run_id, outcome.value.head_seq)
+            if self.executor is not None:
+                self.executor.wake()
+        return outcome.value
 
     async def get_run(self, run_id: uuid.UUID) -> Run:
         async with self.db.read() as conn:
@@ -296,26 +258,25 @@ class Engine:
 
     async def control_run(self, run_id: uuid.UUID, action: RunAction, request_id: str = "") -> Run:
         """Pause, resume or cancel: one locked transition with its event, then tell the executor."""
-        idempotency.check_request_id(request_id)
-        method = f"{action.value.capitalize()}Run"
-        fp = idempotency.fingerprint({"run_id": str(run_id)})
-        async with self.db.read() as conn:
-            if await idempotency.lookup(conn, method, request_id, fp) is not None:
-                return await run_store.get_run(conn, run_id)
-        async with self.db.transaction() as tx:
+        req = idempotency.request(f"{action.value.capitalize()}Run", request_id, {"run_id": str(run_id)})
+        reason = {RunAction.PAUSE: "pause requested", RunAction.RESUME: "resume requested",
+                  RunAction.CANCEL: "cancel requested"}[action]
+
+        async def write(tx: Tx) -> Run:
             run = await run_store.get_run(tx.conn, run_id, for_update=True)
-            target = on_request(action, run.state)
-            reason = {RunAction.PAUSE: "pause requested", RunAction.RESUME: "resume requested",
-                      RunAction.CANCEL: "cancel requested"}[action]
-            appended = await run_store.transition(tx.conn, run, target, reason)
-            await idempotency.record(tx.conn, method, request_id, fp, run_id)
+            appended = await run_store.transition(tx.conn, run, on_request(action, run.state), reason)
             tx.emitted(appended.events)
-        if target is RunState.PENDING:  # resumed: it needs an executor again
-            self.scale_out.dispatch(run_id, appended.head_seq)
-        if self.executor is not None:
-            self.executor.poke(run_id, target)
-            self.executor.wake()
-        return await self.get_run(run_id)
+            return await run_store.get_run(tx.conn, run_id)
+
+        outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)
+        run = outcome.value
+        if not outcome.replayed:
+            if run.state is RunState.PENDING:  # resumed: it needs an executor again
+                self.scale_out.dispatch(run_id, run.head_seq)
+            if self.executor is not None:
+                self.executor.poke(run_id, run.state)
+                self.executor.wake()
+        return run
 
     async def list_run_events(self, run_id: uuid.UUID, *, after_seq: int, types: Sequence[EventType],
                               page_size: int, page_token: str) -> tuple[list[RunEvent], str]:
