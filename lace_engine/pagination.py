@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from lace_engine.errors import InvalidArgument
+
+T = TypeVar("T")
 
 
 def page_size(requested: int, *, default: int, maximum: int) -> int:
@@ -42,3 +45,11 @@ def decode(token: str, query: Any) -> Any:
         raise InvalidArgument("page_token was issued for a different query; keep the other fields the same",
                               reason="INVALID_PAGE_TOKEN", metadata={"field": "page_token"})
     return position
+
+
+def page(items: list[T], size: int, query: Any, position: Callable[[T], Any]) -> tuple[list[T], str]:
+    """Ends a page read with limit size + 1: its first `size` items, and a token for the rest ("" if none)."""
+    if len(items) <= size:
+        return items, ""
+    items = items[:size]
+    return items, encode(position(items[-1]), query)

@@ -68,6 +68,11 @@ def resolve_options(requested: dict[str, int], defaults: RunOptions) -> RunOptio
     return RunOptions.from_json(values)
 
 
+def _newest_first(item: Artifact | Run) -> list[str]:
+    """The page position of a newest-first listing: (create_time, id) of its last item."""
+    return [item.create_time.isoformat(), str(item.id)]
+
+
 class Engine:
     """Owns the database pool, the live hub, the LISTEN connection and (optionally) an executor."""
 
@@ -141,16 +146,12 @@ class Engine:
 
     async def list_artifacts(self, page_size: int, page_token: str) -> tuple[list[Artifact], str]:
         size = pagination.page_size(page_size, default=50, maximum=500)
-        position = pagination.decode(page_token, "artifacts")
+        query = "artifacts"
+        position = pagination.decode(page_token, query)
         async with self.db.read() as conn:
             items = await ir_store.list_artifacts(conn, limit=size + 1,
                                                   before=tuple(position) if position else None)
-        next_token = ""
-        if len(items) > size:
-            items = items[:size]
-            last = items[-1]
-            next_token = pagination.encode([last.create_time.isoformat(), str(last.id)], "artifacts")
-        return items, next_token
+        return pagination.page(items, size, query, _newest_first)
 
     async def compile(self, artifact_id: uuid.UUID, fmt: str) -> tuple[str, str, int]:
         if fmt not in FORMATS:
@@ -191,17 +192,14 @@ class Engine:
     async def list_block_changes(self, block_id: uuid.UUID, page_size: int,
                                  page_token: str) -> tuple[list[ChangeEvent], str]:
         size = pagination.page_size(page_size, default=50, maximum=500)
-        after = pagination.decode(page_token, ["block_changes", str(block_id)]) or 0
+        query = ["block_changes", str(block_id)]
+        after = pagination.decode(page_token, query) or 0
         async with self.db.read() as conn:
             items = await ir_store.list_block_changes(conn, block_id, limit=size + 1, after_id=int(after))
             if not items and not after and not await ir_store.block_exists_in_history(conn, block_id):
                 raise NotFound(f"block {block_id} not found", reason="BLOCK_NOT_FOUND",
                                metadata={"block_id": str(block_id)})
-        next_token = ""
-        if len(items) > size:
-            items = items[:size]
-            next_token = pagination.encode(items[-1].id, ["block_changes", str(block_id)])
-        return items, next_token
+        return pagination.page(items, size, query, lambda change: change.id)
 
     # Runs ----------------------------------------------------------------------------------
 
@@ -250,11 +248,7 @@ class Engine:
                 await ir_store.get_artifact(conn, artifact_id)
             items = await run_store.list_runs(conn, artifact_id=artifact_id, limit=size + 1,
                                               before=tuple(position) if position else None)
-        next_token = ""
-        if len(items) > size:
-            items = items[:size]
-            next_token = pagination.encode([items[-1].create_time.isoformat(), str(items[-1].id)], query)
-        return items, next_token
+        return pagination.page(items, size, query, _newest_first)
 
     async def control_run(self, run_id: uuid.UUID, action: RunAction, request_id: str = "") -> Run:
         """Pause, resume or cancel: one locked transition with its event, then tell the executor."""
@@ -290,11 +284,7 @@ class Engine:
         async with self.db.fast_read() as conn:
             await event_log.head(conn, run_id)
             items = await event_log.read(conn, run_id, after_seq=after, limit=size + 1, types=types)
-        next_token = ""
-        if len(items) > size:
-            items = items[:size]
-            next_token = pagination.encode(items[-1].seq, query)
-        return items, next_token
+        return pagination.page(items, size, query, lambda event: event.seq)
 
     def stream_run(self, run_id: uuid.UUID, cursor: int, *, batch_limit: int = 1000) -> AsyncIterator[StreamBatch]:
         return stream_run(self.hub, self._read_events, self._read_head, run_id, cursor,
