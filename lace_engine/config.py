@@ -39,6 +39,14 @@ def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _choice(env: Mapping[str, str], key: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(key, "").strip().lower()
+    if raw not in allowed:
+        raise InvalidArgument(f"{key}={raw!r} is not one of {', '.join(repr(a) for a in allowed if a)}",
+                              metadata={"variable": key})
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -51,6 +59,8 @@ class Settings:
     max_concurrent_rpcs: int = 10_000
     llm_concurrency: int = 64
     context_budget_tokens: int = 6000
+    # "blocks" or "prose" (proposal_schema.content_schema); "" lets the provider's model decide.
+    content_style: str = ""
     lease_ttl_s: float = 15.0
     heartbeat_s: float = 5.0
     # Committed batches a live stream may have queued before it falls back to reading Postgres.
@@ -86,6 +96,7 @@ class Settings:
             max_concurrent_rpcs=_int(e, "LACE_MAX_CONCURRENT_RPCS", 10_000),
             llm_concurrency=_int(e, "LACE_LLM_CONCURRENCY", 64),
             context_budget_tokens=_int(e, "LACE_CONTEXT_BUDGET_TOKENS", 6000),
+            content_style=_choice(e, "LACE_CONTENT_STYLE", ("", "blocks", "prose")),
             lease_ttl_s=_float(e, "LACE_LEASE_TTL_S", 15.0),
             heartbeat_s=_float(e, "LACE_STREAM_HEARTBEAT_S", 5.0),
             stream_queue_batches=_int(e, "LACE_STREAM_QUEUE_BATCHES", 256),

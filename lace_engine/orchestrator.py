@@ -78,6 +78,8 @@ class ExecutorConfig:
     max_concurrent_runs: int = 0
     llm_concurrency: int = 64
     context_budget_tokens: int = 6000
+    # proposal_schema.content_schema's style: "blocks" (every block kind) or "prose" (paragraphs only).
+    content_style: str = "blocks"
 
     def __post_init__(self) -> None:
         if self.max_concurrent_runs <= 0:
@@ -338,11 +340,10 @@ class RunExecution:
             f"section {node.title!r} failed: {max_attempts} proposals were rejected; last problems: "
             + "; ".join(feedback[:5]), node.id)
 
-    @staticmethod
-    def _call_schema(node: Node, decision: StrategyDecision) -> CallSchema:
+    def _call_schema(self, node: Node, decision: StrategyDecision) -> CallSchema:
         if decision.step is StepKind.SPLIT:
             return split_schema(decision.child_count, node.target_words)
-        return content_schema(node.target_words)
+        return content_schema(node.target_words, style=self.config.content_style)
 
     async def _start_step(self, started: list[NewEvent]) -> None:
         """Commits step_started only while the run is RUNNING, so a pause or cancel committed after

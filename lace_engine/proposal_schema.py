@@ -39,6 +39,13 @@ MAX_PARAGRAPH_WORDS = 400
 # Paragraphs of fewer words than this are lists in disguise; bounds how many blocks one section needs.
 MIN_WORDS_PER_BLOCK = 40
 
+# Prose style: about this many words a paragraph; lengths bounded as if every word were long
+# (for the minimum) or short (for the maximum), with a safety factor inside Apply's range.
+PROSE_WORDS_PER_PARAGRAPH = 200
+PROSE_LENGTH_SAFETY = 1.15
+LONG_WORD_CHARS = 7.0
+SHORT_WORD_CHARS = 4.5
+
 # Output budget: BPE vocabularies spend about 1.3 tokens per English word; 1.6 leaves room for
 # punctuation, numbers and JSON escapes. Structure is what one block costs beyond its words.
 TOKENS_PER_WORD = 1.6
@@ -100,8 +107,16 @@ def content_bounds(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> t
     return max_words, max_blocks, paragraph_chars
 
 
-def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> CallSchema:
-    """Blocks as one variant per kind (only the fields it uses), every array and string bounded."""
+def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS, *, style: str = "blocks") -> CallSchema:
+    """Blocks as one variant per kind (only the fields it uses), every array and string bounded.
+
+    style "prose": a fixed number of paragraphs whose lengths keep the section within Apply's
+    word range, for models too small to choose block kinds well (see `prose_schema`).
+    """
+    if style == "prose":
+        return prose_schema(target_words, limits)
+    if style != "blocks":
+        raise ValueError(f"content style must be 'blocks' or 'prose', not {style!r}")
     max_words, max_blocks, paragraph_chars = content_bounds(target_words, limits)
     items = min(LIST_ITEMS, limits.max_items)
     columns = TABLE_COLUMNS
@@ -145,6 +160,47 @@ def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> C
     # Apply accepts) but Apply's: the most words it takes, with every block's structure. A
     # longer answer would be rejected anyway, so a cut-off loses nothing Apply would keep.
     tokens = math.ceil(max_words * TOKENS_PER_WORD) + max_blocks * TOKENS_PER_BLOCK + SUMMARY_CHARS // 3
+    return CallSchema("content_proposal", schema, _with_margin(tokens))
+
+
+def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> CallSchema:
+    """Exactly `paragraphs` paragraphs, each long enough and short enough that any answer the
+    grammar admits has a word count Apply accepts, whatever the model's word lengths.
+
+    A tiny model asked for free-form blocks wrote lists of numbers and 20-word sections; made
+    to write paragraphs of a bounded length, it writes sections of the length asked for.
+    """
+    paragraphs = max(1, math.ceil(target_words / PROSE_WORDS_PER_PARAGRAPH))
+    low_words = math.ceil(target_words * limits.min_length_ratio * PROSE_LENGTH_SAFETY)
+    high_words = math.floor(target_words * limits.max_length_ratio / PROSE_LENGTH_SAFETY)
+    # Fewest words the shortest answer can have: every character in long words; most: in short ones.
+    min_chars = math.ceil(low_words * LONG_WORD_CHARS / paragraphs)
+    max_chars = max(min_chars, math.floor(high_words * SHORT_WORD_CHARS / paragraphs))
+    max_chars = min(max_chars, limits.max_block_chars)
+    paragraph = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["kind", "text"],
+        "properties": {
+            "kind": {"type": "string", "enum": [BlockKind.PARAGRAPH.value]},
+            "text": {"type": "string", "minLength": min_chars, "maxLength": max_chars},
+        },
+    }
+    summary = min(SUMMARY_CHARS, limits.max_summary_chars)
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["blocks", "summary"],
+        "properties": {
+            "blocks": {"type": "array", "prefixItems": [paragraph] * paragraphs,
+                       "minItems": paragraphs, "maxItems": paragraphs},
+            "summary": {"type": "string", "minLength": 1, "maxLength": summary},
+        },
+    }
+    # Here the schema's largest answer is close to Apply's, so the budget is the schema's true upper
+    # bound: one token a character of every string (a token is never shorter), plus the structure.
+    # An estimate of 2.5 characters a token was measured too low: a 270M model ran past it.
+    tokens = paragraphs * max_chars + summary + paragraphs * TOKENS_PER_BLOCK
     return CallSchema("content_proposal", schema, _with_margin(tokens))
 
 

@@ -16,6 +16,7 @@ from lace_engine.errors import InvalidArgument, NotFound
 from lace_engine.ids import new_id
 from lace_engine.live import EventHub
 from lace_engine.llm.base import LLMProvider
+from lace_engine.llm.content_style import default_content_style
 from lace_engine.model import (
     Artifact,
     Block,
@@ -91,6 +92,7 @@ class Engine:
                 owner_id=settings.owner_id, lease_ttl_s=settings.lease_ttl_s,
                 max_concurrent_runs=settings.max_concurrent_runs, llm_concurrency=settings.llm_concurrency,
                 context_budget_tokens=settings.context_budget_tokens,
+                content_style=settings.content_style or default_content_style(provider),
             ), llm_limit=self.scale_out.llm_limit)
 
     async def start(self) -> None:

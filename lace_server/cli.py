@@ -10,6 +10,7 @@ import warnings
 
 from lace_engine.config import Settings
 from lace_engine.errors import LaceError
+from lace_engine.llm.factory import PROVIDERS
 from lace_server import logs
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -18,6 +19,8 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 def _serve(args: argparse.Namespace) -> int:
     from lace_server.server import serve_forever
 
+    if args.llm:
+        os.environ["LACE_LLM"] = args.llm  # read by the provider factory with the rest of its variables
     settings = Settings.from_env()
     if args.no_execute:
         settings = Settings(**{**settings.__dict__, "execute_runs": False})
@@ -59,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-execute", action="store_true",
                        help="serve the API only; runs are executed by `lace worker` processes")
     serve.add_argument("--web", action="store_true", help="also run Envoy (grpc-web) and serve the browser UI")
+    serve.add_argument("--llm", choices=PROVIDERS,
+                       help="LLM provider (env LACE_LLM); 'local' runs llama.cpp's llama-server with a small model")
     serve.add_argument("--web-port", type=int, default=8080, help="port of the browser UI and grpc-web (default 8080)")
     serve.add_argument("--demo", action="store_true",
                        help="after start-up, write a sample artifact through the API and save it as Markdown")

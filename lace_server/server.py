@@ -80,7 +80,7 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
         from lace_engine import migrate
 
         await asyncio.to_thread(migrate.upgrade_to_head, url)
-    provider = provider_from_env(dict(os.environ) if env is None else env)
+    provider = await asyncio.to_thread(provider_from_env, dict(os.environ) if env is None else env)
     engine = Engine(settings, url, provider)
     await engine.start()
 

@@ -53,7 +53,7 @@ async def run_worker(settings: Settings, env: dict[str, str] | None = None,
     from lace_server.server import freeze_start_up_objects
 
     settings = replace(settings, execute_runs=True)
-    provider = provider_from_env(dict(os.environ) if env is None else env)
+    provider = await asyncio.to_thread(provider_from_env, dict(os.environ) if env is None else env)
     engine = Engine(settings, url, provider, serve_streams=False)
     await engine.start()
     freeze_start_up_objects()

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+scripts/build-llama-server.sh >/dev/null  # the real-model tests' llama-server, once per machine
 scripts/check-generated.sh
 scripts/lint.sh
 if [ -x scripts/test-clients.sh ] && [ "${LACE_SKIP_CLIENTS:-}" != "1" ]; then

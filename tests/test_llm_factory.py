@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from lace_engine.config import Settings
 from lace_engine.errors import InvalidArgument
 from lace_engine.llm.base import LLMProvider
+from lace_engine.llm.content_style import DEFAULT_LOCAL_MODEL, default_content_style
 from lace_engine.llm.factory import provider_from_env
 from lace_engine.llm.offline import OfflineProvider
 from lace_engine.llm.openai_provider import OpenAIProvider
@@ -101,3 +105,26 @@ async def test_only_the_given_mapping_is_read(monkeypatch: pytest.MonkeyPatch) -
     provider = await build({"OPENAI_API_KEY": "sk-test"})
     assert isinstance(provider, OpenAIProvider)
     assert provider.base_url == "https://api.openai.com/v1"
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("LACE_LOCAL_MODEL", "/nonexistent/model.gguf"), ("LACE_LLAMA_SERVER", "/nonexistent/llama-server"),
+    ("LACE_LOCAL_SLOTS", "0"), ("LACE_LOCAL_THREADS", "many"),
+])
+def test_local_provider_names_the_bad_variable_and_starts_nothing(variable: str, value: str, tmp_path: Path) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    env = {"LACE_LLM": "local", "LACE_LOCAL_MODEL": str(model), "LACE_LLAMA_SERVER": str(model), variable: value}
+    with pytest.raises(InvalidArgument) as raised:
+        provider_from_env(env)
+    assert value in raised.value.message and raised.value.metadata["variable"] == variable
+
+
+def test_content_style_defaults_to_prose_only_for_the_tiny_local_model() -> None:
+    assert default_content_style(OfflineProvider()) == "blocks"
+    assert default_content_style(OpenAIProvider(api_key="k", model=DEFAULT_LOCAL_MODEL)) == "blocks"
+    assert default_content_style(OpenAIProvider(api_key="k", model=DEFAULT_LOCAL_MODEL, name="local")) == "prose"
+    assert default_content_style(OpenAIProvider(api_key="k", model="qwen2.5-7b.gguf", name="local")) == "blocks"
+    assert Settings.from_env({"LACE_CONTENT_STYLE": "Prose"}).content_style == "prose"
+    with pytest.raises(InvalidArgument):
+        Settings.from_env({"LACE_CONTENT_STYLE": "poetry"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import jsonschema
@@ -145,3 +146,40 @@ def test_portable_schema_drops_only_the_bound_keywords() -> None:
         assert portable_schema(portable) == portable
     # Everything the bounded schema accepts, the portable one accepts too.
     assert valid(even_split(4, 2000), portable_schema(split_schema(4, 2000).schema))
+
+
+def _prose_answer(schema: dict[str, Any], word: str, longest: bool) -> dict[str, Any]:
+    """Every paragraph at its shortest (or longest) length, of one word repeated."""
+    blocks = []
+    for paragraph in schema["properties"]["blocks"]["prefixItems"]:
+        bound = paragraph["properties"]["text"]["maxLength" if longest else "minLength"]
+        text = " ".join([word] * (bound // (len(word) + 1) + (0 if longest else 1)))
+        blocks.append({"kind": "paragraph", "text": text[:bound] if longest else text})
+    return {"blocks": blocks, "summary": "A summary."}
+
+
+@settings(max_examples=150, deadline=None)
+@given(target=st.integers(60, 3000), letters=st.integers(4, 6), longest=st.booleans())
+def test_prose_answers_the_grammar_admits_have_a_length_apply_accepts(target: int, letters: int,
+                                                                      longest: bool) -> None:
+    call = content_schema(target, style="prose")
+    answer = _prose_answer(call.schema, "w" * letters, longest)
+    assert valid(answer, call.schema)
+    words = sum(len(b["text"].split()) for b in answer["blocks"])
+    low, high = math.ceil(target * DEFAULT_LIMITS.min_length_ratio), int(target * DEFAULT_LIMITS.max_length_ratio)
+    # For words of 4 to 6 letters: the shortest answer is long enough, the longest short enough.
+    assert low <= words <= high, (words, low, high)
+    # And no answer the schema admits can run past the budget: at most one token a character.
+    assert len(json.dumps(_prose_answer(call.schema, "w" * letters, True))) <= call.max_output_tokens
+
+
+def test_prose_schema_is_paragraphs_only_and_rejects_other_kinds() -> None:
+    call = content_schema(600, style="prose")
+    blocks = call.schema["properties"]["blocks"]
+    assert blocks["minItems"] == blocks["maxItems"] == len(blocks["prefixItems"]) == 3
+    answer = _prose_answer(call.schema, "word", False)
+    assert valid(answer, call.schema)
+    answer["blocks"][1] = {"kind": "bullet_list", "items": ["a"]}
+    assert not valid(answer, call.schema)
+    with pytest.raises(ValueError):
+        content_schema(600, style="poetry")

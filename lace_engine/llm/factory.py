@@ -9,14 +9,16 @@ from lace_engine.errors import InvalidArgument
 from lace_engine.llm.base import LLMProvider
 from lace_engine.llm.offline import OfflineProvider
 
-PROVIDERS = ("offline", "openai")
+PROVIDERS = ("offline", "openai", "local")
 
 # Local OpenAI-compatible servers (vLLM, Ollama, llama.cpp) ignore the key, but the SDK insists on one.
 _PLACEHOLDER_KEY = "unused"
 
 
 def provider_from_env(env: Mapping[str, str]) -> LLMProvider:
-    """Builds the provider LACE_LLM names ("openai" by default when OPENAI_API_KEY is set, else "offline")."""
+    """Builds the provider LACE_LLM names ("openai" by default when OPENAI_API_KEY is set, else "offline").
+
+    "local" starts a llama-server child process first (lace_engine.llm.local) and blocks until it is ready."""
     api_key = env.get("OPENAI_API_KEY", "").strip()
     choice = env.get("LACE_LLM", "").strip().lower() or ("openai" if api_key else "offline")
     if choice == "offline":
@@ -39,6 +41,12 @@ def provider_from_env(env: Mapping[str, str]) -> LLMProvider:
             timeout_s=_number(env, "LACE_LLM_TIMEOUT_S", 120.0, minimum=0.001),
             max_retries=int(_number(env, "LACE_LLM_MAX_RETRIES", 4, minimum=0, integer=True)),
         )
+    if choice == "local":
+        from lace_engine.llm.local import start_local_provider
+
+        # A small model on a few CPU cores takes tens of seconds a call, more while calls queue for a slot.
+        return start_local_provider(env, timeout_s=_number(env, "LACE_LLM_TIMEOUT_S", 900.0, minimum=0.001),
+                                    max_retries=int(_number(env, "LACE_LLM_MAX_RETRIES", 1, minimum=0, integer=True)))
     raise InvalidArgument(
         f"LACE_LLM={env.get('LACE_LLM', '')!r} is not a known provider; valid values: {', '.join(PROVIDERS)}",
         metadata={"variable": "LACE_LLM", "valid": ",".join(PROVIDERS)},
