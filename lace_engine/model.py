@@ -218,6 +218,8 @@ class Run:
     create_time: datetime
     start_time: datetime | None
     end_time: datetime | None
+    # The ValidationReport (with its quality report) as JSON, once the run has COMPLETED.
+    validation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse,
 from lace_engine.model import (
     Artifact,
     Block,
+    BlockKind,
     EventType,
     NewEvent,
     Node,
@@ -45,6 +46,7 @@ from lace_engine.model import (
 )
 from lace_engine.proposal_schema import CallSchema, content_schema, split_schema
 from lace_engine.proposals import ProposalFormatError, parse_content, parse_split
+from lace_engine.quality import quality_report
 from lace_engine.run_lifecycle import ON_CLAIM
 from lace_engine.strategy import StrategyDecision, decide
 from lace_engine.tree import Tree
@@ -210,7 +212,14 @@ class RunExecution:
             artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
             tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
             blocks = await ir_store.get_blocks_by_node(conn, self.run.artifact_id)
+            calls = await run_store.call_records(conn, self.run.id)
+            repairs = await run_store.repair_count(conn, self.run.id)
         report = validate_artifact(artifact, tree, blocks, scope if self.run.scope_node_id else None)
+        nodes = tree.subtree(scope)
+        leaves = {n.id: blocks.get(n.id, ()) for n in nodes if not tree.children(n.id)}
+        headings = [n.title for n in nodes] + [b.content.text for n in nodes for b in blocks.get(n.id, ())
+                                               if b.content.kind is BlockKind.HEADING]
+        report = replace(report, quality=quality_report(calls, repairs, leaves, headings))
         report_json = report.to_json()
         async with self.db.transaction() as tx:
             run = await run_store.get_run(tx.conn, self.run.id, for_update=True)

@@ -19,6 +19,7 @@ from lace_engine.database import driver_connection
 from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.event_log import Appended, Fence
 from lace_engine.model import EventType, NewEvent, Run, RunOptions, RunState
+from lace_engine.quality import CallRecord
 from lace_engine.run_lifecycle import CLAIMABLE
 from lace_engine.schema import RUN_IS_ACTIVE, llm_calls, runs
 
@@ -31,7 +32,7 @@ def row_to_run(r: Any) -> Run:
         completion_tokens=int(r.completion_tokens), llm_calls=int(r.llm_calls),
         llm_latency_ms=int(r.llm_latency_ms), nodes_planned=r.nodes_planned, nodes_written=r.nodes_written,
         words_written=int(r.words_written), provider=r.provider, model=r.model, create_time=r.create_time,
-        start_time=r.start_time, end_time=r.end_time,
+        start_time=r.start_time, end_time=r.end_time, validation=getattr(r, "validation", None),
     )
 
 
@@ -172,6 +173,25 @@ async def run_state(conn: AsyncConnection, run_id: uuid.UUID) -> RunState:
     if row is None:
         raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
     return RunState(row.state)
+
+
+async def call_records(conn: AsyncConnection, run_id: uuid.UUID) -> list[CallRecord]:
+    """Every LLM call of a run, in the order they were made, as the quality report reads them."""
+    rows = (await conn.execute(
+        sa.select(llm_calls.c.node_id, llm_calls.c.attempt, llm_calls.c.outcome, llm_calls.c.finish_reason,
+                  llm_calls.c.completion_tokens)
+        .where(llm_calls.c.run_id == run_id).order_by(llm_calls.c.create_time, llm_calls.c.attempt)
+    )).all()
+    return [CallRecord(r.node_id, int(r.attempt), r.outcome, r.finish_reason, int(r.completion_tokens)) for r in rows]
+
+
+async def repair_count(conn: AsyncConnection, run_id: uuid.UUID) -> int:
+    """How many deterministic repairs Apply recorded in the run's node_split and blocks_applied events."""
+    total = (await conn.execute(sa.text(
+        "SELECT coalesce(sum(jsonb_array_length(payload->'repairs')), 0) FROM run_events "
+        "WHERE run_id = :run AND type IN ('node_split', 'blocks_applied') AND payload ? 'repairs'"
+    ), {"run": run_id})).scalar_one()
+    return int(total)
 
 
 async def record_llm_call(conn: AsyncConnection, values: Mapping[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from lace_engine.model import Artifact, Block, BlockKind, Node, NodeState
+from lace_engine.quality import QualityReport
 from lace_engine.tree import Tree
 
 MIN_HEADING_LEVEL = 1
@@ -71,10 +72,12 @@ class ValidationReport:
     document_length_score: float
     mean_leaf_length_score: float
     leaves: tuple[LeafLength, ...]
+    quality: QualityReport | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict with the proto's field names."""
         return {
+            **({"quality": self.quality.to_json()} if self.quality is not None else {}),
             "ok": self.ok,
             "problems": list(self.problems),
             "nodes_planned": self.nodes_planned,
@@ -99,6 +102,7 @@ class ValidationReport:
             document_length_score=float(data.get("document_length_score", 0.0)),
             mean_leaf_length_score=float(data.get("mean_leaf_length_score", 0.0)),
             leaves=tuple(LeafLength.from_json(leaf) for leaf in data.get("leaves", ())),
+            quality=QualityReport.from_json(data["quality"]) if "quality" in data else None,
         )
 
 

@@ -133,7 +133,16 @@ def run_to_pb(r: Run) -> run_pb2.Run:
         llm_calls=r.llm_calls, llm_latency_ms=r.llm_latency_ms, nodes_planned=r.nodes_planned,
         nodes_written=r.nodes_written, words_written=r.words_written, provider=r.provider, model=r.model,
         create_time=timestamp(r.create_time), start_time=timestamp(r.start_time), end_time=timestamp(r.end_time),
+        validation=_validation_to_pb(r.validation),
     )
+
+
+def _validation_to_pb(report: dict[str, Any] | None) -> run_pb2.ValidationReport | None:
+    if report is None:
+        return None
+    message = run_pb2.ValidationReport()
+    fill_validation_report(message, report)
+    return message
 
 
 # Run events: one filler per payload type, writing straight into the oneof field.
@@ -187,8 +196,11 @@ def _fill_llm(m: run_pb2.LlmCallCompleted, p: dict[str, Any]) -> None:
 
 
 def _fill_validation(m: run_pb2.ValidationReported, p: dict[str, Any]) -> None:
-    r = p["report"]
-    rep = m.report
+    fill_validation_report(m.report, p["report"])
+
+
+def fill_validation_report(rep: run_pb2.ValidationReport, r: dict[str, Any]) -> None:
+    """Fills a ValidationReport message from the report's stored JSON (ValidationReport.to_json)."""
     rep.ok, rep.nodes_planned, rep.nodes_written = r["ok"], r["nodes_planned"], r["nodes_written"]
     rep.target_words, rep.actual_words = r["target_words"], r["actual_words"]
     rep.document_length_score, rep.mean_leaf_length_score = r["document_length_score"], r["mean_leaf_length_score"]
@@ -196,6 +208,9 @@ def _fill_validation(m: run_pb2.ValidationReported, p: dict[str, Any]) -> None:
     for leaf in r["leaves"]:
         rep.leaves.add(node_id=str(leaf["node_id"]), target_words=leaf["target_words"],
                        actual_words=leaf["actual_words"], score=leaf["score"])
+    quality = r.get("quality")
+    if quality is not None:
+        rep.quality.CopyFrom(run_pb2.QualityReport(**quality))
 
 
 def _fill_failed(m: run_pb2.RunFailed, p: dict[str, Any]) -> None:

@@ -40,6 +40,14 @@ _BLOCK_KINDS = {
 }
 
 
+def quality_line(q: run_pb2.QualityReport) -> str:
+    """The quality report in one line, for `lace watch`'s summary."""
+    return (f"{q.steps_applied} steps applied ({q.applied_first_attempt} on the first attempt), {q.reasks} re-asks, "
+            f"{q.repairs} repairs, {q.calls_at_limit}/{q.calls} calls at the token limit, "
+            f"{q.tokens_per_word:.2f} tokens a word, {q.duplicate_headings} duplicate headings, "
+            f"{q.repetition:.0%} of 8-grams repeated across sections")
+
+
 def state_name(state: int) -> str:
     """RUN_STATE_COMPLETED -> COMPLETED."""
     return run_pb2.RunState.Name(state).removeprefix("RUN_STATE_")
@@ -116,6 +124,8 @@ class RunProgress:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     llm_calls: int = 0
+    # The run's quality report in one line, once its validation report arrived.
+    quality: str = ""
     last_seq: int = 0
     reconnects: int = 0
     start: datetime | None = None
@@ -174,6 +184,7 @@ class RunProgress:
         if kind == "validation_reported":
             report = event.validation_reported.report
             verdict = "ok" if report.ok else f"{len(report.problems)} problem(s): {_short('; '.join(report.problems))}"
+            self.quality = quality_line(report.quality) if report.HasField("quality") else ""
             return (f"validation {verdict}; {report.actual_words}/{report.target_words} words, "
                     f"length score {report.document_length_score:.0f}")
         if kind == "run_failed":
@@ -183,7 +194,8 @@ class RunProgress:
     def summary(self) -> str:
         return (f"run {self.run_id} {state_name(self.state)}: {self.nodes_written}/{self.nodes_planned} nodes "
                 f"written, {self.words:,} words, {self.prompt_tokens + self.completion_tokens:,} tokens, "
-                f"{self.llm_calls} LLM calls, {self.elapsed():.1f} s")
+                f"{self.llm_calls} LLM calls, {self.elapsed():.1f} s"
+                + (f"\nquality: {self.quality}" if self.quality else ""))
 
     def __rich__(self) -> RenderableType:
         colours: dict[int, str] = {run_pb2.RUN_STATE_COMPLETED: "green", run_pb2.RUN_STATE_FAILED: "red",

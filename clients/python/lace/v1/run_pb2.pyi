@@ -88,7 +88,7 @@ class TokenUsage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "artifact_id", "state", "scope_node_id", "instruction", "options", "head_seq", "failure_reason", "usage", "llm_calls", "llm_latency_ms", "nodes_planned", "nodes_written", "words_written", "provider", "model", "create_time", "start_time", "end_time")
+    __slots__ = ("id", "artifact_id", "state", "scope_node_id", "instruction", "options", "head_seq", "failure_reason", "usage", "llm_calls", "llm_latency_ms", "nodes_planned", "nodes_written", "words_written", "provider", "model", "create_time", "start_time", "end_time", "validation")
     ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class Run(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     artifact_id: str
     state: RunState
@@ -127,7 +128,8 @@ class Run(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., head_seq: _Optional[int] = ..., failure_reason: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., llm_calls: _Optional[int] = ..., llm_latency_ms: _Optional[int] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., words_written: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    validation: ValidationReport
+    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., head_seq: _Optional[int] = ..., failure_reason: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., llm_calls: _Optional[int] = ..., llm_latency_ms: _Optional[int] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., words_written: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation: _Optional[_Union[ValidationReport, _Mapping]] = ...) -> None: ...
 
 class RunStateChanged(_message.Message):
     __slots__ = ("from_state", "to_state", "reason")
@@ -260,7 +262,7 @@ class LeafLength(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., target_words: _Optional[int] = ..., actual_words: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ValidationReport(_message.Message):
-    __slots__ = ("ok", "problems", "nodes_planned", "nodes_written", "target_words", "actual_words", "document_length_score", "mean_leaf_length_score", "leaves")
+    __slots__ = ("ok", "problems", "nodes_planned", "nodes_written", "target_words", "actual_words", "document_length_score", "mean_leaf_length_score", "leaves", "quality")
     OK_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     NODES_PLANNED_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +272,7 @@ class ValidationReport(_message.Message):
     DOCUMENT_LENGTH_SCORE_FIELD_NUMBER: _ClassVar[int]
     MEAN_LEAF_LENGTH_SCORE_FIELD_NUMBER: _ClassVar[int]
     LEAVES_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     problems: _containers.RepeatedScalarFieldContainer[str]
     nodes_planned: int
@@ -279,7 +282,36 @@ class ValidationReport(_message.Message):
     document_length_score: float
     mean_leaf_length_score: float
     leaves: _containers.RepeatedCompositeFieldContainer[LeafLength]
-    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., target_words: _Optional[int] = ..., actual_words: _Optional[int] = ..., document_length_score: _Optional[float] = ..., mean_leaf_length_score: _Optional[float] = ..., leaves: _Optional[_Iterable[_Union[LeafLength, _Mapping]]] = ...) -> None: ...
+    quality: QualityReport
+    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., target_words: _Optional[int] = ..., actual_words: _Optional[int] = ..., document_length_score: _Optional[float] = ..., mean_leaf_length_score: _Optional[float] = ..., leaves: _Optional[_Iterable[_Union[LeafLength, _Mapping]]] = ..., quality: _Optional[_Union[QualityReport, _Mapping]] = ...) -> None: ...
+
+class QualityReport(_message.Message):
+    __slots__ = ("steps_applied", "applied_first_attempt", "reasks", "repairs", "steps_failed", "calls", "calls_at_limit", "completion_tokens", "words_written", "tokens_per_word", "duplicate_headings", "repetition")
+    STEPS_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIRST_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    REASKS_FIELD_NUMBER: _ClassVar[int]
+    REPAIRS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_AT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WORDS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_WORD_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_HEADINGS_FIELD_NUMBER: _ClassVar[int]
+    REPETITION_FIELD_NUMBER: _ClassVar[int]
+    steps_applied: int
+    applied_first_attempt: int
+    reasks: int
+    repairs: int
+    steps_failed: int
+    calls: int
+    calls_at_limit: int
+    completion_tokens: int
+    words_written: int
+    tokens_per_word: float
+    duplicate_headings: int
+    repetition: float
+    def __init__(self, steps_applied: _Optional[int] = ..., applied_first_attempt: _Optional[int] = ..., reasks: _Optional[int] = ..., repairs: _Optional[int] = ..., steps_failed: _Optional[int] = ..., calls: _Optional[int] = ..., calls_at_limit: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., words_written: _Optional[int] = ..., tokens_per_word: _Optional[float] = ..., duplicate_headings: _Optional[int] = ..., repetition: _Optional[float] = ...) -> None: ...
 
 class ValidationReported(_message.Message):
     __slots__ = ("report",)

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lace/v1/run.proto.
  */
 export const file_lace_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChFsYWNlL3YxL3J1bi5wcm90bxIHbGFjZS52MSJuCgpSdW5PcHRpb25zEhIKCmxlYWZfd29yZHMYASABKAUSEQoJbWF4X2RlcHRoGAIgASgFEhsKE3NpYmxpbmdfY29uY3VycmVuY3kYAyABKAUSHAoUbWF4X3Byb3Bvc2FsX3JldHJpZXMYBCABKAUiPgoKVG9rZW5Vc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDIogECgNSdW4SCgoCaWQYASABKAkSEwoLYXJ0aWZhY3RfaWQYAiABKAkSIAoFc3RhdGUYAyABKA4yES5sYWNlLnYxLlJ1blN0YXRlEhUKDXNjb3BlX25vZGVfaWQYBCABKAkSEwoLaW5zdHJ1Y3Rpb24YBSABKAkSJAoHb3B0aW9ucxgGIAEoCzITLmxhY2UudjEuUnVuT3B0aW9ucxIQCghoZWFkX3NlcRgHIAEoAxIWCg5mYWlsdXJlX3JlYXNvbhgIIAEoCRIiCgV1c2FnZRgJIAEoCzITLmxhY2UudjEuVG9rZW5Vc2FnZRIRCglsbG1fY2FsbHMYCiABKAMSFgoObGxtX2xhdGVuY3lfbXMYCyABKAMSFQoNbm9kZXNfcGxhbm5lZBgMIAEoBRIVCg1ub2Rlc193cml0dGVuGA0gASgFEhUKDXdvcmRzX3dyaXR0ZW4YDiABKAMSEAoIcHJvdmlkZXIYDyABKAkSDQoFbW9kZWwYECABKAkSLwoLY3JlYXRlX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJtCg9SdW5TdGF0ZUNoYW5nZWQSJQoKZnJvbV9zdGF0ZRgBIAEoDjIRLmxhY2UudjEuUnVuU3RhdGUSIwoIdG9fc3RhdGUYAiABKA4yES5sYWNlLnYxLlJ1blN0YXRlEg4KBnJlYXNvbhgDIAEoCSJQCgtTdGVwU3RhcnRlZBIPCgdub2RlX2lkGAEgASgJEh8KBHN0ZXAYAiABKA4yES5sYWNlLnYxLlN0ZXBLaW5kEg8KB2F0dGVtcHQYAyABKAUiUwoNU3RlcENvbXBsZXRlZBIPCgdub2RlX2lkGAEgASgJEh8KBHN0ZXAYAiABKA4yES5sYWNlLnYxLlN0ZXBLaW5kEhAKCGF0dGVtcHRzGAMgASgFIlcKD1N0cmF0ZWd5RGVjaWRlZBIPCgdub2RlX2lkGAEgASgJEiMKCHN0cmF0ZWd5GAIgASgOMhEubGFjZS52MS5TdGVwS2luZBIOCgZyZWFzb24YAyABKAkiVAoMUGxhbm5lZENoaWxkEg8KB25vZGVfaWQYASABKAkSDQoFdGl0bGUYAiABKAkSDgoGaW50ZW50GAMgASgJEhQKDHRhcmdldF93b3JkcxgEIAEoBSJwCglOb2RlU3BsaXQSDwoHbm9kZV9pZBgBIAEoCRInCghjaGlsZHJlbhgCIAMoCzIVLmxhY2UudjEuUGxhbm5lZENoaWxkEhgKEGFydGlmYWN0X3ZlcnNpb24YAyABKAMSDwoHcmVwYWlycxgEIAMoCSKKAQoNQmxvY2tzQXBwbGllZBIPCgdub2RlX2lkGAEgASgJEhEKCWJsb2NrX2lkcxgCIAMoCRISCgp3b3JkX2NvdW50GAMgASgFEhYKDnJlbW92ZWRfYmxvY2tzGAQgASgFEhgKEGFydGlmYWN0X3ZlcnNpb24YBSABKAMSDwoHcmVwYWlycxgGIAMoCSJ5ChBQcm9wb3NhbFJlamVjdGVkEg8KB25vZGVfaWQYASABKAkSHwoEc3RlcBgCIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSDwoHYXR0ZW1wdBgDIAEoBRIOCgZlcnJvcnMYBCADKAkSEgoKd2lsbF9yZXRyeRgFIAEoCCL4AQoQTGxtQ2FsbENvbXBsZXRlZBIPCgdjYWxsX2lkGAEgASgJEg8KB25vZGVfaWQYAiABKAkSHwoEc3RlcBgDIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSEAoIcHJvdmlkZXIYBCABKAkSDQoFbW9kZWwYBSABKAkSIgoFdXNhZ2UYBiABKAsyEy5sYWNlLnYxLlRva2VuVXNhZ2USEgoKbGF0ZW5jeV9tcxgHIAEoAxIVCg1maW5pc2hfcmVhc29uGAggASgJEhYKDmNvbnRleHRfdG9rZW5zGAkgASgFEhkKEW1heF9vdXRwdXRfdG9rZW5zGAogASgFIlgKCkxlYWZMZW5ndGgSDwoHbm9kZV9pZBgBIAEoCRIUCgx0YXJnZXRfd29yZHMYAiABKAUSFAoMYWN0dWFsX3dvcmRzGAMgASgFEg0KBXNjb3JlGAQgASgBIu4BChBWYWxpZGF0aW9uUmVwb3J0EgoKAm9rGAEgASgIEhAKCHByb2JsZW1zGAIgAygJEhUKDW5vZGVzX3BsYW5uZWQYAyABKAUSFQoNbm9kZXNfd3JpdHRlbhgEIAEoBRIUCgx0YXJnZXRfd29yZHMYBSABKAUSFAoMYWN0dWFsX3dvcmRzGAYgASgFEh0KFWRvY3VtZW50X2xlbmd0aF9zY29yZRgHIAEoARIeChZtZWFuX2xlYWZfbGVuZ3RoX3Njb3JlGAggASgBEiMKBmxlYXZlcxgJIAMoCzITLmxhY2UudjEuTGVhZkxlbmd0aCI/ChJWYWxpZGF0aW9uUmVwb3J0ZWQSKQoGcmVwb3J0GAEgASgLMhkubGFjZS52MS5WYWxpZGF0aW9uUmVwb3J0IiwKCVJ1bkZhaWxlZBIOCgZyZWFzb24YASABKAkSDwoHbm9kZV9pZBgCIAEoCSIuCgtOb2RlU2tpcHBlZBIPCgdub2RlX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSKRBQoIUnVuRXZlbnQSDgoGcnVuX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRcnVuX3N0YXRlX2NoYW5nZWQYCiABKAsyGC5sYWNlLnYxLlJ1blN0YXRlQ2hhbmdlZEgAEiwKDHN0ZXBfc3RhcnRlZBgLIAEoCzIULmxhY2UudjEuU3RlcFN0YXJ0ZWRIABIwCg5zdGVwX2NvbXBsZXRlZBgMIAEoCzIWLmxhY2UudjEuU3RlcENvbXBsZXRlZEgAEjQKEHN0cmF0ZWd5X2RlY2lkZWQYDSABKAsyGC5sYWNlLnYxLlN0cmF0ZWd5RGVjaWRlZEgAEigKCm5vZGVfc3BsaXQYDiABKAsyEi5sYWNlLnYxLk5vZGVTcGxpdEgAEjAKDmJsb2Nrc19hcHBsaWVkGA8gASgLMhYubGFjZS52MS5CbG9ja3NBcHBsaWVkSAASNgoRcHJvcG9zYWxfcmVqZWN0ZWQYECABKAsyGS5sYWNlLnYxLlByb3Bvc2FsUmVqZWN0ZWRIABI3ChJsbG1fY2FsbF9jb21wbGV0ZWQYESABKAsyGS5sYWNlLnYxLkxsbUNhbGxDb21wbGV0ZWRIABI6ChN2YWxpZGF0aW9uX3JlcG9ydGVkGBIgASgLMhsubGFjZS52MS5WYWxpZGF0aW9uUmVwb3J0ZWRIABIoCgpydW5fZmFpbGVkGBMgASgLMhIubGFjZS52MS5SdW5GYWlsZWRIABIsCgxub2RlX3NraXBwZWQYFCABKAsyFC5sYWNlLnYxLk5vZGVTa2lwcGVkSABCCQoHcGF5bG9hZCriAQoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRFX1BFTkRJTkcQARIVChFSVU5fU1RBVEVfUlVOTklORxACEhUKEVJVTl9TVEFURV9QQVVTSU5HEAMSFAoQUlVOX1NUQVRFX1BBVVNFRBAEEhgKFFJVTl9TVEFURV9DQU5DRUxMSU5HEAUSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAGEhcKE1JVTl9TVEFURV9DT01QTEVURUQQBxIUChBSVU5fU1RBVEVfRkFJTEVEEAgqTwoIU3RlcEtpbmQSGQoVU1RFUF9LSU5EX1VOU1BFQ0lGSUVEEAASEwoPU1RFUF9LSU5EX1NQTElUEAESEwoPU1RFUF9LSU5EX1dSSVRFEAIqtAMKDFJ1bkV2ZW50VHlwZRIeChpSVU5fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEiQKIFJVTl9FVkVOVF9UWVBFX1JVTl9TVEFURV9DSEFOR0VEEAESHwobUlVOX0VWRU5UX1RZUEVfU1RFUF9TVEFSVEVEEAISIQodUlVOX0VWRU5UX1RZUEVfU1RFUF9DT01QTEVURUQQAxIjCh9SVU5fRVZFTlRfVFlQRV9TVFJBVEVHWV9ERUNJREVEEAQSHQoZUlVOX0VWRU5UX1RZUEVfTk9ERV9TUExJVBAFEiEKHVJVTl9FVkVOVF9UWVBFX0JMT0NLU19BUFBMSUVEEAYSJAogUlVOX0VWRU5UX1RZUEVfUFJPUE9TQUxfUkVKRUNURUQQBxIlCiFSVU5fRVZFTlRfVFlQRV9MTE1fQ0FMTF9DT01QTEVURUQQCBImCiJSVU5fRVZFTlRfVFlQRV9WQUxJREFUSU9OX1JFUE9SVEVEEAkSHQoZUlVOX0VWRU5UX1RZUEVfUlVOX0ZBSUxFRBAKEh8KG1JVTl9FVkVOVF9UWVBFX05PREVfU0tJUFBFRBALYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChFsYWNlL3YxL3J1bi5wcm90bxIHbGFjZS52MSJuCgpSdW5PcHRpb25zEhIKCmxlYWZfd29yZHMYASABKAUSEQoJbWF4X2RlcHRoGAIgASgFEhsKE3NpYmxpbmdfY29uY3VycmVuY3kYAyABKAUSHAoUbWF4X3Byb3Bvc2FsX3JldHJpZXMYBCABKAUiPgoKVG9rZW5Vc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDIrcECgNSdW4SCgoCaWQYASABKAkSEwoLYXJ0aWZhY3RfaWQYAiABKAkSIAoFc3RhdGUYAyABKA4yES5sYWNlLnYxLlJ1blN0YXRlEhUKDXNjb3BlX25vZGVfaWQYBCABKAkSEwoLaW5zdHJ1Y3Rpb24YBSABKAkSJAoHb3B0aW9ucxgGIAEoCzITLmxhY2UudjEuUnVuT3B0aW9ucxIQCghoZWFkX3NlcRgHIAEoAxIWCg5mYWlsdXJlX3JlYXNvbhgIIAEoCRIiCgV1c2FnZRgJIAEoCzITLmxhY2UudjEuVG9rZW5Vc2FnZRIRCglsbG1fY2FsbHMYCiABKAMSFgoObGxtX2xhdGVuY3lfbXMYCyABKAMSFQoNbm9kZXNfcGxhbm5lZBgMIAEoBRIVCg1ub2Rlc193cml0dGVuGA0gASgFEhUKDXdvcmRzX3dyaXR0ZW4YDiABKAMSEAoIcHJvdmlkZXIYDyABKAkSDQoFbW9kZWwYECABKAkSLwoLY3JlYXRlX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgp2YWxpZGF0aW9uGBQgASgLMhkubGFjZS52MS5WYWxpZGF0aW9uUmVwb3J0Im0KD1J1blN0YXRlQ2hhbmdlZBIlCgpmcm9tX3N0YXRlGAEgASgOMhEubGFjZS52MS5SdW5TdGF0ZRIjCgh0b19zdGF0ZRgCIAEoDjIRLmxhY2UudjEuUnVuU3RhdGUSDgoGcmVhc29uGAMgASgJIlAKC1N0ZXBTdGFydGVkEg8KB25vZGVfaWQYASABKAkSHwoEc3RlcBgCIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSDwoHYXR0ZW1wdBgDIAEoBSJTCg1TdGVwQ29tcGxldGVkEg8KB25vZGVfaWQYASABKAkSHwoEc3RlcBgCIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSEAoIYXR0ZW1wdHMYAyABKAUiVwoPU3RyYXRlZ3lEZWNpZGVkEg8KB25vZGVfaWQYASABKAkSIwoIc3RyYXRlZ3kYAiABKA4yES5sYWNlLnYxLlN0ZXBLaW5kEg4KBnJlYXNvbhgDIAEoCSJUCgxQbGFubmVkQ2hpbGQSDwoHbm9kZV9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRIOCgZpbnRlbnQYAyABKAkSFAoMdGFyZ2V0X3dvcmRzGAQgASgFInAKCU5vZGVTcGxpdBIPCgdub2RlX2lkGAEgASgJEicKCGNoaWxkcmVuGAIgAygLMhUubGFjZS52MS5QbGFubmVkQ2hpbGQSGAoQYXJ0aWZhY3RfdmVyc2lvbhgDIAEoAxIPCgdyZXBhaXJzGAQgAygJIooBCg1CbG9ja3NBcHBsaWVkEg8KB25vZGVfaWQYASABKAkSEQoJYmxvY2tfaWRzGAIgAygJEhIKCndvcmRfY291bnQYAyABKAUSFgoOcmVtb3ZlZF9ibG9ja3MYBCABKAUSGAoQYXJ0aWZhY3RfdmVyc2lvbhgFIAEoAxIPCgdyZXBhaXJzGAYgAygJInkKEFByb3Bvc2FsUmVqZWN0ZWQSDwoHbm9kZV9pZBgBIAEoCRIfCgRzdGVwGAIgASgOMhEubGFjZS52MS5TdGVwS2luZBIPCgdhdHRlbXB0GAMgASgFEg4KBmVycm9ycxgEIAMoCRISCgp3aWxsX3JldHJ5GAUgASgIIvgBChBMbG1DYWxsQ29tcGxldGVkEg8KB2NhbGxfaWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIfCgRzdGVwGAMgASgOMhEubGFjZS52MS5TdGVwS2luZBIQCghwcm92aWRlchgEIAEoCRINCgVtb2RlbBgFIAEoCRIiCgV1c2FnZRgGIAEoCzITLmxhY2UudjEuVG9rZW5Vc2FnZRISCgpsYXRlbmN5X21zGAcgASgDEhUKDWZpbmlzaF9yZWFzb24YCCABKAkSFgoOY29udGV4dF90b2tlbnMYCSABKAUSGQoRbWF4X291dHB1dF90b2tlbnMYCiABKAUiWAoKTGVhZkxlbmd0aBIPCgdub2RlX2lkGAEgASgJEhQKDHRhcmdldF93b3JkcxgCIAEoBRIUCgxhY3R1YWxfd29yZHMYAyABKAUSDQoFc2NvcmUYBCABKAEilwIKEFZhbGlkYXRpb25SZXBvcnQSCgoCb2sYASABKAgSEAoIcHJvYmxlbXMYAiADKAkSFQoNbm9kZXNfcGxhbm5lZBgDIAEoBRIVCg1ub2Rlc193cml0dGVuGAQgASgFEhQKDHRhcmdldF93b3JkcxgFIAEoBRIUCgxhY3R1YWxfd29yZHMYBiABKAUSHQoVZG9jdW1lbnRfbGVuZ3RoX3Njb3JlGAcgASgBEh4KFm1lYW5fbGVhZl9sZW5ndGhfc2NvcmUYCCABKAESIwoGbGVhdmVzGAkgAygLMhMubGFjZS52MS5MZWFmTGVuZ3RoEicKB3F1YWxpdHkYCiABKAsyFi5sYWNlLnYxLlF1YWxpdHlSZXBvcnQingIKDVF1YWxpdHlSZXBvcnQSFQoNc3RlcHNfYXBwbGllZBgBIAEoBRIdChVhcHBsaWVkX2ZpcnN0X2F0dGVtcHQYAiABKAUSDgoGcmVhc2tzGAMgASgFEg8KB3JlcGFpcnMYBCABKAUSFAoMc3RlcHNfZmFpbGVkGAUgASgFEg0KBWNhbGxzGAYgASgFEhYKDmNhbGxzX2F0X2xpbWl0GAcgASgFEhkKEWNvbXBsZXRpb25fdG9rZW5zGAggASgDEhUKDXdvcmRzX3dyaXR0ZW4YCSABKAMSFwoPdG9rZW5zX3Blcl93b3JkGAogASgBEhoKEmR1cGxpY2F0ZV9oZWFkaW5ncxgLIAEoBRISCgpyZXBldGl0aW9uGAwgASgBIj8KElZhbGlkYXRpb25SZXBvcnRlZBIpCgZyZXBvcnQYASABKAsyGS5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnQiLAoJUnVuRmFpbGVkEg4KBnJlYXNvbhgBIAEoCRIPCgdub2RlX2lkGAIgASgJIi4KC05vZGVTa2lwcGVkEg8KB25vZGVfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIpEFCghSdW5FdmVudBIOCgZydW5faWQYASABKAkSCwoDc2VxGAIgASgDEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFydW5fc3RhdGVfY2hhbmdlZBgKIAEoCzIYLmxhY2UudjEuUnVuU3RhdGVDaGFuZ2VkSAASLAoMc3RlcF9zdGFydGVkGAsgASgLMhQubGFjZS52MS5TdGVwU3RhcnRlZEgAEjAKDnN0ZXBfY29tcGxldGVkGAwgASgLMhYubGFjZS52MS5TdGVwQ29tcGxldGVkSAASNAoQc3RyYXRlZ3lfZGVjaWRlZBgNIAEoCzIYLmxhY2UudjEuU3RyYXRlZ3lEZWNpZGVkSAASKAoKbm9kZV9zcGxpdBgOIAEoCzISLmxhY2UudjEuTm9kZVNwbGl0SAASMAoOYmxvY2tzX2FwcGxpZWQYDyABKAsyFi5sYWNlLnYxLkJsb2Nrc0FwcGxpZWRIABI2ChFwcm9wb3NhbF9yZWplY3RlZBgQIAEoCzIZLmxhY2UudjEuUHJvcG9zYWxSZWplY3RlZEgAEjcKEmxsbV9jYWxsX2NvbXBsZXRlZBgRIAEoCzIZLmxhY2UudjEuTGxtQ2FsbENvbXBsZXRlZEgAEjoKE3ZhbGlkYXRpb25fcmVwb3J0ZWQYEiABKAsyGy5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnRlZEgAEigKCnJ1bl9mYWlsZWQYEyABKAsyEi5sYWNlLnYxLlJ1bkZhaWxlZEgAEiwKDG5vZGVfc2tpcHBlZBgUIAEoCzIULmxhY2UudjEuTm9kZVNraXBwZWRIAEIJCgdwYXlsb2FkKuIBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUEVORElORxABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAISFQoRUlVOX1NUQVRFX1BBVVNJTkcQAxIUChBSVU5fU1RBVEVfUEFVU0VEEAQSGAoUUlVOX1NUQVRFX0NBTkNFTExJTkcQBRIXChNSVU5fU1RBVEVfQ0FOQ0VMTEVEEAYSFwoTUlVOX1NUQVRFX0NPTVBMRVRFRBAHEhQKEFJVTl9TVEFURV9GQUlMRUQQCCpPCghTdGVwS2luZBIZChVTVEVQX0tJTkRfVU5TUEVDSUZJRUQQABITCg9TVEVQX0tJTkRfU1BMSVQQARITCg9TVEVQX0tJTkRfV1JJVEUQAiq0AwoMUnVuRXZlbnRUeXBlEh4KGlJVTl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASJAogUlVOX0VWRU5UX1RZUEVfUlVOX1NUQVRFX0NIQU5HRUQQARIfChtSVU5fRVZFTlRfVFlQRV9TVEVQX1NUQVJURUQQAhIhCh1SVU5fRVZFTlRfVFlQRV9TVEVQX0NPTVBMRVRFRBADEiMKH1JVTl9FVkVOVF9UWVBFX1NUUkFURUdZX0RFQ0lERUQQBBIdChlSVU5fRVZFTlRfVFlQRV9OT0RFX1NQTElUEAUSIQodUlVOX0VWRU5UX1RZUEVfQkxPQ0tTX0FQUExJRUQQBhIkCiBSVU5fRVZFTlRfVFlQRV9QUk9QT1NBTF9SRUpFQ1RFRBAHEiUKIVJVTl9FVkVOVF9UWVBFX0xMTV9DQUxMX0NPTVBMRVRFRBAIEiYKIlJVTl9FVkVOVF9UWVBFX1ZBTElEQVRJT05fUkVQT1JURUQQCRIdChlSVU5fRVZFTlRfVFlQRV9SVU5fRkFJTEVEEAoSHwobUlVOX0VWRU5UX1RZUEVfTk9ERV9TS0lQUEVEEAtiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Tunables of one run. Zero values take the server's defaults.
@@ -224,6 +224,13 @@ export type Run = Message<"lace.v1.Run"> & {
    * @generated from field: google.protobuf.Timestamp end_time = 19;
    */
   endTime?: Timestamp | undefined;
+
+  /**
+   * The end-of-run report with its quality report, once the run has COMPLETED.
+   *
+   * @generated from field: lace.v1.ValidationReport validation = 20;
+   */
+  validation?: ValidationReport | undefined;
 };
 
 /**
@@ -757,6 +764,13 @@ export type ValidationReport = Message<"lace.v1.ValidationReport"> & {
    * @generated from field: repeated lace.v1.LeafLength leaves = 9;
    */
   leaves: LeafLength[];
+
+  /**
+   * How the model's proposals fared in the run, and how repetitive the text is.
+   *
+   * @generated from field: lace.v1.QualityReport quality = 10;
+   */
+  quality?: QualityReport | undefined;
 };
 
 /**
@@ -765,6 +779,104 @@ export type ValidationReport = Message<"lace.v1.ValidationReport"> & {
  */
 export const ValidationReportSchema: GenMessage<ValidationReport> = /*@__PURE__*/
   messageDesc(file_lace_v1_run, 13);
+
+/**
+ * The quality of one run's model output (docs/engine.md, "The quality report").
+ *
+ * @generated from message lace.v1.QualityReport
+ */
+export type QualityReport = Message<"lace.v1.QualityReport"> & {
+  /**
+   * Steps (splits and writes) applied.
+   *
+   * @generated from field: int32 steps_applied = 1;
+   */
+  stepsApplied: number;
+
+  /**
+   * Steps applied on their first attempt.
+   *
+   * @generated from field: int32 applied_first_attempt = 2;
+   */
+  appliedFirstAttempt: number;
+
+  /**
+   * Proposals rejected and asked again (or given up on).
+   *
+   * @generated from field: int32 reasks = 3;
+   */
+  reasks: number;
+
+  /**
+   * Deterministic repairs Apply made before accepting a proposal.
+   *
+   * @generated from field: int32 repairs = 4;
+   */
+  repairs: number;
+
+  /**
+   * Nodes whose every proposal was rejected.
+   *
+   * @generated from field: int32 steps_failed = 5;
+   */
+  stepsFailed: number;
+
+  /**
+   * LLM calls made.
+   *
+   * @generated from field: int32 calls = 6;
+   */
+  calls: number;
+
+  /**
+   * Calls that ran to their output-token limit.
+   *
+   * @generated from field: int32 calls_at_limit = 7;
+   */
+  callsAtLimit: number;
+
+  /**
+   * Completion tokens of every call, rejected ones included.
+   *
+   * @generated from field: int64 completion_tokens = 8;
+   */
+  completionTokens: bigint;
+
+  /**
+   * Words in the leaves written.
+   *
+   * @generated from field: int64 words_written = 9;
+   */
+  wordsWritten: bigint;
+
+  /**
+   * Completion tokens per written word.
+   *
+   * @generated from field: double tokens_per_word = 10;
+   */
+  tokensPerWord: number;
+
+  /**
+   * Headings (section titles and heading blocks) that repeat an earlier one, case-insensitive.
+   *
+   * @generated from field: int32 duplicate_headings = 11;
+   */
+  duplicateHeadings: number;
+
+  /**
+   * Share of the leaves' word 8-grams that also occur in another leaf, 0 to 1.
+   *
+   * @generated from field: double repetition = 12;
+   */
+  repetition: number;
+};
+
+/**
+ * Describes the message lace.v1.QualityReport.
+ * Use `create(QualityReportSchema)` to create a new message.
+ */
+export const QualityReportSchema: GenMessage<QualityReport> = /*@__PURE__*/
+  messageDesc(file_lace_v1_run, 14);
 
 /**
  * The run's validation report was stored.
@@ -785,7 +897,7 @@ export type ValidationReported = Message<"lace.v1.ValidationReported"> & {
  * Use `create(ValidationReportedSchema)` to create a new message.
  */
 export const ValidationReportedSchema: GenMessage<ValidationReported> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 14);
+  messageDesc(file_lace_v1_run, 15);
 
 /**
  * The run failed. Always followed, in the same transaction, by RunStateChanged to FAILED.
@@ -813,7 +925,7 @@ export type RunFailed = Message<"lace.v1.RunFailed"> & {
  * Use `create(RunFailedSchema)` to create a new message.
  */
 export const RunFailedSchema: GenMessage<RunFailed> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 15);
+  messageDesc(file_lace_v1_run, 16);
 
 /**
  * A node was left as it is, for example because a person pinned its blocks.
@@ -841,7 +953,7 @@ export type NodeSkipped = Message<"lace.v1.NodeSkipped"> & {
  * Use `create(NodeSkippedSchema)` to create a new message.
  */
 export const NodeSkippedSchema: GenMessage<NodeSkipped> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 16);
+  messageDesc(file_lace_v1_run, 17);
 
 /**
  * One typed state change of a run. Events of a run are numbered 1, 2, 3, ... with
@@ -972,7 +1084,7 @@ export type RunEvent = Message<"lace.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 17);
+  messageDesc(file_lace_v1_run, 18);
 
 /**
  * Lifecycle of a run. Transitions: PENDING -> RUNNING -> COMPLETED | FAILED;
