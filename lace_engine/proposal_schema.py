@@ -17,7 +17,7 @@ from lace_engine.model import BlockKind
 
 # Keywords some providers reject in strict mode (OpenAI's rejects minLength/maxLength, for one).
 # The portable schema is the same shape without them; the token budget still bounds the answer.
-BOUND_KEYWORDS = frozenset({"minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum"})
+BOUND_KEYWORDS = frozenset({"minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "pattern"})
 
 # Shorter than ApplyLimits' maxima: a model asked for a title needs tens of characters, and every
 # character a schema admits is one more a looping model can spend.
@@ -39,12 +39,13 @@ MAX_PARAGRAPH_WORDS = 400
 # Paragraphs of fewer words than this are lists in disguise; bounds how many blocks one section needs.
 MIN_WORDS_PER_BLOCK = 40
 
-# Prose style: about this many words a paragraph; lengths bounded as if every word were long
-# (for the minimum) or short (for the maximum), with a safety factor inside Apply's range.
+# Prose style: about this many words a paragraph, between these shares of the target in all;
+# words of ASCII letters, digits and punctuation (no quote or backslash to escape), at most 12 long.
 PROSE_WORDS_PER_PARAGRAPH = 200
-PROSE_LENGTH_SAFETY = 1.15
-LONG_WORD_CHARS = 7.0
-SHORT_WORD_CHARS = 4.5
+PROSE_MIN_RATIO = 0.7
+PROSE_MAX_RATIO = 1.1
+PROSE_WORD_CHARS = "A-Za-z0-9,.;:'!?()-"
+PROSE_WORD_LENGTH = 12
 
 # Output budget: BPE vocabularies spend about 1.3 tokens per English word; 1.6 leaves room for
 # punctuation, numbers and JSON escapes. Structure is what one block costs beyond its words.
@@ -164,26 +165,27 @@ def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS, *, s
 
 
 def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> CallSchema:
-    """Exactly `paragraphs` paragraphs, each long enough and short enough that any answer the
-    grammar admits has a word count Apply accepts, whatever the model's word lengths.
+    """Exactly `ceil(target / 200)` paragraphs, each a `pattern` of a bounded number of words, so any
+    answer the grammar admits has between PROSE_MIN_RATIO and PROSE_MAX_RATIO of the target's words.
 
-    A tiny model asked for free-form blocks wrote lists of numbers and 20-word sections; made
-    to write paragraphs of a bounded length, it writes sections of the length asked for.
+    A tiny model asked for free-form blocks wrote lists of numbers and 20-word sections; bounded by
+    characters alone it wrote runs without spaces (one "word" of 800 characters). A pattern of words
+    bounds what Apply counts.
     """
     paragraphs = max(1, math.ceil(target_words / PROSE_WORDS_PER_PARAGRAPH))
-    low_words = math.ceil(target_words * limits.min_length_ratio * PROSE_LENGTH_SAFETY)
-    high_words = math.floor(target_words * limits.max_length_ratio / PROSE_LENGTH_SAFETY)
-    # Fewest words the shortest answer can have: every character in long words; most: in short ones.
-    min_chars = math.ceil(low_words * LONG_WORD_CHARS / paragraphs)
-    max_chars = max(min_chars, math.floor(high_words * SHORT_WORD_CHARS / paragraphs))
-    max_chars = min(max_chars, limits.max_block_chars)
+    # Inside Apply's 0.5x-1.6x, and close to the target: the length score stays above 75.
+    low = max(limits.min_length_ratio, PROSE_MIN_RATIO) * target_words
+    high = min(limits.max_length_ratio, PROSE_MAX_RATIO) * target_words
+    least = max(1, math.ceil(low / paragraphs))
+    most = max(least, math.floor(high / paragraphs))
+    word = f"[{PROSE_WORD_CHARS}]{{1,{PROSE_WORD_LENGTH}}}"
     paragraph = {
         "type": "object",
         "additionalProperties": False,
         "required": ["kind", "text"],
         "properties": {
             "kind": {"type": "string", "enum": [BlockKind.PARAGRAPH.value]},
-            "text": {"type": "string", "minLength": min_chars, "maxLength": max_chars},
+            "text": {"type": "string", "pattern": f"^{word}( {word}){{{least - 1},{most - 1}}}$"},
         },
     }
     summary = min(SUMMARY_CHARS, limits.max_summary_chars)
@@ -197,11 +199,19 @@ def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> Cal
             "summary": {"type": "string", "minLength": 1, "maxLength": summary},
         },
     }
-    # Here the schema's largest answer is close to Apply's, so the budget is the schema's true upper
-    # bound: one token a character of every string (a token is never shorter), plus the structure.
-    # An estimate of 2.5 characters a token was measured too low: a 270M model ran past it.
-    tokens = paragraphs * max_chars + summary + paragraphs * TOKENS_PER_BLOCK
-    return CallSchema("content_proposal", schema, _with_margin(tokens))
+    # The budget is the schema's true largest answer: one token a character (a token is never
+    # shorter; the words are ASCII), every word at its longest, plus the structure. No margin needed.
+    chars = paragraphs * most * (PROSE_WORD_LENGTH + 1) + summary
+    return CallSchema("content_proposal", schema, max(BUDGET_FLOOR, chars + (paragraphs + 1) * TOKENS_PER_BLOCK))
+
+
+def prose_word_range(schema: dict[str, Any]) -> tuple[int, int]:
+    """(fewest, most) words any answer to a prose schema can have, read back from its patterns."""
+    fewest = most = 0
+    for paragraph in schema["properties"]["blocks"]["prefixItems"]:
+        low, high = paragraph["properties"]["text"]["pattern"].rsplit("{", 1)[1].rstrip("}$").split(",")
+        fewest, most = fewest + int(low) + 1, most + int(high) + 1
+    return fewest, most
 
 
 def portable_schema(schema: Any) -> Any:

@@ -18,6 +18,7 @@ from lace_engine.proposal_schema import (
     content_bounds,
     content_schema,
     portable_schema,
+    prose_word_range,
     split_schema,
 )
 from lace_engine.proposals import parse_content, parse_split
@@ -149,37 +150,42 @@ def test_portable_schema_drops_only_the_bound_keywords() -> None:
 
 
 def _prose_answer(schema: dict[str, Any], word: str, longest: bool) -> dict[str, Any]:
-    """Every paragraph at its shortest (or longest) length, of one word repeated."""
+    """Every paragraph with its fewest (or most) words, one word repeated."""
     blocks = []
     for paragraph in schema["properties"]["blocks"]["prefixItems"]:
-        bound = paragraph["properties"]["text"]["maxLength" if longest else "minLength"]
-        text = " ".join([word] * (bound // (len(word) + 1) + (0 if longest else 1)))
-        blocks.append({"kind": "paragraph", "text": text[:bound] if longest else text})
+        low, high = paragraph["properties"]["text"]["pattern"].rsplit("{", 1)[1].rstrip("}$").split(",")
+        blocks.append({"kind": "paragraph", "text": " ".join([word] * (int(high if longest else low) + 1))})
     return {"blocks": blocks, "summary": "A summary."}
 
 
 @settings(max_examples=150, deadline=None)
-@given(target=st.integers(60, 3000), letters=st.integers(4, 6), longest=st.booleans())
-def test_prose_answers_the_grammar_admits_have_a_length_apply_accepts(target: int, letters: int,
-                                                                      longest: bool) -> None:
+@given(target=st.integers(60, 3000), letters=st.integers(1, 12), longest=st.booleans())
+def test_any_prose_answer_the_grammar_admits_has_a_length_apply_accepts(target: int, letters: int,
+                                                                        longest: bool) -> None:
     call = content_schema(target, style="prose")
     answer = _prose_answer(call.schema, "w" * letters, longest)
     assert valid(answer, call.schema)
     words = sum(len(b["text"].split()) for b in answer["blocks"])
+    # Apply's range, and within 0.7x-1.1x of the target whatever the words' lengths.
+    assert prose_word_range(call.schema)[0 if not longest else 1] == words
+    assert math.ceil(0.7 * target) <= words <= int(1.1 * target)
     low, high = math.ceil(target * DEFAULT_LIMITS.min_length_ratio), int(target * DEFAULT_LIMITS.max_length_ratio)
-    # For words of 4 to 6 letters: the shortest answer is long enough, the longest short enough.
-    assert low <= words <= high, (words, low, high)
-    # And no answer the schema admits can run past the budget: at most one token a character.
-    assert len(json.dumps(_prose_answer(call.schema, "w" * letters, True))) <= call.max_output_tokens
+    assert low <= words <= high
+    # No answer the schema admits runs past the budget: at most one token a character.
+    assert len(json.dumps(_prose_answer(call.schema, "w" * 12, True))) <= call.max_output_tokens
 
 
-def test_prose_schema_is_paragraphs_only_and_rejects_other_kinds() -> None:
+def test_prose_schema_is_words_in_paragraphs_only() -> None:
     call = content_schema(600, style="prose")
     blocks = call.schema["properties"]["blocks"]
     assert blocks["minItems"] == blocks["maxItems"] == len(blocks["prefixItems"]) == 3
     answer = _prose_answer(call.schema, "word", False)
     assert valid(answer, call.schema)
-    answer["blocks"][1] = {"kind": "bullet_list", "items": ["a"]}
-    assert not valid(answer, call.schema)
+    for bad in ({"kind": "bullet_list", "items": ["a"]},  # another kind
+                {"kind": "paragraph", "text": "x" * 900},  # a run without spaces: one word to Apply
+                {"kind": "paragraph", "text": 'say "hi" ' * 100},  # quotes to escape
+                {"kind": "paragraph", "text": "thirteenchars " * 150}):  # a word over 12 characters
+        broken = {**answer, "blocks": [answer["blocks"][0], bad, answer["blocks"][2]]}
+        assert not valid(broken, call.schema), bad
     with pytest.raises(ValueError):
         content_schema(600, style="poetry")
