@@ -41,8 +41,9 @@ _SPLIT_SYSTEM = """\
 You are a careful planner of long-form documents. A document grows as a tree of sections; \
 you plan one section at a time by dividing it into subsections that writers fill in later.
 
-Answer ONLY with one JSON object matching the given schema and nothing else: \
-{"children": [{"title": "...", "intent": "...", "target_words": 0}, ...]}.
+Answer ONLY with one JSON object matching the given schema and nothing else: a "children" array \
+whose entries each have a "title" (a short heading naming what that subsection is about), an \
+"intent" and "target_words".
 
 Rules:
 - Propose exactly child_count children (child_count is in the TASK line at the end of the message).
@@ -60,8 +61,8 @@ _WRITE_SYSTEM = """\
 You are a careful writer of long-form documents. A document grows as a tree of sections; \
 you write the content of one section, knowing where it sits and what the sections around it cover.
 
-Answer ONLY with one JSON object matching the given schema and nothing else: \
-{"blocks": [...], "summary": "..."}.
+Answer ONLY with one JSON object matching the given schema and nothing else: a "blocks" array \
+and a "summary".
 
 Rules:
 - Write about target_words words (target_words is in the TASK line at the end of the message); \

@@ -128,3 +128,15 @@ def test_content_style_defaults_to_prose_only_for_the_tiny_local_model() -> None
     assert Settings.from_env({"LACE_CONTENT_STYLE": "Prose"}).content_style == "prose"
     with pytest.raises(InvalidArgument):
         Settings.from_env({"LACE_CONTENT_STYLE": "poetry"})
+
+
+async def test_sampling_penalties_are_sent_only_when_set() -> None:
+    provider = await build({"LACE_LLM": "openai", "OPENAI_API_KEY": "k"})
+    assert isinstance(provider, OpenAIProvider) and provider.sampling == {}
+    provider = await build({"LACE_LLM": "openai", "OPENAI_API_KEY": "k", "LACE_LLM_FREQUENCY_PENALTY": "0.5",
+                            "LACE_LLM_PRESENCE_PENALTY": "-1"})
+    assert isinstance(provider, OpenAIProvider)
+    assert provider.sampling == {"frequency_penalty": 0.5, "presence_penalty": -1.0}
+    for bad in ("3", "-2.5", "lots"):
+        with pytest.raises(InvalidArgument):
+            provider_from_env({"LACE_LLM": "openai", "OPENAI_API_KEY": "k", "LACE_LLM_PRESENCE_PENALTY": bad})

@@ -397,3 +397,12 @@ async def test_json_in_a_markdown_fence_is_accepted(make_provider: ProviderFacto
     assert response.model == "local-model"
     # No usage in the answer: estimated from the text rather than left at zero.
     assert response.prompt_tokens > 0 and response.completion_tokens > 0
+
+
+async def test_sampling_parameters_travel_with_every_request(server: OpenAICompatibleServer,
+                                                             make_provider: ProviderFactory) -> None:
+    await make_provider().complete(write_request())
+    assert "frequency_penalty" not in server.requests[-1] and "presence_penalty" not in server.requests[-1]
+    await make_provider(sampling={"frequency_penalty": 1.5, "presence_penalty": 0.5}).complete(write_request())
+    sent = server.requests[-1]
+    assert (sent["frequency_penalty"], sent["presence_penalty"]) == (1.5, 0.5)

@@ -76,6 +76,9 @@ async def test_a_real_model_run_ends_cleanly_within_its_budgets(local: Local, wo
         # Grammar-constrained decoding of a bounded schema finishes; no call ran to its limit.
         assert call.finish_reason not in ("length", "LLMTruncated"), call
         assert call.usage.completion_tokens <= call.max_output_tokens
+        # The model was shown the whole prompt: a chat template that renders the messages away
+        # once left it 3 prompt tokens a call (the estimate is within 2x of any tokenizer's count).
+        assert call.usage.prompt_tokens >= call.context_tokens // 2 > 0
     if done.state == S.RUN_STATE_FAILED:
         (failed,) = of(events, "run_failed")
         # A model's bad answers fail a section, named; never the engine.

@@ -122,6 +122,7 @@ class OpenAIProvider:
         max_connections: int = 1000,
         connection_pools: int = 8,
         name: str = OPENAI_PROVIDER,
+        sampling: Mapping[str, float] | None = None,
     ):
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
@@ -130,6 +131,8 @@ class OpenAIProvider:
         if connection_pools < 1 or max_connections < connection_pools:
             raise ValueError("need 1 <= connection_pools <= max_connections")
         self._name = name
+        # Extra sampling parameters sent with every call (frequency_penalty, presence_penalty).
+        self._sampling = dict(sampling or {})
         self._model = model
         self._base_url = base_url or DEFAULT_BASE_URL
         self._timeout_s = timeout_s
@@ -171,6 +174,11 @@ class OpenAIProvider:
     @property
     def model(self) -> str:
         return self._model
+
+    @property
+    def sampling(self) -> dict[str, float]:
+        """Sampling parameters sent with every call beyond the provider's defaults."""
+        return dict(self._sampling)
 
     @property
     def portable_schemas(self) -> bool:
@@ -216,6 +224,7 @@ class OpenAIProvider:
             "response_format": self._response_format(request),
             self._token_param: request.max_output_tokens,
             "seed": request.seed,
+            **self._sampling,
         }
         retry = 0
         while True:
