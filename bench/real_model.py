@@ -1,7 +1,7 @@
 """Five briefs written by a real model: LACE_LLM=local (llama-server with Gemma 3 270M unless
 LACE_LOCAL_MODEL names another GGUF), through a real LACE server, one run after another.
 
-    python -m bench.real_model [--database-url URL] [--out DIR] [--only N ...]
+    python -m bench.real_model [--database-url URL] [--out DIR] [--only N ...] [--record DIR]
 
 Prints, per brief and in total: how the run ended, proposals applied on the first attempt and
 within the retry limit, re-asks, repairs, calls that ran to their output limit, tokens per written
@@ -64,6 +64,8 @@ class Result:
     length_score: float
     wall_s: float
     failure: str
+    repetition: float
+    duplicate_headings: int
 
 
 def _save(path: Path, text: str) -> None:
@@ -106,18 +108,20 @@ async def run_brief(target: str, brief: Brief, out: Path) -> Result:
         completion_tokens=done.usage.completion_tokens, words=done.words_written,
         length_score=reports[-1].validation_reported.report.document_length_score if reports else 0.0,
         wall_s=wall, failure=failed[0].run_failed.reason if failed else "",
+        repetition=done.validation.quality.repetition, duplicate_headings=done.validation.quality.duplicate_headings,
     )
 
 
 def table(results: list[Result]) -> list[str]:
     lines = ["| brief | words | state | steps applied (1st try) | re-asks | repairs | calls at limit | "
-             "tokens/word | S_l | s per 1,000 words |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "tokens/word | S_l | repeated 8-grams | duplicate headings | s per 1,000 words |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         per_word = r.completion_tokens / r.words if r.words else float("nan")
         per_k = r.wall_s / r.words * 1000 if r.words else float("nan")
         lines.append(f"| {r.brief.title} | {r.words}/{r.brief.words} | {r.state} | {r.within_limit}/{r.steps} "
                      f"({r.first_attempt}) | {r.reasks} | {r.repairs} | {r.at_limit}/{r.calls} | {per_word:.2f} | "
-                     f"{r.length_score:.0f} | {per_k:.0f} |")
+                     f"{r.length_score:.0f} | {r.repetition:.0%} | {r.duplicate_headings} | {per_k:.0f} |")
     steps = sum(r.steps for r in results)
     applied = sum(r.within_limit for r in results)
     done = sum(r.state == "COMPLETED" for r in results)
@@ -135,12 +139,14 @@ async def main(argv: list[str]) -> int:
                         help="PostgreSQL server to create a fresh database on")
     parser.add_argument("--out", type=Path, default=Path("bench-real-model"), help="where compiled documents go")
     parser.add_argument("--only", type=int, nargs="*", help="brief numbers (1-5) to run")
+    parser.add_argument("--record", type=Path, help="also record every exchange into DIR/cassette.jsonl")
     args = parser.parse_args(argv)
     from lace_server.server import start
 
     chosen = [b for i, b in enumerate(BRIEFS, 1) if not args.only or i in args.only]
     with fresh_database(args.database_url, "lace_bench_real") as url:
-        running = await start(bench_settings(url), "127.0.0.1:0", env={"LACE_LLM": "local"}, migrate_db=False)
+        env = {"LACE_LLM": "local", **({"LACE_LLM_RECORD": str(args.record)} if args.record else {})}
+        running = await start(bench_settings(url), "127.0.0.1:0", env=env, migrate_db=False)
         try:
             results = []
             for brief in chosen:

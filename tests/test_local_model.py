@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from lace.v1.artifact_service_pb2_grpc import ArtifactServiceAsyncStub
     from lace.v1.run_service_pb2_grpc import RunServiceAsyncStub
 
+pytestmark = pytest.mark.real_model
+
 S = run_pb2
 # A call takes seconds to a minute on 2 busy cores; generous, never asserted.
 RUN_DEADLINE_S = 1500
