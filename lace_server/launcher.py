@@ -21,6 +21,7 @@ from lace.v1 import (
     run_service_pb2_grpc,
 )
 from lace_engine.config import Settings
+from lace_engine.llm.content_style import LOCAL_PROVIDER
 from lace_server.server import listen_address, start
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ DEMO_BRIEF = (
 )
 
 
-async def run_demo(target: str, out: Path, words: int = 4000) -> None:
+async def run_demo(target: str, out: Path, words: int = 4000, *, leaf_words: int = 0,
+                   sibling_concurrency: int = 4) -> None:
     """Writes one artifact through the public API, printing progress as a client would see it."""
     async with grpc.aio.insecure_channel(target) as channel:
         artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(channel)
@@ -46,7 +48,7 @@ async def run_demo(target: str, out: Path, words: int = 4000) -> None:
         artifact = created.artifact
         run = (await runs.StartRun(run_service_pb2.StartRunRequest(
             artifact_id=artifact.id, request_id=str(uuid.uuid4()),
-            options=run_pb2.RunOptions(sibling_concurrency=4)))).run
+            options=run_pb2.RunOptions(sibling_concurrency=sibling_concurrency, leaf_words=leaf_words)))).run
         print(f"demo: artifact {artifact.id}, run {run.id}", flush=True)
         started = time.monotonic()
         written = words_so_far = 0
@@ -60,6 +62,12 @@ async def run_demo(target: str, out: Path, words: int = 4000) -> None:
                     written += 1
                     words_so_far += event.blocks_applied.word_count
                     print(f"  [{event.seq:4}] wrote section {written} ({words_so_far} words so far)", flush=True)
+                elif kind == "proposal_rejected":
+                    rejected = event.proposal_rejected
+                    print(f"  [{event.seq:4}] proposal rejected (attempt {rejected.attempt}): "
+                          f"{'; '.join(rejected.errors)[:160]}", flush=True)
+                elif kind == "run_failed":
+                    print(f"  [{event.seq:4}] run failed: {event.run_failed.reason}", flush=True)
                 elif kind == "run_state_changed":
                     state = run_pb2.RunState.Name(event.run_state_changed.to_state)
                     print(f"  [{event.seq:4}] run {state}", flush=True)
@@ -91,7 +99,10 @@ async def serve_with_extras(settings: Settings, listen: str, *, web: bool, web_p
             frontend = WebFrontend(running.port, web_port, WEB_DIST)
             await frontend.start()
             print(f"lace: browser UI on http://127.0.0.1:{web_port}/ (grpc-web through Envoy)", flush=True)
-        if demo:
+        if demo and running.engine.provider.name == LOCAL_PROVIDER:
+            # A 270M model on a few CPU cores writes about 30 words a second, on one slot.
+            await run_demo(target, demo_out, 1500, leaf_words=700, sibling_concurrency=1)
+        elif demo:
             await run_demo(target, demo_out)
         await stop.wait()
     finally:

@@ -21,6 +21,7 @@ from lace.v1 import artifact_service_pb2, run_pb2, run_service_pb2
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace.v1.run_service_pb2_grpc import RunServiceStub
 from lace_engine.llm.local import llama_server_binary
+from lace_engine.proposal_schema import content_schema, split_schema
 from lace_server.server import Running
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch
@@ -72,9 +73,15 @@ async def test_a_real_model_run_ends_cleanly_within_its_budgets(local: Local, wo
     calls = [e.llm_call_completed for e in of(events, "llm_call_completed")]
     assert calls and done.llm_calls == len(calls)
     splits = {e.node_split.node_id: e.node_split for e in of(events, "node_split")}
+    targets = {artifact.root_node_id: words} | {c.node_id: c.target_words for s in splits.values() for c in s.children}
     for call in calls:
-        # The budget is the schema's, per call, far below the old constant of 8,192 for these sizes.
-        assert 0 < call.max_output_tokens < 8192
+        # The budget is the call's own schema's (the tiny model gets the prose style), not a constant.
+        target = targets[call.node_id]
+        if call.step == S.STEP_KIND_SPLIT:
+            expected = split_schema(min(max(-(-target // leaf_words), 2), 8), target).max_output_tokens
+        else:
+            expected = content_schema(target, style="prose").max_output_tokens
+        assert call.max_output_tokens == expected
         # Grammar-constrained decoding of a bounded schema finishes; no call ran to its limit.
         assert call.finish_reason not in ("length", "LLMTruncated"), call
         assert call.usage.completion_tokens <= call.max_output_tokens
