@@ -59,7 +59,9 @@ async def test_create_start_watch_compile(lace: Lace, tmp_path: Path) -> None:
     uuid.UUID(run_id)
     assert any("state PENDING -> RUNNING" in line for line in lines)
     assert any(line.startswith("[") and "wrote '" in line for line in lines)
-    assert lines[-1].startswith(f"run {run_id} COMPLETED:") and "words" in lines[-1]
+    assert lines[-2].startswith(f"run {run_id} COMPLETED:") and "words" in lines[-2]
+    # The quality report of the run, under the summary.
+    assert lines[-1].startswith("quality: ") and "0 re-asks" in lines[-1] and "calls at the token limit" in lines[-1]
 
     markdown = tmp_path / "doc.md"
     code, out, err = await lace("compile", artifact_id, "-o", str(markdown))
@@ -85,7 +87,7 @@ async def test_create_start_watch_compile(lace: Lace, tmp_path: Path) -> None:
 
     # Watching again from a cursor replays the rest and ends with the same verdict.
     code, out, _ = await lace("watch", run_id, "--cursor", "3")
-    assert code == 0 and "[3]" not in out and "COMPLETED" in out.splitlines()[-1]
+    assert code == 0 and "[3]" not in out and "COMPLETED" in out.splitlines()[-2]
 
     block_id = blocks[0]["id"]
     code, out, err = await lace("edit-block", block_id, "--text", "Written by hand.")

@@ -240,6 +240,7 @@ describe("LACE web UI over grpc-web (Envoy)", { timeout: 240_000 }, () => {
     assert.equal(await change.getAttribute("data-origin"), "llm");
     assert.equal(await change.locator("dd[data-field='Run']").textContent(), runId);
     assert.match((await change.locator("dd[data-field='LLM call']").textContent()) ?? "", /^[0-9a-f-]{36}$/);
+    assert.equal(await change.locator("dd[data-field='Provider']").textContent(), "offline");
     assert.notEqual(await change.locator("dd[data-field='Model']").textContent(), "–");
     assert.equal(await change.locator("dd[data-field='Block version']").textContent(), "v1");
     assert.match((await page.locator("#provenance").textContent()) ?? "", new RegExp(blockId));

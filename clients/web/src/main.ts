@@ -649,6 +649,18 @@ function blockPreview(change: ChangeEvent): string {
   return text.length > 160 ? `${text.slice(0, 157)}…` : text;
 }
 
+// The provider that wrote a change is the run's (a run has one); read once per run shown.
+const providerOfRun = new Map<string, string>();
+
+async function runProviders(runIds: string[]): Promise<Map<string, string>> {
+  const missing = [...new Set(runIds.filter((id) => id && !providerOfRun.has(id)))];
+  await Promise.all(missing.map(async (runId) => {
+    const { run } = await runs.getRun({ runId });
+    providerOfRun.set(runId, run?.provider ?? "");
+  }));
+  return providerOfRun;
+}
+
 async function showProvenance(blockId: string): Promise<void> {
   if (!blockId) return;
   state.selectedBlock = blockId;
@@ -656,11 +668,13 @@ async function showProvenance(blockId: string): Promise<void> {
   ui.provenance.replaceChildren(el("p", { className: "muted", text: "Loading…" }));
   try {
     const { changeEvents } = await artifacts.listBlockChanges({ blockId, pageSize: 100 });
+    const providers = await runProviders(changeEvents.map((change) => change.runId));
     const rows = changeEvents.map((change) => {
       const origin = (ChangeOrigin[change.origin] ?? "UNSPECIFIED").toLowerCase();
       const fields: [string, string][] = [
         ["Origin", origin],
         ["Run", change.runId || "–"],
+        ["Provider", (change.runId && providers.get(change.runId)) || "–"],
         ["Model", change.model || "–"],
         ["LLM call", change.llmCallId || "–"],
         ["Block version", change.after ? `v${change.after.version}` : "deleted"],
