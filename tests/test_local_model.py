@@ -1,7 +1,8 @@
 """A real model: LACE_LLM=local runs llama.cpp's llama-server (built from source, cached) with Gemma 3 270M.
 
 Nothing here asserts a timing or a wording of the model's text: only what LACE guarantees with any
-model. Every run ends (COMPLETED, or FAILED with a reason naming the section), its events are
+model. A one-write run completes; a run with splits ends COMPLETED, or FAILED with a reason naming
+the section (a tiny model may repeat a sibling's title on every attempt); its events are
 exactly 1..N, every call was sent with a budget derived from its schema, no call ran to that budget,
 and pause and cancel work while a real call is in flight. The model is a tiny *base* model; what
 it writes is in docs/performance.md, read, not asserted.
@@ -88,7 +89,11 @@ async def test_a_real_model_run_ends_cleanly_within_its_budgets(local: Local, wo
         # The model was shown the whole prompt: a chat template that renders the messages away
         # once left it 3 prompt tokens a call (the estimate is within 2x of any tokenizer's count).
         assert call.usage.prompt_tokens >= call.context_tokens // 2 > 0
+    if not splits:
+        # One write in the prose style: every answer its grammar admits passes Apply, so it completes.
+        assert done.state == S.RUN_STATE_COMPLETED, done.failure_reason
     if done.state == S.RUN_STATE_FAILED:
+        # A split can fail: a tiny model may repeat a sibling's title on every attempt.
         (failed,) = of(events, "run_failed")
         # A model's bad answers fail a section, named; never the engine.
         assert failed.run_failed.node_id and "internal error" not in failed.run_failed.reason
