@@ -23,19 +23,12 @@ from lace_engine.proposal_schema import (
 )
 from lace_engine.proposals import parse_content, parse_split
 from lace_engine.tokens import estimate_tokens
+from tests.support.openai_server import schema_keys
 
 
 def valid(value: Any, schema: dict[str, Any]) -> bool:
     jsonschema.Draft202012Validator.check_schema(schema)
     return bool(jsonschema.Draft202012Validator(schema).is_valid(value))
-
-
-def keys(schema: Any) -> set[str]:
-    if isinstance(schema, dict):
-        return set(schema).union(*(keys(v) for v in schema.values()))
-    if isinstance(schema, list):
-        return set().union(*(keys(v) for v in schema))
-    return set()
 
 
 def even_split(count: int, total: int) -> dict[str, Any]:
@@ -141,9 +134,9 @@ def test_offline_answers_pass_their_own_schema_and_parse(target: int, seed: int)
 def test_portable_schema_drops_only_the_bound_keywords() -> None:
     for call in (split_schema(4, 2000), content_schema(500)):
         portable = portable_schema(call.schema)
-        assert keys(call.schema) & BOUND_KEYWORDS
-        assert not keys(portable) & BOUND_KEYWORDS
-        assert keys(portable) == keys(call.schema) - BOUND_KEYWORDS
+        assert schema_keys(call.schema) & BOUND_KEYWORDS
+        assert not schema_keys(portable) & BOUND_KEYWORDS
+        assert schema_keys(portable) == schema_keys(call.schema) - BOUND_KEYWORDS
         assert portable_schema(portable) == portable
     # Everything the bounded schema accepts, the portable one accepts too.
     assert valid(even_split(4, 2000), portable_schema(split_schema(4, 2000).schema))
