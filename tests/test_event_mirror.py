@@ -57,12 +57,10 @@ async def engines(mirror_db: str, nats_server: NatsServer) -> AsyncIterator[tupl
     nats_server.start()
     worker = Engine(settings_for(mirror_db, nats_server.url, execute=True, owner="worker-1"), mirror_db,
                     OfflineProvider(latency_ms=60), serve_streams=False)
-    # Runs reach the worker as jobs: its claim poll could otherwise take a run first (the dispatch
-    # test asserts the job path). 30 s was not enough: with two suites on two cores the fixture's
-    # waits for NATS took that long, and the poll fired just after the run was started. With NATS
-    # down the executor is woken directly, so no test here needs the poll.
+    # Runs reach the worker as jobs: its once-a-second claim poll could otherwise take a run first
+    # (the dispatch test asserts the job path). With NATS down the executor is woken directly.
     assert worker.executor is not None
-    worker.executor.config.poll_interval_s = 3600.0
+    worker.executor.config.poll_interval_s = 30.0
     replica = Engine(settings_for(mirror_db, nats_server.url, execute=False, owner="replica-1"), mirror_db,
                      OfflineProvider())
     await worker.start()
