@@ -25,6 +25,7 @@ from bench.common import bench_settings
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace.v1.run_service_pb2_grpc import RunServiceStub
+from lace_engine.quality import AT_LIMIT
 from tests.support.database import fresh_database
 
 
@@ -104,7 +105,7 @@ async def run_brief(target: str, brief: Brief, out: Path) -> Result:
         reasks=len(_of(events, "proposal_rejected")),
         repairs=sum(len(e.node_split.repairs) for e in _of(events, "node_split"))
         + sum(len(e.blocks_applied.repairs) for e in _of(events, "blocks_applied")),
-        at_limit=sum(1 for c in calls if c.finish_reason in ("length", "LLMTruncated")), calls=len(calls),
+        at_limit=sum(1 for c in calls if c.finish_reason in AT_LIMIT), calls=len(calls),
         completion_tokens=done.usage.completion_tokens, words=done.words_written,
         length_score=reports[-1].validation_reported.report.document_length_score if reports else 0.0,
         wall_s=wall, failure=failed[0].run_failed.reason if failed else "",

@@ -164,6 +164,16 @@ def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS, *, s
     return CallSchema("content_proposal", schema, _with_margin(tokens))
 
 
+def prose_bounds(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> tuple[int, int, int]:
+    """(paragraphs, fewest words a paragraph, most words a paragraph) of the prose style for a section."""
+    paragraphs = max(1, math.ceil(target_words / PROSE_WORDS_PER_PARAGRAPH))
+    # Inside Apply's 0.5x-1.6x, and close to the target: the length score stays above 75.
+    low = max(limits.min_length_ratio, PROSE_MIN_RATIO) * target_words
+    high = min(limits.max_length_ratio, PROSE_MAX_RATIO) * target_words
+    least = max(1, math.ceil(low / paragraphs))
+    return paragraphs, least, max(least, math.floor(high / paragraphs))
+
+
 def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> CallSchema:
     """Exactly `ceil(target / 200)` paragraphs, each a `pattern` of a bounded number of words, so any
     answer the grammar admits has between PROSE_MIN_RATIO and PROSE_MAX_RATIO of the target's words.
@@ -172,12 +182,7 @@ def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> Cal
     characters alone it wrote runs without spaces (one "word" of 800 characters). A pattern of words
     bounds what Apply counts.
     """
-    paragraphs = max(1, math.ceil(target_words / PROSE_WORDS_PER_PARAGRAPH))
-    # Inside Apply's 0.5x-1.6x, and close to the target: the length score stays above 75.
-    low = max(limits.min_length_ratio, PROSE_MIN_RATIO) * target_words
-    high = min(limits.max_length_ratio, PROSE_MAX_RATIO) * target_words
-    least = max(1, math.ceil(low / paragraphs))
-    most = max(least, math.floor(high / paragraphs))
+    paragraphs, least, most = prose_bounds(target_words, limits)
     word = f"[{PROSE_WORD_CHARS}]{{1,{PROSE_WORD_LENGTH}}}"
     paragraph = {
         "type": "object",
@@ -203,15 +208,6 @@ def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> Cal
     # shorter; the words are ASCII), every word at its longest, plus the structure. No margin needed.
     chars = paragraphs * most * (PROSE_WORD_LENGTH + 1) + summary
     return CallSchema("content_proposal", schema, max(BUDGET_FLOOR, chars + (paragraphs + 1) * TOKENS_PER_BLOCK))
-
-
-def prose_word_range(schema: dict[str, Any]) -> tuple[int, int]:
-    """(fewest, most) words any answer to a prose schema can have, read back from its patterns."""
-    fewest = most = 0
-    for paragraph in schema["properties"]["blocks"]["prefixItems"]:
-        low, high = paragraph["properties"]["text"]["pattern"].rsplit("{", 1)[1].rstrip("}$").split(",")
-        fewest, most = fewest + int(low) + 1, most + int(high) + 1
-    return fewest, most
 
 
 def portable_schema(schema: Any) -> Any:

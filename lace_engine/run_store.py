@@ -32,7 +32,7 @@ def row_to_run(r: Any) -> Run:
         completion_tokens=int(r.completion_tokens), llm_calls=int(r.llm_calls),
         llm_latency_ms=int(r.llm_latency_ms), nodes_planned=r.nodes_planned, nodes_written=r.nodes_written,
         words_written=int(r.words_written), provider=r.provider, model=r.model, create_time=r.create_time,
-        start_time=r.start_time, end_time=r.end_time, validation=getattr(r, "validation", None),
+        start_time=r.start_time, end_time=r.end_time, validation=r.validation,
     )
 
 

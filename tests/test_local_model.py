@@ -23,6 +23,8 @@ from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace.v1.run_service_pb2_grpc import RunServiceStub
 from lace_engine.llm.local import llama_server_binary
 from lace_engine.proposal_schema import content_schema, split_schema
+from lace_engine.quality import AT_LIMIT
+from lace_engine.strategy import MAX_CHILDREN, MIN_CHILDREN
 from lace_server.server import Running
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch
@@ -79,12 +81,13 @@ async def test_a_real_model_run_ends_cleanly_within_its_budgets(local: Local, wo
         # The budget is the call's own schema's (the tiny model gets the prose style), not a constant.
         target = targets[call.node_id]
         if call.step == S.STEP_KIND_SPLIT:
-            expected = split_schema(min(max(-(-target // leaf_words), 2), 8), target).max_output_tokens
+            count = min(max(-(-target // leaf_words), MIN_CHILDREN), MAX_CHILDREN)  # as strategy.decide
+            expected = split_schema(count, target).max_output_tokens
         else:
             expected = content_schema(target, style="prose").max_output_tokens
         assert call.max_output_tokens == expected
         # Grammar-constrained decoding of a bounded schema finishes; no call ran to its limit.
-        assert call.finish_reason not in ("length", "LLMTruncated"), call
+        assert call.finish_reason not in AT_LIMIT, call
         assert call.usage.completion_tokens <= call.max_output_tokens
         # The model was shown the whole prompt: a chat template that renders the messages away
         # once left it 3 prompt tokens a call (the estimate is within 2x of any tokenizer's count).

@@ -18,7 +18,7 @@ from lace_engine.proposal_schema import (
     content_bounds,
     content_schema,
     portable_schema,
-    prose_word_range,
+    prose_bounds,
     split_schema,
 )
 from lace_engine.proposals import parse_content, parse_split
@@ -142,13 +142,11 @@ def test_portable_schema_drops_only_the_bound_keywords() -> None:
     assert valid(even_split(4, 2000), portable_schema(split_schema(4, 2000).schema))
 
 
-def _prose_answer(schema: dict[str, Any], word: str, longest: bool) -> dict[str, Any]:
+def _prose_answer(target: int, word: str, longest: bool) -> dict[str, Any]:
     """Every paragraph with its fewest (or most) words, one word repeated."""
-    blocks = []
-    for paragraph in schema["properties"]["blocks"]["prefixItems"]:
-        low, high = paragraph["properties"]["text"]["pattern"].rsplit("{", 1)[1].rstrip("}$").split(",")
-        blocks.append({"kind": "paragraph", "text": " ".join([word] * (int(high if longest else low) + 1))})
-    return {"blocks": blocks, "summary": "A summary."}
+    paragraphs, least, most = prose_bounds(target)
+    text = " ".join([word] * (most if longest else least))
+    return {"blocks": [{"kind": "paragraph", "text": text}] * paragraphs, "summary": "A summary."}
 
 
 @settings(max_examples=150, deadline=None)
@@ -156,23 +154,28 @@ def _prose_answer(schema: dict[str, Any], word: str, longest: bool) -> dict[str,
 def test_any_prose_answer_the_grammar_admits_has_a_length_apply_accepts(target: int, letters: int,
                                                                         longest: bool) -> None:
     call = content_schema(target, style="prose")
-    answer = _prose_answer(call.schema, "w" * letters, longest)
+    answer = _prose_answer(target, "w" * letters, longest)
     assert valid(answer, call.schema)
     words = sum(len(b["text"].split()) for b in answer["blocks"])
     # Apply's range, and within 0.7x-1.1x of the target whatever the words' lengths.
-    assert prose_word_range(call.schema)[0 if not longest else 1] == words
+    # One past either bound, the grammar refuses it: the bounds are the schema's, not only the helper's.
+    paragraphs, least, most = prose_bounds(target)
+    assert words == paragraphs * (most if longest else least)
+    outside = " ".join(["w"] * (most + 1 if longest else least - 1))
+    if outside:
+        assert not valid({**answer, "blocks": [{"kind": "paragraph", "text": outside}] * paragraphs}, call.schema)
     assert math.ceil(0.7 * target) <= words <= int(1.1 * target)
     low, high = math.ceil(target * DEFAULT_LIMITS.min_length_ratio), int(target * DEFAULT_LIMITS.max_length_ratio)
     assert low <= words <= high
     # No answer the schema admits runs past the budget: at most one token a character.
-    assert len(json.dumps(_prose_answer(call.schema, "w" * 12, True))) <= call.max_output_tokens
+    assert len(json.dumps(_prose_answer(target, "w" * 12, True))) <= call.max_output_tokens
 
 
 def test_prose_schema_is_words_in_paragraphs_only() -> None:
     call = content_schema(600, style="prose")
     blocks = call.schema["properties"]["blocks"]
     assert blocks["minItems"] == blocks["maxItems"] == len(blocks["prefixItems"]) == 3
-    answer = _prose_answer(call.schema, "word", False)
+    answer = _prose_answer(600, "word", False)
     assert valid(answer, call.schema)
     for bad in ({"kind": "bullet_list", "items": ["a"]},  # another kind
                 {"kind": "paragraph", "text": "x" * 900},  # a run without spaces: one word to Apply
