@@ -132,7 +132,10 @@ async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float,
                sa.or_(runs.c.lease_expires.is_(None), runs.c.lease_expires < sa.func.now()))
         .order_by(runs.c.create_time)
         .limit(1)
-        .with_for_update(skip_locked=True)
+        # NO KEY UPDATE, the lock the UPDATE itself takes: plain FOR UPDATE also conflicts with the
+        # KEY SHARE lock that inserting a row referencing the run takes (the mirror's cursor, as the
+        # run's first events are mirrored), and SKIP LOCKED then passed over a claimable run.
+        .with_for_update(skip_locked=True, key_share=True)
     )
     if run_id is not None:
         candidates = candidates.where(runs.c.id == run_id)

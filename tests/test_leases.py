@@ -12,8 +12,14 @@ import psycopg
 
 from lace.v1 import run_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
+from lace_engine import run_store
+from lace_engine.apply import NewArtifact
+from lace_engine.config import Settings
+from lace_engine.llm.offline import OfflineProvider
+from lace_engine.service import Engine
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch
+from tests.support.database import fresh_database
 
 TTL_S = 0.6
 
@@ -73,3 +79,29 @@ async def test_an_executor_whose_lease_was_taken_stops_writing(pg_server_url: st
                 assert (await cur.fetchone() or [0])[0] == head  # nothing more written by the old owner
         owner, token, state = await lease_of(url, run.id)
     assert (owner, token, state) == ("someone-else", 2, "running")
+
+
+async def test_a_run_is_claimed_while_a_row_referencing_it_is_being_written(pg_server_url: str) -> None:
+    # The mirror's cursor row (a foreign key to runs) takes FOR KEY SHARE on the run's row as the
+    # run's first events are mirrored. A claim that locks FOR UPDATE SKIP LOCKED skipped the run
+    # then, and its job was acked as "not claimable": the run waited for the next claim poll.
+    with fresh_database(pg_server_url, "lace_claim") as url:
+        engine = Engine(Settings(database_url=url, execute_runs=False, event_bus="postgres"), url,
+                        OfflineProvider())
+        await engine.start()
+        try:
+            artifact = await engine.create_artifact(NewArtifact(title="Heat networks", brief="A guide.", style="",
+                                                                target_words=600))
+            run = await engine.start_run(artifact.id)
+            async with await psycopg.AsyncConnection.connect(url) as referencing:
+                await referencing.execute("INSERT INTO mirror_cursors (run_id, published_seq, update_time) "
+                                          "VALUES (%s, 1, now())", (run.id,))
+                for run_id in (run.id, None):  # a job's claim of this run, and the claim loop's
+                    async with engine.db.transaction() as tx:
+                        claim = await asyncio.wait_for(
+                            run_store.claim_next(tx.conn, owner="worker", ttl_s=0.01, run_id=run_id), 10)
+                    assert claim is not None and claim.run.id == run.id
+                    await asyncio.sleep(0.05)  # the 10 ms lease expires: claimable again
+                await referencing.rollback()
+        finally:
+            await engine.aclose()
