@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.common import Context, Row, bench_settings, interleaved, median
 from bench.fixtures import Prepared, content_proposal, prepare
-from lace_engine import ir_store
+from lace_engine import ir_store, run_journal
 from lace_engine.apply import Mutation, Rejection
 from lace_engine.apply_store import block_json
 from lace_engine.context_builder import ManifestEntry, PromptContext
@@ -38,8 +38,9 @@ from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMRequest, LLMResponse
 from lace_engine.llm.offline import OfflineProvider
 from lace_engine.model import EventType, Node, StepKind
-from lace_engine.orchestrator import Attempt, ExecutorConfig, RunExecution
+from lace_engine.orchestrator import ExecutorConfig, RunExecution
 from lace_engine.proposal_schema import content_schema
+from lace_engine.run_journal import Attempt, CallOutcome
 from lace_engine.service import Engine
 from lace_engine.strategy import StrategyDecision
 from lace_engine.tree import Tree
@@ -98,7 +99,7 @@ async def _lace_run(execution: RunExecution, prepared: Prepared, answers: list[d
         attempt = _attempt(node)
         plan = execution._plan(attempt, [], response)
         assert not isinstance(plan, Rejection), plan
-        await execution._apply(attempt, response, plan)
+        await execution._apply(attempt, CallOutcome.of(response, execution.provider), plan)
     return len(prepared.leaves)
 
 
@@ -149,11 +150,12 @@ def _raw_steps(prepared: Prepared, answers: list[dict[str, Any]]) -> list[RawSte
         call_id = attempt.call_id
         plan = execution._plan(attempt, [], response)
         assert isinstance(plan, Mutation)
-        call = execution._call_event(attempt, response, None)
+        outcome = CallOutcome.of(response, execution.provider)
+        call = run_journal.call_event(attempt, outcome)
         applied = plan.events[0]
         events = [(call.type.value, call.payload), (applied.type.value, dict(applied.payload)),
                   (EventType.STEP_COMPLETED.value, {"node_id": str(node.id), "step": "write", "attempts": 1})]
-        r = execution._call_row(attempt, response, None, "applied")
+        r = run_journal.call_row(prepared.run.id, attempt, outcome, "applied")
         call_row = (r["id"], r["run_id"], r["node_id"], r["step"], r["attempt"], r["provider"], r["model"],
                     r["prompt_tokens"], r["completion_tokens"], r["latency_ms"], r["finish_reason"],
                     r["context_tokens"], Jsonb(r["context_manifest"]), r["outcome"], r["error"])

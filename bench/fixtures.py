@@ -55,8 +55,8 @@ async def artifact_with_leaves(db: Database, leaves: int, leaf_words: int, *, ti
         for i in range(leaves)
     )
     async with db.transaction() as tx:
-        await apply_store.write_mutation(tx.conn, create)
-        await apply_store.write_mutation(tx.conn, Mutation(
+        await apply_store.write_mutation(tx, create)
+        await apply_store.write_mutation(tx, Mutation(
             artifact_id=artifact_id, provenance=Provenance(origin=Origin.HUMAN), node_inserts=children,
             node_patches=(NodePatch(root.id, NodeState.SPLIT),)))
     return artifact_id, list(children)
@@ -65,7 +65,7 @@ async def artifact_with_leaves(db: Database, leaves: int, leaf_words: int, *, ti
 async def running_run(db: Database, artifact_id: uuid.UUID, owner: str = "bench") -> tuple[Run, Fence]:
     """Inserts a run and takes it to RUNNING under a lease, as an executor's claim does."""
     async with db.transaction() as tx:
-        run = await run_store.insert_run(tx.conn, run_id=new_id(), artifact_id=artifact_id, scope_node_id=None,
+        run = await run_store.insert_run(tx, run_id=new_id(), artifact_id=artifact_id, scope_node_id=None,
                                          instruction="", options=RunOptions(), provider="offline",
                                          model="lace-offline-1")
     async with db.transaction() as tx:
@@ -73,7 +73,7 @@ async def running_run(db: Database, artifact_id: uuid.UUID, owner: str = "bench"
         assert claim is not None
         target = ON_CLAIM[claim.run.state]
         assert target is not None
-        await run_store.transition(tx.conn, claim.run, target, "started", fence=claim.fence)
+        await run_store.transition(tx, claim.run, target, "started", fence=claim.fence)
     return claim.run, claim.fence
 
 

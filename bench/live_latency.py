@@ -6,7 +6,7 @@ fixed pace and stamps the moment just before it sends COMMIT (the same for LACE 
 baselines); clients stamp receipt on the same (system-wide monotonic) clock.
 
 LACE, in process: the writer is the serving Engine's own `Database.transaction` +
-`event_log.append` + `tx.emitted` (the orchestrator's `_commit_events`), so events reach the
+`event_log.append` (as `RunJournal.commit` does), so events reach the
 streams through the live hub. LACE, across processes: the writer is an Engine in this process,
 the streams are served by a second `lace serve --no-execute` process that learns of the commit
 through LISTEN/NOTIFY and reads the events from Postgres.
@@ -61,9 +61,8 @@ def lace_writer(engine: Engine, probe: Probe) -> Commit:
 
     async def commit() -> None:
         async with engine.db.transaction() as tx:
-            appended = await event_log.append(tx.conn, probe.run_id,
+            appended = await event_log.append(tx, probe.run_id,
                                               [NewEvent(EventType.STEP_STARTED, _payload(next(counter)))])
-            tx.emitted(appended.events)
             _stamp(probe, [e.seq for e in appended.events])
 
     return commit

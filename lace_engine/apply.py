@@ -29,6 +29,7 @@ from lace_engine.model import (
 )
 from lace_engine.proposals import ChildPlan, ContentProposal, SplitProposal
 from lace_engine.strategy import split_budget_ok
+from lace_engine.tree import Tree
 
 # Fixed namespaces: ids derived from them are part of the stored IR, never change them.
 NODE_NAMESPACE = uuid.UUID("6f1c1e2a-6c1d-4a8e-9a57-0c4b1f6d1a01")
@@ -118,6 +119,17 @@ class Mutation:
     words_written: int = 0
     # Deterministic repairs Apply made to the proposal before accepting it, in words (see `repair_split`).
     repairs: tuple[str, ...] = ()
+
+
+def tree_after(tree: Tree, mutation: Mutation) -> Tree:
+    """The tree as `mutation` leaves it once written: its inserted nodes, and its patches' columns."""
+    def patched(p: NodePatch) -> Node:
+        node = tree.get(p.node_id)
+        return replace(node, state=p.state, summary=node.summary if p.summary is None else p.summary,
+                       word_count=node.word_count if p.word_count is None else p.word_count,
+                       last_run_id=p.last_run_id or node.last_run_id)
+
+    return tree.with_nodes([*mutation.node_inserts, *(patched(p) for p in mutation.node_patches)])
 
 
 @dataclass(frozen=True, slots=True)

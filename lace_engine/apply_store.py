@@ -17,11 +17,10 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lace_engine import event_log
 from lace_engine.apply import Mutation, Precondition
-from lace_engine.database import driver_connection
+from lace_engine.database import Tx, driver_connection
 from lace_engine.errors import Aborted, NotFound
 from lace_engine.event_log import Fence
 from lace_engine.model import Block, EventType, NewEvent, RunEvent, RunState
@@ -47,7 +46,7 @@ def block_json(block: Block) -> dict[str, Any]:
 
 
 async def write_mutation(
-    conn: AsyncConnection,
+    tx: Tx,
     mutation: Mutation,
     *,
     run_id: uuid.UUID | None = None,
@@ -55,17 +54,18 @@ async def write_mutation(
     events_before: Sequence[NewEvent] = (),
     events_after: Sequence[NewEvent] = (),
     run_increments: Mapping[str, int] | None = None,
-    also: Sequence[tuple[str, Sequence[Any]]] = (),
+    statements: Sequence[tuple[str, Sequence[Any]]] = (),
 ) -> Written:
-    """Writes `mutation` and its events in the caller's transaction; raises Aborted on a stale plan.
+    """Writes `mutation` and its events in `tx` (which publishes them once committed); raises Aborted on a
+    stale plan.
 
     Two pipelined round trips on the transaction's psycopg connection: first the locks, in order
     (the run row with its fence, head and counters; the artifact's version; each precondition's
     node and blocks) and what the checks need; then, once the checks passed, every write, and the
-    caller's `also` statements (sql, params) with them.
+    caller's own `statements` (sql, params) with them.
     """
     events = [*events_before, *mutation.events, *events_after]
-    driver = await driver_connection(conn)
+    driver = await driver_connection(tx.conn)
     run_cur: psycopg.AsyncCursor[Any] | None = None
     checks: list[tuple[Precondition, psycopg.AsyncCursor[Any], psycopg.AsyncCursor[Any]]] = []
     async with driver.pipeline():
@@ -123,8 +123,9 @@ async def write_mutation(
                 await cur.executemany(event_log.INSERT_EVENT_SQL, [
                     (run_id, e.seq, e.type.value, Jsonb(e.payload), now) for e in written])
             await driver.execute(event_log.NOTIFY_SQL, (event_log.NOTIFY_CHANNEL, f"{run_id}:{head}"))
-        for statement, values in also:
+        for statement, values in statements:
             await driver.execute(statement, values)
+    tx.emitted(written)
     return Written(artifact_version=version, events=written, head_seq=head)
 
 

@@ -18,9 +18,8 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from lace_engine.database import driver_connection
+from lace_engine.database import Tx, driver_connection
 from lace_engine.errors import LeaseLost, NotFound
 from lace_engine.model import EventType, NewEvent, RunEvent, RunState
 from lace_engine.schema import runs
@@ -46,7 +45,7 @@ class Appended:
 
 
 async def append(
-    conn: AsyncConnection,
+    tx: Tx,
     run_id: uuid.UUID,
     events: Sequence[NewEvent],
     *,
@@ -55,7 +54,7 @@ async def append(
     set_values: Mapping[str, Any] | None = None,
     increments: Mapping[str, int] | None = None,
 ) -> Appended:
-    """Appends events to a run (and updates its row) inside the caller's transaction.
+    """Appends events to a run (and updates its row) inside `tx`, which publishes them once committed.
 
     One statement, one round trip: the run row's UPDATE (head, counters, fence and state
     check), the events' INSERT numbered from the new head, and the NOTIFY, as one CTE on the
@@ -67,7 +66,7 @@ async def append(
     now = datetime.now(UTC)
     sql, params = reserve(run_id, len(events), fence=fence, allowed_states=allowed_states, set_values=sets,
                           increments=increments, events=events, now=now)
-    driver = await driver_connection(conn)
+    driver = await driver_connection(tx.conn)
     async with driver.pipeline():  # a transaction's implicit BEGIN travels with the statement
         cur = await driver.execute(sql, params)
     row = await cur.fetchone()
@@ -79,6 +78,7 @@ async def append(
         RunEvent(run_id=run_id, seq=first + i, type=e.type, payload=e.payload, create_time=now)
         for i, e in enumerate(events)
     ]
+    tx.emitted(written)
     return Appended(events=written, head_seq=head, state=_STATES[row[1]])
 
 

@@ -13,12 +13,11 @@ import contextlib
 import logging
 import uuid
 import zlib
-from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lace_engine import apply, apply_store, event_log, ir_store, run_store
+from lace_engine import apply, ir_store, run_store
 from lace_engine.apply import Mutation, Provenance, Rejection
 from lace_engine.context_builder import (
     ContextBudgetError,
@@ -47,6 +46,7 @@ from lace_engine.model import (
 from lace_engine.proposal_schema import CallSchema, content_schema, split_schema
 from lace_engine.proposals import ProposalFormatError, parse_content, parse_split
 from lace_engine.quality import quality_report
+from lace_engine.run_journal import ACTIVE, Attempt, CallOutcome, RunJournal
 from lace_engine.run_lifecycle import ON_CLAIM
 from lace_engine.strategy import StrategyDecision, decide
 from lace_engine.tree import Tree
@@ -126,17 +126,12 @@ class RunExecution:
         self.tree: Tree | None = None
         self.artifact: Artifact | None = None
         self._sibling_limit = asyncio.Semaphore(max(1, run.options.sibling_concurrency))
-        self.last_head = run.head_seq
+        self.journal = RunJournal(db, run.id, fence, run.head_seq)
 
-    async def _commit_events(self, events: Sequence[NewEvent], *,
-                             states: frozenset[RunState] = frozenset({RunState.RUNNING, RunState.PAUSING}),
-                             **increments: int) -> None:
-        async with self.db.transaction() as tx:
-            appended = await event_log.append(
-                tx.conn, self.run.id, list(events), fence=self.fence, allowed_states=states,
-                increments=increments)
-            tx.emitted(appended.events)
-            self.last_head = max(self.last_head, appended.head_seq)
+    @property
+    def last_head(self) -> int:
+        """The newest seq this execution committed."""
+        return self.journal.head
 
     async def execute(self) -> None:
         """Runs to COMPLETED, FAILED, PAUSED or CANCELLED; returns quietly when the lease is lost."""
@@ -167,16 +162,12 @@ class RunExecution:
 
     async def _settle_pause(self) -> bool:
         """PAUSING -> PAUSED once in-flight work is applied; False if the run was resumed meanwhile."""
-        async with self.db.transaction() as tx:
-            run = await run_store.get_run(tx.conn, self.run.id, for_update=True)
-            if run.state is RunState.RUNNING:
-                return False
-            if run.state is not RunState.PAUSING:
-                raise _Stop()
-            appended = await run_store.transition(tx.conn, run, RunState.PAUSED,
-                                                  "paused by request: in-flight work applied", fence=self.fence)
-            tx.emitted(appended.events)
-            self.last_head = max(self.last_head, appended.head_seq)
+        found = await self.journal.transition(RunState.PAUSED, "paused by request: in-flight work applied",
+                                              when=frozenset({RunState.PAUSING}))
+        if found is RunState.RUNNING:
+            return False
+        if found is not RunState.PAUSING:
+            raise _Stop()
         return True
 
     async def _after_stop(self, exc: BaseException) -> None:
@@ -190,14 +181,7 @@ class RunExecution:
     async def _finish(self, to: RunState, reason: str, extra: tuple[NewEvent, ...] = (),
                       set_values: dict[str, Any] | None = None) -> None:
         try:
-            async with self.db.transaction() as tx:
-                run = await run_store.get_run(tx.conn, self.run.id, for_update=True)
-                if run.state.terminal:
-                    return
-                appended = await run_store.transition(tx.conn, run, to, reason, fence=self.fence,
-                                                      extra_events=extra, set_values=set_values)
-                tx.emitted(appended.events)
-            self.last_head = max(self.last_head, appended.head_seq)
+            await self.journal.transition(to, reason, when=_NOT_TERMINAL, extra=extra, set_values=set_values)
         except LeaseLost:
             log.info("run %s: lease lost before it could be marked %s", self.run.id, to.value)
 
@@ -221,19 +205,13 @@ class RunExecution:
                                                if b.content.kind is BlockKind.HEADING]
         report = replace(report, quality=quality_report(calls, repairs, leaves, headings))
         report_json = report.to_json()
-        async with self.db.transaction() as tx:
-            run = await run_store.get_run(tx.conn, self.run.id, for_update=True)
-            if run.state not in (RunState.RUNNING, RunState.PAUSING):
-                raise _Stop()  # cancelled as the last step finished: the cancel wins
-            await run_store.set_validation(tx.conn, self.run.id, report_json)
-            appended = await run_store.transition(
-                tx.conn, run, RunState.COMPLETED,
-                "every node in scope is written" + ("" if report.ok else "; validation found problems"),
-                fence=self.fence,
-                extra_events=(NewEvent(EventType.VALIDATION_REPORTED, {"report": report_json}),),
-            )
-            tx.emitted(appended.events)
-            self.last_head = max(self.last_head, appended.head_seq)
+        found = await self.journal.transition(
+            RunState.COMPLETED,
+            "every node in scope is written" + ("" if report.ok else "; validation found problems"),
+            when=ACTIVE, extra=(NewEvent(EventType.VALIDATION_REPORTED, {"report": report_json}),),
+            set_values={"validation": report_json})
+        if found not in ACTIVE:
+            raise _Stop()  # cancelled as the last step finished: the cancel wins
 
     # The tree walk -----------------------------------------------------------------------
 
@@ -290,7 +268,7 @@ class RunExecution:
             async with self.db.read() as conn:
                 existing = await ir_store.get_node_blocks(conn, node.id)
             if any(b.pinned for b in existing):
-                await self._commit_events([NewEvent(EventType.NODE_SKIPPED, {
+                await self.journal.commit([NewEvent(EventType.NODE_SKIPPED, {
                     "node_id": str(node.id), "reason": "a person edited this section (pinned); kept as is"})])
                 return
         async with self._sibling_limit:
@@ -325,7 +303,7 @@ class RunExecution:
                           else f"the previous answer could not be used: {err.message}"]
                 # A second cut-off in a row means the model loops on this task: asking again wastes calls.
                 will_retry = err.reask and number < max_attempts and not (truncated and cut_off)
-                await self._record_rejection(attempt, None, err, errors, will_retry)
+                await self.journal.reject(attempt, CallOutcome.of(err, self.provider), errors, will_retry=will_retry)
                 if not err.reask:
                     raise RunFailure(f"LLM provider failed on section {node.title!r}: {err.message}",
                                      node.id) from err
@@ -337,13 +315,13 @@ class RunExecution:
                 feedback = errors
                 continue
             cut_off = False
+            outcome = CallOutcome.of(response, self.provider)
             plan = self._plan(attempt, existing, response)
             if isinstance(plan, Rejection):
-                will_retry = number < max_attempts
-                await self._record_rejection(attempt, response, None, list(plan.errors), will_retry)
+                await self.journal.reject(attempt, outcome, plan.errors, will_retry=number < max_attempts)
                 feedback = list(plan.errors)
                 continue
-            await self._apply(attempt, response, plan)
+            await self._apply(attempt, outcome, plan)
             return
         raise RunFailure(
             f"section {node.title!r} failed: {max_attempts} proposals were rejected; last problems: "
@@ -359,13 +337,10 @@ class RunExecution:
         the gate check still wins: no LLM call starts after PAUSING, in the event order either."""
         while True:
             try:
-                await self._commit_events(started, states=frozenset({RunState.RUNNING}))
+                await self.journal.commit(started, states=frozenset({RunState.RUNNING}))
                 return
             except LeaseLost:
-                async with self.db.transaction() as tx:
-                    states = await run_store.renew_leases(tx.conn, self.fence.owner, {self.run.id: self.fence.token},
-                                                          self.config.lease_ttl_s)
-                state = states.get(self.run.id)
+                state = await self.journal.renew(self.config.lease_ttl_s)
                 if state is None:
                     raise
                 self.control.set(state)
@@ -398,71 +373,11 @@ class RunExecution:
         except ProposalFormatError as exc:
             return Rejection(tuple(exc.errors))
 
-    def _call_event(self, attempt: Attempt, resp: LLMResponse | None, err: LLMError | None) -> NewEvent:
-        src: Any = resp if resp is not None else err
-        return NewEvent(EventType.LLM_CALL_COMPLETED, {
-            "call_id": str(attempt.call_id), "node_id": str(attempt.node.id), "step": attempt.decision.step.value,
-            "provider": src.provider or self.provider.name, "model": src.model or self.provider.model,
-            "usage": {"prompt_tokens": src.prompt_tokens, "completion_tokens": src.completion_tokens},
-            "latency_ms": src.latency_ms, "finish_reason": _finish_reason(resp, err),
-            "context_tokens": attempt.context.estimated_tokens,
-            "max_output_tokens": attempt.request.max_output_tokens,
-        })
-
-    def _call_row(self, attempt: Attempt, resp: LLMResponse | None, err: LLMError | None, outcome: str,
-                  error: str = "") -> dict[str, Any]:
-        src: Any = resp if resp is not None else err
-        return {
-            "id": attempt.call_id, "run_id": self.run.id, "node_id": attempt.node.id,
-            "step": attempt.decision.step.value, "attempt": attempt.number,
-            "provider": src.provider or self.provider.name,
-            "model": src.model or self.provider.model, "prompt_tokens": src.prompt_tokens,
-            "completion_tokens": src.completion_tokens, "latency_ms": src.latency_ms,
-            "finish_reason": _finish_reason(resp, err),
-            "context_tokens": attempt.context.estimated_tokens,
-            "context_manifest": [
-                {"kind": e.kind, "node_id": str(e.node_id) if e.node_id else None, "hash": e.content_hash}
-                for e in attempt.context.manifest
-            ],
-            "outcome": outcome, "error": error,
-        }
-
-    def _usage(self, resp: LLMResponse | None, err: LLMError | None) -> dict[str, int]:
-        src: Any = resp if resp is not None else err
-        return {"prompt_tokens": src.prompt_tokens, "completion_tokens": src.completion_tokens,
-                "llm_calls": 1, "llm_latency_ms": src.latency_ms}
-
-    async def _record_rejection(self, attempt: Attempt, resp: LLMResponse | None, err: LLMError | None,
-                                errors: list[str], will_retry: bool) -> None:
-        events = [
-            self._call_event(attempt, resp, err),
-            NewEvent(EventType.PROPOSAL_REJECTED, {
-                "node_id": str(attempt.node.id), "step": attempt.decision.step.value, "attempt": attempt.number,
-                "errors": errors, "will_retry": will_retry}),
-        ]
-        async with self.db.transaction() as tx:
-            appended = await event_log.append(
-                tx.conn, self.run.id, events, fence=self.fence,
-                allowed_states=frozenset({RunState.RUNNING, RunState.PAUSING}), increments=self._usage(resp, err))
-            await run_store.record_llm_call(tx.conn, self._call_row(attempt, resp, err, "rejected", "; ".join(errors)))
-            tx.emitted(appended.events)
-            self.last_head = max(self.last_head, appended.head_seq)
-
-    async def _apply(self, attempt: Attempt, resp: LLMResponse, mutation: Mutation) -> None:
+    async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
         assert self.tree is not None
         node = attempt.node
         try:
-            async with self.db.transaction() as tx:
-                written = await apply_store.write_mutation(
-                    tx.conn, mutation, run_id=self.run.id, fence=self.fence,
-                    events_before=[self._call_event(attempt, resp, None)],
-                    events_after=[NewEvent(EventType.STEP_COMPLETED, {
-                        "node_id": str(node.id), "step": attempt.decision.step.value, "attempts": attempt.number})],
-                    run_increments=self._usage(resp, None),
-                    also=[run_store.llm_call_insert(self._call_row(attempt, resp, None, "applied"))],
-                )
-                tx.emitted(written.events)
-                self.last_head = max(self.last_head, written.head_seq)
+            await self.journal.apply(attempt, outcome, mutation)
         except Aborted as exc:
             if isinstance(exc, LeaseLost):
                 raise
@@ -470,33 +385,13 @@ class RunExecution:
             log.info("run %s: apply of node %s aborted: %s", self.run.id, node.id, exc.message)
             async with self.db.read() as conn:
                 self.tree = self.tree.with_nodes([await ir_store.get_node(conn, node.id)])
-            await self._commit_events([NewEvent(EventType.NODE_SKIPPED, {
+            await self.journal.commit([NewEvent(EventType.NODE_SKIPPED, {
                 "node_id": str(node.id), "reason": f"left as it is: {exc.message}"})])
             return
-        patched = [
-            replace(self.tree.get(p.node_id), state=p.state,
-                    summary=p.summary if p.summary is not None else self.tree.get(p.node_id).summary,
-                    word_count=p.word_count if p.word_count is not None else self.tree.get(p.node_id).word_count,
-                    last_run_id=p.last_run_id or self.tree.get(p.node_id).last_run_id)
-            for p in mutation.node_patches
-        ]
-        self.tree = self.tree.with_nodes([*mutation.node_inserts, *patched])
+        self.tree = apply.tree_after(self.tree, mutation)
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try at one step: what was asked, for which node, and when; travels through recording and Apply."""
-
-    node: Node
-    decision: StrategyDecision
-    number: int
-    call_id: uuid.UUID
-    context: PromptContext
-    request: LLMRequest
-
-
-def _finish_reason(resp: LLMResponse | None, err: LLMError | None) -> str:
-    return resp.finish_reason if resp is not None else type(err).__name__
+_NOT_TERMINAL = frozenset(s for s in RunState if not s.terminal)
 
 
 def _cut_off_feedback(err: LLMError, limit: int) -> str:
@@ -613,8 +508,7 @@ class Executor:
                 RunState.CANCELLING: "cancelled: the previous executor stopped while cancelling",
                 RunState.RUNNING: "taken over after the previous executor's lease expired",
             }[run.state]
-            appended = await run_store.transition(tx.conn, run, target, reason, fence=claim.fence)
-            tx.emitted(appended.events)
+            appended = await run_store.transition(tx, run, target, reason, fence=claim.fence)
         if target is not RunState.RUNNING:
             return
         run = replace(run, state=RunState.RUNNING, head_seq=appended.head_seq)

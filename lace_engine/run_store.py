@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lace_engine import event_log
-from lace_engine.database import driver_connection
+from lace_engine.database import Tx, driver_connection
 from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.event_log import Appended, Fence
 from lace_engine.model import EventType, NewEvent, Run, RunOptions, RunState
@@ -48,10 +48,11 @@ def active_run_error(artifact_id: uuid.UUID, active: uuid.UUID) -> FailedPrecond
 
 
 async def insert_run(
-    conn: AsyncConnection, *, run_id: uuid.UUID, artifact_id: uuid.UUID, scope_node_id: uuid.UUID | None,
+    tx: Tx, *, run_id: uuid.UUID, artifact_id: uuid.UUID, scope_node_id: uuid.UUID | None,
     instruction: str, options: RunOptions, provider: str, model: str,
 ) -> Run:
     """Inserts a PENDING run with its first event; ARTIFACT_HAS_ACTIVE_RUN if the artifact has one."""
+    conn = tx.conn
     inserted = (await conn.execute(
         pg_insert(runs).values(
             id=run_id, artifact_id=artifact_id, state=RunState.PENDING.value, scope_node_id=scope_node_id,
@@ -69,7 +70,7 @@ async def insert_run(
             raise Aborted(f"another run of artifact {artifact_id} started and ended meanwhile; retry",
                           reason="CONCURRENT_RUN_START", metadata={"artifact_id": str(artifact_id)})
         raise active_run_error(artifact_id, active)
-    await event_log.append(conn, run_id, [
+    await event_log.append(tx, run_id, [
         NewEvent(EventType.RUN_STATE_CHANGED, {"from_state": "", "to_state": RunState.PENDING.value,
                                                "reason": "run created"})
     ])
@@ -101,7 +102,7 @@ async def list_runs(
 
 
 async def transition(
-    conn: AsyncConnection, run: Run, to: RunState, reason: str, *, fence: Fence | None = None,
+    tx: Tx, run: Run, to: RunState, reason: str, *, fence: Fence | None = None,
     extra_events: tuple[NewEvent, ...] = (), set_values: Mapping[str, Any] | None = None,
     release_lease: bool = False,
 ) -> Appended:
@@ -114,7 +115,7 @@ async def transition(
     if release_lease or to.terminal or to in (RunState.PAUSED, RunState.PENDING):
         values.update(lease_owner=None, lease_expires=None)
     events = [*extra_events, state_event(run.state, to, reason)] if run.state != to else list(extra_events)
-    return await event_log.append(conn, run.id, events, fence=fence, set_values=values)
+    return await event_log.append(tx, run.id, events, fence=fence, set_values=values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,10 +219,6 @@ def _insert_llm_call_sql(columns: tuple[str, ...]) -> str:
     if not set(columns) <= _LLM_CALL_COLUMNS:
         raise ValueError(f"not columns of llm_calls: {sorted(set(columns) - _LLM_CALL_COLUMNS)}")
     return f"INSERT INTO llm_calls ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
-
-
-async def set_validation(conn: AsyncConnection, run_id: uuid.UUID, report: Mapping[str, Any]) -> None:
-    await conn.execute(sa.update(runs).where(runs.c.id == run_id).values(validation=dict(report)))
 
 
 async def release_lease(conn: AsyncConnection, run_id: uuid.UUID, fence: Fence) -> None:

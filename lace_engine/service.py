@@ -131,7 +131,7 @@ class Engine:
             "title": new.title, "brief": new.brief, "style": new.style, "target_words": new.target_words})
 
         async def write(tx: Tx) -> Artifact:
-            await apply_store.write_mutation(tx.conn, mutation)
+            await apply_store.write_mutation(tx, mutation)
             return created  # exactly the row just written
 
         return (await idempotency.once(self.db, req, mutation.artifact_id, write, ir_store.get_artifact)).value
@@ -186,7 +186,7 @@ class Engine:
             block = await ir_store.get_block(tx.conn, block_id)
             node = await ir_store.get_node(tx.conn, block.node_id)
             mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version)
-            await apply_store.write_mutation(tx.conn, mutation)
+            await apply_store.write_mutation(tx, mutation)
             return await ir_store.get_block(tx.conn, block_id)
 
         return (await idempotency.once(self.db, req, block_id, write, ir_store.get_block)).value
@@ -226,7 +226,7 @@ class Engine:
             if artifact.active_run_id is not None:
                 raise run_store.active_run_error(artifact_id, artifact.active_run_id)
             return await run_store.insert_run(
-                tx.conn, run_id=run_id, artifact_id=artifact_id, scope_node_id=scope_node_id,
+                tx, run_id=run_id, artifact_id=artifact_id, scope_node_id=scope_node_id,
                 instruction=instruction, options=resolved, provider=self.provider.name, model=self.provider.model)
 
         outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)
@@ -260,8 +260,7 @@ class Engine:
 
         async def write(tx: Tx) -> Run:
             run = await run_store.get_run(tx.conn, run_id, for_update=True)
-            appended = await run_store.transition(tx.conn, run, on_request(action, run.state), reason)
-            tx.emitted(appended.events)
+            await run_store.transition(tx, run, on_request(action, run.state), reason)
             return await run_store.get_run(tx.conn, run_id)
 
         outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)

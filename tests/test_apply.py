@@ -27,6 +27,7 @@ from lace_engine.apply import (
     plan_content,
     plan_edit_block,
     plan_split,
+    tree_after,
 )
 from lace_engine.errors import Aborted, FailedPrecondition, InvalidArgument
 from lace_engine.model import (
@@ -41,6 +42,7 @@ from lace_engine.model import (
     RunOptions,
 )
 from lace_engine.proposals import ChildPlan, ContentProposal, SplitProposal
+from lace_engine.tree import Tree
 
 T = TypeVar("T")
 
@@ -561,6 +563,41 @@ def test_content_plans_create_update_delete_against_existing_blocks(
     ids = event.payload["block_ids"]
     assert len(ids) == len(set(ids)) == len(new)
     assert all(ids[b.ordinal] == str(b.id) for b in existing if b.ordinal < len(new))
+
+
+def as_root(node: Node) -> Node:
+    return replace(node, parent_id=None, depth=0, ordinal=0)
+
+
+@SMALL
+@given(valid_splits(), provenances())
+def test_the_tree_after_a_split_holds_its_children_under_the_split_node(
+    case: tuple[Node, SplitProposal, RunOptions], prov: Provenance
+) -> None:
+    # The executor keeps its tree from the Mutation instead of re-reading what Apply wrote.
+    node, proposal, _ = case
+    root = as_root(node)
+    plan = plan_split(root, proposal, options=RunOptions(max_depth=3), provenance=prov)
+    assert isinstance(plan, Mutation), plan
+    before = Tree([root])
+    after = tree_after(before, plan)
+    assert after.get(root.id) == replace(root, state=NodeState.SPLIT, last_run_id=prov.run_id)
+    assert list(after.children(root.id)) == list(plan.node_inserts)
+    assert before.get(root.id) == root and not before.children(root.id)  # a new tree; the old one is kept
+
+
+@SMALL
+@given(rewrite_cases(), provenances())
+def test_the_tree_after_content_holds_the_written_node_and_keeps_the_rest(
+    case: tuple[Node, list[Block], list[BlockContent], ContentProposal], prov: Provenance
+) -> None:
+    node, existing, new, proposal = case
+    root = as_root(node)
+    plan = plan_content(root, existing, proposal, provenance=prov)
+    assert isinstance(plan, Mutation), plan
+    after = tree_after(Tree([root]), plan).get(root.id)
+    assert after == replace(root, state=NodeState.WRITTEN, summary=proposal.summary,
+                            word_count=sum(oracle_words(b) for b in new), last_run_id=prov.run_id)
 
 
 @PROPERTY

@@ -201,7 +201,7 @@ async def test_concurrent_writers_to_one_run_get_gap_free_seqs(database_url: str
         async def writer(i: int) -> None:
             for j in range(10):
                 async with db.transaction() as tx:
-                    await event_log.append(tx.conn, uuid.UUID(run.id), [
+                    await event_log.append(tx, uuid.UUID(run.id), [
                         NewEvent(EventType.NODE_SKIPPED, {"node_id": str(new_id()), "reason": f"w{i}.{j}.{k}"})
                         for k in range(1 + (i + j) % 3)])
 
