@@ -1,6 +1,6 @@
 """1. Apply throughput: accepted proposals written per second, LACE against raw psycopg.
 
-LACE: the orchestrator's own step tail, `RunExecution._plan` (parse + Deterministic Apply's
+LACE: the orchestrator's own step tail, `steps.WriteStep.plan` (parse + Deterministic Apply's
 validation and plan) then `RunExecution._apply` (one transaction: run head and counters under
 the lease fence, artifact version, preconditions under lock, node, blocks, change_events,
 run_events, NOTIFY, llm_calls row; then the live hub). The engine is a real `Engine` with its
@@ -30,18 +30,19 @@ from psycopg_pool import AsyncConnectionPool
 from bench.common import Context, Row, bench_settings, interleaved, median
 from bench.fixtures import Prepared, content_proposal, prepare
 from lace_engine import ir_store, run_journal
-from lace_engine.apply import Mutation, Rejection
+from lace_engine.apply import Mutation, Provenance, Rejection
 from lace_engine.apply_store import block_json
 from lace_engine.context_builder import ManifestEntry, PromptContext
 from lace_engine.event_log import NOTIFY_CHANNEL
 from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMRequest, LLMResponse
 from lace_engine.llm.offline import OfflineProvider
-from lace_engine.model import EventType, Node, StepKind
+from lace_engine.model import EventType, Node, Origin, RunOptions, StepKind
 from lace_engine.orchestrator import ExecutorConfig, RunExecution
 from lace_engine.proposal_schema import content_schema
 from lace_engine.run_journal import Attempt, CallOutcome
 from lace_engine.service import Engine
+from lace_engine.steps import STEPS
 from lace_engine.strategy import StrategyDecision
 from lace_engine.tree import Tree
 
@@ -76,6 +77,13 @@ def _attempt(node: Node) -> Attempt:
     return Attempt(node, DECISION, 1, new_id(), ctx, request)
 
 
+def _plan(run_id: uuid.UUID, attempt: Attempt, response: LLMResponse) -> Mutation | Rejection:
+    """The step's plan of the answer, as the orchestrator makes it."""
+    prov = Provenance(origin=Origin.LLM, run_id=run_id, llm_call_id=attempt.call_id, model=response.model)
+    return STEPS[StepKind.WRITE].plan(attempt.node, response.data, existing=[], options=RunOptions(),
+                                      provenance=prov)
+
+
 # --- LACE -----------------------------------------------------------------------------------
 
 
@@ -97,7 +105,7 @@ async def _lace_run(execution: RunExecution, prepared: Prepared, answers: list[d
     for node, data in zip(prepared.leaves, answers, strict=True):
         response = _response(data, LEAF_WORDS)
         attempt = _attempt(node)
-        plan = execution._plan(attempt, [], response)
+        plan = _plan(prepared.run.id, attempt, response)
         assert not isinstance(plan, Rejection), plan
         await execution._apply(attempt, CallOutcome.of(response, execution.provider), plan)
     return len(prepared.leaves)
@@ -148,7 +156,7 @@ def _raw_steps(prepared: Prepared, answers: list[dict[str, Any]]) -> list[RawSte
         response = _response(data, LEAF_WORDS)
         attempt = _attempt(node)
         call_id = attempt.call_id
-        plan = execution._plan(attempt, [], response)
+        plan = _plan(prepared.run.id, attempt, response)
         assert isinstance(plan, Mutation)
         outcome = CallOutcome.of(response, execution.provider)
         call = run_journal.call_event(attempt, outcome)

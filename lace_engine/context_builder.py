@@ -7,6 +7,7 @@ check is made once per piece instead of re-estimating the whole prompt after eac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import deque
@@ -17,6 +18,7 @@ from uuid import UUID
 
 from lace_engine.model import Artifact, Node, NodeState, StepKind
 from lace_engine.proposals import render_task_spec
+from lace_engine.steps import STEPS, Step
 from lace_engine.tokens import estimate_tokens
 from lace_engine.tree import Tree
 
@@ -37,58 +39,6 @@ _UP, _SIBLING, _OTHER = 0, 1, 2
 _DocKey = tuple[tuple[int, int], ...]
 _WORD_RE = re.compile(r"\S+")
 
-_SPLIT_SYSTEM = """\
-You are a careful planner of long-form documents. A document grows as a tree of sections; \
-you plan one section at a time by dividing it into subsections that writers fill in later.
-
-Answer ONLY with one JSON object matching the given schema and nothing else: a "children" array \
-whose entries each have a "title" (a short heading naming what that subsection is about), an \
-"intent" and "target_words".
-
-Rules:
-- Propose exactly child_count children (child_count is in the TASK line at the end of the message).
-- Their target_words must add up to the section's target_words; a total more than 10% off is rejected.
-- Every title must be non-empty, distinct from the other titles you propose, and must not \
-repeat a heading already covered elsewhere in the document.
-- Each intent says in one or two sentences what that subsection must cover, so that together \
-the subsections cover this section's intent without overlapping each other or other sections.
-- Never invent ids or cross-references; answer with titles, intents and word budgets only.
-- Follow the brief, the style and the instruction, if any. When feedback on a rejected \
-previous answer is given, fix every point it raises.
-- The TASK line at the end restates the task as JSON; it is authoritative."""
-
-_WRITE_SYSTEM = """\
-You are a careful writer of long-form documents. A document grows as a tree of sections; \
-you write the content of one section, knowing where it sits and what the sections around it cover.
-
-Answer ONLY with one JSON object matching the given schema and nothing else: a "blocks" array \
-and a "summary".
-
-Rules:
-- Write about target_words words (target_words is in the TASK line at the end of the message); \
-words inside code blocks do not count.
-- Allowed block kinds: paragraph, heading, bullet_list, ordered_list, code, quote, table. \
-Give every field; leave unused ones empty ("", [] or 0).
-- paragraph, heading and quote use text; bullet_list and ordered_list use items, one string \
-per item; code uses text and language; table uses table_header and table_rows, every row \
-with as many cells as the header.
-- heading_level is 1 or 2, relative to this section: 1 is a subheading directly under the \
-section's own title. Use headings sparingly.
-- Do not repeat the section's title as a heading; it is rendered for you. Do not repeat \
-headings already covered elsewhere in the document.
-- Stay within this section's intent: do not cover what the other sections cover, and do not \
-introduce or conclude the whole document unless the intent asks for it.
-- summary: one or two sentences on what this section says, for the writers of later sections.
-- Never invent ids or cross-references to sections that are not listed.
-- Follow the brief, the style and the instruction, if any. When feedback on a rejected \
-previous answer is given, fix every point it raises.
-- The TASK line at the end restates the task as JSON; it is authoritative."""
-
-_SYSTEM_TOKENS = {
-    StepKind.SPLIT: estimate_tokens(_SPLIT_SYSTEM),
-    StepKind.WRITE: estimate_tokens(_WRITE_SYSTEM),
-}
-
 _H_BRIEF = "\n# Brief\n"
 _H_STYLE = "\n# Style\n"
 _H_PATH = "\n# Where this section sits (outermost first)\n"
@@ -99,15 +49,8 @@ _H_COVERED = "\n# Headings already covered elsewhere in the document (do not rep
 _H_INSTRUCTION = "\n# Instruction for this attempt\n"
 _H_FEEDBACK = "\n# Your previous answer was rejected; fix every point below\n"
 
-_H_BRIEF_COST = estimate_tokens(_H_BRIEF)
-_H_STYLE_COST = estimate_tokens(_H_STYLE)
-_H_PATH_COST = estimate_tokens(_H_PATH)
-_H_NODE_COST = estimate_tokens(_H_NODE)
-_H_OUTLINE_COST = estimate_tokens(_H_OUTLINE)
-_H_SUMMARIES_COST = estimate_tokens(_H_SUMMARIES)
-_H_COVERED_COST = estimate_tokens(_H_COVERED)
-_H_INSTRUCTION_COST = estimate_tokens(_H_INSTRUCTION)
-_H_FEEDBACK_COST = estimate_tokens(_H_FEEDBACK)
+_HEADER_COST = {h: estimate_tokens(h) for h in (
+    _H_BRIEF, _H_STYLE, _H_PATH, _H_NODE, _H_OUTLINE, _H_SUMMARIES, _H_COVERED, _H_INSTRUCTION, _H_FEEDBACK)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +108,8 @@ def build_split_context(
     """The prompt asking for an outline of `child_count` children of the node."""
     if child_count < 1:
         raise ValueError(f"child_count must be at least 1, got {child_count}")
-    return _build(artifact, tree, node_id, StepKind.SPLIT, child_count, instruction, feedback, budget_tokens)
+    return build_context(artifact, tree, node_id, STEPS[StepKind.SPLIT], child_count=child_count,
+                         instruction=instruction, feedback=feedback, budget_tokens=budget_tokens)
 
 
 def build_write_context(
@@ -178,53 +122,47 @@ def build_write_context(
     budget_tokens: int = 6000,
 ) -> PromptContext:
     """The prompt asking for the content blocks and summary of the node."""
-    return _build(artifact, tree, node_id, StepKind.WRITE, 0, instruction, feedback, budget_tokens)
+    return build_context(artifact, tree, node_id, STEPS[StepKind.WRITE], instruction=instruction,
+                         feedback=feedback, budget_tokens=budget_tokens)
 
 
-def _build(
+def build_context(
     artifact: Artifact,
     tree: Tree,
     node_id: UUID,
-    step: StepKind,
-    child_count: int,
-    instruction: str,
-    feedback: Sequence[str],
-    budget_tokens: int,
+    step: Step,
+    *,
+    child_count: int = 0,
+    instruction: str = "",
+    feedback: Sequence[str] = (),
+    budget_tokens: int = 6000,
 ) -> PromptContext:
+    """The prompt for one step on the node, within `budget_tokens`; ContextBudgetError if it cannot fit."""
     node = tree.get(node_id)
     instruction = instruction.strip()
-    system = _SPLIT_SYSTEM if step is StepKind.SPLIT else _WRITE_SYSTEM
-
     task: dict[str, Any] = {
-        "step": step.value,
+        "step": step.kind.value,
         "title": node.title,
         "intent": node.intent,
         "target_words": node.target_words,
         "depth": node.depth,
         "instruction": instruction,
+        **step.task(node, child_count),
     }
-    if step is StepKind.SPLIT:
-        task["child_count"] = child_count
 
     ancestors = tree.ancestors(node_id)
     siblings = tree.siblings(node_id)
-    ancestor_pieces = [_ancestor_piece(a) for a in ancestors]
-    node_piece = _node_piece(node, step, child_count)
-    instruction_piece = _Piece(instruction + "\n", "instruction") if instruction else None
-    feedback_pieces = [_Piece(f"- {_one_line(f)}\n", "feedback") for f in feedback if f.strip()]
-    directive = _Piece("\n" + _directive(node, step, child_count) + "\n")
+    # The parts never dropped, as (header, pieces): the path, the node, the instruction, the feedback.
+    path = (_H_PATH, [_ancestor_piece(a) for a in ancestors])
+    this = (_H_NODE, [_node_piece(node, step.node_lines(node, child_count))])
+    asked = (_H_INSTRUCTION, [_Piece(instruction + "\n", "instruction")] if instruction else [])
+    fix = (_H_FEEDBACK, [_Piece(f"- {_one_line(f)}\n", "feedback") for f in feedback if f.strip()])
+    directive = _Piece("\n" + step.directive(_title(node), node, child_count) + "\n")
     task_piece = _Piece(render_task_spec(task))
 
-    mandatory_cost = node_piece.cost + _H_NODE_COST + directive.cost + task_piece.cost
-    if ancestor_pieces:
-        mandatory_cost += _H_PATH_COST + sum(p.cost for p in ancestor_pieces)
-    if instruction_piece is not None:
-        mandatory_cost += _H_INSTRUCTION_COST + instruction_piece.cost
-    if feedback_pieces:
-        mandatory_cost += _H_FEEDBACK_COST + sum(p.cost for p in feedback_pieces)
-
-    user_budget = budget_tokens - _SYSTEM_TOKENS[step] - 2 * MESSAGE_OVERHEAD_TOKENS
-    remaining = user_budget - mandatory_cost
+    system_tokens = _system_tokens(step)
+    mandatory_cost = directive.cost + task_piece.cost + sum(_section_cost(h, p) for h, p in (path, this, asked, fix))
+    remaining = budget_tokens - system_tokens - 2 * MESSAGE_OVERHEAD_TOKENS - mandatory_cost
     if remaining < 0:
         raise ContextBudgetError(
             f"the prompt for node {node_id} needs at least {budget_tokens - remaining} tokens "
@@ -235,82 +173,26 @@ def _build(
     brief_text, style_text = artifact.brief.strip(), artifact.style.strip()
     brief_piece = _Piece(brief_text + "\n", "brief") if brief_text else None
     style_piece = _Piece(style_text + "\n", "style") if style_text else None
-    brief_cost = _H_BRIEF_COST + brief_piece.cost if brief_piece else 0
-    style_cost = _H_STYLE_COST + style_piece.cost if style_piece else 0
-    room_for_optional = True
+    brief_cost = _HEADER_COST[_H_BRIEF] + brief_piece.cost if brief_piece else 0
+    style_cost = _HEADER_COST[_H_STYLE] + style_piece.cost if style_piece else 0
+    optional: list[tuple[str, list[_Piece]]] = []
     if brief_cost + style_cost <= remaining:
         remaining -= brief_cost + style_cost
+        index = next(i for i, s in enumerate(siblings) if s.id == node_id)
+        optional = _fill(remaining, [
+            (_H_OUTLINE, _outline_candidates(siblings, index)),
+            (_H_SUMMARIES, _summary_candidates(siblings, index)),
+            (_H_COVERED, _covered_candidates(tree, node, ancestors)),
+        ])
+    elif style_cost <= remaining:
+        brief_piece = _truncated(brief_text, "brief", remaining - style_cost - _HEADER_COST[_H_BRIEF])
     else:
-        room_for_optional = False
-        if style_cost <= remaining:
-            remaining -= style_cost
-            brief_piece = _truncated(brief_text, "brief", remaining - _H_BRIEF_COST)
-        else:
-            brief_piece = None
-            style_piece = _truncated(style_text, "style", remaining - _H_STYLE_COST)
+        brief_piece = None
+        style_piece = _truncated(style_text, "style", remaining - _HEADER_COST[_H_STYLE])
 
-    # Optional lists, nearest first; the first item that does not fit ends all inclusion,
-    # which equals dropping covered headings, then summaries, then outline entries, farthest first.
-    index = next(i for i, s in enumerate(siblings) if s.id == node_id)
-    outline: dict[int, _Piece] = {}
-    summaries: dict[int, _Piece] = {}
-    covered: list[tuple[_DocKey, _Piece]] = []
-    if room_for_optional:
-        show_outline = len(siblings) > 1
-        nearest = sorted(range(len(siblings)), key=lambda i: (abs(i - index), i)) if show_outline else []
-        for i in nearest:
-            piece = _outline_piece(siblings[i], i, i == index)
-            cost = piece.cost + (_H_OUTLINE_COST if not outline else 0)
-            if cost > remaining:
-                room_for_optional = False
-                break
-            remaining -= cost
-            outline[i] = piece
-    if room_for_optional:
-        for i in range(index - 1, -1, -1):
-            sibling = siblings[i]
-            if sibling.state is not NodeState.WRITTEN or not sibling.summary.strip():
-                continue
-            piece = _Piece(
-                f"- {_title(sibling)}: {_clip(sibling.summary, MAX_SUMMARY_WORDS)}\n",
-                "summary",
-                sibling.id,
-            )
-            cost = piece.cost + (_H_SUMMARIES_COST if not summaries else 0)
-            if cost > remaining:
-                room_for_optional = False
-                break
-            remaining -= cost
-            summaries[i] = piece
-    if room_for_optional:
-        for other, key in _covered_nearest_first(tree, node, ancestors):
-            piece = _Piece(f"- {_title(other)}\n", "covered_heading", other.id)
-            cost = piece.cost + (_H_COVERED_COST if not covered else 0)
-            if cost > remaining:
-                break
-            remaining -= cost
-            covered.append((key, piece))
-        # Chosen by proximity, rendered in document order.
-        covered.sort(key=lambda kp: kp[0])
-
-    pieces: list[_Piece] = []
-    if brief_piece is not None:
-        pieces += [_Piece(_H_BRIEF), brief_piece]
-    if style_piece is not None:
-        pieces += [_Piece(_H_STYLE), style_piece]
-    if ancestor_pieces:
-        pieces += [_Piece(_H_PATH), *ancestor_pieces]
-    pieces += [_Piece(_H_NODE), node_piece]
-    if outline:
-        pieces += [_Piece(_H_OUTLINE), *(outline[i] for i in sorted(outline))]
-    if summaries:
-        pieces += [_Piece(_H_SUMMARIES), *(summaries[i] for i in sorted(summaries))]
-    if covered:
-        pieces += [_Piece(_H_COVERED), *(p for _, p in covered)]
-    if instruction_piece is not None:
-        pieces += [_Piece(_H_INSTRUCTION), instruction_piece]
-    if feedback_pieces:
-        pieces += [_Piece(_H_FEEDBACK), *feedback_pieces]
+    sections = [(_H_BRIEF, [brief_piece] if brief_piece else []), (_H_STYLE, [style_piece] if style_piece else []),
+                path, this, *optional, asked, fix]
+    pieces = [piece for header, items in sections if items for piece in (_Piece(header), *items)]
     pieces += [directive, task_piece]
 
     # Every header starts with a blank-line separator; the first one needs none.
@@ -318,8 +200,65 @@ def _build(
     manifest = tuple(
         ManifestEntry(p.kind, p.node_id, content_hash(p.text.removesuffix("\n"))) for p in pieces if p.kind is not None
     )
-    estimated = _SYSTEM_TOKENS[step] + estimate_tokens(user) + 2 * MESSAGE_OVERHEAD_TOKENS
-    return PromptContext(system=system, user=user, task=task, manifest=manifest, estimated_tokens=estimated)
+    estimated = system_tokens + estimate_tokens(user) + 2 * MESSAGE_OVERHEAD_TOKENS
+    return PromptContext(system=step.system_prompt, user=user, task=task, manifest=manifest,
+                         estimated_tokens=estimated)
+
+
+def _section_cost(header: str, pieces: Sequence[_Piece]) -> int:
+    return _HEADER_COST[header] + sum(p.cost for p in pieces) if pieces else 0
+
+
+_Candidates = Iterator[tuple[_DocKey, _Piece]]
+
+
+def _fill(remaining: int, sections: Sequence[tuple[str, _Candidates]]) -> list[tuple[str, list[_Piece]]]:
+    """The optional sections' pieces that fit `remaining`, each section's in document order.
+
+    Candidates come nearest first, and the first one that does not fit ends all inclusion: that
+    equals dropping covered headings first, then summaries, then outline entries, farthest first.
+    """
+    chosen: list[tuple[str, list[_Piece]]] = []
+    for header, candidates in sections:
+        picked: list[tuple[_DocKey, _Piece]] = []
+        full = False
+        for key, piece in candidates:
+            cost = piece.cost + (0 if picked else _HEADER_COST[header])
+            if cost > remaining:
+                full = True
+                break
+            remaining -= cost
+            picked.append((key, piece))
+        if picked:
+            chosen.append((header, [piece for _, piece in sorted(picked, key=lambda kp: kp[0])]))
+        if full:
+            break
+    return chosen
+
+
+def _outline_candidates(siblings: Sequence[Node], index: int) -> _Candidates:
+    if len(siblings) <= 1:
+        return
+    for i in sorted(range(len(siblings)), key=lambda i: (abs(i - index), i)):
+        yield ((i, 0),), _outline_piece(siblings[i], i, i == index)
+
+
+def _summary_candidates(siblings: Sequence[Node], index: int) -> _Candidates:
+    for i in range(index - 1, -1, -1):
+        sibling = siblings[i]
+        if sibling.state is NodeState.WRITTEN and sibling.summary.strip():
+            yield ((i, 0),), _Piece(f"- {_title(sibling)}: {_clip(sibling.summary, MAX_SUMMARY_WORDS)}\n",
+                                    "summary", sibling.id)
+
+
+def _covered_candidates(tree: Tree, node: Node, ancestors: Sequence[Node]) -> _Candidates:
+    for other, key in _covered_nearest_first(tree, node, ancestors):
+        yield key, _Piece(f"- {_title(other)}\n", "covered_heading", other.id)
+
+
+@functools.cache
+def _system_tokens(step: Step) -> int:
+    return estimate_tokens(step.system_prompt)
 
 
 def _one_line(text: str) -> str:
@@ -346,15 +285,14 @@ def _ancestor_piece(node: Node) -> _Piece:
     return _Piece(line + "\n", "ancestor", node.id)
 
 
-def _node_piece(node: Node, step: StepKind, child_count: int) -> _Piece:
+def _node_piece(node: Node, step_lines: Sequence[str]) -> _Piece:
     lines = [
         f"Title: {_title(node)}",
         f"Intent: {_one_line(node.intent) or '(none given)'}",
         f"Target: {node.target_words} words",
         f"Depth: {node.depth} (the whole document is depth 0)",
+        *step_lines,
     ]
-    if step is StepKind.SPLIT:
-        lines.append(f"Subsections to propose: {child_count}")
     return _Piece("\n".join(lines) + "\n", "node", node.id)
 
 
@@ -367,19 +305,6 @@ def _outline_piece(node: Node, index: int, is_self: bool) -> _Piece:
     if intent:
         line += f": {intent}"
     return _Piece(line + "\n", "sibling", node.id)
-
-
-def _directive(node: Node, step: StepKind, child_count: int) -> str:
-    title = _title(node)
-    if step is StepKind.SPLIT:
-        return (
-            f'Propose exactly {child_count} subsections of "{title}" whose target_words add up to '
-            f"{node.target_words}. Answer with the JSON object only."
-        )
-    return (
-        f'Write the content of "{title}": about {node.target_words} words of blocks, and a summary '
-        "of one or two sentences. Answer with the JSON object only."
-    )
 
 
 def _truncated(text: str, kind: str, budget: int) -> _Piece | None:

@@ -22,14 +22,13 @@ from lace_engine.apply import Mutation, Provenance, Rejection
 from lace_engine.context_builder import (
     ContextBudgetError,
     PromptContext,
-    build_split_context,
-    build_write_context,
+    build_context,
 )
 from lace_engine.database import Database
 from lace_engine.errors import Aborted, LeaseLost
 from lace_engine.event_log import Fence
 from lace_engine.ids import new_id
-from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse, LLMTruncated
+from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMTruncated
 from lace_engine.model import (
     Artifact,
     Block,
@@ -43,11 +42,10 @@ from lace_engine.model import (
     RunState,
     StepKind,
 )
-from lace_engine.proposal_schema import CallSchema, content_schema, split_schema
-from lace_engine.proposals import ProposalFormatError, parse_content, parse_split
 from lace_engine.quality import quality_report
 from lace_engine.run_journal import ACTIVE, Attempt, CallOutcome, RunJournal
 from lace_engine.run_lifecycle import ON_CLAIM
+from lace_engine.steps import STEPS, Step
 from lace_engine.strategy import StrategyDecision, decide
 from lace_engine.tree import Tree
 from lace_engine.validator import validate_artifact
@@ -278,10 +276,11 @@ class RunExecution:
         feedback: list[str] = []
         max_attempts = self.run.options.max_proposal_retries + 1
         cut_off = False
-        call = self._call_schema(node, decision)
+        step = STEPS[decision.step]
+        call = step.call_schema(node, decision.child_count, self.config.content_style)
         for number in range(1, max_attempts + 1):
             self.control.gate()
-            ctx = self._context(node, decision, feedback)
+            ctx = self._context(node, step, decision.child_count, feedback)
             started = [NewEvent(EventType.STEP_STARTED,
                                 {"node_id": str(node.id), "step": decision.step.value, "attempt": number})]
             if number == 1:
@@ -316,7 +315,9 @@ class RunExecution:
                 continue
             cut_off = False
             outcome = CallOutcome.of(response, self.provider)
-            plan = self._plan(attempt, existing, response)
+            plan = step.plan(node, response.data, existing=existing, options=self.run.options,
+                             provenance=Provenance(origin=Origin.LLM, run_id=self.run.id, llm_call_id=attempt.call_id,
+                                                   model=response.model))
             if isinstance(plan, Rejection):
                 await self.journal.reject(attempt, outcome, plan.errors, will_retry=number < max_attempts)
                 feedback = list(plan.errors)
@@ -326,11 +327,6 @@ class RunExecution:
         raise RunFailure(
             f"section {node.title!r} failed: {max_attempts} proposals were rejected; last problems: "
             + "; ".join(feedback[:5]), node.id)
-
-    def _call_schema(self, node: Node, decision: StrategyDecision) -> CallSchema:
-        if decision.step is StepKind.SPLIT:
-            return split_schema(decision.child_count, node.target_words)
-        return content_schema(node.target_words, style=self.config.content_style)
 
     async def _start_step(self, started: list[NewEvent]) -> None:
         """Commits step_started only while the run is RUNNING, so a pause or cancel committed after
@@ -346,32 +342,16 @@ class RunExecution:
                 self.control.set(state)
                 self.control.gate()  # raises unless the run is RUNNING again (resumed meanwhile)
 
-    def _context(self, node: Node, decision: StrategyDecision, feedback: list[str]) -> PromptContext:
+    def _context(self, node: Node, step: Step, child_count: int, feedback: list[str]) -> PromptContext:
+        assert self.tree is not None and self.artifact is not None
         try:
-            return self._build_context(node, decision, feedback)
+            return build_context(self.artifact, self.tree, node.id, step, child_count=child_count,
+                                 instruction=self.run.instruction, feedback=feedback,
+                                 budget_tokens=self.config.context_budget_tokens)
         except ContextBudgetError as exc:
             raise RunFailure(f"section {node.title!r}: the prompt cannot fit the context budget of "
                              f"{self.config.context_budget_tokens} tokens ({exc}); raise LACE_CONTEXT_BUDGET_TOKENS "
                              "or shorten the brief or instruction", node.id) from exc
-
-    def _build_context(self, node: Node, decision: StrategyDecision, feedback: list[str]) -> PromptContext:
-        assert self.tree is not None and self.artifact is not None
-        if decision.step is StepKind.SPLIT:
-            return build_split_context(self.artifact, self.tree, node.id, child_count=decision.child_count,
-                                       instruction=self.run.instruction, feedback=feedback,
-                                       budget_tokens=self.config.context_budget_tokens)
-        return build_write_context(self.artifact, self.tree, node.id, instruction=self.run.instruction,
-                                   feedback=feedback, budget_tokens=self.config.context_budget_tokens)
-
-    def _plan(self, attempt: Attempt, existing: list[Block], response: LLMResponse) -> Mutation | Rejection:
-        prov = Provenance(origin=Origin.LLM, run_id=self.run.id, llm_call_id=attempt.call_id, model=response.model)
-        try:
-            if attempt.decision.step is StepKind.SPLIT:
-                return apply.plan_split(attempt.node, parse_split(response.data), options=self.run.options,
-                                        provenance=prov)
-            return apply.plan_content(attempt.node, existing, parse_content(response.data), provenance=prov)
-        except ProposalFormatError as exc:
-            return Rejection(tuple(exc.errors))
 
     async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
         assert self.tree is not None
