@@ -16,6 +16,7 @@ from lace_engine.llm.offline import OfflineProvider, generate_content, generate_
 from lace_engine.model import BlockKind, StepKind
 from lace_engine.proposal_schema import content_schema, split_schema
 from lace_engine.proposals import parse_content, parse_split, render_task_spec
+from lace_engine.tokens import estimate_tokens
 
 
 def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
@@ -238,8 +239,9 @@ async def test_provider_answers_split_and_write() -> None:
     assert split.data == generate_split(split_req.task, split_req.seed)
     assert split.provider == "offline" and split.model == "lace-offline-1"
     assert split.finish_reason == "stop"
-    assert split.prompt_tokens == len(split_req.system + split_req.user) // 4
-    assert split.completion_tokens == len(json.dumps(split.data)) // 4
+    # The engine's one token estimate (lace_engine.tokens), the same the context builder budgets with.
+    assert split.prompt_tokens == estimate_tokens(split_req.system + split_req.user) > 0
+    assert split.completion_tokens == estimate_tokens(json.dumps(split.data)) > 0
 
     write_req = request_for(write_task(400), seed=99)
     write = await provider.complete(write_req)

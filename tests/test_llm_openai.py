@@ -29,6 +29,7 @@ from lace_engine.llm.openai_provider import OpenAIProvider, retry_after_seconds
 from lace_engine.model import StepKind
 from lace_engine.proposal_schema import content_schema, split_schema
 from lace_engine.proposals import parse_content, parse_split, render_task_spec
+from lace_engine.tokens import estimate_tokens
 from tests.support.openai_server import (
     OpenAICompatibleServer,
     bad_budgets,
@@ -105,6 +106,15 @@ async def test_write_round_trip_records_usage(server: OpenAICompatibleServer,
     assert response.completion_tokens == len(json.dumps(response.data)) // 4
     assert response.latency_ms >= 0
     assert server.request_count == 1
+
+
+async def test_a_server_that_reports_no_usage_gets_the_engines_own_estimate(
+        server: OpenAICompatibleServer, make_provider: ProviderFactory) -> None:
+    server.report_usage = False
+    request = write_request(300)
+    response = await make_provider().complete(request)
+    assert response.prompt_tokens == estimate_tokens(request.system + request.user) > 0
+    assert response.completion_tokens == estimate_tokens(json.dumps(response.data)) > 0
 
 
 async def test_request_carries_strict_schema_seed_and_limit(server: OpenAICompatibleServer,

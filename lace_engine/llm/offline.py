@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from lace_engine.llm.base import LLMBadRequest, LLMRequest, LLMResponse
+from lace_engine.tokens import estimate_tokens
 
 OFFLINE_PROVIDER = "offline"
 OFFLINE_MODEL = "lace-offline-1"
@@ -556,11 +557,6 @@ def generate_content(task: dict[str, Any], seed: int) -> dict[str, Any]:
     summary = (f"Covers {title or 'the topic'}, with attention to "
                f"{gen.pick(_OBJECTS[3])} and {gen.pick(_OBJECTS[4])}.")
     return {"blocks": blocks, "summary": summary}
-
-
-def estimate_tokens(text: str) -> int:
-    """The rough chars/4 token estimate used wherever no tokenizer is at hand."""
-    return len(text) // 4
 
 
 class OfflineProvider:

@@ -35,6 +35,7 @@ from lace_engine.llm.base import (
     LLMUnavailable,
 )
 from lace_engine.proposal_schema import BOUND_KEYWORDS, portable_schema
+from lace_engine.tokens import estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -285,9 +286,9 @@ class OpenAIProvider:
         choice = choices[0] if choices and getattr(choices[0], "message", None) is not None else None
         content = (getattr(choice.message, "content", None) or "") if choice is not None else ""
         usage = getattr(completion, "usage", None)
-        # Some compatible servers omit usage; a rough estimate beats recording nothing.
-        prompt_tokens = usage.prompt_tokens if usage else (len(request.system) + len(request.user)) // 4
-        completion_tokens = usage.completion_tokens if usage else len(content) // 4
+        # Some compatible servers omit usage; the engine's own estimate beats recording nothing.
+        prompt_tokens = usage.prompt_tokens if usage else estimate_tokens(request.system + request.user)
+        completion_tokens = usage.completion_tokens if usage else estimate_tokens(content)
         model = getattr(completion, "model", None) or self._model
 
         def fail(cls: type[LLMError], message: str) -> LLMError:

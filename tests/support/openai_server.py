@@ -143,6 +143,8 @@ class OpenAICompatibleServer:
         # JSON Schema keywords this server refuses in a response_format with HTTP 400, as some
         # providers' strict modes do (OpenAI's refuses maxLength, for one).
         self.rejected_keywords = rejected_keywords
+        # Some compatible servers send no usage object at all.
+        self.report_usage = True
         self.host = host
         self.port = port
         # Default step filter for injected faults that were given none of their own.
@@ -308,8 +310,8 @@ class OpenAICompatibleServer:
                 "logprobs": None,
                 "finish_reason": finish,
             }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            **({"usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}} if self.report_usage else {}),
         })
 
 
