@@ -1,4 +1,4 @@
-"""8. Scale-out (Phase 1): live latency through JetStream across replicas, and runs/s with 1-3 workers.
+"""8. Scale-out: live latency through JetStream across replicas, and runs/s with 1-3 workers.
 
 Live latency: this process commits through an Engine (as a worker would); an API replica
 (`lace serve --no-execute`, LACE_EVENT_BUS=nats) serves 100 streams. The event mirror (leader

@@ -68,7 +68,7 @@ class Settings:
     owner_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     event_bus: str = "postgres"
     nats_url: str = "nats://127.0.0.1:4222"
-    # Phase 1 scale-out (lace_engine.scale_out): "" dispatches jobs the way event_bus says.
+    # How runs reach workers: "" follows event_bus ("nats": job messages on JetStream; else the claim loop).
     job_dispatch: str = ""
     nats_replicas: int = 1
     nats_events_max_age_s: float = 86400.0

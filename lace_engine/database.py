@@ -122,7 +122,7 @@ class Tx:
 
 
 class Database:
-    """The pools plus the after-commit hooks (live hub, and the NATS outbox publisher in Phase 1).
+    """The pools plus the after-commit hooks (the live hub; the JetStream mirror when NATS is on).
 
     SQLAlchemy Core serves every transaction. The hottest read path (event history for
     StreamRun and ListRunEvents) uses a plain psycopg pool in autocommit mode: one round

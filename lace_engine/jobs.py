@@ -81,10 +81,10 @@ class JobConsumer:
         self._on_bus(bus.up)
 
     def _on_bus(self, up: bool) -> None:
-        # Jobs replace NOTIFY-driven claiming while they flow; without NATS, claim on NOTIFY as in Phase 0.
-        self.executor.claim_on_notify = not up
+        # Jobs replace commit-driven claiming while they flow; without NATS, every commit's NOTIFY wakes the claim.
+        self.executor.claim_on_commit = not up
         if not up:
-            self.executor.wake()
+            self.executor.look_for_work()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="lace-job-consumer")

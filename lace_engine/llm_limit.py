@@ -1,4 +1,4 @@
-"""LLM concurrency limits: per process (Phase 0) and, optionally, global per provider across processes.
+"""LLM concurrency limits: per process, and optionally global per provider across processes.
 
 The global limit is a counting semaphore in Postgres (table llm_permits): one row
 per slot, a permit is a slot with a live holder. Permits are leased, not owned:

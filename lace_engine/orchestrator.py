@@ -87,7 +87,7 @@ class ExecutorConfig:
 
 
 class RunControl:
-    """What the executor knows of a run's requested state, refreshed by pokes and lease renewals."""
+    """What the executor knows of a run's requested state, refreshed by `steer` and lease renewals."""
 
     def __init__(self, state: RunState):
         self.state = state
@@ -389,13 +389,13 @@ class Executor:
         self.db = db
         self.provider = provider
         self.config = config
-        # Phase 1 passes a global (cross-process) limit per provider; Phase 0 keeps this process's semaphore.
+        # With NATS, a global (cross-process) limit per provider; otherwise this process's semaphore.
         self.llm_limit: AbstractAsyncContextManager[Any] = (
             llm_limit if llm_limit is not None else asyncio.Semaphore(config.llm_concurrency))
         # Off while job messages dispatch runs (lace_engine.jobs), so commits do not make every worker poll.
-        self.claim_on_notify = True
+        self.claim_on_commit = True
         self._running: dict[uuid.UUID, tuple[RunExecution, asyncio.Task[None]]] = {}
-        self._wake = asyncio.Event()
+        self._work_available = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -409,28 +409,28 @@ class Executor:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="lace-executor")
         self._renew_task = asyncio.create_task(self._renew_loop(), name="lace-lease-renewal")
 
-    def wake(self) -> None:
+    def look_for_work(self) -> None:
         """New work may be claimable (a run was started or resumed)."""
-        self._wake.set()
+        self._work_available.set()
 
-    def poke(self, run_id: uuid.UUID, state: RunState) -> None:
+    def steer(self, run_id: uuid.UUID, state: RunState) -> None:
         """A run's requested state changed: pause, resume or cancel its execution here."""
         entry = self._running.get(run_id)
         if entry is None:
             return
         execution, task = entry
-        # Cancel the task once: pokes repeat (direct, NOTIFY, lease renewal), and a second
+        # Cancel the task once: requests repeat (direct, NOTIFY, lease renewal), and a second
         # cancel would interrupt the clean-up that writes CANCELLED.
         if execution.control.set(state) and state in (RunState.CANCELLING, RunState.CANCELLED):
             task.cancel()
 
-    def on_notify(self, run_id: uuid.UUID, head: int) -> None:
+    def run_committed(self, run_id: uuid.UUID, head: int) -> None:
         """A run's events committed somewhere: new work may be claimable, or a run here was steered."""
         entry = self._running.get(run_id)
         # A run's own progress here frees no work to claim (its end wakes the loop in _done), so only
         # other commits wake the claim loop: otherwise every step would cost a claim transaction.
-        if self.claim_on_notify and (entry is None or head > entry[0].last_head):
-            self._wake.set()
+        if self.claim_on_commit and (entry is None or head > entry[0].last_head):
+            self._work_available.set()
         # Our own commits also notify; only a head beyond what this executor wrote means someone else did.
         if entry is not None and head > entry[0].last_head and run_id not in self._checking:
             self._checking.add(run_id)
@@ -444,7 +444,7 @@ class Executor:
         except Exception:
             log.exception("re-reading run %s failed", run_id)
             return
-        self.poke(run_id, state)
+        self.steer(run_id, state)
 
     async def _claim_loop(self) -> None:
         while not self._closing:
@@ -460,9 +460,9 @@ class Executor:
                 raise
             except Exception:
                 log.exception("claiming runs failed; retrying")
-            self._wake.clear()
+            self._work_available.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
+                await asyncio.wait_for(self._work_available.wait(), self.config.poll_interval_s)
 
     async def claim(self, run_id: uuid.UUID) -> bool:
         """Tries to take one specific run now (used by job-message dispatch)."""
@@ -500,7 +500,7 @@ class Executor:
 
     def _done(self, run_id: uuid.UUID) -> None:
         self._running.pop(run_id, None)
-        self._wake.set()
+        self._work_available.set()
 
     async def _renew_loop(self) -> None:
         interval = max(self.config.lease_ttl_s / 3, 0.1)
@@ -529,7 +529,7 @@ class Executor:
                     execution.control.set(RunState.FAILED)
                     task.cancel()
                 else:
-                    self.poke(run_id, state)
+                    self.steer(run_id, state)
 
     async def aclose(self, grace_s: float = 5.0) -> None:
         """Stops claiming; in-flight runs stop and keep their lease until it expires (another takes over)."""

@@ -184,7 +184,7 @@ idempotency_keys = sa.Table(
     _ts("create_time"),
 )
 
-# Phase 1 (migration 0002). How far each run's events have been mirrored to JetStream:
+# Migration 0002. How far each run's events have been mirrored to JetStream:
 # the event log is the outbox, this is its per-run read position.
 mirror_cursors = sa.Table(
     "mirror_cursors",

@@ -115,7 +115,7 @@ class Engine:
         if not self.scale_out.on_notify(run_id, head):
             self.hub.notify(run_id, head)
         if self.executor is not None:
-            self.executor.on_notify(run_id, head)
+            self.executor.run_committed(run_id, head)
 
     async def _fetch_range(self, run_id: uuid.UUID, after: int, upto: int) -> list[RunEvent]:
         async with self.db.fast_read() as conn:
@@ -233,7 +233,7 @@ class Engine:
         if not outcome.replayed:
             self.scale_out.dispatch(run_id, outcome.value.head_seq)
             if self.executor is not None:
-                self.executor.wake()
+                self.executor.look_for_work()
         return outcome.value
 
     async def get_run(self, run_id: uuid.UUID) -> Run:
@@ -269,8 +269,8 @@ class Engine:
             if run.state is RunState.PENDING:  # resumed: it needs an executor again
                 self.scale_out.dispatch(run_id, run.head_seq)
             if self.executor is not None:
-                self.executor.poke(run_id, run.state)
-                self.executor.wake()
+                self.executor.steer(run_id, run.state)
+                self.executor.look_for_work()
         return run
 
     async def list_run_events(self, run_id: uuid.UUID, *, after_seq: int, types: Sequence[EventType],

@@ -1,4 +1,4 @@
-"""`lace worker`: executes runs and serves no API (Phase 1 distributed workers).
+"""`lace worker`: executes runs and serves no API (one of many worker processes).
 
 A worker is an Engine without a gRPC server and without live streams: it takes
 runs from the job queue (LACE_JOB_DISPATCH=nats) and from its periodic claim

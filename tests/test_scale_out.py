@@ -1,4 +1,4 @@
-"""Phase 1 scale-out with real processes: two API replicas, three workers, one nats-server, one PostgreSQL.
+"""Scale-out with real processes: two API replicas, three workers, one nats-server, one PostgreSQL.
 
 Replicas run `lace serve --no-execute`, workers `lace worker`, all with
 LACE_EVENT_BUS=nats (mirror, JetStream live tail, job dispatch) and a global
