@@ -18,7 +18,7 @@ from lace_engine.ids import new_id
 from lace_engine.llm.offline import generate_content
 from lace_engine.model import EventType, NewEvent, Node, NodeState, Origin, Run, RunOptions, RunState
 from lace_engine.proposals import ContentProposal, parse_content
-from lace_engine.run_lifecycle import ON_CLAIM
+from lace_engine.run_lifecycle import CLAIMABLE, ON_CLAIM
 
 BRIEF = ("A practical report on grid-scale energy storage for regional planners: technologies, costs, "
          "siting, safety, policy and procurement, with worked examples.")
@@ -69,7 +69,7 @@ async def running_run(db: Database, artifact_id: uuid.UUID, owner: str = "bench"
                                          instruction="", options=RunOptions(), provider="offline",
                                          model="lace-offline-1")
     async with db.transaction() as tx:
-        claim = await run_store.claim_next(tx.conn, owner=owner, ttl_s=3600, run_id=run.id)
+        claim = await run_store.claim_next(tx.conn, owner=owner, ttl_s=3600, states=CLAIMABLE, run_id=run.id)
         assert claim is not None
         target = ON_CLAIM[claim.run.state]
         assert target is not None

@@ -44,7 +44,7 @@ from lace_engine.model import (
 )
 from lace_engine.quality import quality_report
 from lace_engine.run_journal import ACTIVE, Attempt, CallOutcome, RunJournal
-from lace_engine.run_lifecycle import ON_CLAIM
+from lace_engine.run_lifecycle import CLAIMABLE, ON_CLAIM
 from lace_engine.steps import STEPS, Step
 from lace_engine.strategy import StrategyDecision, decide
 from lace_engine.tree import Tree
@@ -452,7 +452,7 @@ class Executor:
                 while len(self._running) < self.config.max_concurrent_runs and not self._closing:
                     async with self.db.transaction() as tx:
                         claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
-                                                           ttl_s=self.config.lease_ttl_s)
+                                                           ttl_s=self.config.lease_ttl_s, states=CLAIMABLE)
                     if claim is None:
                         break
                     await self._begin(claim)
@@ -468,7 +468,8 @@ class Executor:
         """Tries to take one specific run now (used by job-message dispatch)."""
         async with self.db.transaction() as tx:
             claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
-                                               ttl_s=self.config.lease_ttl_s, run_id=run_id)
+                                               ttl_s=self.config.lease_ttl_s, states=CLAIMABLE,
+                                               run_id=run_id)
         if claim is None:
             return False
         await self._begin(claim)

@@ -20,7 +20,6 @@ from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.event_log import Appended, Fence
 from lace_engine.model import EventType, NewEvent, Run, RunOptions, RunState
 from lace_engine.quality import CallRecord
-from lace_engine.run_lifecycle import CLAIMABLE
 from lace_engine.schema import RUN_IS_ACTIVE, llm_calls, runs
 
 
@@ -124,12 +123,12 @@ class Claim:
     fence: Fence
 
 
-async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float,
+async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float, states: frozenset[RunState],
                      run_id: uuid.UUID | None = None) -> Claim | None:
-    """Takes the lease of one claimable run whose lease is free or expired (a new fencing token)."""
+    """Takes the lease of one run in `states` whose lease is free or expired (a new fencing token)."""
     candidates = (
         sa.select(runs.c.id)
-        .where(runs.c.state.in_([s.value for s in CLAIMABLE]),
+        .where(runs.c.state.in_([s.value for s in states]),
                sa.or_(runs.c.lease_expires.is_(None), runs.c.lease_expires < sa.func.now()))
         .order_by(runs.c.create_time)
         .limit(1)

@@ -16,6 +16,7 @@ from lace_engine import run_store
 from lace_engine.apply import NewArtifact
 from lace_engine.config import Settings
 from lace_engine.llm.offline import OfflineProvider
+from lace_engine.run_lifecycle import CLAIMABLE
 from lace_engine.service import Engine
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch
@@ -99,7 +100,8 @@ async def test_a_run_is_claimed_while_a_row_referencing_it_is_being_written(pg_s
                 for run_id in (run.id, None):  # a job's claim of this run, and the claim loop's
                     async with engine.db.transaction() as tx:
                         claim = await asyncio.wait_for(
-                            run_store.claim_next(tx.conn, owner="worker", ttl_s=0.01, run_id=run_id), 10)
+                            run_store.claim_next(tx.conn, owner="worker", ttl_s=0.01, states=CLAIMABLE,
+                                                 run_id=run_id), 10)
                     assert claim is not None and claim.run.id == run.id
                     await asyncio.sleep(0.05)  # the 10 ms lease expires: claimable again
                 await referencing.rollback()
