@@ -17,33 +17,10 @@ import uuid
 from dataclasses import dataclass
 from types import TracebackType
 
-import sqlalchemy as sa
-
+from lace_engine import permit_store
 from lace_engine.database import Database
 
 log = logging.getLogger(__name__)
-
-_ENSURE_SLOTS = sa.text(
-    "INSERT INTO llm_permits (provider, slot) SELECT :provider, g FROM generate_series(0, :limit - 1) AS g "
-    "ON CONFLICT DO NOTHING"
-)
-# SKIP LOCKED: concurrent acquirers take different free slots instead of queueing on one row.
-_ACQUIRE = sa.text(
-    "UPDATE llm_permits SET holder = :holder, expires = now() + make_interval(secs => :ttl) "
-    "WHERE provider = :provider AND slot = ("
-    "  SELECT slot FROM llm_permits WHERE provider = :provider AND slot < :limit "
-    "  AND (holder IS NULL OR expires < now()) ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED) "
-    "RETURNING slot"
-)
-_RELEASE = sa.text(
-    "UPDATE llm_permits SET holder = NULL, expires = NULL "
-    "WHERE provider = :provider AND slot = :slot AND holder = :holder"
-)
-_RENEW = sa.text(
-    "UPDATE llm_permits SET expires = now() + make_interval(secs => :ttl) "
-    "WHERE provider = :provider AND holder = ANY(:holders)"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Permit:
@@ -107,17 +84,15 @@ class GlobalLLMLimit:
         async with self._queue:
             if not self._slots_ready:
                 async with self.db.transaction() as tx:
-                    await tx.conn.execute(_ENSURE_SLOTS, {"provider": self.provider, "limit": self.limit})
+                    await permit_store.ensure_slots(tx.conn, self.provider, self.limit)
                 self._slots_ready = True
             self._ensure_renewal()
             delay = 0.01
             while True:
                 async with self.db.transaction() as tx:
-                    slot = (await tx.conn.execute(_ACQUIRE, {
-                        "holder": holder, "ttl": self.ttl_s, "provider": self.provider, "limit": self.limit,
-                    })).scalar()
+                    slot = await permit_store.acquire(tx.conn, self.provider, self.limit, holder, self.ttl_s)
                 if slot is not None:
-                    return Permit(int(slot), holder)
+                    return Permit(slot, holder)
                 # A local release wakes us at once; releases in other processes are seen by polling.
                 self._released.clear()
                 with contextlib.suppress(TimeoutError):
@@ -127,8 +102,7 @@ class GlobalLLMLimit:
     async def _release(self, permit: Permit) -> None:
         try:
             async with self.db.transaction() as tx:
-                await tx.conn.execute(_RELEASE, {"provider": self.provider, "slot": permit.slot,
-                                                 "holder": permit.holder})
+                await permit_store.release(tx.conn, self.provider, permit.slot, permit.holder)
         except Exception:
             # Not fatal: the permit expires after its TTL because nobody renews it any more.
             log.warning("releasing LLM permit %s/%d failed; it expires in %.0fs", self.provider, permit.slot,
@@ -146,8 +120,7 @@ class GlobalLLMLimit:
                 continue
             try:
                 async with self.db.transaction() as tx:
-                    await tx.conn.execute(_RENEW, {"ttl": self.ttl_s, "provider": self.provider,
-                                                   "holders": holders})
+                    await permit_store.renew(tx.conn, self.provider, holders, self.ttl_s)
             except Exception:
                 log.warning("renewing %d LLM permits failed", len(holders), exc_info=True)
 
