@@ -13,8 +13,10 @@ from lace_engine.compiler import compile_html, compile_json, compile_markdown
 from lace_engine.config import Settings
 from lace_engine.database import Database, Tx
 from lace_engine.errors import InvalidArgument, NotFound
+from lace_engine.events.hub import EventHub
+from lace_engine.events.pg_notify import PgNotifyListener
+from lace_engine.events.stream_run import StreamBatch, stream_run
 from lace_engine.ids import new_id
-from lace_engine.live import EventHub
 from lace_engine.llm.base import LLMProvider
 from lace_engine.llm.content_style import default_content_style
 from lace_engine.model import (
@@ -30,10 +32,8 @@ from lace_engine.model import (
     RunState,
 )
 from lace_engine.orchestrator import Executor, ExecutorConfig
-from lace_engine.pg_notify import PgNotifyListener
 from lace_engine.run_lifecycle import RunAction, on_request
 from lace_engine.scale_out import ScaleOut
-from lace_engine.stream import StreamBatch, stream_run
 from lace_engine.tree import Tree
 
 log = logging.getLogger(__name__)

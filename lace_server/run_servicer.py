@@ -9,10 +9,10 @@ import grpc
 
 from lace.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 from lace_engine.errors import InvalidArgument
+from lace_engine.events.stream_run import StreamBatch
 from lace_engine.ids import parse_id
 from lace_engine.run_lifecycle import RunAction
 from lace_engine.service import Engine
-from lace_engine.stream import StreamBatch
 from lace_server import convert
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]

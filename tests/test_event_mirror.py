@@ -18,10 +18,10 @@ import pytest
 
 from lace_engine.apply import NewArtifact
 from lace_engine.config import Settings
-from lace_engine.event_mirror import EventMirror
+from lace_engine.events.jetstream_mirror import EventMirror
+from lace_engine.events.nats_bus import NatsBus
 from lace_engine.llm.offline import OfflineProvider
 from lace_engine.model import RunEvent, RunOptions, RunState
-from lace_engine.nats_bus import NatsBus
 from lace_engine.service import Engine
 from tests.support.database import fresh_database
 from tests.support.nats import NatsServer, jetstream_events

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lace_engine.live import EventHub, Subscription
+from lace_engine.events.hub import EventHub, Subscription
+from lace_engine.events.stream_run import stream_run
 from lace_engine.model import EventType, RunEvent, RunState
-from lace_engine.stream import stream_run
 
 RUN = uuid.uuid4()
 

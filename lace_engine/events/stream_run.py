@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from lace_engine.errors import InvalidArgument, Unavailable
-from lace_engine.live import EventHub
+from lace_engine.events.hub import EventHub
 from lace_engine.model import EventType, RunEvent, RunState
 
 MAX_BATCH = 1000

@@ -44,8 +44,8 @@ from nats.js.api import PubAck
 
 from lace_engine import event_log
 from lace_engine.database import Database, driver_connection
+from lace_engine.events.nats_bus import EVENTS_STREAM, NatsBus, events_subject, msg_id
 from lace_engine.model import EventType, RunEvent
-from lace_engine.nats_bus import EVENTS_STREAM, NatsBus, events_subject, msg_id
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from lace_engine.event_mirror import decode_event
-from lace_engine.live import EventHub
-from lace_engine.nats_bus import EVENTS_STREAM, EVENTS_SUBJECTS, NatsBus, run_id_of_subject
+from lace_engine.events.hub import EventHub
+from lace_engine.events.jetstream_mirror import decode_event
+from lace_engine.events.nats_bus import EVENTS_STREAM, EVENTS_SUBJECTS, NatsBus, run_id_of_subject
 
 log = logging.getLogger(__name__)
 
