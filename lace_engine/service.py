@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from lace_engine import apply, apply_store, event_log, idempotency, ir_store, pagination, run_store
 from lace_engine.apply import NewArtifact
+from lace_engine.cluster import ClusterServices
 from lace_engine.compiler import compile_html, compile_json, compile_markdown
 from lace_engine.config import Settings
 from lace_engine.database import Database, Tx
@@ -33,7 +34,6 @@ from lace_engine.model import (
 )
 from lace_engine.orchestrator import Executor, ExecutorConfig
 from lace_engine.run_lifecycle import RunAction, on_request
-from lace_engine.scale_out import ScaleOut
 from lace_engine.tree import Tree
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,8 @@ class Engine:
         self.hub = EventHub(self._fetch_range, max_pending=settings.stream_queue_batches)
         self.db.add_listener(self.hub)
         self.listener = PgNotifyListener(self.db.url, self._on_notify, self.hub.wake_all)
-        # Phase 1 (NATS mirror, live tail, job dispatch, global LLM limit); inert with default settings.
-        self.scale_out = ScaleOut(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)
+        # NATS mirror, live tail, job dispatch, global LLM limit; inert with default settings.
+        self.scale_out = ClusterServices(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)
         self.executor: Executor | None = None
         if settings.execute_runs:
             self.executor = Executor(self.db, provider, ExecutorConfig(

@@ -10,5 +10,5 @@
 
 Postgres is the truth (`lace_engine.event_log`); everything here only decides how soon a stream
 sees it. These modules never import the runs layer (`orchestrator`, `jobs`, `llm_limit`);
-`lace_engine.scale_out` composes them with it.
+`lace_engine.cluster` composes them with it.
 """

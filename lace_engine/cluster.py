@@ -1,12 +1,14 @@
-"""Phase 1 wiring: the pieces an Engine adds when it runs as one of many processes.
+"""The services an Engine adds to work as one of several processes of a deployment (a cluster).
 
-  LACE_EVENT_BUS=nats      the event mirror (leader-elected outbox publisher) and, in processes
-                           that serve streams, the live tail from JetStream
+  LACE_EVENT_BUS=nats      the JetStream mirror of the event log (leader-elected outbox publisher)
+                           and, in processes that serve streams, the live tail from JetStream
   LACE_JOB_DISPATCH=nats   StartRun/ResumeRun publish job messages; executing processes consume them
                            (defaults to LACE_EVENT_BUS)
   LACE_LLM_GLOBAL_LIMIT=N  a Postgres-backed limit on concurrent LLM calls per provider, all processes
 
-With everything at its default this is inert and the engine behaves exactly as in Phase 0.
+This is where event delivery (`lace_engine.events`) meets the runs layer (jobs, the global LLM
+limit, the executor). With every setting at its default it is inert: one process, or several
+sharing Postgres through LISTEN/NOTIFY alone.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _choice(name: str, value: str) -> str:
     return value
 
 
-class ScaleOut:
+class ClusterServices:
     """Owns the NATS connection, the mirror, the tail, job dispatch and the global LLM limit."""
 
     def __init__(self, settings: Settings, db: Database, hub: EventHub, provider_name: str, *,
