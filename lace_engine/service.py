@@ -118,6 +118,7 @@ class Engine:
             self.executor.run_committed(run_id, head)
 
     async def _fetch_range(self, run_id: uuid.UUID, after: int, upto: int) -> list[RunEvent]:
+        """Events after `after` up to `upto`: what the hub reads for its streams (history, gaps, remote commits)."""
         async with self.db.fast_read() as conn:
             return await event_log.read(conn, run_id, after_seq=after, upto_seq=upto, limit=upto - after)
 
@@ -288,12 +289,8 @@ class Engine:
         return pagination.page(items, size, query, lambda event: event.seq)
 
     def stream_run(self, run_id: uuid.UUID, cursor: int, *, batch_limit: int = 1000) -> AsyncIterator[StreamBatch]:
-        return stream_run(self.hub, self._read_events, self._read_head, run_id, cursor,
-                          heartbeat_s=self.settings.heartbeat_s, batch_limit=batch_limit)
-
-    async def _read_events(self, run_id: uuid.UUID, after: int, limit: int) -> list[RunEvent]:
-        async with self.db.fast_read() as conn:
-            return await event_log.read(conn, run_id, after_seq=after, limit=limit)
+        return stream_run(self.hub, self._read_head, run_id, cursor, heartbeat_s=self.settings.heartbeat_s,
+                          batch_limit=batch_limit)
 
     async def _read_head(self, run_id: uuid.UUID) -> tuple[int, RunState]:
         async with self.db.fast_read() as conn:

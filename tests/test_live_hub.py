@@ -9,9 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lace_engine.errors import Unavailable
 from lace_engine.events.hub import EventHub, Subscription
 from lace_engine.events.stream_run import stream_run
 from lace_engine.model import EventType, RunEvent, RunState
@@ -37,18 +39,21 @@ class Log:
 
 
 def delivered(sub: Subscription) -> list[int]:
-    return [e.seq for batch in sub.drain() for e in batch]
+    """The seqs the hub queued for the subscription (and empties its queue)."""
+    seqs = [e.seq for batch in sub._pending for e in batch]
+    sub._pending.clear()
+    return seqs
 
 
 def started_hub(first_seq: int = 1) -> tuple[EventHub, Log, Subscription]:
     """A hub with one subscriber that has already seen every event before `first_seq`."""
     log = Log()
     hub = EventHub(log.fetch)
-    sub = hub.subscribe(RUN)
+    sub = hub.subscribe(RUN, 0)
     if first_seq > 1:
         log.committed = first_seq - 1
         hub.publish(RUN, events(1, first_seq - 1))
-        sub.drain()
+        delivered(sub)
     return hub, log, sub
 
 
@@ -119,12 +124,12 @@ async def test_a_quiet_wait_ends_on_the_hubs_timer_and_a_publish_ends_it_at_once
     hub, log, sub = started_hub(first_seq=3)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    assert await sub.wait(0.2) is False  # nothing came: a heartbeat is due
+    assert await sub._wait(0.2) is False  # nothing came: a heartbeat is due
     waited = loop.time() - started
     assert 0.2 <= waited < 0.2 * 1.2 + 0.1, waited
 
     log.committed = 3
-    waiting = asyncio.ensure_future(sub.wait(30))
+    waiting = asyncio.ensure_future(sub._wait(30))
     await settle_tasks()
     hub.publish(RUN, events(3, 3))
     assert await asyncio.wait_for(waiting, 1) is True
@@ -169,16 +174,13 @@ def test_any_interleaving_of_commits_settles_and_notifies_streams_every_event_on
         log = Log()
         hub = EventHub(log.fetch)
 
-        async def read_events(run_id: uuid.UUID, after: int, limit: int) -> list[RunEvent]:
-            return events(after + 1, min(after + limit, log.committed))
-
         async def read_head(run_id: uuid.UUID) -> tuple[int, RunState]:
             return log.committed, RunState.RUNNING
 
         received: list[int] = []
 
         async def consume() -> None:
-            async for batch in stream_run(hub, read_events, read_head, RUN, 0, heartbeat_s=60):
+            async for batch in stream_run(hub, read_head, RUN, 0, heartbeat_s=60):
                 received.extend(e.seq for e in batch.events)
 
         consumer = asyncio.ensure_future(consume())
@@ -224,7 +226,7 @@ def test_any_interleaving_of_commits_settles_and_notifies_streams_every_event_on
 async def test_a_gap_that_never_fills_hands_the_streams_to_the_database_instead_of_holding_forever() -> None:
     log = Log()
     hub = EventHub(log.fetch, max_pending=8)
-    sub = hub.subscribe(RUN)
+    sub = hub.subscribe(RUN, 0)
     log.committed = 2
     hub.publish(RUN, events(1, 2))
     assert delivered(sub) == [1, 2]
@@ -232,9 +234,68 @@ async def test_a_gap_that_never_fills_hands_the_streams_to_the_database_instead_
     for seq in range(5, 5 + 9):
         hub.publish(RUN, events(seq, seq))
         await settle_tasks()
-    assert sub.woken and delivered(sub) == []
+    assert sub._behind and delivered(sub) == []
     assert hub.head(RUN) == 13 and not hub._held
     hub.publish(RUN, events(14, 14))  # and the hub carries on from there
     assert delivered(sub) == [14]
+    sub.close()
+    await hub.aclose()
+
+
+def seqs(batch: list[RunEvent]) -> list[int]:
+    return [e.seq for e in batch]
+
+
+async def test_a_subscription_replays_its_history_then_tails_and_reads_back_what_overflowed() -> None:
+    log = Log()
+    hub = EventHub(log.fetch, max_pending=2)
+    log.committed = 5
+    sub = hub.subscribe(RUN, 1)
+    assert seqs(await sub.next(3, 1)) == [2, 3, 4]  # the history after the cursor, `limit` at a time
+    assert seqs(await sub.next(3, 1)) == [5]
+    for seq in range(6, 9):  # three batches for a queue of two: it overflows and is dropped
+        log.committed = seq
+        hub.publish(RUN, events(seq, seq))
+    assert seqs(await sub.next(3, 1)) == [6, 7, 8]  # read back from the database
+    assert await sub.next(3, 0.05) == []  # caught up, nothing new: a heartbeat is due
+    reads = len(log.reads)
+    log.committed = 10
+    hub.publish(RUN, events(9, 10))
+    assert seqs(await sub.next(1, 1)) == [9]  # a live batch, split only past the limit
+    assert seqs(await sub.next(1, 1)) == [10]
+    assert len(log.reads) == reads and sub.cursor == 10
+    sub.close()
+    await hub.aclose()
+
+
+async def test_a_head_the_subscription_did_not_receive_is_read_at_its_next_call() -> None:
+    log = Log()
+    hub = EventHub(log.fetch)
+    sub = hub.subscribe(RUN, 0)
+    assert await sub.next(10, 0.05) == []  # no history yet
+    log.committed = 2  # committed, but no wake-up reached this process (a heartbeat read the head)
+    sub.committed(2)
+    assert seqs(await sub.next(10, 1)) == [1, 2]
+    reads = len(log.reads)
+    sub.committed(2)  # nothing it lacks: no read
+    assert await sub.next(10, 0.05) == [] and len(log.reads) == reads
+    sub.close()
+    await hub.aclose()
+
+
+async def test_a_hole_in_the_queue_is_read_from_the_database_and_a_closed_hub_ends_the_subscription() -> None:
+    log = Log()
+    hub = EventHub(log.fetch)
+    sub = hub.subscribe(RUN, 0)
+    assert await sub.next(10, 0.05) == []
+    log.committed = 4
+    hub.publish(RUN, events(3, 4))  # the first batch the hub sees: 1..2 never came through it
+    assert seqs(await sub.next(10, 1)) == [1, 2, 3, 4]
+    waiting = asyncio.ensure_future(sub.next(10, 30))
+    await settle_tasks()
+    hub.close()
+    with pytest.raises(Unavailable) as ended:
+        await asyncio.wait_for(waiting, 1)
+    assert ended.value.reason == "SERVER_SHUTTING_DOWN" and ended.value.metadata == {"cursor": "4"}
     sub.close()
     await hub.aclose()

@@ -1,11 +1,18 @@
 """Live fan-out of committed events to the streams of this process.
 
 Local commits are published directly with the events in hand. Commits in other
-processes arrive as a Postgres NOTIFY carrying only (run id, head seq); the hub
-then reads the missing events once and publishes them to every local stream of
-that run. Each stream has a bounded queue: a stream that falls behind is marked
-overflowed and its queue dropped, and it catches up from the database instead,
-so a slow client never holds the writer or unbounded memory.
+processes arrive as (run id, head seq) only (a Postgres NOTIFY, or the JetStream
+tail's fallback); the hub then reads the missing events once and publishes them
+to every local stream of that run.
+
+Each stream holds a Subscription: its cursor and a bounded queue of the batches
+committed after it. A subscription whose queue cannot be trusted to hold every
+event after its cursor is behind: its history is not read yet, its queue
+overflowed (a slow client), the hub lost step with it, its queue has a hole, or
+a newer head was seen than it received. A subscription that is behind reads
+from the database; that catch-up (`Subscription.next`) is the one place a
+stream's missing events are filled, so a slow client never holds the writer or
+unbounded memory, and no stream waits for a heartbeat to see a commit.
 
 The hub hands each run's events to its streams in seq order and once. A run's
 commits are serialized by its row lock, but concurrent tasks of this process
@@ -24,6 +31,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from lace_engine.errors import Unavailable
 from lace_engine.model import RunEvent
 
 log = logging.getLogger(__name__)
@@ -32,68 +40,119 @@ Fetch = Callable[[uuid.UUID, int, int], Awaitable[list[RunEvent]]]
 
 
 class Subscription:
-    """One stream's view of the hub: a bounded queue of committed batches."""
+    """One stream's place in a run: its cursor, and a bounded queue of the batches committed after it."""
 
-    __slots__ = ("_hub", "_pending", "_ready", "deadline", "max_pending", "overflowed", "run_id", "woken")
+    __slots__ = ("_behind", "_catching_up", "_cursor", "_deadline", "_hub", "_max_pending", "_pending", "_ready",
+                 "run_id")
 
-    def __init__(self, hub: EventHub, run_id: uuid.UUID, max_pending: int):
+    def __init__(self, hub: EventHub, run_id: uuid.UUID, cursor: int, max_pending: int):
         self._hub = hub
         self.run_id = run_id
-        self.max_pending = max_pending
+        self._cursor = cursor
+        self._max_pending = max_pending
         self._pending: deque[list[RunEvent]] = deque()
         self._ready = asyncio.Event()
-        self.overflowed = False
-        # Set when events may have been committed that this queue did not receive (e.g. after
-        # the NOTIFY connection dropped); the stream then fills the gap from the database.
-        self.woken = False
+        # The queue may lack events after the cursor (dropped on overflow, or never offered): the next
+        # read from the database, which starts after this is cleared, covers them.
+        self._behind = False
+        # Reading the database until a read comes back short; first, the history after the cursor.
+        self._catching_up = True
         # While waiting: when the hub's timer ends the wait (loop time); 0 otherwise.
-        self.deadline = 0.0
+        self._deadline = 0.0
+
+    @property
+    def cursor(self) -> int:
+        """The seq of the last event handed out (the stream's resume point)."""
+        return self._cursor
+
+    @property
+    def head(self) -> int:
+        """The newest seq this process knows of for the run, at least the cursor."""
+        return max(self._cursor, self._hub.head(self.run_id) or 0)
+
+    async def next(self, limit: int, wait_s: float) -> list[RunEvent]:
+        """The events right after the cursor, in seq order and at most `limit`, and moves the cursor past
+        them; [] when nothing came for about `wait_s` (a heartbeat is due).
+
+        While behind they are read from the database, otherwise taken from the queue (a queued batch
+        stays one answer, split only past `limit`). Raises Unavailable once the hub is closed.
+        """
+        while True:
+            if self._hub.closed:
+                raise Unavailable("the server is shutting down; reconnect with your cursor",
+                                  reason="SERVER_SHUTTING_DOWN", metadata={"cursor": str(self._cursor)})
+            if self._behind or self._catching_up:
+                self._behind = False
+                events = await self._hub._fetch(self.run_id, self._cursor, self._cursor + limit)
+                self._catching_up = len(events) >= limit
+                if events:
+                    self._cursor = events[-1].seq
+                    return events
+                continue
+            events = self._take(limit)
+            if events:
+                return events
+            if not await self._wait(wait_s):
+                return []
+
+    def committed(self, head: int) -> None:
+        """The run's events up to `head` are committed: if this subscription did not receive them all,
+        its next call reads them from the database."""
+        received = self._pending[-1][-1].seq if self._pending else self._cursor
+        if head > max(received, self._cursor):
+            self._fall_behind()
+
+    def close(self) -> None:
+        self._hub._unsubscribe(self)
+
+    def _take(self, limit: int) -> list[RunEvent]:
+        """The next queued events right after the cursor; [] when there are none, or after a hole."""
+        while self._pending:
+            batch = self._pending.popleft()
+            if batch[-1].seq <= self._cursor:
+                continue
+            if batch[0].seq <= self._cursor:
+                batch = [e for e in batch if e.seq > self._cursor]
+            if batch[0].seq != self._cursor + 1:
+                # Published before this stream subscribed, or by a hub that lost step: read the rest.
+                self._fall_behind()
+                return []
+            if len(batch) > limit:
+                self._pending.appendleft(batch[limit:])
+                batch = batch[:limit]
+            self._cursor = batch[-1].seq
+            return batch
+        return []
 
     def _offer(self, events: list[RunEvent]) -> None:
-        if self.overflowed:
-            return
-        if len(self._pending) >= self.max_pending:
-            self.overflowed = True
-            self._pending.clear()
+        if len(self._pending) >= self._max_pending:
+            self._fall_behind()
         else:
             self._pending.append(events)
-        self._ready.set()
+            self._ready.set()
 
-    def _wake(self) -> None:
-        self.woken = True
+    def _fall_behind(self) -> None:
+        self._behind = True
+        self._pending.clear()
         self._ready.set()
 
     def _ready_now(self) -> bool:
-        return bool(self._pending) or self.overflowed or self.woken
+        return bool(self._pending) or self._behind or self._hub.closed
 
-    async def wait(self, seconds: float) -> bool:
+    async def _wait(self, seconds: float) -> bool:
         """Waits until something is ready (True) or about `seconds` pass (False)."""
         if self._ready_now():
             return True
         self._ready.clear()
         # The hub's one timer ends quiet waits (heartbeats): a timeout per wait would cost every
         # stream a timer handle per commit, ~half of what waking it costs.
-        self.deadline = asyncio.get_running_loop().time() + seconds
+        self._deadline = asyncio.get_running_loop().time() + seconds
         self._hub._watch_deadline(seconds)
         try:
             await self._ready.wait()
         finally:
-            self.deadline = 0.0
+            self._deadline = 0.0
         return self._ready_now()
-
-    def drain(self) -> list[list[RunEvent]]:
-        """Takes every queued batch."""
-        out = list(self._pending)
-        self._pending.clear()
-        return out
-
-    def reset(self) -> None:
-        """Clears the overflow and wake marks after the stream caught up from the database."""
-        self.overflowed = False
-        self.woken = False
-
-    def close(self) -> None:
-        self._hub._unsubscribe(self)
 
 
 class EventHub:
@@ -115,8 +174,9 @@ class EventHub:
         self._tick_s = 1.0
         self.closed = False
 
-    def subscribe(self, run_id: uuid.UUID) -> Subscription:
-        sub = Subscription(self, run_id, self._max_pending)
+    def subscribe(self, run_id: uuid.UUID, cursor: int) -> Subscription:
+        """A stream of the run's events after `cursor`: first its history, then live (`Subscription.next`)."""
+        sub = Subscription(self, run_id, cursor, self._max_pending)
         self._subs.setdefault(run_id, set()).add(sub)
         return sub
 
@@ -175,7 +235,7 @@ class EventHub:
                     del self._held[run_id]
                     self._published[run_id] = max(batch[-1].seq for batch in waiting)
                     for sub in subs:
-                        sub._wake()
+                        sub._fall_behind()
                     return
                 self._want(run_id, events[0].seq - 1)
                 return
@@ -214,10 +274,10 @@ class EventHub:
             self._wanted[run_id] = wanted  # settled() comes back here
             return
         if known is None:
-            # We do not know what the streams have; let each fill its own gap from the database.
+            # We do not know what the streams have; each that lacks events up to `wanted` reads them.
             self._published[run_id] = wanted
             for sub in self._subs.get(run_id, ()):
-                sub._wake()
+                sub.committed(wanted)
             return
         self._wanted[run_id] = wanted
         if run_id not in self._fetching:
@@ -228,7 +288,7 @@ class EventHub:
         self._published.clear()
         for subs in self._subs.values():
             for sub in subs:
-                sub._wake()
+                sub._fall_behind()
 
     async def _fetch_missing(self, run_id: uuid.UUID) -> None:
         try:
@@ -245,7 +305,7 @@ class EventHub:
             log.exception("fetching events for live streams failed; waking streams to re-read")
             self._held.pop(run_id, None)
             for sub in self._subs.get(run_id, ()):
-                sub._wake()
+                sub._fall_behind()
         finally:
             self._fetching.pop(run_id, None)
 
@@ -263,7 +323,7 @@ class EventHub:
             now = loop.time()
             for subs in list(self._subs.values()):
                 for sub in subs:
-                    if 0.0 < sub.deadline <= now:
+                    if 0.0 < sub._deadline <= now:
                         sub._ready.set()
 
     def close(self) -> None:
@@ -271,7 +331,7 @@ class EventHub:
         self.closed = True
         for subs in self._subs.values():
             for sub in subs:
-                sub._wake()
+                sub._ready.set()
 
     async def aclose(self) -> None:
         self.close()

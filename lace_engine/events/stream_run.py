@@ -1,7 +1,10 @@
 """StreamRun's logic, transport-free: replay from Postgres, then tail live events, exactly once.
 
-Order of operations: subscribe to the hub first, then read history, so no commit
-can fall between the two; de-duplicate by seq; fill any gap from the database.
+The hub's subscription does the delivery: subscribed before anything is read, it replays the
+history after the cursor, then hands over live batches, de-duplicated by seq and caught up from
+the database whenever it is behind. This module adds what StreamRun promises on top: it ends
+after the terminal event, sends heartbeats on a quiet stream, and polls the run's head with
+them, so a commit whose wake-up was lost still reaches the stream.
 """
 
 from __future__ import annotations
@@ -10,13 +13,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from lace_engine.errors import InvalidArgument, Unavailable
+from lace_engine.errors import InvalidArgument
 from lace_engine.events.hub import EventHub
 from lace_engine.model import EventType, RunEvent, RunState
 
 MAX_BATCH = 1000
 
-ReadEvents = Callable[[uuid.UUID, int, int], Awaitable[list[RunEvent]]]
 ReadHead = Callable[[uuid.UUID], Awaitable[tuple[int, RunState]]]
 
 
@@ -35,7 +37,6 @@ def is_terminal(event: RunEvent) -> bool:
 
 async def stream_run(
     hub: EventHub,
-    read_events: ReadEvents,
     read_head: ReadHead,
     run_id: uuid.UUID,
     cursor: int,
@@ -48,70 +49,19 @@ async def stream_run(
         raise InvalidArgument("cursor must not be negative; use 0 to start from the beginning",
                               reason="NEGATIVE_CURSOR", metadata={"field": "cursor"})
     head, state = await read_head(run_id)  # NotFound for an unknown run
-    sub = hub.subscribe(run_id)
+    sub = hub.subscribe(run_id, cursor)
     try:
-        last = cursor
-
-        def check_open() -> None:
-            if hub.closed:
-                raise Unavailable("the server is shutting down; reconnect with your cursor",
-                                  reason="SERVER_SHUTTING_DOWN", metadata={"cursor": str(last)})
-
-        async def catch_up() -> AsyncIterator[StreamBatch]:
-            nonlocal last
-            while True:
-                check_open()
-                batch = await read_events(run_id, last, batch_limit)
-                if not batch:
+        while not (state.terminal and sub.cursor >= head):  # a finished run, sent to its end
+            events = await sub.next(batch_limit, heartbeat_s)
+            if events:
+                yield StreamBatch(events, sub.head, None)
+                if is_terminal(events[-1]):
                     return
-                last = batch[-1].seq
-                yield StreamBatch(batch, max(last, hub.head(run_id) or 0), None)
-                if is_terminal(batch[-1]) or len(batch) < batch_limit:
-                    return
-
-        async for out in catch_up():
-            yield out
-            if is_terminal(out.events[-1]):
-                return
-        if state.terminal and last >= head:
-            return
-
-        while True:
-            ready = await sub.wait(heartbeat_s)
-            check_open()
-            if not ready:
-                head, state = await read_head(run_id)
-                if state.terminal and last >= head:
-                    return
-                if head > last:  # missed wake-up: fill from the database
-                    sub.woken = True
-                    continue
+                continue
+            head, state = await read_head(run_id)  # quiet: poll the head, then a heartbeat
+            if head > sub.cursor:
+                sub.committed(head)  # a wake-up went missing: the next call reads the database
+            elif not state.terminal:
                 yield StreamBatch([], head, state)
-                continue
-            if sub.overflowed or sub.woken:
-                sub.drain()
-                sub.reset()
-                async for out in catch_up():
-                    yield out
-                    if is_terminal(out.events[-1]):
-                        return
-                continue
-            for events in sub.drain():
-                fresh = [e for e in events if e.seq > last]
-                if not fresh:
-                    continue
-                if fresh[0].seq != last + 1:
-                    # A commit published out of order (or before we subscribed): read the gap.
-                    gap = await read_events(run_id, last, fresh[0].seq - last - 1)
-                    fresh = [e for e in gap if e.seq > last] + fresh
-                    if [e.seq for e in fresh] != list(range(last + 1, last + 1 + len(fresh))):
-                        sub.woken = True
-                        break
-                for start in range(0, len(fresh), batch_limit):
-                    chunk = fresh[start:start + batch_limit]
-                    last = chunk[-1].seq
-                    yield StreamBatch(chunk, max(last, hub.head(run_id) or 0), None)
-                    if is_terminal(chunk[-1]):
-                        return
     finally:
         sub.close()
