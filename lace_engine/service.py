@@ -102,6 +102,10 @@ class Engine:
             self.executor.start()
         await self.scale_out.start(self.executor)
 
+    def close_streams(self) -> None:
+        """Ends every open stream with Unavailable (graceful shutdown: clients resume elsewhere with their cursor)."""
+        self.hub.close()
+
     async def aclose(self) -> None:
         await self.scale_out.aclose()
         if self.executor is not None:

@@ -57,7 +57,7 @@ class Running:
     async def stop(self, grace_s: float = 5.0) -> None:
         """Graceful: NOT_SERVING, streams end with UNAVAILABLE, in-flight unary calls finish."""
         await self.health.enter_graceful_shutdown()
-        self.engine.hub.close()
+        self.engine.close_streams()
         await self.server.stop(grace_s)
         await self.engine.aclose()
         if self.embedded is not None:
