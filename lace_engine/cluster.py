@@ -79,10 +79,10 @@ class ClusterServices:
             if part is not None:
                 part.start()
 
-    def on_notify(self, run_id: uuid.UUID, head: int) -> bool:
+    def committed(self, run_id: uuid.UUID, head: int) -> bool:
         """A commit (anywhere) of `run_id` up to `head`; True when the JetStream tail will deliver it."""
         if self.mirror is not None:
-            self.mirror.wake(run_id)
+            self.mirror.committed(run_id)
         return self.tail is not None and self.tail.expect(run_id, head)
 
     def dispatch(self, run_id: uuid.UUID, head_seq: int) -> None:

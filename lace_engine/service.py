@@ -83,7 +83,7 @@ class Engine:
         self.db = Database(database_url, pool_size=settings.pool_size)
         self.hub = EventHub(self._fetch_range, max_pending=settings.stream_queue_batches)
         self.db.add_listener(self.hub)
-        self.listener = PgNotifyListener(self.db.url, self._on_notify, self.hub.wake_all)
+        self.listener = PgNotifyListener(self.db.url, self._committed, self.hub.feed_interrupted)
         # NATS mirror, live tail, job dispatch, global LLM limit; inert with default settings.
         self.scale_out = ClusterServices(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)
         self.executor: Executor | None = None
@@ -115,9 +115,10 @@ class Engine:
         await self.provider.aclose()
         await self.db.aclose()
 
-    def _on_notify(self, run_id: uuid.UUID, head: int) -> None:
-        if not self.scale_out.on_notify(run_id, head):
-            self.hub.notify(run_id, head)
+    def _committed(self, run_id: uuid.UUID, head: int) -> None:
+        """A NOTIFY: events of the run up to `head` are committed (by any process, this one too)."""
+        if not self.scale_out.committed(run_id, head):
+            self.hub.committed(run_id, head)
         if self.executor is not None:
             self.executor.run_committed(run_id, head)
 

@@ -183,7 +183,7 @@ async def test_republished_events_are_dropped_by_jetstream(
     # 1. Same leader, cursor lost: it re-sends every event, and Nats-Msg-Id makes JetStream drop them.
     await execute(mirror_db, "UPDATE mirror_cursors SET published_seq = 0 WHERE run_id = %s", run_id)
     before = leader.published_total
-    leader.wake(run_id)
+    leader.committed(run_id)
     assert await wait_mirrored(mirror_db, run_id) == head
     assert leader.published_total >= before + head
     assert_exact(await jetstream_events(nats_server.url, run_id), head)

@@ -67,8 +67,8 @@ async def test_local_commits_that_settle_out_of_order_reach_streams_in_order_wit
     hub.pending(RUN)  # seq 3..4
     hub.pending(RUN)  # seq 5..6, committed after the first (row lock), but its task resumes first
     log.committed = 6
-    hub.notify(RUN, 4)
-    hub.notify(RUN, 6)
+    hub.committed(RUN, 4)
+    hub.committed(RUN, 6)
     hub.settled(RUN, events(5, 6))
     assert delivered(sub) == []
     hub.settled(RUN, events(3, 4))
@@ -81,7 +81,7 @@ async def test_a_notify_deferred_for_a_local_commit_that_failed_is_read_from_the
     hub, log, sub = started_hub(first_seq=3)
     hub.pending(RUN)
     log.committed = 5  # the commit went through, but the client saw an error (connection lost at COMMIT)
-    hub.notify(RUN, 5)
+    hub.committed(RUN, 5)
     await settle_tasks()
     assert log.reads == []
     hub.settled(RUN, None)
@@ -105,7 +105,7 @@ async def test_events_that_arrive_twice_are_delivered_once() -> None:
     hub.publish(RUN, events(3, 4))
     hub.publish(RUN, events(3, 4))
     hub.publish(RUN, events(4, 4))
-    hub.notify(RUN, 4)
+    hub.committed(RUN, 4)
     await settle_tasks()
     assert delivered(sub) == [3, 4]
     assert log.reads == []
@@ -114,7 +114,7 @@ async def test_events_that_arrive_twice_are_delivered_once() -> None:
 async def test_a_notify_for_a_remote_commit_is_read_at_once() -> None:
     hub, log, sub = started_hub(first_seq=3)
     log.committed = 4
-    hub.notify(RUN, 4)
+    hub.committed(RUN, 4)
     await settle_tasks()
     assert log.reads == [(2, 4)]
     assert delivered(sub) == [3, 4]
@@ -197,7 +197,7 @@ def test_any_interleaving_of_commits_settles_and_notifies_streams_every_event_on
                 hub.settled(RUN, events(c.first, c.last) if c.confirmed else None)
 
             def notify(c: Commit = c) -> None:
-                hub.notify(RUN, c.last)
+                hub.committed(RUN, c.last)
 
             actions.append((i, 0, commit))
             if c.local:

@@ -259,8 +259,8 @@ class EventHub:
         for sub in subs:
             sub._offer(events)
 
-    def notify(self, run_id: uuid.UUID, head: int) -> None:
-        """A commit happened somewhere (maybe another process): make sure local streams get it."""
+    def committed(self, run_id: uuid.UUID, head: int) -> None:
+        """The run's events up to `head` are committed, maybe by another process: local streams get them."""
         if run_id in self._subs:
             self._want(run_id, head)
 
@@ -283,8 +283,9 @@ class EventHub:
         if run_id not in self._fetching:
             self._fetching[run_id] = asyncio.create_task(self._fetch_missing(run_id))
 
-    def wake_all(self) -> None:
-        """Every stream re-checks the database (after the notification channel was interrupted)."""
+    def feed_interrupted(self) -> None:
+        """A feed of commits (LISTEN, JetStream) was interrupted and commits may have been missed:
+        the hub forgets what it published and every stream reads the database again."""
         self._published.clear()
         for subs in self._subs.values():
             for sub in subs:

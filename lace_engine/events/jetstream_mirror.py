@@ -86,7 +86,7 @@ def decode_event(data: bytes) -> RunEvent:
 
 
 class EventMirror:
-    """Leader-elected publisher of the event log to JetStream; wake() it after commits."""
+    """Leader-elected publisher of the event log to JetStream; tell it of commits with committed()."""
 
     def __init__(self, db: Database, bus: NatsBus, *, max_inflight: int = 256, batch_events: int = 2000,
                  ack_timeout_s: float = 5.0, scan_interval_s: float = 10.0, election_interval_s: float = 1.0):
@@ -104,7 +104,7 @@ class EventMirror:
         self._full_scan = True
         # Set on taking leadership: a previous leader may have died between a publish and its cursor update.
         self._reconcile_next_scan = True
-        self._wake = asyncio.Event()
+        self._work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._js: JetStreamContext | None = None
         bus.add_listener(self._on_bus)
@@ -112,25 +112,25 @@ class EventMirror:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="lace-event-mirror")
 
-    def wake(self, run_id: uuid.UUID | None = None) -> None:
-        """New events may be committed (of `run_id`, or of any run)."""
+    def committed(self, run_id: uuid.UUID | None = None) -> None:
+        """New events may be committed (of `run_id`, or of any run): the leader publishes them."""
         if run_id is None:
             self._full_scan = True
         else:
             self._dirty.add(run_id)
-        self._wake.set()
+        self._work.set()
 
     def pending(self, run_id: uuid.UUID) -> None:
         """Nothing to prepare: the mirror publishes what Postgres says committed."""
 
     def settled(self, run_id: uuid.UUID, events: list[RunEvent] | None) -> None:
         # Also after an unconfirmed commit: the mirror's read decides whether there is anything new.
-        self.wake(run_id)
+        self.committed(run_id)
 
     def _on_bus(self, up: bool) -> None:
         if up:
             self._full_scan = True
-            self._wake.set()
+            self._work.set()
 
     async def _run(self) -> None:
         while True:
@@ -192,11 +192,11 @@ class EventMirror:
                 await self._sleep(self.election_interval_s)
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+        self._work.clear()
         if self._dirty or self._full_scan:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            await asyncio.wait_for(self._work.wait(), seconds)
 
     async def _scan(self) -> None:
         async with self.db.read() as conn:

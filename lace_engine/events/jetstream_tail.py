@@ -7,7 +7,7 @@ never defines what a client sees, only how soon.
 
 The fallback keeps streams live whenever the mirror cannot deliver:
   * NATS down: the tail reports itself not live, the engine hands NOTIFYs to
-    the hub again (Phase 0 behaviour) and every stream re-reads Postgres;
+    the hub again (as without NATS) and every stream re-reads Postgres;
   * NATS up but the mirror lagging (leader hand-over, backlog): a NOTIFY whose
     head has not arrived through JetStream within `fallback_s` is handed to
     the hub, which reads the missing events from Postgres.
@@ -75,7 +75,7 @@ class JetStreamTail:
         self.live = False
         self._flush_expected()
         # Whatever was in flight through NATS may never arrive: every stream re-checks Postgres.
-        self.hub.wake_all()
+        self.hub.feed_interrupted()
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(coro)
@@ -102,7 +102,7 @@ class JetStreamTail:
             if not self.live:
                 return
         # Commits between the last NOTIFY-fed publish and the consumer's start are read from Postgres.
-        self.hub.wake_all()
+        self.hub.feed_interrupted()
 
     async def _unsubscribe(self) -> None:
         sub, self._sub = self._sub, None
@@ -125,7 +125,7 @@ class JetStreamTail:
     def _flush_expected(self) -> None:
         expected, self._expected = self._expected, {}
         for run_id, (head, _) in expected.items():
-            self.hub.notify(run_id, head)
+            self.hub.committed(run_id, head)
 
     async def _watch(self) -> None:
         while True:
@@ -139,7 +139,7 @@ class JetStreamTail:
                     del self._expected[run_id]
                     if known is not None:  # a watched run whose events are late through JetStream
                         self.fallbacks += 1
-                    self.hub.notify(run_id, head)
+                    self.hub.committed(run_id, head)
 
     async def aclose(self) -> None:
         self.live = False

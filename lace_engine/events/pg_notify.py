@@ -1,4 +1,4 @@
-"""Postgres LISTEN/NOTIFY as the Phase 0 wake-up between processes sharing one database."""
+"""Postgres LISTEN/NOTIFY: how a process learns of the commits of every process sharing its database."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ def parse_payload(payload: str) -> tuple[uuid.UUID, int] | None:
 
 
 class PgNotifyListener:
-    """Holds one LISTEN connection; calls on_notify(run_id, head) and on_reconnect() after a drop."""
+    """Holds one LISTEN connection: committed(run_id, head) for every NOTIFY, and interrupted() once
+    a dropped connection is back (the NOTIFYs sent meanwhile are lost)."""
 
-    def __init__(self, url: str, on_notify: Callable[[uuid.UUID, int], None],
-                 on_reconnect: Callable[[], None], channel: str = NOTIFY_CHANNEL):
+    def __init__(self, url: str, committed: Callable[[uuid.UUID, int], None],
+                 interrupted: Callable[[], None], channel: str = NOTIFY_CHANNEL):
         self._url = url
-        self._on_notify = on_notify
-        self._on_reconnect = on_reconnect
+        self._committed = committed
+        self._interrupted = interrupted
         self._channel = channel
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -49,12 +50,12 @@ class PgNotifyListener:
                     await conn.execute(f"LISTEN {self._channel}")
                     self._ready.set()
                     if not first:
-                        self._on_reconnect()
+                        self._interrupted()
                     first, backoff = False, 0.1
                     async for note in conn.notifies():
                         parsed = parse_payload(note.payload)
                         if parsed is not None:
-                            self._on_notify(*parsed)
+                            self._committed(*parsed)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
