@@ -85,7 +85,7 @@ class Engine:
         self.db.add_listener(self.hub)
         self.listener = PgNotifyListener(self.db.url, self._committed, self.hub.feed_interrupted)
         # NATS mirror, live tail, job dispatch, global LLM limit; inert with default settings.
-        self.scale_out = ClusterServices(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)
+        self.cluster = ClusterServices(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)
         self.executor: Executor | None = None
         if settings.execute_runs:
             self.executor = Executor(self.db, provider, ExecutorConfig(
@@ -93,21 +93,21 @@ class Engine:
                 max_concurrent_runs=settings.max_concurrent_runs, llm_concurrency=settings.llm_concurrency,
                 context_budget_tokens=settings.context_budget_tokens,
                 content_style=settings.content_style or default_content_style(provider),
-            ), llm_limit=self.scale_out.llm_limit)
+            ), llm_limit=self.cluster.llm_limit)
 
     async def start(self) -> None:
         await self.db.open()
         await self.listener.start()
         if self.executor is not None:
             self.executor.start()
-        await self.scale_out.start(self.executor)
+        await self.cluster.start(self.executor)
 
     def close_streams(self) -> None:
         """Ends every open stream with Unavailable (graceful shutdown: clients resume elsewhere with their cursor)."""
         self.hub.close()
 
     async def aclose(self) -> None:
-        await self.scale_out.aclose()
+        await self.cluster.aclose()
         if self.executor is not None:
             await self.executor.aclose()
         await self.listener.aclose()
@@ -117,7 +117,7 @@ class Engine:
 
     def _committed(self, run_id: uuid.UUID, head: int) -> None:
         """A NOTIFY: events of the run up to `head` are committed (by any process, this one too)."""
-        if not self.scale_out.committed(run_id, head):
+        if not self.cluster.committed(run_id, head):
             self.hub.committed(run_id, head)
         if self.executor is not None:
             self.executor.run_committed(run_id, head)
@@ -237,7 +237,7 @@ class Engine:
 
         outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)
         if not outcome.replayed:
-            self.scale_out.dispatch(run_id, outcome.value.head_seq)
+            self.cluster.dispatch(run_id, outcome.value.head_seq)
             if self.executor is not None:
                 self.executor.look_for_work()
         return outcome.value
@@ -273,7 +273,7 @@ class Engine:
         run = outcome.value
         if not outcome.replayed:
             if run.state is RunState.PENDING:  # resumed: it needs an executor again
-                self.scale_out.dispatch(run_id, run.head_seq)
+                self.cluster.dispatch(run_id, run.head_seq)
             if self.executor is not None:
                 self.executor.steer(run_id, run.state)
                 self.executor.look_for_work()

@@ -66,11 +66,11 @@ async def engines(mirror_db: str, nats_server: NatsServer) -> AsyncIterator[tupl
     await worker.start()
     await replica.start()
     for engine in (worker, replica):
-        assert engine.scale_out.bus is not None
-        assert await engine.scale_out.bus.wait_up(15)
-    assert replica.scale_out.tail is not None
+        assert engine.cluster.bus is not None
+        assert await engine.cluster.bus.wait_up(15)
+    assert replica.cluster.tail is not None
     for _ in range(100):
-        if replica.scale_out.tail.live:
+        if replica.cluster.tail.live:
             break
         await asyncio.sleep(0.05)
     yield worker, replica
@@ -134,11 +134,11 @@ async def test_events_are_mirrored_once_in_order_and_streamed_through_jetstream(
     assert_exact(mirrored, run.head_seq)
     assert [(e.type, e.payload) for e in mirrored] == [(e.type, e.payload) for e in events]
 
-    tail = replica.scale_out.tail
+    tail = replica.cluster.tail
     assert tail is not None and tail.delivered >= run.head_seq  # live events came through JetStream
-    consumer = worker.scale_out.consumer
+    consumer = worker.cluster.consumer
     assert consumer is not None and consumer.claimed >= 1  # and the run came through the job queue
-    assert replica.scale_out.dispatcher is not None and replica.scale_out.dispatcher.published >= 1
+    assert replica.cluster.dispatcher is not None and replica.cluster.dispatcher.published >= 1
 
 
 async def test_nats_killed_mid_run_loses_and_duplicates_nothing(
@@ -177,7 +177,7 @@ async def test_republished_events_are_dropped_by_jetstream(
     run_id = await start_run(replica)
     await asyncio.wait_for(collect(replica, run_id), 60)
     head = await wait_mirrored(mirror_db, run_id)
-    leader = next(e.scale_out.mirror for e in engines if e.scale_out.mirror and e.scale_out.mirror.is_leader)
+    leader = next(e.cluster.mirror for e in engines if e.cluster.mirror and e.cluster.mirror.is_leader)
     assert leader is not None
 
     # 1. Same leader, cursor lost: it re-sends every event, and Nats-Msg-Id makes JetStream drop them.
@@ -217,7 +217,7 @@ async def test_one_leader_and_a_hand_over(mirror_db: str, nats_server: NatsServe
     await a.start()
     await b.start()
     try:
-        mirrors = [e.scale_out.mirror for e in (a, b)]
+        mirrors = [e.cluster.mirror for e in (a, b)]
         assert all(m is not None for m in mirrors)
         for _ in range(100):
             if any(m is not None and m.is_leader for m in mirrors):
@@ -227,12 +227,12 @@ async def test_one_leader_and_a_hand_over(mirror_db: str, nats_server: NatsServe
         assert [m is not None and m.is_leader for m in mirrors].count(True) == 1
         leader, follower = (a, b) if mirrors[0] is not None and mirrors[0].is_leader else (b, a)
         await leader.aclose()
-        assert follower.scale_out.mirror is not None
+        assert follower.cluster.mirror is not None
         for _ in range(100):
-            if follower.scale_out.mirror.is_leader:
+            if follower.cluster.mirror.is_leader:
                 break
             await asyncio.sleep(0.05)
-        assert follower.scale_out.mirror.is_leader
+        assert follower.cluster.mirror.is_leader
         # The new leader publishes what is committed from now on.
         run_id = await start_run(follower)
         await wait_mirrored(mirror_db, run_id, seconds=10)
