@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     embedded = None
     server_url = args.database_url
     if not server_url:
-        from lace_engine.embedded_postgres import EmbeddedPostgres
+        from lace_engine.storage.embedded_postgres import EmbeddedPostgres
 
         embedded = EmbeddedPostgres(workdir / "pg", delete_on_stop=True)
         server_url = embedded.start()

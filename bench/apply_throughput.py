@@ -29,22 +29,23 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.common import Context, Row, bench_settings, interleaved, median
 from bench.fixtures import Prepared, content_proposal, prepare
-from lace_engine import ir_store, run_journal
-from lace_engine.apply import Mutation, Provenance, Rejection
-from lace_engine.apply_store import block_json
-from lace_engine.context_builder import ManifestEntry, PromptContext
-from lace_engine.event_log import NOTIFY_CHANNEL
+from lace_engine.domain import EventType, Node, Origin, RunOptions, StepKind
 from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMRequest, LLMResponse
 from lace_engine.llm.offline import OfflineProvider
-from lace_engine.model import EventType, Node, Origin, RunOptions, StepKind
-from lace_engine.orchestrator import ExecutorConfig, RunExecution
-from lace_engine.proposal_schema import content_schema
-from lace_engine.run_journal import Attempt, CallOutcome
+from lace_engine.pipeline.apply import Mutation, Provenance, Rejection
+from lace_engine.pipeline.context_builder import ManifestEntry, PromptContext
+from lace_engine.pipeline.proposal_schema import content_schema
+from lace_engine.pipeline.steps import STEPS
+from lace_engine.pipeline.strategy import StrategyDecision
+from lace_engine.pipeline.tree import Tree
+from lace_engine.runs import journal as run_journal
+from lace_engine.runs.journal import Attempt, CallOutcome
+from lace_engine.runs.orchestrator import ExecutorConfig, RunExecution
 from lace_engine.service import Engine
-from lace_engine.steps import STEPS
-from lace_engine.strategy import StrategyDecision
-from lace_engine.tree import Tree
+from lace_engine.storage import ir_store
+from lace_engine.storage.apply_store import block_json
+from lace_engine.storage.event_log import NOTIFY_CHANNEL
 
 NAME = "apply_throughput"
 LEAF_WORDS = 800

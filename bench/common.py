@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 import psycopg
 
 from lace_engine.config import Settings
-from lace_engine.model import RunOptions
+from lace_engine.domain import RunOptions
 from tests.support.database import fresh_database
 
 Mode = Literal["full", "quick", "smoke"]

@@ -10,15 +10,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from lace_engine import apply, apply_store, run_store
-from lace_engine.apply import Mutation, NewArtifact, NodePatch, Provenance
-from lace_engine.database import Database
-from lace_engine.event_log import Fence
+from lace_engine.domain import EventType, NewEvent, Node, NodeState, Origin, Run, RunOptions, RunState
 from lace_engine.ids import new_id
 from lace_engine.llm.offline import generate_content
-from lace_engine.model import EventType, NewEvent, Node, NodeState, Origin, Run, RunOptions, RunState
-from lace_engine.proposals import ContentProposal, parse_content
-from lace_engine.run_lifecycle import CLAIMABLE, ON_CLAIM
+from lace_engine.pipeline import apply
+from lace_engine.pipeline.apply import Mutation, NewArtifact, NodePatch, Provenance
+from lace_engine.pipeline.proposals import ContentProposal, parse_content
+from lace_engine.runs.lifecycle import CLAIMABLE, ON_CLAIM
+from lace_engine.storage import apply_store, run_store
+from lace_engine.storage.database import Database
+from lace_engine.storage.event_log import Fence
 
 BRIEF = ("A practical report on grid-scale energy storage for regional planners: technologies, costs, "
          "siting, safety, policy and procurement, with worked examples.")

@@ -32,10 +32,10 @@ from psycopg.types.json import Jsonb
 from bench.common import Child, Context, Row, bench_settings, lace_in_process, percentile
 from bench.fixtures import artifact_with_leaves, running_run
 from bench.raw_stream import RawLiveServer, step_started_pb
-from lace_engine import event_log
+from lace_engine.domain import EventType, NewEvent
 from lace_engine.llm.offline import OfflineProvider
-from lace_engine.model import EventType, NewEvent
 from lace_engine.service import Engine
+from lace_engine.storage import event_log
 from tests.support.server_process import ServerProcess
 
 NAME = "live_latency"

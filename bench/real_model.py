@@ -25,7 +25,7 @@ from bench.common import bench_settings
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace.v1.run_service_pb2_grpc import RunServiceStub
-from lace_engine.quality import AT_LIMIT
+from lace_engine.pipeline.quality import AT_LIMIT
 from tests.support.database import fresh_database
 
 

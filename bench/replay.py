@@ -24,9 +24,9 @@ from bench.common import Child, Context, Row, interleaved, median
 from bench.fixtures import artifact_with_leaves, event_mix, running_run
 from bench.raw_stream import write_batches
 from lace.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
-from lace_engine.database import Database
+from lace_engine.domain import EventType, RunEvent
 from lace_engine.events.stream_run import MAX_BATCH
-from lace_engine.model import EventType, RunEvent
+from lace_engine.storage.database import Database
 from lace_server import convert
 from tests.support.server_process import ServerProcess
 

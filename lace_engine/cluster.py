@@ -18,15 +18,15 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from lace_engine.config import Settings
-from lace_engine.database import Database
 from lace_engine.errors import InvalidArgument
 from lace_engine.events.hub import EventHub
 from lace_engine.events.jetstream_mirror import EventMirror
 from lace_engine.events.jetstream_tail import JetStreamTail
 from lace_engine.events.nats_bus import NatsBus
-from lace_engine.jobs import JobConsumer, JobDispatcher
-from lace_engine.llm_limit import GlobalLLMLimit
-from lace_engine.orchestrator import Executor
+from lace_engine.runs.jobs import JobConsumer, JobDispatcher
+from lace_engine.runs.llm_limit import GlobalLLMLimit
+from lace_engine.runs.orchestrator import Executor
+from lace_engine.storage.database import Database
 
 BUSES = ("postgres", "nats")
 

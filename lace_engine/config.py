@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lace_engine.domain import RunOptions
 from lace_engine.errors import InvalidArgument
-from lace_engine.model import RunOptions
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

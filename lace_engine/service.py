@@ -7,20 +7,9 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from lace_engine import apply, apply_store, event_log, idempotency, ir_store, pagination, run_store
-from lace_engine.apply import NewArtifact
 from lace_engine.cluster import ClusterServices
-from lace_engine.compiler import compile_html, compile_json, compile_markdown
 from lace_engine.config import Settings
-from lace_engine.database import Database, Tx
-from lace_engine.errors import InvalidArgument, NotFound
-from lace_engine.events.hub import EventHub
-from lace_engine.events.pg_notify import PgNotifyListener
-from lace_engine.events.stream_run import StreamBatch, stream_run
-from lace_engine.ids import new_id
-from lace_engine.llm.base import LLMProvider
-from lace_engine.llm.content_style import default_content_style
-from lace_engine.model import (
+from lace_engine.domain import (
     Artifact,
     Block,
     BlockContent,
@@ -32,9 +21,21 @@ from lace_engine.model import (
     RunOptions,
     RunState,
 )
-from lace_engine.orchestrator import Executor, ExecutorConfig
-from lace_engine.run_lifecycle import RunAction, on_request
-from lace_engine.tree import Tree
+from lace_engine.errors import InvalidArgument, NotFound
+from lace_engine.events.hub import EventHub
+from lace_engine.events.pg_notify import PgNotifyListener
+from lace_engine.events.stream_run import StreamBatch, stream_run
+from lace_engine.ids import new_id
+from lace_engine.llm.base import LLMProvider
+from lace_engine.llm.content_style import default_content_style
+from lace_engine.pipeline import apply
+from lace_engine.pipeline.apply import NewArtifact
+from lace_engine.pipeline.compiler import compile_html, compile_json, compile_markdown
+from lace_engine.pipeline.tree import Tree
+from lace_engine.runs.lifecycle import RunAction, on_request
+from lace_engine.runs.orchestrator import Executor, ExecutorConfig
+from lace_engine.storage import apply_store, event_log, idempotency, ir_store, pagination, run_store
+from lace_engine.storage.database import Database, Tx
 
 log = logging.getLogger(__name__)
 

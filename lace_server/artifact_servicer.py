@@ -7,9 +7,9 @@ from typing import Any, TypeAlias
 import grpc
 
 from lace.v1 import artifact_pb2, artifact_service_pb2, artifact_service_pb2_grpc
-from lace_engine.apply import NewArtifact
 from lace_engine.errors import InvalidArgument
 from lace_engine.ids import parse_id
+from lace_engine.pipeline.apply import NewArtifact
 from lace_engine.service import Engine
 from lace_server import convert
 

@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from lace_engine import migrate
+    from lace_engine.storage import migrate
     from lace_server.server import resolve_database
 
     settings = Settings.from_env()

@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lace.v1 import artifact_pb2, run_pb2
-from lace_engine.model import (
+from lace_engine.domain import (
     Artifact,
     Block,
     BlockContent,

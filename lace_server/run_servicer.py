@@ -11,7 +11,7 @@ from lace.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 from lace_engine.errors import InvalidArgument
 from lace_engine.events.stream_run import StreamBatch
 from lace_engine.ids import parse_id
-from lace_engine.run_lifecycle import RunAction
+from lace_engine.runs.lifecycle import RunAction
 from lace_engine.service import Engine
 from lace_server import convert
 

@@ -16,9 +16,9 @@ from grpc_reflection.v1alpha import reflection
 
 from lace.v1 import artifact_service_pb2, artifact_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
 from lace_engine.config import Settings
-from lace_engine.embedded_postgres import EmbeddedPostgres
 from lace_engine.llm.factory import provider_from_env
 from lace_engine.service import Engine
+from lace_engine.storage.embedded_postgres import EmbeddedPostgres
 from lace_server.artifact_servicer import ArtifactServicer
 from lace_server.auth import BearerAuthInterceptor, parse_api_keys
 from lace_server.run_servicer import RunServicer
@@ -77,7 +77,7 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     """Prepares the database, starts the engine and the server; returns once it is serving."""
     url, embedded = await asyncio.to_thread(resolve_database, settings)
     if migrate_db:
-        from lace_engine import migrate
+        from lace_engine.storage import migrate
 
         await asyncio.to_thread(migrate.upgrade_to_head, url)
     provider = await asyncio.to_thread(provider_from_env, dict(os.environ) if env is None else env)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from lace_engine.schema import metadata
+from lace_engine.storage.schema import metadata
 
 config = context.config
 

@@ -14,8 +14,8 @@ import pytest
 
 from lace.v1 import artifact_service_pb2_grpc, run_service_pb2_grpc
 from lace_engine.config import Settings
-from lace_engine.embedded_postgres import EmbeddedPostgres
-from lace_engine.model import RunOptions
+from lace_engine.domain import RunOptions
+from lace_engine.storage.embedded_postgres import EmbeddedPostgres
 from lace_server.server import Running
 from tests.support.database import fresh_database
 

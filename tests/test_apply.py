@@ -1,4 +1,4 @@
-"""Property tests of Deterministic Apply's planning half (lace_engine.apply): pure, no I/O.
+"""Property tests of Deterministic Apply's planning half (lace_engine.pipeline.apply): pure, no I/O.
 
 Every verdict of plan_split and plan_content is compared with an oracle written here from the
 documented rules (docs/engine.md, "What Apply accepts"), and every accepted plan is checked for
@@ -18,19 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lace_engine.apply import (
-    BlockChange,
-    Mutation,
-    Provenance,
-    Rejection,
-    block_id_for,
-    plan_content,
-    plan_edit_block,
-    plan_split,
-    tree_after,
-)
-from lace_engine.errors import Aborted, FailedPrecondition, InvalidArgument
-from lace_engine.model import (
+from lace_engine.domain import (
     Block,
     BlockContent,
     BlockKind,
@@ -41,8 +29,20 @@ from lace_engine.model import (
     Origin,
     RunOptions,
 )
-from lace_engine.proposals import ChildPlan, ContentProposal, SplitProposal
-from lace_engine.tree import Tree
+from lace_engine.errors import Aborted, FailedPrecondition, InvalidArgument
+from lace_engine.pipeline.apply import (
+    BlockChange,
+    Mutation,
+    Provenance,
+    Rejection,
+    block_id_for,
+    plan_content,
+    plan_edit_block,
+    plan_split,
+    tree_after,
+)
+from lace_engine.pipeline.proposals import ChildPlan, ContentProposal, SplitProposal
+from lace_engine.pipeline.tree import Tree
 
 T = TypeVar("T")
 

@@ -21,12 +21,12 @@ from bench.real_model import BRIEFS, LEAF_WORDS
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace.v1.run_service_pb2_grpc import RunServiceStub
+from lace_engine.domain import StepKind
 from lace_engine.llm.base import LLMBadRequest, LLMRequest, LLMTruncated
 from lace_engine.llm.cassette import CASSETTE_FILE, RecordingProvider, ReplayProvider, request_digest
 from lace_engine.llm.offline import OfflineProvider
-from lace_engine.model import StepKind
-from lace_engine.proposal_schema import content_schema
-from lace_engine.proposals import render_task_spec
+from lace_engine.pipeline.proposal_schema import content_schema
+from lace_engine.pipeline.proposals import render_task_spec
 from tests.conftest import serve_fresh
 
 CASSETTES = Path(__file__).parent / "cassettes"

@@ -10,9 +10,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from lace_engine.compiler import compile_html, compile_json, compile_markdown
-from lace_engine.model import Artifact, Block, BlockContent, BlockKind, Node, NodeState, Origin
-from lace_engine.tree import Tree
+from lace_engine.domain import Artifact, Block, BlockContent, BlockKind, Node, NodeState, Origin
+from lace_engine.pipeline.compiler import compile_html, compile_json, compile_markdown
+from lace_engine.pipeline.tree import Tree
 
 AID = uuid.UUID(int=0xA)
 T0 = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)

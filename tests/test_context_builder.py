@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lace_engine.context_builder import (
+from lace_engine.domain import Artifact, Node, NodeState
+from lace_engine.pipeline.context_builder import (
     MAX_COVERED_HEADINGS,
     ContextBudgetError,
     ManifestEntry,
@@ -21,10 +22,9 @@ from lace_engine.context_builder import (
     build_write_context,
     content_hash,
 )
-from lace_engine.model import Artifact, Node, NodeState
-from lace_engine.proposals import parse_task_spec, render_task_spec
+from lace_engine.pipeline.proposals import parse_task_spec, render_task_spec
+from lace_engine.pipeline.tree import Tree
 from lace_engine.tokens import estimate_tokens
-from lace_engine.tree import Tree
 
 ARTIFACT_ID = uuid.UUID(int=0xA)
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -16,12 +16,12 @@ from dataclasses import replace
 import psycopg
 import pytest
 
-from lace_engine.apply import NewArtifact
 from lace_engine.config import Settings
+from lace_engine.domain import RunEvent, RunOptions, RunState
 from lace_engine.events.jetstream_mirror import EventMirror
 from lace_engine.events.nats_bus import NatsBus
 from lace_engine.llm.offline import OfflineProvider
-from lace_engine.model import RunEvent, RunOptions, RunState
+from lace_engine.pipeline.apply import NewArtifact
 from lace_engine.service import Engine
 from tests.support.database import fresh_database
 from tests.support.nats import NatsServer, jetstream_events
@@ -193,7 +193,7 @@ async def test_republished_events_are_dropped_by_jetstream(
     await replica.aclose()
     await worker.aclose()
     bus = NatsBus(nats_server.url)
-    from lace_engine.database import Database
+    from lace_engine.storage.database import Database
 
     db = Database(mirror_db, pool_size=2)
     fresh = EventMirror(db, bus)

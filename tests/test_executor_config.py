@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lace_engine.config import Settings
-from lace_engine.orchestrator import ExecutorConfig
+from lace_engine.runs.orchestrator import ExecutorConfig
 
 
 def test_runs_per_process_default_to_twice_the_llm_limit_unless_set() -> None:

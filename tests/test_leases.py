@@ -12,12 +12,12 @@ import psycopg
 
 from lace.v1 import run_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
-from lace_engine import run_store
-from lace_engine.apply import NewArtifact
 from lace_engine.config import Settings
 from lace_engine.llm.offline import OfflineProvider
-from lace_engine.run_lifecycle import CLAIMABLE
+from lace_engine.pipeline.apply import NewArtifact
+from lace_engine.runs.lifecycle import CLAIMABLE
 from lace_engine.service import Engine
+from lace_engine.storage import run_store
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch
 from tests.support.database import fresh_database

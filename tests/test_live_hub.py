@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lace_engine.domain import EventType, RunEvent, RunState
 from lace_engine.errors import Unavailable
 from lace_engine.events.hub import EventHub, Subscription
 from lace_engine.events.stream_run import stream_run
-from lace_engine.model import EventType, RunEvent, RunState
 
 RUN = uuid.uuid4()
 

@@ -11,11 +11,11 @@ from typing import Any
 import jsonschema
 import pytest
 
+from lace_engine.domain import BlockKind, StepKind
 from lace_engine.llm.base import LLMBadRequest, LLMRequest
 from lace_engine.llm.offline import OfflineProvider, generate_content, generate_split
-from lace_engine.model import BlockKind, StepKind
-from lace_engine.proposal_schema import content_schema, split_schema
-from lace_engine.proposals import parse_content, parse_split, render_task_spec
+from lace_engine.pipeline.proposal_schema import content_schema, split_schema
+from lace_engine.pipeline.proposals import parse_content, parse_split, render_task_spec
 from lace_engine.tokens import estimate_tokens
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from lace_engine.domain import StepKind
 from lace_engine.llm.base import (
     LLMBadRequest,
     LLMMalformedOutput,
@@ -26,9 +27,8 @@ from lace_engine.llm.base import (
 )
 from lace_engine.llm.offline import generate_content, generate_split
 from lace_engine.llm.openai_provider import OpenAIProvider, retry_after_seconds
-from lace_engine.model import StepKind
-from lace_engine.proposal_schema import content_schema, split_schema
-from lace_engine.proposals import parse_content, parse_split, render_task_spec
+from lace_engine.pipeline.proposal_schema import content_schema, split_schema
+from lace_engine.pipeline.proposals import parse_content, parse_split, render_task_spec
 from lace_engine.tokens import estimate_tokens
 from tests.support.openai_server import (
     OpenAICompatibleServer,

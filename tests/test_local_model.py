@@ -22,9 +22,9 @@ from lace.v1 import artifact_service_pb2, run_pb2, run_service_pb2
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace.v1.run_service_pb2_grpc import RunServiceStub
 from lace_engine.llm.local import llama_server_binary
-from lace_engine.proposal_schema import content_schema, split_schema
-from lace_engine.quality import AT_LIMIT
-from lace_engine.strategy import MAX_CHILDREN, MIN_CHILDREN
+from lace_engine.pipeline.proposal_schema import content_schema, split_schema
+from lace_engine.pipeline.quality import AT_LIMIT
+from lace_engine.pipeline.strategy import MAX_CHILDREN, MIN_CHILDREN
 from lace_server.server import Running
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch

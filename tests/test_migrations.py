@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from lace_engine import migrate
-from lace_engine.schema import metadata
+from lace_engine.storage import migrate
+from lace_engine.storage.schema import metadata
 
 
 def tables(url: str) -> set[str]:

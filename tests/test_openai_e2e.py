@@ -21,8 +21,8 @@ import pytest
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace.v1.run_service_pb2_grpc import RunServiceStub
-from lace_engine.proposal_schema import BOUND_KEYWORDS, content_schema, portable_schema, split_schema
-from lace_engine.proposals import parse_task_spec
+from lace_engine.pipeline.proposal_schema import BOUND_KEYWORDS, content_schema, portable_schema, split_schema
+from lace_engine.pipeline.proposals import parse_task_spec
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch
 from tests.support.openai_server import (

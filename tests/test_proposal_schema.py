@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lace_engine.apply import DEFAULT_LIMITS
 from lace_engine.llm.offline import generate_content, generate_split
-from lace_engine.proposal_schema import (
+from lace_engine.pipeline.apply import DEFAULT_LIMITS
+from lace_engine.pipeline.proposal_schema import (
     BOUND_KEYWORDS,
     content_bounds,
     content_schema,
@@ -21,7 +21,7 @@ from lace_engine.proposal_schema import (
     prose_bounds,
     split_schema,
 )
-from lace_engine.proposals import parse_content, parse_split
+from lace_engine.pipeline.proposals import parse_content, parse_split
 from lace_engine.tokens import estimate_tokens
 from tests.support.openai_server import schema_keys
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from lace.v1 import run_pb2, run_service_pb2
-from lace_engine.model import Block, BlockContent, BlockKind, Origin
-from lace_engine.quality import CallRecord, QualityReport, cross_leaf_repetition, quality_report
+from lace_engine.domain import Block, BlockContent, BlockKind, Origin
+from lace_engine.pipeline.quality import CallRecord, QualityReport, cross_leaf_repetition, quality_report
 from tests.helpers import create_artifact, start_run, watch
 
 if TYPE_CHECKING:

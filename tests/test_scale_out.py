@@ -22,8 +22,8 @@ import pytest
 
 from lace.v1 import run_service_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
-from lace_engine.database import Database
-from lace_engine.llm_limit import GlobalLLMLimit
+from lace_engine.runs.llm_limit import GlobalLLMLimit
+from lace_engine.storage.database import Database
 from tests.helpers import create_artifact, start_run
 from tests.support.database import create_database, drop_database, fresh_database
 from tests.support.nats import NatsServer, jetstream_events

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lace_engine.apply import Mutation, Provenance, Rejection
-from lace_engine.context_builder import build_context
-from lace_engine.model import Artifact, EventType, Node, NodeState, Origin, RunOptions, StepKind
-from lace_engine.proposal_schema import content_schema, split_schema
-from lace_engine.proposals import parse_task_spec
-from lace_engine.steps import STEPS
-from lace_engine.tree import Tree
+from lace_engine.domain import Artifact, EventType, Node, NodeState, Origin, RunOptions, StepKind
+from lace_engine.pipeline.apply import Mutation, Provenance, Rejection
+from lace_engine.pipeline.context_builder import build_context
+from lace_engine.pipeline.proposal_schema import content_schema, split_schema
+from lace_engine.pipeline.proposals import parse_task_spec
+from lace_engine.pipeline.steps import STEPS
+from lace_engine.pipeline.tree import Tree
 
 ROOT = Node(id=uuid.UUID(int=1), artifact_id=uuid.UUID(int=2), parent_id=None, ordinal=0, depth=0,
             title="Heat networks", intent="A guide to district heating.", target_words=2400,

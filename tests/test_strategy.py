@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lace_engine.model import Node, NodeState, RunOptions, StepKind
-from lace_engine.strategy import decide, split_budget_ok
+from lace_engine.domain import Node, NodeState, RunOptions, StepKind
+from lace_engine.pipeline.strategy import decide, split_budget_ok
 
 
 def _node(target: int, depth: int) -> Node:

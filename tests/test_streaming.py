@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from lace.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
-from lace_engine import event_log
-from lace_engine.database import Database, driver_connection
+from lace_engine.domain import EventType, NewEvent, RunOptions
 from lace_engine.ids import new_id
-from lace_engine.model import EventType, NewEvent, RunOptions
+from lace_engine.storage import event_log
+from lace_engine.storage.database import Database, driver_connection
 from lace_server.server import Running
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch

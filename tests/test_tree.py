@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lace_engine.model import Node, NodeState
-from lace_engine.tree import Tree
+from lace_engine.domain import Node, NodeState
+from lace_engine.pipeline.tree import Tree
 
 ARTIFACT = uuid.UUID(int=0xA)
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lace_engine.model import Artifact, Block, BlockContent, BlockKind, Node, NodeState, Origin
-from lace_engine.tree import Tree
-from lace_engine.validator import LeafLength, ValidationReport, length_score, validate_artifact
+from lace_engine.domain import Artifact, Block, BlockContent, BlockKind, Node, NodeState, Origin
+from lace_engine.pipeline.tree import Tree
+from lace_engine.pipeline.validator import LeafLength, ValidationReport, length_score, validate_artifact
 
 AID = uuid.UUID(int=0xA)
 T0 = datetime(2024, 5, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@
   jetstream_mirror.py  publishes the committed event log to JetStream (leader-elected outbox)
   jetstream_tail.py    feeds the hub from JetStream, with a Postgres fallback
 
-Postgres is the truth (`lace_engine.event_log`); everything here only decides how soon a stream
+Postgres is the truth (`lace_engine.storage.event_log`); everything here only decides how soon a stream
 sees it. These modules never import the runs layer (`orchestrator`, `jobs`, `llm_limit`);
 `lace_engine.cluster` composes them with it.
 """

@@ -31,8 +31,8 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from lace_engine.domain import RunEvent
 from lace_engine.errors import Unavailable
-from lace_engine.model import RunEvent
 
 log = logging.getLogger(__name__)
 

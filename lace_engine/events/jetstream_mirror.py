@@ -42,10 +42,10 @@ import sqlalchemy as sa
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from lace_engine import event_log
-from lace_engine.database import Database, driver_connection
+from lace_engine.domain import EventType, RunEvent
 from lace_engine.events.nats_bus import EVENTS_STREAM, NatsBus, events_subject, msg_id
-from lace_engine.model import EventType, RunEvent
+from lace_engine.storage import event_log
+from lace_engine.storage.database import Database, driver_connection
 
 log = logging.getLogger(__name__)
 

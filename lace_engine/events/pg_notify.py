@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from lace_engine.event_log import NOTIFY_CHANNEL
+from lace_engine.storage.event_log import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from lace_engine.domain import EventType, RunEvent, RunState
 from lace_engine.errors import InvalidArgument
 from lace_engine.events.hub import EventHub
-from lace_engine.model import EventType, RunEvent, RunState
 
 MAX_BATCH = 1000
 

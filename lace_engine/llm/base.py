@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lace_engine.model import StepKind
+from lace_engine.domain import StepKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from lace_engine.llm.base import (
     LLMTruncated,
     LLMUnavailable,
 )
-from lace_engine.proposal_schema import BOUND_KEYWORDS, portable_schema
+from lace_engine.pipeline.proposal_schema import BOUND_KEYWORDS, portable_schema
 from lace_engine.tokens import estimate_tokens
 
 log = logging.getLogger(__name__)

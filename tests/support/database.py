@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from lace_engine import migrate
+from lace_engine.storage import migrate
 
 
 def with_dbname(url: str, dbname: str) -> str:

@@ -22,9 +22,9 @@ from pathlib import Path
 import nats
 import nats.js.errors
 
+from lace_engine.domain import RunEvent
 from lace_engine.events.jetstream_mirror import decode_event
 from lace_engine.events.nats_bus import EVENTS_STREAM, events_subject
-from lace_engine.model import RunEvent
 from tests.support.server_process import free_port
 
 

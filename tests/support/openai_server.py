@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lace_engine.llm.offline import OFFLINE_MODEL, generate_content, generate_split
-from lace_engine.proposals import parse_task_spec
+from lace_engine.pipeline.proposals import parse_task_spec
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from lace_engine.model import Artifact, Node, NodeState, StepKind
-from lace_engine.proposals import render_task_spec
-from lace_engine.steps import STEPS, Step
+from lace_engine.domain import Artifact, Node, NodeState, StepKind
+from lace_engine.pipeline.proposals import render_task_spec
+from lace_engine.pipeline.steps import STEPS, Step
+from lace_engine.pipeline.tree import Tree
 from lace_engine.tokens import estimate_tokens
-from lace_engine.tree import Tree
 
 # Chat formats wrap each message in role markers; a few tokens each, as OpenAI documents.
 MESSAGE_OVERHEAD_TOKENS = 4

@@ -14,13 +14,13 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from lace_engine import event_log
-from lace_engine.database import Tx, driver_connection
+from lace_engine.domain import EventType, NewEvent, Run, RunOptions, RunState
 from lace_engine.errors import Aborted, FailedPrecondition, NotFound
-from lace_engine.event_log import Appended, Fence
-from lace_engine.model import EventType, NewEvent, Run, RunOptions, RunState
-from lace_engine.quality import CallRecord
-from lace_engine.schema import RUN_IS_ACTIVE, llm_calls, runs
+from lace_engine.pipeline.quality import CallRecord
+from lace_engine.storage import event_log
+from lace_engine.storage.database import Tx, driver_connection
+from lace_engine.storage.event_log import Appended, Fence
+from lace_engine.storage.schema import RUN_IS_ACTIVE, llm_calls, runs
 
 
 def row_to_run(r: Any) -> Run:

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from lace_engine.model import Artifact, Block, BlockContent, BlockKind, Node
-from lace_engine.tree import Tree
+from lace_engine.domain import Artifact, Block, BlockContent, BlockKind, Node
+from lace_engine.pipeline.tree import Tree
 
 MAX_HEADING = 6
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from lace_engine.domain import RunState
 from lace_engine.errors import FailedPrecondition
-from lace_engine.model import RunState
 
 S = RunState
 

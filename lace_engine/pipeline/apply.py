@@ -13,8 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from lace_engine.errors import Aborted, FailedPrecondition, InvalidArgument
-from lace_engine.model import (
+from lace_engine.domain import (
     Artifact,
     Block,
     BlockContent,
@@ -27,9 +26,10 @@ from lace_engine.model import (
     Origin,
     RunOptions,
 )
-from lace_engine.proposals import ChildPlan, ContentProposal, SplitProposal
-from lace_engine.strategy import split_budget_ok
-from lace_engine.tree import Tree
+from lace_engine.errors import Aborted, FailedPrecondition, InvalidArgument
+from lace_engine.pipeline.proposals import ChildPlan, ContentProposal, SplitProposal
+from lace_engine.pipeline.strategy import split_budget_ok
+from lace_engine.pipeline.tree import Tree
 
 # Fixed namespaces: ids derived from them are part of the stored IR, never change them.
 NODE_NAMESPACE = uuid.UUID("6f1c1e2a-6c1d-4a8e-9a57-0c4b1f6d1a01")

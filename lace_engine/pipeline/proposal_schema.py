@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lace_engine.apply import DEFAULT_LIMITS, ApplyLimits
-from lace_engine.model import BlockKind
+from lace_engine.domain import BlockKind
+from lace_engine.pipeline.apply import DEFAULT_LIMITS, ApplyLimits
 
 # Keywords some providers reject in strict mode (OpenAI's rejects minLength/maxLength, for one).
 # The portable schema is the same shape without them; the token budget still bounds the answer.

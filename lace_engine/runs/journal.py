@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lace_engine import apply_store, event_log, run_store
-from lace_engine.apply import Mutation
-from lace_engine.context_builder import PromptContext
-from lace_engine.database import Database
-from lace_engine.event_log import Fence
+from lace_engine.domain import EventType, NewEvent, Node, RunState
 from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse
-from lace_engine.model import EventType, NewEvent, Node, RunState
-from lace_engine.strategy import StrategyDecision
+from lace_engine.pipeline.apply import Mutation
+from lace_engine.pipeline.context_builder import PromptContext
+from lace_engine.pipeline.strategy import StrategyDecision
+from lace_engine.storage import apply_store, event_log, run_store
+from lace_engine.storage.database import Database
+from lace_engine.storage.event_log import Fence
 
 ACTIVE = frozenset({RunState.RUNNING, RunState.PAUSING})
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from lace_engine.model import Block, BlockKind
+from lace_engine.domain import Block, BlockKind
 
 # Word 8-grams: long enough that ordinary phrases ("on the other hand") do not count as repetition.
 NGRAM = 8

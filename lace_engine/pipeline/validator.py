@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from lace_engine.model import Artifact, Block, BlockKind, Node, NodeState
-from lace_engine.quality import QualityReport
-from lace_engine.tree import Tree
+from lace_engine.domain import Artifact, Block, BlockKind, Node, NodeState
+from lace_engine.pipeline.quality import QualityReport
+from lace_engine.pipeline.tree import Tree
 
 MIN_HEADING_LEVEL = 1
 MAX_HEADING_LEVEL = 4

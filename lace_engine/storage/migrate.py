@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from lace_engine.database import libpq_url, sqlalchemy_url
+from lace_engine.storage.database import libpq_url, sqlalchemy_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 # The newest revision in migrations/ (tests/test_migrations.py checks it against Alembic's head).
 HEAD_REVISION = "0002"

@@ -10,11 +10,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lace_engine import apply
-from lace_engine.apply import Mutation, Provenance, Rejection
-from lace_engine.model import Block, Node, RunOptions, StepKind
-from lace_engine.proposal_schema import CallSchema, content_schema, split_schema
-from lace_engine.proposals import ProposalFormatError, parse_content, parse_split
+from lace_engine.domain import Block, Node, RunOptions, StepKind
+from lace_engine.pipeline import apply
+from lace_engine.pipeline.apply import Mutation, Provenance, Rejection
+from lace_engine.pipeline.proposal_schema import CallSchema, content_schema, split_schema
+from lace_engine.pipeline.proposals import ProposalFormatError, parse_content, parse_split
 
 SPLIT_SYSTEM = """\
 You are a careful planner of long-form documents. A document grows as a tree of sections; \

@@ -18,12 +18,12 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from lace_engine import event_log
-from lace_engine.apply import Mutation, Precondition
-from lace_engine.database import Tx, driver_connection
+from lace_engine.domain import Block, EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import Aborted, NotFound
-from lace_engine.event_log import Fence
-from lace_engine.model import Block, EventType, NewEvent, RunEvent, RunState
+from lace_engine.pipeline.apply import Mutation, Precondition
+from lace_engine.storage import event_log
+from lace_engine.storage.database import Tx, driver_connection
+from lace_engine.storage.event_log import Fence
 
 _ACTIVE_FOR_APPLY = frozenset({RunState.RUNNING, RunState.PAUSING})
 _VERSIONED_EVENTS = frozenset({EventType.NODE_SPLIT, EventType.BLOCKS_APPLIED})

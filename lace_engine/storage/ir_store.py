@@ -9,8 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from lace_engine.errors import NotFound
-from lace_engine.model import (
+from lace_engine.domain import (
     Artifact,
     Block,
     BlockContent,
@@ -21,7 +20,8 @@ from lace_engine.model import (
     Origin,
     RunState,
 )
-from lace_engine.schema import artifacts, blocks, change_events, nodes, runs
+from lace_engine.errors import NotFound
+from lace_engine.storage.schema import artifacts, blocks, change_events, nodes, runs
 
 _ACTIVE = [s.value for s in RunState if not s.terminal]
 

@@ -17,19 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lace_engine import apply, ir_store, run_store
-from lace_engine.apply import Mutation, Provenance, Rejection
-from lace_engine.context_builder import (
-    ContextBudgetError,
-    PromptContext,
-    build_context,
-)
-from lace_engine.database import Database
-from lace_engine.errors import Aborted, LeaseLost
-from lace_engine.event_log import Fence
-from lace_engine.ids import new_id
-from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMTruncated
-from lace_engine.model import (
+from lace_engine.domain import (
     Artifact,
     Block,
     BlockKind,
@@ -42,13 +30,26 @@ from lace_engine.model import (
     RunState,
     StepKind,
 )
-from lace_engine.quality import quality_report
-from lace_engine.run_journal import ACTIVE, Attempt, CallOutcome, RunJournal
-from lace_engine.run_lifecycle import CLAIMABLE, ON_CLAIM
-from lace_engine.steps import STEPS, Step
-from lace_engine.strategy import StrategyDecision, decide
-from lace_engine.tree import Tree
-from lace_engine.validator import validate_artifact
+from lace_engine.errors import Aborted, LeaseLost
+from lace_engine.ids import new_id
+from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMTruncated
+from lace_engine.pipeline import apply
+from lace_engine.pipeline.apply import Mutation, Provenance, Rejection
+from lace_engine.pipeline.context_builder import (
+    ContextBudgetError,
+    PromptContext,
+    build_context,
+)
+from lace_engine.pipeline.quality import quality_report
+from lace_engine.pipeline.steps import STEPS, Step
+from lace_engine.pipeline.strategy import StrategyDecision, decide
+from lace_engine.pipeline.tree import Tree
+from lace_engine.pipeline.validator import validate_artifact
+from lace_engine.runs.journal import ACTIVE, Attempt, CallOutcome, RunJournal
+from lace_engine.runs.lifecycle import CLAIMABLE, ON_CLAIM
+from lace_engine.storage import ir_store, run_store
+from lace_engine.storage.database import Database
+from lace_engine.storage.event_log import Fence
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +393,7 @@ class Executor:
         # With NATS, a global (cross-process) limit per provider; otherwise this process's semaphore.
         self.llm_limit: AbstractAsyncContextManager[Any] = (
             llm_limit if llm_limit is not None else asyncio.Semaphore(config.llm_concurrency))
-        # Off while job messages dispatch runs (lace_engine.jobs), so commits do not make every worker poll.
+        # Off while job messages dispatch runs (lace_engine.runs.jobs), so commits do not make every worker poll.
         self.claim_on_commit = True
         self._running: dict[uuid.UUID, tuple[RunExecution, asyncio.Task[None]]] = {}
         self._work_available = asyncio.Event()

@@ -19,10 +19,10 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 
-from lace_engine.database import Tx, driver_connection
+from lace_engine.domain import EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import LeaseLost, NotFound
-from lace_engine.model import EventType, NewEvent, RunEvent, RunState
-from lace_engine.schema import runs
+from lace_engine.storage.database import Tx, driver_connection
+from lace_engine.storage.schema import runs
 
 NOTIFY_CHANNEL = "lace_events"
 

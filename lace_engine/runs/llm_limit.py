@@ -17,8 +17,8 @@ import uuid
 from dataclasses import dataclass
 from types import TracebackType
 
-from lace_engine import permit_store
-from lace_engine.database import Database
+from lace_engine.storage import permit_store
+from lace_engine.storage.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from lace_engine.model import RunEvent
+from lace_engine.domain import RunEvent
 
 
 class CommitListener(Protocol):

@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from lace_engine.events.nats_bus import JOBS_STREAM, JOBS_SUBJECT, NatsBus
-from lace_engine.orchestrator import Executor
+from lace_engine.runs.orchestrator import Executor
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from uuid import UUID
 
-from lace_engine.model import Node
+from lace_engine.domain import Node
 
 
 def _order_key(node: Node) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lace_engine.model import BlockContent, BlockKind
+from lace_engine.domain import BlockContent, BlockKind
 
 
 @dataclass(frozen=True, slots=True)

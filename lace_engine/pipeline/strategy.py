@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lace_engine.model import Node, RunOptions, StepKind
+from lace_engine.domain import Node, RunOptions, StepKind
 
 MIN_CHILDREN = 2
 MAX_CHILDREN = 8

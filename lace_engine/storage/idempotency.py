@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from lace_engine.database import Database, Tx
 from lace_engine.errors import AlreadyExists, InvalidArgument
-from lace_engine.schema import idempotency_keys
+from lace_engine.storage.database import Database, Tx
+from lace_engine.storage.schema import idempotency_keys
 
 MAX_REQUEST_ID = 128
 
