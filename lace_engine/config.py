@@ -62,6 +62,8 @@ class Settings:
     # "blocks" or "prose" (proposal_schema.content_schema); "" lets the provider's model decide.
     content_style: str = ""
     lease_ttl_s: float = 15.0
+    # How long a run waits for an unreachable database before it fails (DATABASE_UNAVAILABLE).
+    db_outage_s: float = 300.0
     heartbeat_s: float = 5.0
     # Committed batches a live stream may have queued before it falls back to reading Postgres.
     stream_queue_batches: int = 256
@@ -98,6 +100,7 @@ class Settings:
             context_budget_tokens=_int(e, "LACE_CONTEXT_BUDGET_TOKENS", 6000),
             content_style=_choice(e, "LACE_CONTENT_STYLE", ("", "blocks", "prose")),
             lease_ttl_s=_float(e, "LACE_LEASE_TTL_S", 15.0),
+            db_outage_s=_float(e, "LACE_DB_OUTAGE_S", 300.0),
             heartbeat_s=_float(e, "LACE_STREAM_HEARTBEAT_S", 5.0),
             stream_queue_batches=_int(e, "LACE_STREAM_QUEUE_BATCHES", 256),
             event_bus=e.get("LACE_EVENT_BUS", "postgres"),

@@ -73,3 +73,17 @@ class LeaseLost(Aborted):
     """This process no longer owns the run's lease; it must stop applying at once."""
 
     default_reason = "LEASE_LOST"
+
+
+class DatabaseUnavailable(Unavailable):
+    """PostgreSQL could not be reached or dropped the connection; the work may be retried once it answers.
+
+    `maybe_committed` is True when the connection was lost while COMMIT was under way, so whether the
+    transaction's writes landed is unknown; False when nothing was committed.
+    """
+
+    default_reason = "DATABASE_UNAVAILABLE"
+
+    def __init__(self, message: str, *, maybe_committed: bool = False):
+        super().__init__(message)
+        self.maybe_committed = maybe_committed

@@ -92,7 +92,7 @@ class Engine:
             self.executor = Executor(self.db, provider, ExecutorConfig(
                 owner_id=settings.owner_id, lease_ttl_s=settings.lease_ttl_s,
                 max_concurrent_runs=settings.max_concurrent_runs, llm_concurrency=settings.llm_concurrency,
-                context_budget_tokens=settings.context_budget_tokens,
+                context_budget_tokens=settings.context_budget_tokens, db_outage_s=settings.db_outage_s,
                 content_style=settings.content_style or default_content_style(provider),
             ), llm_limit=self.cluster.llm_limit)
 
@@ -124,9 +124,12 @@ class Engine:
             self.executor.run_committed(run_id, head)
 
     async def _fetch_range(self, run_id: uuid.UUID, after: int, upto: int) -> list[RunEvent]:
-        """Events after `after` up to `upto`: what the hub reads for its streams (history, gaps, remote commits)."""
-        async with self.db.fast_read() as conn:
-            return await event_log.read(conn, run_id, after_seq=after, upto_seq=upto, limit=upto - after)
+        """Events after `after` up to `upto`: what the hub reads for its streams (history, gaps, remote commits).
+
+        Through a short database outage the read is tried again, so a stream goes on from its cursor.
+        """
+        return await self.db.fast_read_through_outage(
+            lambda conn: event_log.read(conn, run_id, after_seq=after, upto_seq=upto, limit=upto - after))
 
     # Artifacts -----------------------------------------------------------------------------
 
@@ -299,7 +302,6 @@ class Engine:
                           batch_limit=batch_limit)
 
     async def _read_head(self, run_id: uuid.UUID) -> tuple[int, RunState]:
-        async with self.db.fast_read() as conn:
-            return await event_log.head(conn, run_id)
+        return await self.db.fast_read_through_outage(lambda conn: event_log.head(conn, run_id))
 
 

@@ -214,7 +214,7 @@ def fill_validation_report(rep: run_pb2.ValidationReport, r: dict[str, Any]) -> 
 
 
 def _fill_failed(m: run_pb2.RunFailed, p: dict[str, Any]) -> None:
-    m.reason, m.node_id = p["reason"], p.get("node_id", "")
+    m.reason, m.node_id, m.reason_code = p["reason"], p.get("node_id", ""), p.get("reason_code", "")
 
 
 def _fill_skipped(m: run_pb2.NodeSkipped, p: dict[str, Any]) -> None:

@@ -54,7 +54,8 @@ def status_for(exc: BaseException) -> grpc.Status:
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler so that an engine error aborts the call with its mapped status."""
+    """Wraps every handler so that an engine error aborts the call with its mapped status; a unary
+    call that met a lost database connection before committing anything is tried once more first."""
 
     async def intercept_service(
         self,
@@ -70,7 +71,16 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 try:
-                    return await inner_uu(request, context)
+                    try:
+                        return await inner_uu(request, context)
+                    except errors.DatabaseUnavailable as exc:
+                        if exc.maybe_committed:
+                            raise
+                        # Nothing was committed: the connection was found lost before COMMIT (the first
+                        # call after a database restart, say). The pools have dropped it; once more is
+                        # safe because every mutating RPC writes in one transaction.
+                        log.info("retrying %s once: %s", handler_call_details.method, exc.message)
+                        return await inner_uu(request, context)
                 except (errors.LaceError, Exception) as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise

@@ -30,7 +30,7 @@ from lace_engine.domain import (
     RunState,
     StepKind,
 )
-from lace_engine.errors import Aborted, LeaseLost
+from lace_engine.errors import Aborted, DatabaseUnavailable, LeaseLost
 from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMTruncated
 from lace_engine.pipeline import apply
@@ -63,10 +63,13 @@ class _Stop(Exception):
 
 
 class RunFailure(Exception):
-    def __init__(self, reason: str, node_id: uuid.UUID | None = None):
+    """The run cannot go on; `code` is RunFailed.reason_code (see run.proto), `reason` is for people."""
+
+    def __init__(self, reason: str, node_id: uuid.UUID | None = None, *, code: str):
         super().__init__(reason)
         self.reason = reason
         self.node_id = node_id
+        self.code = code
 
 
 @dataclass
@@ -79,6 +82,8 @@ class ExecutorConfig:
     max_concurrent_runs: int = 0
     llm_concurrency: int = 64
     context_budget_tokens: int = 6000
+    # How long a run waits for an unreachable database before it fails with DATABASE_UNAVAILABLE.
+    db_outage_s: float = 300.0
     # proposal_schema.content_schema's style: "blocks" (every block kind) or "prose" (paragraphs only).
     content_style: str = "blocks"
 
@@ -135,29 +140,66 @@ class RunExecution:
     async def execute(self) -> None:
         """Runs to COMPLETED, FAILED, PAUSED or CANCELLED; returns quietly when the lease is lost."""
         try:
-            async with self.db.read() as conn:
-                self.artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
-                self.tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
-            scope = self.run.scope_node_id or self.tree.root.id
             while True:
                 try:
-                    await self._process(scope)
-                    break
-                except _Pause:
-                    if await self._settle_pause():
-                        return
-                    # Resumed while in-flight work was finishing: carry on from the IR.
-                    self.control.set(RunState.RUNNING)
-            await self._complete(scope)
+                    await self._execute_from_the_ir()
+                    return
+                except DatabaseUnavailable as exc:
+                    # Every applied step is durable: wait for the database, then go on from the IR.
+                    await self._outlast(exc)
         except (_Stop, LeaseLost, asyncio.CancelledError) as exc:
             await self._after_stop(exc)
             if isinstance(exc, asyncio.CancelledError) and self.control.state is not RunState.CANCELLING:
                 raise
         except RunFailure as failure:
-            await self._fail(failure.reason, failure.node_id)
+            await self._fail(failure.reason, failure.node_id, failure.code)
         except Exception as exc:
             log.exception("run %s crashed", self.run.id)
-            await self._fail(f"internal error: {type(exc).__name__}: {exc}", None)
+            await self._fail(f"internal error: {type(exc).__name__}: {exc}", None, "INTERNAL")
+
+    async def _execute_from_the_ir(self) -> None:
+        async with self.db.read() as conn:
+            self.artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
+            self.tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
+        scope = self.run.scope_node_id or self.tree.root.id
+        while True:
+            try:
+                await self._process(scope)
+                break
+            except _Pause:
+                if await self._settle_pause():
+                    return
+                # Resumed while in-flight work was finishing: carry on from the IR.
+                self.control.set(RunState.RUNNING)
+        await self._complete(scope)
+
+    async def _outlast(self, exc: DatabaseUnavailable) -> None:
+        """Waits until the database answers again and this execution still holds the lease.
+
+        RunFailure (DATABASE_UNAVAILABLE) when it stays unreachable for `db_outage_s`; LeaseLost when
+        another executor took the run meanwhile (it goes on from the IR instead).
+        """
+        limit = self.config.db_outage_s
+        log.warning("run %s: the database is unavailable (%s); waiting up to %.0f s", self.run.id, exc.message,
+                    limit)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        delay = 0.05
+        while True:
+            try:
+                await self.db.ping()
+                state = await self.journal.renew(self.config.lease_ttl_s)
+                break
+            except DatabaseUnavailable:
+                if loop.time() >= deadline:
+                    raise RunFailure(f"the database was unavailable for more than {limit:.0f} s "
+                                     f"(LACE_DB_OUTAGE_S): {exc.message}", code="DATABASE_UNAVAILABLE") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if state is None:
+            raise LeaseLost(f"run {self.run.id}: another executor took the run during the database outage")
+        log.info("run %s: the database answers again; going on from the last applied step", self.run.id)
+        self.control.set(state)
 
     async def _settle_pause(self) -> bool:
         """PAUSING -> PAUSED once in-flight work is applied; False if the run was resumed meanwhile."""
@@ -170,8 +212,11 @@ class RunExecution:
         return True
 
     async def _after_stop(self, exc: BaseException) -> None:
-        async with self.db.read() as conn:
-            state = await run_store.run_state(conn, self.run.id)
+        try:
+            async with self.db.read() as conn:
+                state = await run_store.run_state(conn, self.run.id)
+        except DatabaseUnavailable:
+            return  # the lease expires; whoever claims the run next settles PAUSING or CANCELLING
         if state is RunState.CANCELLING:
             await self._finish(RunState.CANCELLED, "cancelled by request: in-flight calls aborted")
         elif state is RunState.PAUSING:
@@ -179,13 +224,22 @@ class RunExecution:
 
     async def _finish(self, to: RunState, reason: str, extra: tuple[NewEvent, ...] = (),
                       set_values: dict[str, Any] | None = None) -> None:
-        try:
-            await self.journal.transition(to, reason, when=_NOT_TERMINAL, extra=extra, set_values=set_values)
-        except LeaseLost:
-            log.info("run %s: lease lost before it could be marked %s", self.run.id, to.value)
+        delay = 0.05
+        while True:
+            try:
+                await self.journal.transition(to, reason, when=_NOT_TERMINAL, extra=extra, set_values=set_values)
+                return
+            except LeaseLost:
+                log.info("run %s: lease lost before it could be marked %s", self.run.id, to.value)
+                return
+            except DatabaseUnavailable:
+                # The outcome is decided; it is recorded once the database answers (cancelled on shutdown,
+                # when the lease expires and the next executor decides again).
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
-    async def _fail(self, reason: str, node_id: uuid.UUID | None) -> None:
-        payload = {"reason": reason, "node_id": str(node_id) if node_id else ""}
+    async def _fail(self, reason: str, node_id: uuid.UUID | None, code: str) -> None:
+        payload = {"reason": reason, "node_id": str(node_id) if node_id else "", "reason_code": code}
         await self._finish(RunState.FAILED, reason, (NewEvent(EventType.RUN_FAILED, payload),),
                            {"failure_reason": reason})
 
@@ -306,11 +360,11 @@ class RunExecution:
                 await self.journal.reject(attempt, CallOutcome.of(err, self.provider), errors, will_retry=will_retry)
                 if not err.reask:
                     raise RunFailure(f"LLM provider failed on section {node.title!r}: {err.message}",
-                                     node.id) from err
+                                     node.id, code="LLM_PROVIDER_FAILED") from err
                 if truncated and cut_off:
                     raise RunFailure(f"section {node.title!r} failed: the model ran to its output limit of "
                                      f"{call.max_output_tokens} tokens twice in a row without finishing its "
-                                     "answer", node.id) from err
+                                     "answer", node.id, code="OUTPUT_LIMIT") from err
                 cut_off = truncated
                 feedback = errors
                 continue
@@ -327,7 +381,7 @@ class RunExecution:
             return
         raise RunFailure(
             f"section {node.title!r} failed: {max_attempts} proposals were rejected; last problems: "
-            + "; ".join(feedback[:5]), node.id)
+            + "; ".join(feedback[:5]), node.id, code="PROPOSALS_REJECTED")
 
     async def _start_step(self, started: list[NewEvent]) -> None:
         """Commits step_started only while the run is RUNNING, so a pause or cancel committed after
@@ -352,7 +406,7 @@ class RunExecution:
         except ContextBudgetError as exc:
             raise RunFailure(f"section {node.title!r}: the prompt cannot fit the context budget of "
                              f"{self.config.context_budget_tokens} tokens ({exc}); raise LACE_CONTEXT_BUDGET_TOKENS "
-                             "or shorten the brief or instruction", node.id) from exc
+                             "or shorten the brief or instruction", node.id, code="CONTEXT_BUDGET") from exc
 
     async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
         assert self.tree is not None
@@ -453,12 +507,15 @@ class Executor:
                 while len(self._running) < self.config.max_concurrent_runs and not self._closing:
                     async with self.db.transaction() as tx:
                         claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
-                                                           ttl_s=self.config.lease_ttl_s, states=CLAIMABLE)
+                                                           ttl_s=self.config.lease_ttl_s, states=CLAIMABLE,
+                                                           exclude=list(self._running))
                     if claim is None:
                         break
                     await self._begin(claim)
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable as exc:
+                log.warning("claiming runs: %s; retrying", exc.message)
             except Exception:
                 log.exception("claiming runs failed; retrying")
             self._work_available.clear()
@@ -467,6 +524,8 @@ class Executor:
 
     async def claim(self, run_id: uuid.UUID) -> bool:
         """Tries to take one specific run now (used by job-message dispatch)."""
+        if run_id in self._running:
+            return False  # executing here already (its lease is renewed, or re-taken after an outage)
         async with self.db.transaction() as tx:
             claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
                                                ttl_s=self.config.lease_ttl_s, states=CLAIMABLE,
@@ -498,10 +557,14 @@ class Executor:
         task = asyncio.create_task(execution.execute(), name=f"lace-run-{run.id}")
         self._running[run.id] = (execution, task)
         run_id = run.id
-        task.add_done_callback(lambda _t: self._done(run_id))
+        task.add_done_callback(lambda done: self._done(run_id, done))
 
-    def _done(self, run_id: uuid.UUID) -> None:
-        self._running.pop(run_id, None)
+    def _done(self, run_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        # Only this task's own entry: after a lease was lost and re-taken here, a newer execution
+        # of the same run may hold it.
+        entry = self._running.get(run_id)
+        if entry is not None and entry[1] is task:
+            del self._running[run_id]
         self._work_available.set()
 
     async def _renew_loop(self) -> None:
@@ -519,6 +582,9 @@ class Executor:
                         self.config.lease_ttl_s)
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable as exc:
+                log.warning("renewing the leases of %d runs: %s", len(held), exc.message)
+                continue
             except Exception:
                 log.exception("renewing the leases of %d runs failed", len(held))
                 continue

@@ -3,11 +3,13 @@ transactions that hand their committed events to live streams only after COMMIT.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import psycopg
@@ -18,6 +20,10 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from lace_engine.domain import RunEvent
+from lace_engine.errors import DatabaseUnavailable
+from lace_engine.storage.transient import is_transient
+
+T = TypeVar("T")
 
 
 class CommitListener(Protocol):
@@ -89,6 +95,26 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return engine
 
 
+class _IdlePing:
+    """The read pool's check and reset callbacks: a connection idle for longer than PING_AFTER_IDLE_S
+    is pinged when handed out (the pool replaces one that fails), the same rule as the engine's pool."""
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = weakref.WeakKeyDictionary()
+
+    async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if time.monotonic() - self._returned.get(conn, 0.0) > PING_AFTER_IDLE_S:
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._returned[conn] = time.monotonic()
+
+
+def _unavailable(exc: BaseException, *, maybe_committed: bool = False) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"the database is unavailable: {type(exc).__name__}: {exc}".strip(),
+                               maybe_committed=maybe_committed)
+
+
 async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
     """The psycopg connection under a SQLAlchemy connection: the same session and transaction.
 
@@ -132,9 +158,11 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10):
         self.url = libpq_url(url)
         self.engine = create_engine(url, pool_size=pool_size)
+        idle = _IdlePing()
         self.read_pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = AsyncConnectionPool(
             self.url, min_size=1, max_size=pool_size, open=False,
             kwargs={"autocommit": True, "application_name": "lace-read"}, configure=use_orjson,
+            check=idle.check, reset=idle.reset,
         )
         self._listeners: list[CommitListener] = []
 
@@ -146,14 +174,23 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        """One explicit transaction; commit on success, rollback on any exception or cancellation."""
+        """One explicit transaction; commit on success, rollback on any exception or cancellation.
+
+        A lost connection or an unreachable database raises DatabaseUnavailable, which says whether
+        COMMIT was under way (then the outcome is unknown) or nothing was committed.
+        """
         tx: Tx | None = None
-        committed = False
+        committed = committing = False
         try:
-            async with self.engine.begin() as conn:
+            async with self.engine.connect() as conn, conn.begin():
                 tx = Tx(conn, self._listeners)
                 yield tx
+                committing = True
             committed = True
+        except Exception as exc:
+            if is_transient(exc):
+                raise _unavailable(exc, maybe_committed=committing) from exc
+            raise
         finally:
             if tx is not None:
                 for run_id, events in tx.written.items():
@@ -162,15 +199,61 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autocommit-free, released at exit)."""
-        async with self.engine.connect() as conn:
-            yield conn
+        """A connection for reads (autocommit-free, released at exit); DatabaseUnavailable on an outage."""
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except Exception as exc:
+            if is_transient(exc):
+                raise _unavailable(exc) from exc
+            raise
 
     @asynccontextmanager
     async def fast_read(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
-        """A raw autocommit psycopg connection for single-statement hot reads."""
-        async with self.read_pool.connection() as conn:
-            yield conn
+        """A raw autocommit psycopg connection for single-statement hot reads; DatabaseUnavailable on an outage."""
+        try:
+            async with self.read_pool.connection() as conn:
+                yield conn
+        except Exception as exc:
+            if is_transient(exc):
+                raise _unavailable(exc) from exc
+            raise
+
+    async def fast_read_through_outage(
+        self, read: Callable[[psycopg.AsyncConnection[tuple[object, ...]]], Awaitable[T]], *, within_s: float = 10.0,
+    ) -> T:
+        """`read(conn)` on a fast-read connection, tried again with backoff while the database is
+        unreachable, for up to `within_s` (reads are safe to repeat); then DatabaseUnavailable."""
+        deadline = time.monotonic() + within_s
+        delay = 0.05
+        while True:
+            try:
+                async with self.fast_read() as conn:
+                    return await read(conn)
+            except DatabaseUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def ping(self, timeout_s: float = 2.0) -> None:
+        """Connects afresh and asks for one row; DatabaseUnavailable while the database does not answer.
+
+        Not through the pools: while the database is away, a pool waits up to its own timeout for a
+        connection, and whoever waits out an outage needs to know now.
+        """
+        try:
+            async with asyncio.timeout(timeout_s + 1.0):
+                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+                                                             connect_timeout=max(1, round(timeout_s)))
+                async with conn:
+                    await conn.execute("SELECT 1")
+        except TimeoutError as exc:
+            raise DatabaseUnavailable(f"the database did not answer within {timeout_s:.0f} s") from exc
+        except Exception as exc:
+            if is_transient(exc):
+                raise _unavailable(exc) from exc
+            raise
 
     async def aclose(self) -> None:
         await self.read_pool.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -124,8 +124,9 @@ class Claim:
 
 
 async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float, states: frozenset[RunState],
-                     run_id: uuid.UUID | None = None) -> Claim | None:
-    """Takes the lease of one run in `states` whose lease is free or expired (a new fencing token)."""
+                     run_id: uuid.UUID | None = None, exclude: Collection[uuid.UUID] = ()) -> Claim | None:
+    """Takes the lease of one run in `states` whose lease is free or expired (a new fencing token),
+    other than those in `exclude` (the runs the caller is executing)."""
     candidates = (
         sa.select(runs.c.id)
         .where(runs.c.state.in_([s.value for s in states]),
@@ -139,6 +140,8 @@ async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float, states:
     )
     if run_id is not None:
         candidates = candidates.where(runs.c.id == run_id)
+    if exclude:
+        candidates = candidates.where(runs.c.id.not_in(list(exclude)))
     row = (await conn.execute(
         sa.update(runs)
         .where(runs.c.id == candidates.scalar_subquery())

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from lace_engine.storage import migrate
 
@@ -25,6 +26,20 @@ def create_database(server_url: str, name: str, *, migrate_to_head: bool) -> str
     if migrate_to_head:
         migrate.upgrade(url)
     return url
+
+
+def proxied_url(url: str, proxy_target: str) -> str:
+    """`url`'s database and credentials, reached through a TcpProxy at `proxy_target` (host:port)."""
+    params = conninfo_to_dict(url)
+    user, password = quote(str(params.get("user") or "postgres")), quote(str(params.get("password") or ""))
+    return f"postgresql://{user}:{password}@{proxy_target}/{quote(str(params.get('dbname') or 'postgres'))}"
+
+
+def proxy_upstream(url: str) -> str:
+    """The TcpProxy upstream of `url`'s server: "unix:<socket>" or "host:port"."""
+    params = conninfo_to_dict(url)
+    host, port = str(params.get("host") or "localhost"), int(params.get("port") or 5432)
+    return f"unix:{host}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
 
 
 def drop_database(server_url: str, url: str) -> None:

@@ -1,7 +1,9 @@
 """A real TCP proxy on 127.0.0.1 that can cut every open connection on demand.
 
 Used to break gRPC streams for real (the client sees a reset socket), rather than
-faking errors inside the client: the point is to test reconnection end to end.
+faking errors inside the client: the point is to test reconnection end to end; and in
+front of PostgreSQL (`unix:` upstreams too) to cut a server's database connections
+mid-statement or refuse new ones for a while, as a restart or failover does.
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ class _Connection:
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to `upstream` ("host:port"); `drop_all()` cuts every connection."""
+    """Forwards 127.0.0.1:<port> to `upstream` ("host:port" or "unix:/path/to/socket");
+    `drop_all()` cuts every connection, `outage(s)` also refuses new ones for s seconds."""
 
     def __init__(self, upstream: str, listen_host: str = "127.0.0.1") -> None:
+        self._unix = upstream.removeprefix("unix:") if upstream.startswith("unix:") else None
         host, _, port = upstream.rpartition(":")
-        self._upstream = (host, int(port))
+        self._upstream = (host, int(port) if self._unix is None else 0)
+        self.refusing = False
         self._listen_host = listen_host
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
@@ -72,9 +77,15 @@ class TcpProxy:
         await self.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
         self.accepted += 1
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+            if self._unix is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self._unix)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         except OSError:
             writer.transport.abort()
             return
@@ -112,6 +123,15 @@ class TcpProxy:
                 task.cancel()
         self.dropped += len(conns)
         return len(conns)
+
+    async def outage(self, seconds: float) -> None:
+        """Cuts every connection and refuses new ones for `seconds`, as a restarting server does."""
+        self.refusing = True
+        try:
+            self.drop_all()
+            await asyncio.sleep(seconds)
+        finally:
+            self.refusing = False
 
     async def close(self) -> None:
         """Stops listening and cuts what is still open."""

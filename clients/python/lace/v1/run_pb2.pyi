@@ -320,12 +320,14 @@ class ValidationReported(_message.Message):
     def __init__(self, report: _Optional[_Union[ValidationReport, _Mapping]] = ...) -> None: ...
 
 class RunFailed(_message.Message):
-    __slots__ = ("reason", "node_id")
+    __slots__ = ("reason", "node_id", "reason_code")
     REASON_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     reason: str
     node_id: str
-    def __init__(self, reason: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+    reason_code: str
+    def __init__(self, reason: _Optional[str] = ..., node_id: _Optional[str] = ..., reason_code: _Optional[str] = ...) -> None: ...
 
 class NodeSkipped(_message.Message):
     __slots__ = ("node_id", "reason")
