@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lace_engine.cluster import ClusterServices
 from lace_engine.config import Settings
@@ -262,15 +263,34 @@ class Engine:
                                               before=tuple(position) if position else None)
         return pagination.page(items, size, query, _newest_first)
 
-    async def control_run(self, run_id: uuid.UUID, action: RunAction, request_id: str = "") -> Run:
-        """Pause, resume or cancel: one locked transition with its event, then tell the executor."""
-        req = idempotency.request(f"{action.value.capitalize()}Run", request_id, {"run_id": str(run_id)})
+    async def control_run(self, run_id: uuid.UUID, action: RunAction, request_id: str = "",
+                          options: dict[str, int] | None = None) -> Run:
+        """Pause, resume or cancel: one locked transition with its event, then tell the executor.
+
+        A resume may change the run's options for the rest of it (zero fields keep the run's own).
+        """
+        changed = {k: v for k, v in (options or {}).items() if v}
+        if changed and action is not RunAction.RESUME:
+            raise InvalidArgument("options can only be changed by ResumeRun", reason="OPTIONS_ON_RESUME_ONLY",
+                                  metadata={"field": "options"})
+        req = idempotency.request(f"{action.value.capitalize()}Run", request_id,
+                                  {"run_id": str(run_id), **({"options": changed} if changed else {})})
         reason = {RunAction.PAUSE: "pause requested", RunAction.RESUME: "resume requested",
                   RunAction.CANCEL: "cancel requested"}[action]
 
         async def write(tx: Tx) -> Run:
             run = await run_store.get_run(tx.conn, run_id, for_update=True)
-            await run_store.transition(tx, run, on_request(action, run.state), reason)
+            to = on_request(action, run.state)
+            values: dict[str, Any] = {}
+            if changed:
+                values["options"] = resolve_options(changed, run.options).to_json()
+            said = reason
+            if run.state is RunState.FAILED:
+                artifact = await ir_store.get_artifact(tx.conn, run.artifact_id)
+                if artifact.active_run_id is not None:
+                    raise run_store.active_run_error(run.artifact_id, artifact.active_run_id)
+                said = f"resume requested after the run failed ({run.failure_reason})"
+            await run_store.transition(tx, run, to, said, set_values=values)
             return await run_store.get_run(tx.conn, run_id)
 
         outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)

@@ -33,11 +33,8 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
     ) -> run_service_pb2.StartRunResponse:
         artifact_id = parse_id(request.artifact_id, "artifact_id")
         scope = parse_id(request.scope_node_id, "scope_node_id") if request.scope_node_id else None
-        o = request.options
-        options = {"leaf_words": o.leaf_words, "max_depth": o.max_depth,
-                   "sibling_concurrency": o.sibling_concurrency, "max_proposal_retries": o.max_proposal_retries}
         run = await self.engine.start_run(artifact_id, request_id=request.request_id, scope_node_id=scope,
-                                          instruction=request.instruction, options=options)
+                                          instruction=request.instruction, options=_options(request.options))
         return run_service_pb2.StartRunResponse(run=convert.run_to_pb(run))
 
     async def GetRun(self, request: run_service_pb2.GetRunRequest, context: Context) -> run_service_pb2.GetRunResponse:
@@ -51,8 +48,9 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         items, token = await self.engine.list_runs(artifact_id, request.page_size, request.page_token)
         return run_service_pb2.ListRunsResponse(runs=[convert.run_to_pb(r) for r in items], next_page_token=token)
 
-    async def _control(self, run_id: str, action: RunAction, request_id: str) -> run_pb2.Run:
-        run = await self.engine.control_run(parse_id(run_id, "run_id"), action, request_id)
+    async def _control(self, run_id: str, action: RunAction, request_id: str,
+                       options: dict[str, int] | None = None) -> run_pb2.Run:
+        run = await self.engine.control_run(parse_id(run_id, "run_id"), action, request_id, options)
         return convert.run_to_pb(run)
 
     async def PauseRun(
@@ -64,8 +62,8 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
     async def ResumeRun(
         self, request: run_service_pb2.ResumeRunRequest, context: Context
     ) -> run_service_pb2.ResumeRunResponse:
-        return run_service_pb2.ResumeRunResponse(run=await self._control(request.run_id, RunAction.RESUME,
-                                                                         request.request_id))
+        return run_service_pb2.ResumeRunResponse(run=await self._control(
+            request.run_id, RunAction.RESUME, request.request_id, _options(request.options)))
 
     async def CancelRun(
         self, request: run_service_pb2.CancelRunRequest, context: Context
@@ -116,3 +114,8 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
             if len(self._recent) > _SHARED_BATCHES:
                 del self._recent[next(iter(self._recent))]
         return response
+
+
+def _options(o: run_pb2.RunOptions) -> dict[str, int]:
+    return {"leaf_words": o.leaf_words, "max_depth": o.max_depth, "sibling_concurrency": o.sibling_concurrency,
+            "max_proposal_retries": o.max_proposal_retries}

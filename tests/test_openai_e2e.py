@@ -329,6 +329,7 @@ async def test_persistently_malformed_answers_fail_the_run_after_the_retry_budge
     f = check_failed_cleanly(o, db)
     assert f.node_id == failed_node
     assert f"{attempts} proposals were rejected" in f.reason and "not JSON" in f.reason
+    assert f.reason_code == "PROPOSALS_REJECTED"
 
     rejected = [e.proposal_rejected for e in o.of("proposal_rejected")]
     assert [r.node_id for r in rejected] == [failed_node] * attempts
@@ -353,11 +354,50 @@ async def test_provider_failing_beyond_its_retry_budget_fails_the_run(lace: Lace
     f = check_failed_cleanly(o, db)
     assert f.node_id == root
     assert "provider" in f.reason and "HTTP 500" in f.reason and f"{HTTP_RETRIES + 1} attempts" in f.reason
+    assert f.reason_code == "LLM_PROVIDER_FAILED"
     (rejected,) = o.of("proposal_rejected")
     assert (rejected.proposal_rejected.attempt, rejected.proposal_rejected.will_retry) == (1, False)
     (call,) = o.of("llm_call_completed")
     assert call.llm_call_completed.finish_reason == "LLMUnavailable"
     assert not o.of("node_split")
+
+
+async def test_a_run_failed_on_a_provider_outage_goes_on_where_it_stopped_when_resumed(lace: Lace) -> None:
+    # The provider is down for the first write (every HTTP attempt of one call): the split applies, the
+    # first section fails, and so does the run.
+    lace.llm.inject(*[server_error(500)] * (HTTP_RETRIES + 1), fault_filter="write")
+    failed = await run_artifact(lace, 1500)
+    assert failed.run.state == run_pb2.RUN_STATE_FAILED
+    (f,) = failed.of("run_failed")
+    assert f.run_failed.reason_code == "LLM_PROVIDER_FAILED"
+    split = failed.of("node_split")[0].node_split
+    assert f.run_failed.node_id == split.children[0].node_id
+
+    # The provider is back: resuming with more re-asks goes on from the IR, in the same run.
+    resumed = (await lace.runs.ResumeRun(run_service_pb2.ResumeRunRequest(
+        run_id=failed.run.id, request_id=str(uuid.uuid4()),
+        options=run_pb2.RunOptions(max_proposal_retries=4)))).run
+    assert resumed.state in (run_pb2.RUN_STATE_PENDING, run_pb2.RUN_STATE_RUNNING)
+    assert resumed.options.max_proposal_retries == 4 and resumed.options.leaf_words == failed.run.options.leaf_words
+    assert not resumed.failure_reason and not resumed.HasField("end_time")
+    rest = await asyncio.wait_for(watch(lace.runs, failed.run.id, cursor=failed.run.head_seq), RUN_DEADLINE_S)
+    done = (await lace.runs.GetRun(run_service_pb2.GetRunRequest(run_id=failed.run.id))).run
+    events = failed.events + rest
+
+    assert done.state == run_pb2.RUN_STATE_COMPLETED, done.failure_reason
+    assert [e.seq for e in events] == list(range(1, done.head_seq + 1))
+    kinds = [e.WhichOneof("payload") for e in rest]
+    # Nothing applied was done again: no second split; every section written once, the failed one too.
+    assert "node_split" not in kinds
+    written = [e.blocks_applied.node_id for e in rest if e.HasField("blocks_applied")]
+    assert sorted(written) == sorted(c.node_id for c in split.children)
+    assert rest[0].run_state_changed.from_state == run_pb2.RUN_STATE_FAILED
+    assert rest[0].run_state_changed.to_state == run_pb2.RUN_STATE_PENDING
+
+    # Final stays final.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await lace.runs.ResumeRun(run_service_pb2.ResumeRunRequest(run_id=done.id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_budgets_that_miss_the_total_are_repaired_not_re_asked(lace: Lace) -> None:

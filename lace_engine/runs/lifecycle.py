@@ -21,6 +21,8 @@ _REQUESTS: dict[tuple[RunAction, RunState], RunState] = {
     (RunAction.PAUSE, S.RUNNING): S.PAUSING,
     (RunAction.RESUME, S.PAUSING): S.RUNNING,
     (RunAction.RESUME, S.PAUSED): S.PENDING,
+    # A failed run goes on from the IR: what it applied stays, the node that failed is tried again.
+    (RunAction.RESUME, S.FAILED): S.PENDING,
     (RunAction.CANCEL, S.PENDING): S.CANCELLED,
     (RunAction.CANCEL, S.PAUSED): S.CANCELLED,
     (RunAction.CANCEL, S.RUNNING): S.CANCELLING,

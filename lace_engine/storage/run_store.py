@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import psycopg.errors
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -113,8 +114,16 @@ async def transition(
         values["start_time"] = sa.func.now()
     if release_lease or to.terminal or to in (RunState.PAUSED, RunState.PENDING):
         values.update(lease_owner=None, lease_expires=None)
+    if run.state.terminal and not to.terminal:
+        values.update(end_time=None, failure_reason="")  # a failed run resumed: no longer ended
     events = [*extra_events, state_event(run.state, to, reason)] if run.state != to else list(extra_events)
-    return await event_log.append(tx, run.id, events, fence=fence, set_values=values)
+    try:
+        return await event_log.append(tx, run.id, events, fence=fence, set_values=values)
+    except psycopg.errors.UniqueViolation as exc:
+        # Only reviving an ended run can meet the one-active-run-per-artifact index: another run of the
+        # artifact started between the caller's check and this write.
+        raise Aborted(f"another run of artifact {run.artifact_id} became active meanwhile; retry",
+                      reason="CONCURRENT_RUN_START", metadata={"artifact_id": str(run.artifact_id)}) from exc
 
 
 @dataclass(frozen=True, slots=True)

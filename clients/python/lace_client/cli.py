@@ -309,8 +309,12 @@ async def _runs(client: LaceClient, args: argparse.Namespace) -> int:
 
 def _control(action: str) -> Command:
     async def control(client: LaceClient, args: argparse.Namespace) -> int:
-        method = {"pause": client.pause_run, "resume": client.resume_run, "cancel": client.cancel_run}[action]
-        run = await method(args.run_id)
+        if action == "resume":
+            retries = getattr(args, "max_proposal_retries", 0)
+            run = await client.resume_run(args.run_id, options=run_pb2.RunOptions(max_proposal_retries=retries))
+        else:
+            method = {"pause": client.pause_run, "cancel": client.cancel_run}[action]
+            run = await method(args.run_id)
         print(f"run {run.id}: {state_name(run.state)}")
         return 0
 
@@ -415,8 +419,12 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.add_argument("--artifact", metavar="ID", help="only runs of this artifact")
 
     for action in ("pause", "resume", "cancel"):
-        p = command(action, _control(action), f"{action} a run")
+        p = command(action, _control(action), "resume a paused or failed run (a failed one goes on from where it "
+                    "stopped)" if action == "resume" else f"{action} a run")
         p.add_argument("run_id")
+        if action == "resume":
+            p.add_argument("--max-proposal-retries", type=_non_negative, default=0, metavar="N",
+                           help="re-asks per node from now on (0 keeps the run's own)")
 
     p = command("events", _events, "print a run's stored events")
     p.add_argument("run_id")

@@ -255,9 +255,11 @@ class LaceClient:
         response = await self._call(self._runs.PauseRun(request, metadata=self._metadata, timeout=self._timeout))
         return response.run
 
-    async def resume_run(self, run_id: str, request_id: str | None = None) -> run_pb2.Run:
-        """Resumes a pausing or paused run."""
-        request = run_service_pb2.ResumeRunRequest(run_id=run_id, request_id=_request_id(request_id))
+    async def resume_run(self, run_id: str, request_id: str | None = None, *,
+                         options: run_pb2.RunOptions | None = None) -> run_pb2.Run:
+        """Resumes a pausing, paused or failed run; `options` (zero fields kept) apply to the rest of it."""
+        request = run_service_pb2.ResumeRunRequest(run_id=run_id, request_id=_request_id(request_id),
+                                                   options=options)
         response = await self._call(self._runs.ResumeRun(request, metadata=self._metadata, timeout=self._timeout))
         return response.run
 

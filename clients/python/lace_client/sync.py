@@ -131,9 +131,10 @@ class LaceSyncClient:
         """See LaceClient.pause_run."""
         return self._run(self._client.pause_run(run_id, request_id))
 
-    def resume_run(self, run_id: str, request_id: str | None = None) -> run_pb2.Run:
+    def resume_run(self, run_id: str, request_id: str | None = None, *,
+                   options: run_pb2.RunOptions | None = None) -> run_pb2.Run:
         """See LaceClient.resume_run."""
-        return self._run(self._client.resume_run(run_id, request_id))
+        return self._run(self._client.resume_run(run_id, request_id, options=options))
 
     def cancel_run(self, run_id: str, request_id: str | None = None) -> run_pb2.Run:
         """See LaceClient.cancel_run."""

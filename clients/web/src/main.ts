@@ -518,7 +518,7 @@ function renderRun(): void {
   const active = run !== undefined && !TERMINAL.has(s);
   ui.start.disabled = !state.artifact || active;
   ui.pause.disabled = !(s === RunState.RUNNING || s === RunState.PENDING);
-  ui.resume.disabled = !(s === RunState.PAUSING || s === RunState.PAUSED);
+  ui.resume.disabled = !(s === RunState.PAUSING || s === RunState.PAUSED || s === RunState.FAILED);
   ui.cancel.disabled = !active;
   ui.runState.textContent = run ? stateName(s) : "no run";
   ui.runState.className = `badge state-${run ? stateName(s) : "none"}`;

@@ -121,7 +121,10 @@ class RunServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeRun(self, request, context):
-        """Resumes a PAUSING or PAUSED run; nothing already applied is done again.
+        """Resumes a PAUSING, PAUSED or FAILED run; nothing already applied is done again.
+        A FAILED run goes on from where it stopped (applied nodes are kept, the node
+        that failed is tried again), once its cause is gone: a provider back after an
+        outage, or options raised in the same call. COMPLETED and CANCELLED are final.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,7 +52,11 @@ class RunServiceStub:
     then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING.
     """
     ResumeRun: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.ResumeRunRequest, _run_service_pb2.ResumeRunResponse]
-    """Resumes a PAUSING or PAUSED run; nothing already applied is done again."""
+    """Resumes a PAUSING, PAUSED or FAILED run; nothing already applied is done again.
+    A FAILED run goes on from where it stopped (applied nodes are kept, the node
+    that failed is tried again), once its cause is gone: a provider back after an
+    outage, or options raised in the same call. COMPLETED and CANCELLED are final.
+    """
     CancelRun: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.CancelRunRequest, _run_service_pb2.CancelRunResponse]
     """Cancels a run: in-flight calls are aborted and nothing partial is applied.
     FAILED_PRECONDITION when the run already ended.
@@ -103,7 +107,11 @@ class RunServiceAsyncStub(RunServiceStub):
     then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING.
     """
     ResumeRun: _aio.UnaryUnaryMultiCallable[_run_service_pb2.ResumeRunRequest, _run_service_pb2.ResumeRunResponse]  # type: ignore[assignment]
-    """Resumes a PAUSING or PAUSED run; nothing already applied is done again."""
+    """Resumes a PAUSING, PAUSED or FAILED run; nothing already applied is done again.
+    A FAILED run goes on from where it stopped (applied nodes are kept, the node
+    that failed is tried again), once its cause is gone: a provider back after an
+    outage, or options raised in the same call. COMPLETED and CANCELLED are final.
+    """
     CancelRun: _aio.UnaryUnaryMultiCallable[_run_service_pb2.CancelRunRequest, _run_service_pb2.CancelRunResponse]  # type: ignore[assignment]
     """Cancels a run: in-flight calls are aborted and nothing partial is applied.
     FAILED_PRECONDITION when the run already ended.
@@ -181,7 +189,11 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _run_service_pb2.ResumeRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_run_service_pb2.ResumeRunResponse, _abc.Awaitable[_run_service_pb2.ResumeRunResponse]]:
-        """Resumes a PAUSING or PAUSED run; nothing already applied is done again."""
+        """Resumes a PAUSING, PAUSED or FAILED run; nothing already applied is done again.
+        A FAILED run goes on from where it stopped (applied nodes are kept, the node
+        that failed is tried again), once its cause is gone: a provider back after an
+        outage, or options raised in the same call. COMPLETED and CANCELLED are final.
+        """
 
     @_abc_1.abstractmethod
     def CancelRun(
