@@ -34,6 +34,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("critical_path", "6. Critical path with sibling concurrency"),
     ("memory", "7. Server memory"),
     ("scale_out", "8. Scale-out (JetStream, workers)"),
+    ("db_outage", "9. Database outages under a run"),
 )
 
 
