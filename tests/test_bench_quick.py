@@ -1,6 +1,6 @@
 """The benchmark harness itself (bench/), run at its smallest size so it cannot rot.
 
-No timing is asserted: only that `python -m bench` runs all eight benchmarks (with their server,
+No timing is asserted: only that `python -m bench` runs all nine benchmarks (with their server,
 client, NATS and worker processes), prints the table and writes every row with numeric LACE,
 baseline and ratio figures. About 40 s on 2 cores.
 """
@@ -28,6 +28,8 @@ EXPECTED: dict[str, list[str]] = {
     "critical_path": ["6. critical path", "6. same, sequential"],
     "memory": ["7. server RSS peak", "7. server RSS after 3rd round"],
     "scale_out": ["8. live p50", "8. live p99", "8. runs/s, 1 worker", "8. runs/s, 2 workers", "8. runs/s, 3 workers"],
+    "db_outage": ["9. run with", "9. resume delay after an outage", "9. LLM calls per applied step",
+                  "9. nodes and applied steps"],
 }
 
 

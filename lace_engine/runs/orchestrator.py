@@ -195,7 +195,7 @@ class RunExecution:
                     raise RunFailure(f"the database was unavailable for more than {limit:.0f} s "
                                      f"(LACE_DB_OUTAGE_S): {exc.message}", code="DATABASE_UNAVAILABLE") from exc
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)
         if state is None:
             raise LeaseLost(f"run {self.run.id}: another executor took the run during the database outage")
         log.info("run %s: the database answers again; going on from the last applied step", self.run.id)
