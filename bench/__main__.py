@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -106,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mode: Mode = "quick" if args.quick else "smoke" if args.smoke else "full"
     chosen = select(args.only)
-    warnings.filterwarnings("ignore", module="platformdirs")
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
     workdir = Path(tempfile.mkdtemp(prefix="lace-bench-"))

