@@ -24,9 +24,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """Starts `lace serve` (or another lace subcommand) against `database_url`; kill() is a real SIGKILL."""
+    """Starts `lace serve` (or another lace subcommand) against `database_url`; kill() is a real SIGKILL.
 
-    def __init__(self, database_url: str, *, port: int | None = None, env: Mapping[str, str] | None = None,
+    With `database_url=None` the process runs its embedded PostgreSQL (under LACE_DATA_DIR from `env`).
+    """
+
+    def __init__(self, database_url: str | None, *, port: int | None = None, env: Mapping[str, str] | None = None,
                  args: tuple[str, ...] = ("serve",), log_path: Path | None = None):
         self.database_url = database_url
         self.port = port or free_port()
@@ -40,8 +43,11 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        env = {**os.environ, "LACE_DATABASE_URL": self.database_url, "LACE_LLM": "offline",
-               "LACE_LOG_FORMAT": "text", "LACE_LOG_LEVEL": "WARNING", **self.extra_env}
+        env = {**os.environ, "LACE_LLM": "offline", "LACE_LOG_FORMAT": "text", "LACE_LOG_LEVEL": "WARNING",
+               **self.extra_env}
+        env.pop("LACE_DATABASE_URL", None)
+        if self.database_url is not None:
+            env["LACE_DATABASE_URL"] = self.database_url
         cmd = [sys.executable, "-m", "lace_server.cli", *self.args]
         if self.args[0] == "serve":
             cmd += ["--listen", self.target]
