@@ -22,6 +22,7 @@ import pytest
 
 from lace.v1 import artifact_pb2, artifact_service_pb2
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
+from lace_engine.storage.embedded_postgres import SYSTEM_USER
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.timeout(240)
@@ -150,15 +151,20 @@ def test_a_stale_postmaster_pid_does_not_prevent_start(data_dir: DataDir) -> Non
     assert data_dir.postmaster_pid() != crashed
     assert_serves(restarted)
 
-    # After a reboot or a container restart the old pid often belongs to another program.
+    # After a reboot or a container restart the old pid often belongs to another program; postgres
+    # wrote it in postmaster.pid and in its socket's lock file, and refuses to start over either
+    # when that program runs as postgres's own user (kill(pid, 0) succeeds).
     crashed = data_dir.postmaster_pid()
     restarted.kill()
     os.kill(crashed, signal.SIGKILL)
     wait_gone(crashed)
-    with subprocess.Popen(["sleep", "300"]) as stranger:
+    lock_files = [pid_file, data_dir.pgdata / ".s.PGSQL.5432.lock"]
+    with subprocess.Popen(["sleep", "300"], user=SYSTEM_USER if os.geteuid() == 0 else None) as stranger:
         try:
-            lines = pid_file.read_text().splitlines()
-            pid_file.write_text("\n".join([str(stranger.pid), *lines[1:]]) + "\n")
+            for path in lock_files:
+                lines = path.read_text().splitlines()
+                assert lines[0] == str(crashed)
+                path.write_text("\n".join([str(stranger.pid), *lines[1:]]) + "\n")
             restarted = data_dir.serve()
             assert data_dir.postmaster_pid() not in (stranger.pid, crashed)
             assert_serves(restarted)

@@ -4,8 +4,8 @@ One process owns a data directory: start() takes an exclusive `flock` on `<data_
 it until stop(). The kernel releases the lock when its process dies, however it dies, so a crashed
 `lace serve` never blocks the next one, and a second live one is refused (DataDirectoryInUse). Under
 the lock, a postmaster still running on the directory can only be left over from a crash: it is
-adopted and stopped on shutdown like one this process started. A postmaster.pid whose process is
-gone (or is now some other program) is stale and removed before starting.
+adopted and stopped on shutdown like one this process started. Lock files of a server that is gone
+(postmaster.pid, the socket's lock) are stale and removed before starting.
 """
 
 from __future__ import annotations
@@ -120,8 +120,9 @@ class EmbeddedPostgres:
             self._prepare_directory()
             postmaster = self._adopt()
             if postmaster is None:
-                self._remove_stale_pid_file()
-                postmaster = self._start_server()
+                socket_dir = self._socket_dir()
+                self._remove_stale_lock_files(socket_dir)
+                postmaster = self._start_server(socket_dir)
         except BaseException:
             self._release()
             raise
@@ -175,23 +176,31 @@ class EmbeddedPostgres:
                                   f"{self.data_dir / 'log'}")
             time.sleep(0.1)
 
-    def _remove_stale_pid_file(self) -> None:
-        """Removes a postmaster.pid whose process is gone, once the dead server's last children have exited."""
-        pid_file = self.data_dir / "postmaster.pid"
-        if not pid_file.exists():
+    def _remove_stale_lock_files(self, socket_dir: Path) -> None:
+        """Removes the lock files of a dead server, once its last children have exited.
+
+        postmaster.pid and the socket's lock file both hold the old postmaster's pid, and postgres
+        refuses to start while that pid answers a signal: an unreaped zombie does, and so does
+        another program that got the pid after a reboot or a container restart. Under our flock,
+        with no live postmaster of the data directory, nothing else can own them.
+        """
+        stale = [path for path in (self.data_dir / "postmaster.pid", socket_dir / f".s.PGSQL.{PORT}.lock")
+                 if path.exists()]
+        if not stale:
             return
-        stale = read_postmaster_pid(self.data_dir)
-        log.warning("removing a stale postmaster.pid (its server is not running)",
-                    extra={"data_dir": str(self.data_dir), "pid": stale.pid if stale else None})
+        found = read_postmaster_pid(self.data_dir)
+        log.warning("removing the lock files of a postgres that is not running",
+                    extra={"data_dir": str(self.data_dir), "pid": found.pid if found else None,
+                           "files": [str(path) for path in stale]})
         deadline = time.monotonic() + TIMEOUT_S
         while (left := server_processes(self.data_dir)) and time.monotonic() < deadline:
             time.sleep(0.1)  # backends of a killed postmaster exit once they notice; until then it cannot restart
         if left:
             log.warning("processes of a dead postgres still hold the data directory", extra={"pids": left})
-        pid_file.unlink(missing_ok=True)
+        for path in stale:
+            path.unlink(missing_ok=True)
 
-    def _start_server(self) -> Postmaster:
-        socket_dir = self._socket_dir()
+    def _start_server(self, socket_dir: Path) -> Postmaster:
         options = f"-h '' -k {shlex.quote(str(socket_dir))} -p {PORT}"
         try:
             self._run("pg_ctl", "-w", "-t", str(int(TIMEOUT_S)), "-l", str(self.data_dir / "log"), "-o", options,
