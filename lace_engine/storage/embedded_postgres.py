@@ -223,6 +223,11 @@ class EmbeddedPostgres:
             except Unavailable as failed:
                 log.warning("pg_ctl stop failed", extra={"mode": mode, "error": failed.message})
 
+    def restart(self) -> None:
+        """Restarts the server in place, as maintenance does: every connection is terminated (57P01)."""
+        self._run("pg_ctl", "-w", "-t", str(int(TIMEOUT_S)), "-l", str(self.data_dir / "log"), "-m", "fast",
+                  "restart")
+
     def _socket_dir(self) -> Path:
         """The data directory itself, unless its path is too long for a Unix socket."""
         if len(os.fsencode(self.data_dir / f".s.PGSQL.{PORT}")) <= MAX_SOCKET_PATH:
