@@ -182,6 +182,10 @@ class RunOptions:
     max_depth: int = 4
     sibling_concurrency: int = 1
     max_proposal_retries: int = 2
+    # Hard caps of the run; 0 is none.
+    max_total_tokens: int = 0
+    max_llm_calls: int = 0
+    max_duration_s: int = 0
 
     def to_json(self) -> dict[str, int]:
         return {
@@ -189,6 +193,9 @@ class RunOptions:
             "max_depth": self.max_depth,
             "sibling_concurrency": self.sibling_concurrency,
             "max_proposal_retries": self.max_proposal_retries,
+            "max_total_tokens": self.max_total_tokens,
+            "max_llm_calls": self.max_llm_calls,
+            "max_duration_s": self.max_duration_s,
         }
 
     @classmethod
@@ -220,6 +227,8 @@ class Run:
     end_time: datetime | None
     # The ValidationReport (with its quality report) as JSON, once the run has COMPLETED.
     validation: dict[str, Any] | None = None
+    # The preflight estimate made at StartRun: {"llm_calls": n, "total_tokens": n}.
+    estimate: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

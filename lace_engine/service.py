@@ -32,6 +32,7 @@ from lace_engine.llm.content_style import default_content_style
 from lace_engine.pipeline import apply
 from lace_engine.pipeline.apply import NewArtifact
 from lace_engine.pipeline.compiler import compile_html, compile_json, compile_markdown
+from lace_engine.pipeline.estimate import preflight
 from lace_engine.pipeline.tree import Tree
 from lace_engine.runs.lifecycle import RunAction, on_request
 from lace_engine.runs.orchestrator import Executor, ExecutorConfig
@@ -47,7 +48,12 @@ _OPTION_RANGES = {
     "max_depth": (1, 8),
     "sibling_concurrency": (1, 64),
     "max_proposal_retries": (0, 5),
+    # Caps: 0 (none) is the default; a cap given must be positive.
+    "max_total_tokens": (1, 10**12),
+    "max_llm_calls": (1, 1_000_000),
+    "max_duration_s": (1, 30 * 86400),
 }
+_FIELD_NAMES = {"max_duration_s": "max_duration"}  # as the API spells it
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +71,10 @@ def resolve_options(requested: dict[str, int], defaults: RunOptions) -> RunOptio
             continue
         low, high = _OPTION_RANGES[key]
         if not low <= value <= high:
-            raise InvalidArgument(f"options.{key} must be between {low} and {high}, got {value}",
-                                  reason="OPTION_OUT_OF_RANGE", metadata={"field": f"options.{key}"})
+            name = _FIELD_NAMES.get(key, key)
+            unit = " seconds" if key == "max_duration_s" else ""
+            raise InvalidArgument(f"options.{name} must be between {low} and {high}{unit}, got {value}",
+                                  reason="OPTION_OUT_OF_RANGE", metadata={"field": f"options.{name}"})
         values[key] = value
     return RunOptions.from_json(values)
 
@@ -88,13 +96,14 @@ class Engine:
         self.listener = PgNotifyListener(self.db.url, self._committed, self.hub.feed_interrupted)
         # NATS mirror, live tail, job dispatch, global LLM limit; inert with default settings.
         self.cluster = ClusterServices(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)
+        self.content_style = settings.content_style or default_content_style(provider)
         self.executor: Executor | None = None
         if settings.execute_runs:
             self.executor = Executor(self.db, provider, ExecutorConfig(
                 owner_id=settings.owner_id, lease_ttl_s=settings.lease_ttl_s,
                 max_concurrent_runs=settings.max_concurrent_runs, llm_concurrency=settings.llm_concurrency,
                 context_budget_tokens=settings.context_budget_tokens, db_outage_s=settings.db_outage_s,
-                content_style=settings.content_style or default_content_style(provider),
+                content_style=self.content_style,
             ), llm_limit=self.cluster.llm_limit)
 
     async def start(self) -> None:
@@ -236,9 +245,13 @@ class Engine:
                                           reason="SCOPE_NOT_IN_ARTIFACT", metadata={"field": "scope_node_id"})
             if artifact.active_run_id is not None:
                 raise run_store.active_run_error(artifact_id, artifact.active_run_id)
+            tree = Tree(await ir_store.get_nodes(tx.conn, artifact_id))
+            estimate = preflight(tree, scope_node_id, resolved, prompt_tokens=self.settings.context_budget_tokens,
+                                 content_style=self.content_style)
             return await run_store.insert_run(
                 tx, run_id=run_id, artifact_id=artifact_id, scope_node_id=scope_node_id,
-                instruction=instruction, options=resolved, provider=self.provider.name, model=self.provider.model)
+                instruction=instruction, options=resolved, provider=self.provider.name, model=self.provider.model,
+                estimate=estimate.to_json())
 
         outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)
         if not outcome.replayed:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf import duration_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lace.v1 import artifact_pb2, run_pb2
@@ -23,6 +24,7 @@ from lace_engine.domain import (
     Origin,
     Run,
     RunEvent,
+    RunOptions,
     RunState,
     StepKind,
 )
@@ -124,16 +126,30 @@ def change_event_to_pb(c: ChangeEvent) -> artifact_pb2.ChangeEvent:
     )
 
 
+def duration_seconds(d: duration_pb2.Duration) -> int:
+    """Whole seconds, a fraction rounded up (a cap is never shorter than asked); negative stays negative."""
+    return d.seconds + (1 if d.nanos > 0 else 0)
+
+
+def options_to_pb(o: RunOptions) -> run_pb2.RunOptions:
+    return run_pb2.RunOptions(
+        leaf_words=o.leaf_words, max_depth=o.max_depth, sibling_concurrency=o.sibling_concurrency,
+        max_proposal_retries=o.max_proposal_retries, max_total_tokens=o.max_total_tokens,
+        max_llm_calls=o.max_llm_calls,
+        max_duration=duration_pb2.Duration(seconds=o.max_duration_s) if o.max_duration_s else None)
+
+
 def run_to_pb(r: Run) -> run_pb2.Run:
     return run_pb2.Run(
         id=str(r.id), artifact_id=str(r.artifact_id), state=_RUN_STATE_TO_PB[r.state],
         scope_node_id=_id(r.scope_node_id), instruction=r.instruction,
-        options=run_pb2.RunOptions(**r.options.to_json()), head_seq=r.head_seq, failure_reason=r.failure_reason,
+        options=options_to_pb(r.options), head_seq=r.head_seq, failure_reason=r.failure_reason,
         usage=run_pb2.TokenUsage(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens),
         llm_calls=r.llm_calls, llm_latency_ms=r.llm_latency_ms, nodes_planned=r.nodes_planned,
         nodes_written=r.nodes_written, words_written=r.words_written, provider=r.provider, model=r.model,
         create_time=timestamp(r.create_time), start_time=timestamp(r.start_time), end_time=timestamp(r.end_time),
         validation=_validation_to_pb(r.validation),
+        estimate=run_pb2.RunEstimate(**r.estimate) if r.estimate else None,
     )
 
 
@@ -215,6 +231,7 @@ def fill_validation_report(rep: run_pb2.ValidationReport, r: dict[str, Any]) -> 
 
 def _fill_failed(m: run_pb2.RunFailed, p: dict[str, Any]) -> None:
     m.reason, m.node_id, m.reason_code = p["reason"], p.get("node_id", ""), p.get("reason_code", "")
+    m.budget = p.get("budget", "")
 
 
 def _fill_skipped(m: run_pb2.NodeSkipped, p: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -26,7 +26,7 @@ async def create_artifact(artifacts: ArtifactServiceAsyncStub, words: int = 2000
     return response.artifact
 
 
-async def start_run(runs: RunServiceAsyncStub, artifact_id: str, **options: int) -> run_pb2.Run:
+async def start_run(runs: RunServiceAsyncStub, artifact_id: str, **options: Any) -> run_pb2.Run:
     response = await runs.StartRun(run_service_pb2.StartRunRequest(
         artifact_id=artifact_id, request_id=str(uuid.uuid4()), options=run_pb2.RunOptions(**options)))
     return response.run

@@ -52,8 +52,10 @@ async def test_create_start_watch_compile(lace: Lace, tmp_path: Path) -> None:
     artifact_id = out.strip()
     uuid.UUID(artifact_id)
 
-    code, out, err = await lace("start", artifact_id, "--sibling-concurrency", "2", "--watch")
+    code, out, err = await lace("start", artifact_id, "--sibling-concurrency", "2", "--max-llm-calls", "500",
+                                "--max-duration", "600", "--watch")
     assert code == 0, err
+    assert "estimate: " in err and "LLM calls, at most" in err  # the preflight estimate, on stderr
     lines = out.splitlines()
     run_id = lines[0].strip()
     uuid.UUID(run_id)

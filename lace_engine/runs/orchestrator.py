@@ -15,6 +15,7 @@ import uuid
 import zlib
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from lace_engine.domain import (
@@ -32,7 +33,7 @@ from lace_engine.domain import (
 )
 from lace_engine.errors import Aborted, DatabaseUnavailable, LeaseLost
 from lace_engine.ids import new_id
-from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMTruncated
+from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse, LLMTruncated
 from lace_engine.pipeline import apply
 from lace_engine.pipeline.apply import Mutation, Provenance, Rejection
 from lace_engine.pipeline.context_builder import (
@@ -45,6 +46,7 @@ from lace_engine.pipeline.steps import STEPS, Step
 from lace_engine.pipeline.strategy import StrategyDecision, decide
 from lace_engine.pipeline.tree import Tree
 from lace_engine.pipeline.validator import validate_artifact
+from lace_engine.runs.budget import BudgetExhausted, Reservation, RunBudget
 from lace_engine.runs.journal import ACTIVE, Attempt, CallOutcome, RunJournal
 from lace_engine.runs.lifecycle import CLAIMABLE, ON_CLAIM
 from lace_engine.storage import ir_store, run_store
@@ -65,11 +67,12 @@ class _Stop(Exception):
 class RunFailure(Exception):
     """The run cannot go on; `code` is RunFailed.reason_code (see run.proto), `reason` is for people."""
 
-    def __init__(self, reason: str, node_id: uuid.UUID | None = None, *, code: str):
+    def __init__(self, reason: str, node_id: uuid.UUID | None = None, *, code: str, budget: str = ""):
         super().__init__(reason)
         self.reason = reason
         self.node_id = node_id
         self.code = code
+        self.budget = budget
 
 
 @dataclass
@@ -131,6 +134,8 @@ class RunExecution:
         self.artifact: Artifact | None = None
         self._sibling_limit = asyncio.Semaphore(max(1, run.options.sibling_concurrency))
         self.journal = RunJournal(db, run.id, fence, run.head_seq)
+        self.budget = RunBudget(run.options, tokens_spent=run.prompt_tokens + run.completion_tokens,
+                                calls_made=run.llm_calls, started_at=run.start_time or datetime.now(UTC))
 
     @property
     def last_head(self) -> int:
@@ -152,7 +157,7 @@ class RunExecution:
             if isinstance(exc, asyncio.CancelledError) and self.control.state is not RunState.CANCELLING:
                 raise
         except RunFailure as failure:
-            await self._fail(failure.reason, failure.node_id, failure.code)
+            await self._fail(failure.reason, failure.node_id, failure.code, failure.budget)
         except Exception as exc:
             log.exception("run %s crashed", self.run.id)
             await self._fail(f"internal error: {type(exc).__name__}: {exc}", None, "INTERNAL")
@@ -238,8 +243,9 @@ class RunExecution:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _fail(self, reason: str, node_id: uuid.UUID | None, code: str) -> None:
-        payload = {"reason": reason, "node_id": str(node_id) if node_id else "", "reason_code": code}
+    async def _fail(self, reason: str, node_id: uuid.UUID | None, code: str, budget: str = "") -> None:
+        payload = {"reason": reason, "node_id": str(node_id) if node_id else "", "reason_code": code,
+                   **({"budget": budget} if budget else {})}
         await self._finish(RunState.FAILED, reason, (NewEvent(EventType.RUN_FAILED, payload),),
                            {"failure_reason": reason})
 
@@ -341,7 +347,13 @@ class RunExecution:
             if number == 1:
                 started.insert(0, NewEvent(EventType.STRATEGY_DECIDED, {
                     "node_id": str(node.id), "strategy": decision.step.value, "reason": decision.reason}))
-            await self._start_step(started)
+            # The whole budget of the call counts before it starts: its prompt and its longest answer.
+            reservation = self._reserve(node, ctx.estimated_tokens + call.max_output_tokens)
+            try:
+                await self._start_step(started)
+            except BaseException:
+                self.budget.release(reservation)
+                raise
             request = LLMRequest(
                 step=decision.step, system=ctx.system, user=ctx.user, schema_name=call.name, schema=call.schema,
                 task=ctx.task, seed=zlib.crc32(f"{self.run.id}/{node.id}/{number}".encode()),
@@ -349,8 +361,7 @@ class RunExecution:
             )
             attempt = Attempt(node, decision, number, new_id(), ctx, request)
             try:
-                async with self.llm_limit:
-                    response = await self.provider.complete(request)
+                response = await self._ask(request, reservation)
             except LLMError as err:
                 truncated = isinstance(err, LLMTruncated)
                 errors = [_cut_off_feedback(err, call.max_output_tokens) if truncated
@@ -382,6 +393,28 @@ class RunExecution:
         raise RunFailure(
             f"section {node.title!r} failed: {max_attempts} proposals were rejected; last problems: "
             + "; ".join(feedback[:5]), node.id, code="PROPOSALS_REJECTED")
+
+    def _reserve(self, node: Node, tokens: int) -> Reservation:
+        try:
+            return self.budget.reserve(tokens, datetime.now(UTC))
+        except BudgetExhausted as exc:
+            raise RunFailure(f"budget exhausted before section {node.title!r}: {exc.message}; ResumeRun with a "
+                             f"larger {exc.budget} continues the run", node.id, code="BUDGET_EXHAUSTED",
+                             budget=exc.budget) from exc
+
+    async def _ask(self, request: LLMRequest, reservation: Reservation) -> LLMResponse:
+        """One LLM call under the concurrency limit; what it used replaces its reservation."""
+        used = 0
+        try:
+            async with self.llm_limit:
+                response = await self.provider.complete(request)
+            used = response.prompt_tokens + response.completion_tokens
+            return response
+        except LLMError as err:
+            used = err.prompt_tokens + err.completion_tokens
+            raise
+        finally:
+            self.budget.settle(reservation, used)
 
     async def _start_step(self, started: list[NewEvent]) -> None:
         """Commits step_started only while the run is RUNNING, so a pause or cancel committed after

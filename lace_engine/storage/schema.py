@@ -99,6 +99,8 @@ runs = sa.Table(
     sa.Column("provider", sa.Text, nullable=False, server_default=""),
     sa.Column("model", sa.Text, nullable=False, server_default=""),
     sa.Column("validation", JSONB, nullable=True),
+    # Migration 0003: the preflight estimate made at StartRun ({"llm_calls": n, "total_tokens": n}).
+    sa.Column("estimate", JSONB, nullable=True),
     # Ownership: one executor at a time. lease_token is the fencing token: every
     # Apply checks it, so a process that lost the lease can never write again.
     sa.Column("lease_owner", sa.Text, nullable=True),

@@ -286,10 +286,15 @@ async def _artifacts(client: LaceClient, args: argparse.Namespace) -> int:
 
 async def _start(client: LaceClient, args: argparse.Namespace) -> int:
     options = run_pb2.RunOptions(sibling_concurrency=args.sibling_concurrency, leaf_words=args.leaf_words,
-                                 max_depth=args.max_depth)
+                                 max_depth=args.max_depth, max_total_tokens=args.max_total_tokens,
+                                 max_llm_calls=args.max_llm_calls)
+    if args.max_duration:
+        options.max_duration.seconds = args.max_duration
     run = await client.start_run(args.artifact_id, scope_node_id=args.scope, instruction=args.instruction,
                                  options=options, request_id=args.request_id)
     print(run.id, flush=True)
+    print(f"estimate: {run.estimate.llm_calls} LLM calls, at most {run.estimate.total_tokens} tokens "
+          "(without re-asks)", file=sys.stderr, flush=True)
     if args.watch:
         return await watch_run(client, run.id)
     return 0
@@ -408,6 +413,12 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
                    help="largest section written in one LLM call (server default when omitted)")
     p.add_argument("--max-depth", type=_non_negative, default=0, metavar="N",
                    help="deepest level a split may create (server default when omitted)")
+    p.add_argument("--max-total-tokens", type=_non_negative, default=0, metavar="N",
+                   help="hard cap on the run's tokens, prompts and answers (none when omitted)")
+    p.add_argument("--max-llm-calls", type=_non_negative, default=0, metavar="N",
+                   help="hard cap on the run's LLM calls (none when omitted)")
+    p.add_argument("--max-duration", type=_non_negative, default=0, metavar="SECONDS",
+                   help="hard cap on the run's time since it started (none when omitted)")
     p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
     p.add_argument("--watch", action="store_true", help="then follow the run live (exit code as `lace watch`)")
 

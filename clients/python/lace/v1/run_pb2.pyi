@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -68,16 +69,30 @@ RUN_EVENT_TYPE_RUN_FAILED: RunEventType
 RUN_EVENT_TYPE_NODE_SKIPPED: RunEventType
 
 class RunOptions(_message.Message):
-    __slots__ = ("leaf_words", "max_depth", "sibling_concurrency", "max_proposal_retries")
+    __slots__ = ("leaf_words", "max_depth", "sibling_concurrency", "max_proposal_retries", "max_total_tokens", "max_llm_calls", "max_duration")
     LEAF_WORDS_FIELD_NUMBER: _ClassVar[int]
     MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
     SIBLING_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     MAX_PROPOSAL_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DURATION_FIELD_NUMBER: _ClassVar[int]
     leaf_words: int
     max_depth: int
     sibling_concurrency: int
     max_proposal_retries: int
-    def __init__(self, leaf_words: _Optional[int] = ..., max_depth: _Optional[int] = ..., sibling_concurrency: _Optional[int] = ..., max_proposal_retries: _Optional[int] = ...) -> None: ...
+    max_total_tokens: int
+    max_llm_calls: int
+    max_duration: _duration_pb2.Duration
+    def __init__(self, leaf_words: _Optional[int] = ..., max_depth: _Optional[int] = ..., sibling_concurrency: _Optional[int] = ..., max_proposal_retries: _Optional[int] = ..., max_total_tokens: _Optional[int] = ..., max_llm_calls: _Optional[int] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class RunEstimate(_message.Message):
+    __slots__ = ("llm_calls", "total_tokens")
+    LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    llm_calls: int
+    total_tokens: int
+    def __init__(self, llm_calls: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class TokenUsage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens")
@@ -88,7 +103,7 @@ class TokenUsage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "artifact_id", "state", "scope_node_id", "instruction", "options", "head_seq", "failure_reason", "usage", "llm_calls", "llm_latency_ms", "nodes_planned", "nodes_written", "words_written", "provider", "model", "create_time", "start_time", "end_time", "validation")
+    __slots__ = ("id", "artifact_id", "state", "scope_node_id", "instruction", "options", "head_seq", "failure_reason", "usage", "llm_calls", "llm_latency_ms", "nodes_planned", "nodes_written", "words_written", "provider", "model", "create_time", "start_time", "end_time", "validation", "estimate")
     ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +124,7 @@ class Run(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     id: str
     artifact_id: str
     state: RunState
@@ -129,7 +145,8 @@ class Run(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     validation: ValidationReport
-    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., head_seq: _Optional[int] = ..., failure_reason: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., llm_calls: _Optional[int] = ..., llm_latency_ms: _Optional[int] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., words_written: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation: _Optional[_Union[ValidationReport, _Mapping]] = ...) -> None: ...
+    estimate: RunEstimate
+    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., head_seq: _Optional[int] = ..., failure_reason: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., llm_calls: _Optional[int] = ..., llm_latency_ms: _Optional[int] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., words_written: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation: _Optional[_Union[ValidationReport, _Mapping]] = ..., estimate: _Optional[_Union[RunEstimate, _Mapping]] = ...) -> None: ...
 
 class RunStateChanged(_message.Message):
     __slots__ = ("from_state", "to_state", "reason")
@@ -320,14 +337,16 @@ class ValidationReported(_message.Message):
     def __init__(self, report: _Optional[_Union[ValidationReport, _Mapping]] = ...) -> None: ...
 
 class RunFailed(_message.Message):
-    __slots__ = ("reason", "node_id", "reason_code")
+    __slots__ = ("reason", "node_id", "reason_code", "budget")
     REASON_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     reason: str
     node_id: str
     reason_code: str
-    def __init__(self, reason: _Optional[str] = ..., node_id: _Optional[str] = ..., reason_code: _Optional[str] = ...) -> None: ...
+    budget: str
+    def __init__(self, reason: _Optional[str] = ..., node_id: _Optional[str] = ..., reason_code: _Optional[str] = ..., budget: _Optional[str] = ...) -> None: ...
 
 class NodeSkipped(_message.Message):
     __slots__ = ("node_id", "reason")

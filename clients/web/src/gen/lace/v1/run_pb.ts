@@ -4,15 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file lace/v1/run.proto.
  */
 export const file_lace_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChFsYWNlL3YxL3J1bi5wcm90bxIHbGFjZS52MSJuCgpSdW5PcHRpb25zEhIKCmxlYWZfd29yZHMYASABKAUSEQoJbWF4X2RlcHRoGAIgASgFEhsKE3NpYmxpbmdfY29uY3VycmVuY3kYAyABKAUSHAoUbWF4X3Byb3Bvc2FsX3JldHJpZXMYBCABKAUiPgoKVG9rZW5Vc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDIrcECgNSdW4SCgoCaWQYASABKAkSEwoLYXJ0aWZhY3RfaWQYAiABKAkSIAoFc3RhdGUYAyABKA4yES5sYWNlLnYxLlJ1blN0YXRlEhUKDXNjb3BlX25vZGVfaWQYBCABKAkSEwoLaW5zdHJ1Y3Rpb24YBSABKAkSJAoHb3B0aW9ucxgGIAEoCzITLmxhY2UudjEuUnVuT3B0aW9ucxIQCghoZWFkX3NlcRgHIAEoAxIWCg5mYWlsdXJlX3JlYXNvbhgIIAEoCRIiCgV1c2FnZRgJIAEoCzITLmxhY2UudjEuVG9rZW5Vc2FnZRIRCglsbG1fY2FsbHMYCiABKAMSFgoObGxtX2xhdGVuY3lfbXMYCyABKAMSFQoNbm9kZXNfcGxhbm5lZBgMIAEoBRIVCg1ub2Rlc193cml0dGVuGA0gASgFEhUKDXdvcmRzX3dyaXR0ZW4YDiABKAMSEAoIcHJvdmlkZXIYDyABKAkSDQoFbW9kZWwYECABKAkSLwoLY3JlYXRlX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgp2YWxpZGF0aW9uGBQgASgLMhkubGFjZS52MS5WYWxpZGF0aW9uUmVwb3J0Im0KD1J1blN0YXRlQ2hhbmdlZBIlCgpmcm9tX3N0YXRlGAEgASgOMhEubGFjZS52MS5SdW5TdGF0ZRIjCgh0b19zdGF0ZRgCIAEoDjIRLmxhY2UudjEuUnVuU3RhdGUSDgoGcmVhc29uGAMgASgJIlAKC1N0ZXBTdGFydGVkEg8KB25vZGVfaWQYASABKAkSHwoEc3RlcBgCIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSDwoHYXR0ZW1wdBgDIAEoBSJTCg1TdGVwQ29tcGxldGVkEg8KB25vZGVfaWQYASABKAkSHwoEc3RlcBgCIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSEAoIYXR0ZW1wdHMYAyABKAUiVwoPU3RyYXRlZ3lEZWNpZGVkEg8KB25vZGVfaWQYASABKAkSIwoIc3RyYXRlZ3kYAiABKA4yES5sYWNlLnYxLlN0ZXBLaW5kEg4KBnJlYXNvbhgDIAEoCSJUCgxQbGFubmVkQ2hpbGQSDwoHbm9kZV9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRIOCgZpbnRlbnQYAyABKAkSFAoMdGFyZ2V0X3dvcmRzGAQgASgFInAKCU5vZGVTcGxpdBIPCgdub2RlX2lkGAEgASgJEicKCGNoaWxkcmVuGAIgAygLMhUubGFjZS52MS5QbGFubmVkQ2hpbGQSGAoQYXJ0aWZhY3RfdmVyc2lvbhgDIAEoAxIPCgdyZXBhaXJzGAQgAygJIooBCg1CbG9ja3NBcHBsaWVkEg8KB25vZGVfaWQYASABKAkSEQoJYmxvY2tfaWRzGAIgAygJEhIKCndvcmRfY291bnQYAyABKAUSFgoOcmVtb3ZlZF9ibG9ja3MYBCABKAUSGAoQYXJ0aWZhY3RfdmVyc2lvbhgFIAEoAxIPCgdyZXBhaXJzGAYgAygJInkKEFByb3Bvc2FsUmVqZWN0ZWQSDwoHbm9kZV9pZBgBIAEoCRIfCgRzdGVwGAIgASgOMhEubGFjZS52MS5TdGVwS2luZBIPCgdhdHRlbXB0GAMgASgFEg4KBmVycm9ycxgEIAMoCRISCgp3aWxsX3JldHJ5GAUgASgIIvgBChBMbG1DYWxsQ29tcGxldGVkEg8KB2NhbGxfaWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIfCgRzdGVwGAMgASgOMhEubGFjZS52MS5TdGVwS2luZBIQCghwcm92aWRlchgEIAEoCRINCgVtb2RlbBgFIAEoCRIiCgV1c2FnZRgGIAEoCzITLmxhY2UudjEuVG9rZW5Vc2FnZRISCgpsYXRlbmN5X21zGAcgASgDEhUKDWZpbmlzaF9yZWFzb24YCCABKAkSFgoOY29udGV4dF90b2tlbnMYCSABKAUSGQoRbWF4X291dHB1dF90b2tlbnMYCiABKAUiWAoKTGVhZkxlbmd0aBIPCgdub2RlX2lkGAEgASgJEhQKDHRhcmdldF93b3JkcxgCIAEoBRIUCgxhY3R1YWxfd29yZHMYAyABKAUSDQoFc2NvcmUYBCABKAEilwIKEFZhbGlkYXRpb25SZXBvcnQSCgoCb2sYASABKAgSEAoIcHJvYmxlbXMYAiADKAkSFQoNbm9kZXNfcGxhbm5lZBgDIAEoBRIVCg1ub2Rlc193cml0dGVuGAQgASgFEhQKDHRhcmdldF93b3JkcxgFIAEoBRIUCgxhY3R1YWxfd29yZHMYBiABKAUSHQoVZG9jdW1lbnRfbGVuZ3RoX3Njb3JlGAcgASgBEh4KFm1lYW5fbGVhZl9sZW5ndGhfc2NvcmUYCCABKAESIwoGbGVhdmVzGAkgAygLMhMubGFjZS52MS5MZWFmTGVuZ3RoEicKB3F1YWxpdHkYCiABKAsyFi5sYWNlLnYxLlF1YWxpdHlSZXBvcnQingIKDVF1YWxpdHlSZXBvcnQSFQoNc3RlcHNfYXBwbGllZBgBIAEoBRIdChVhcHBsaWVkX2ZpcnN0X2F0dGVtcHQYAiABKAUSDgoGcmVhc2tzGAMgASgFEg8KB3JlcGFpcnMYBCABKAUSFAoMc3RlcHNfZmFpbGVkGAUgASgFEg0KBWNhbGxzGAYgASgFEhYKDmNhbGxzX2F0X2xpbWl0GAcgASgFEhkKEWNvbXBsZXRpb25fdG9rZW5zGAggASgDEhUKDXdvcmRzX3dyaXR0ZW4YCSABKAMSFwoPdG9rZW5zX3Blcl93b3JkGAogASgBEhoKEmR1cGxpY2F0ZV9oZWFkaW5ncxgLIAEoBRISCgpyZXBldGl0aW9uGAwgASgBIj8KElZhbGlkYXRpb25SZXBvcnRlZBIpCgZyZXBvcnQYASABKAsyGS5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnQiQQoJUnVuRmFpbGVkEg4KBnJlYXNvbhgBIAEoCRIPCgdub2RlX2lkGAIgASgJEhMKC3JlYXNvbl9jb2RlGAMgASgJIi4KC05vZGVTa2lwcGVkEg8KB25vZGVfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIpEFCghSdW5FdmVudBIOCgZydW5faWQYASABKAkSCwoDc2VxGAIgASgDEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFydW5fc3RhdGVfY2hhbmdlZBgKIAEoCzIYLmxhY2UudjEuUnVuU3RhdGVDaGFuZ2VkSAASLAoMc3RlcF9zdGFydGVkGAsgASgLMhQubGFjZS52MS5TdGVwU3RhcnRlZEgAEjAKDnN0ZXBfY29tcGxldGVkGAwgASgLMhYubGFjZS52MS5TdGVwQ29tcGxldGVkSAASNAoQc3RyYXRlZ3lfZGVjaWRlZBgNIAEoCzIYLmxhY2UudjEuU3RyYXRlZ3lEZWNpZGVkSAASKAoKbm9kZV9zcGxpdBgOIAEoCzISLmxhY2UudjEuTm9kZVNwbGl0SAASMAoOYmxvY2tzX2FwcGxpZWQYDyABKAsyFi5sYWNlLnYxLkJsb2Nrc0FwcGxpZWRIABI2ChFwcm9wb3NhbF9yZWplY3RlZBgQIAEoCzIZLmxhY2UudjEuUHJvcG9zYWxSZWplY3RlZEgAEjcKEmxsbV9jYWxsX2NvbXBsZXRlZBgRIAEoCzIZLmxhY2UudjEuTGxtQ2FsbENvbXBsZXRlZEgAEjoKE3ZhbGlkYXRpb25fcmVwb3J0ZWQYEiABKAsyGy5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnRlZEgAEigKCnJ1bl9mYWlsZWQYEyABKAsyEi5sYWNlLnYxLlJ1bkZhaWxlZEgAEiwKDG5vZGVfc2tpcHBlZBgUIAEoCzIULmxhY2UudjEuTm9kZVNraXBwZWRIAEIJCgdwYXlsb2FkKuIBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUEVORElORxABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAISFQoRUlVOX1NUQVRFX1BBVVNJTkcQAxIUChBSVU5fU1RBVEVfUEFVU0VEEAQSGAoUUlVOX1NUQVRFX0NBTkNFTExJTkcQBRIXChNSVU5fU1RBVEVfQ0FOQ0VMTEVEEAYSFwoTUlVOX1NUQVRFX0NPTVBMRVRFRBAHEhQKEFJVTl9TVEFURV9GQUlMRUQQCCpPCghTdGVwS2luZBIZChVTVEVQX0tJTkRfVU5TUEVDSUZJRUQQABITCg9TVEVQX0tJTkRfU1BMSVQQARITCg9TVEVQX0tJTkRfV1JJVEUQAiq0AwoMUnVuRXZlbnRUeXBlEh4KGlJVTl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASJAogUlVOX0VWRU5UX1RZUEVfUlVOX1NUQVRFX0NIQU5HRUQQARIfChtSVU5fRVZFTlRfVFlQRV9TVEVQX1NUQVJURUQQAhIhCh1SVU5fRVZFTlRfVFlQRV9TVEVQX0NPTVBMRVRFRBADEiMKH1JVTl9FVkVOVF9UWVBFX1NUUkFURUdZX0RFQ0lERUQQBBIdChlSVU5fRVZFTlRfVFlQRV9OT0RFX1NQTElUEAUSIQodUlVOX0VWRU5UX1RZUEVfQkxPQ0tTX0FQUExJRUQQBhIkCiBSVU5fRVZFTlRfVFlQRV9QUk9QT1NBTF9SRUpFQ1RFRBAHEiUKIVJVTl9FVkVOVF9UWVBFX0xMTV9DQUxMX0NPTVBMRVRFRBAIEiYKIlJVTl9FVkVOVF9UWVBFX1ZBTElEQVRJT05fUkVQT1JURUQQCRIdChlSVU5fRVZFTlRfVFlQRV9SVU5fRkFJTEVEEAoSHwobUlVOX0VWRU5UX1RZUEVfTk9ERV9TS0lQUEVEEAtiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChFsYWNlL3YxL3J1bi5wcm90bxIHbGFjZS52MSLQAQoKUnVuT3B0aW9ucxISCgpsZWFmX3dvcmRzGAEgASgFEhEKCW1heF9kZXB0aBgCIAEoBRIbChNzaWJsaW5nX2NvbmN1cnJlbmN5GAMgASgFEhwKFG1heF9wcm9wb3NhbF9yZXRyaWVzGAQgASgFEhgKEG1heF90b3RhbF90b2tlbnMYBSABKAMSFQoNbWF4X2xsbV9jYWxscxgGIAEoBRIvCgxtYXhfZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iNgoLUnVuRXN0aW1hdGUSEQoJbGxtX2NhbGxzGAEgASgFEhQKDHRvdGFsX3Rva2VucxgCIAEoAyI+CgpUb2tlblVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAMSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAMi3wQKA1J1bhIKCgJpZBgBIAEoCRITCgthcnRpZmFjdF9pZBgCIAEoCRIgCgVzdGF0ZRgDIAEoDjIRLmxhY2UudjEuUnVuU3RhdGUSFQoNc2NvcGVfbm9kZV9pZBgEIAEoCRITCgtpbnN0cnVjdGlvbhgFIAEoCRIkCgdvcHRpb25zGAYgASgLMhMubGFjZS52MS5SdW5PcHRpb25zEhAKCGhlYWRfc2VxGAcgASgDEhYKDmZhaWx1cmVfcmVhc29uGAggASgJEiIKBXVzYWdlGAkgASgLMhMubGFjZS52MS5Ub2tlblVzYWdlEhEKCWxsbV9jYWxscxgKIAEoAxIWCg5sbG1fbGF0ZW5jeV9tcxgLIAEoAxIVCg1ub2Rlc19wbGFubmVkGAwgASgFEhUKDW5vZGVzX3dyaXR0ZW4YDSABKAUSFQoNd29yZHNfd3JpdHRlbhgOIAEoAxIQCghwcm92aWRlchgPIAEoCRINCgVtb2RlbBgQIAEoCRIvCgtjcmVhdGVfdGltZRgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCnZhbGlkYXRpb24YFCABKAsyGS5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnQSJgoIZXN0aW1hdGUYFSABKAsyFC5sYWNlLnYxLlJ1bkVzdGltYXRlIm0KD1J1blN0YXRlQ2hhbmdlZBIlCgpmcm9tX3N0YXRlGAEgASgOMhEubGFjZS52MS5SdW5TdGF0ZRIjCgh0b19zdGF0ZRgCIAEoDjIRLmxhY2UudjEuUnVuU3RhdGUSDgoGcmVhc29uGAMgASgJIlAKC1N0ZXBTdGFydGVkEg8KB25vZGVfaWQYASABKAkSHwoEc3RlcBgCIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSDwoHYXR0ZW1wdBgDIAEoBSJTCg1TdGVwQ29tcGxldGVkEg8KB25vZGVfaWQYASABKAkSHwoEc3RlcBgCIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSEAoIYXR0ZW1wdHMYAyABKAUiVwoPU3RyYXRlZ3lEZWNpZGVkEg8KB25vZGVfaWQYASABKAkSIwoIc3RyYXRlZ3kYAiABKA4yES5sYWNlLnYxLlN0ZXBLaW5kEg4KBnJlYXNvbhgDIAEoCSJUCgxQbGFubmVkQ2hpbGQSDwoHbm9kZV9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRIOCgZpbnRlbnQYAyABKAkSFAoMdGFyZ2V0X3dvcmRzGAQgASgFInAKCU5vZGVTcGxpdBIPCgdub2RlX2lkGAEgASgJEicKCGNoaWxkcmVuGAIgAygLMhUubGFjZS52MS5QbGFubmVkQ2hpbGQSGAoQYXJ0aWZhY3RfdmVyc2lvbhgDIAEoAxIPCgdyZXBhaXJzGAQgAygJIooBCg1CbG9ja3NBcHBsaWVkEg8KB25vZGVfaWQYASABKAkSEQoJYmxvY2tfaWRzGAIgAygJEhIKCndvcmRfY291bnQYAyABKAUSFgoOcmVtb3ZlZF9ibG9ja3MYBCABKAUSGAoQYXJ0aWZhY3RfdmVyc2lvbhgFIAEoAxIPCgdyZXBhaXJzGAYgAygJInkKEFByb3Bvc2FsUmVqZWN0ZWQSDwoHbm9kZV9pZBgBIAEoCRIfCgRzdGVwGAIgASgOMhEubGFjZS52MS5TdGVwS2luZBIPCgdhdHRlbXB0GAMgASgFEg4KBmVycm9ycxgEIAMoCRISCgp3aWxsX3JldHJ5GAUgASgIIvgBChBMbG1DYWxsQ29tcGxldGVkEg8KB2NhbGxfaWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIfCgRzdGVwGAMgASgOMhEubGFjZS52MS5TdGVwS2luZBIQCghwcm92aWRlchgEIAEoCRINCgVtb2RlbBgFIAEoCRIiCgV1c2FnZRgGIAEoCzITLmxhY2UudjEuVG9rZW5Vc2FnZRISCgpsYXRlbmN5X21zGAcgASgDEhUKDWZpbmlzaF9yZWFzb24YCCABKAkSFgoOY29udGV4dF90b2tlbnMYCSABKAUSGQoRbWF4X291dHB1dF90b2tlbnMYCiABKAUiWAoKTGVhZkxlbmd0aBIPCgdub2RlX2lkGAEgASgJEhQKDHRhcmdldF93b3JkcxgCIAEoBRIUCgxhY3R1YWxfd29yZHMYAyABKAUSDQoFc2NvcmUYBCABKAEilwIKEFZhbGlkYXRpb25SZXBvcnQSCgoCb2sYASABKAgSEAoIcHJvYmxlbXMYAiADKAkSFQoNbm9kZXNfcGxhbm5lZBgDIAEoBRIVCg1ub2Rlc193cml0dGVuGAQgASgFEhQKDHRhcmdldF93b3JkcxgFIAEoBRIUCgxhY3R1YWxfd29yZHMYBiABKAUSHQoVZG9jdW1lbnRfbGVuZ3RoX3Njb3JlGAcgASgBEh4KFm1lYW5fbGVhZl9sZW5ndGhfc2NvcmUYCCABKAESIwoGbGVhdmVzGAkgAygLMhMubGFjZS52MS5MZWFmTGVuZ3RoEicKB3F1YWxpdHkYCiABKAsyFi5sYWNlLnYxLlF1YWxpdHlSZXBvcnQingIKDVF1YWxpdHlSZXBvcnQSFQoNc3RlcHNfYXBwbGllZBgBIAEoBRIdChVhcHBsaWVkX2ZpcnN0X2F0dGVtcHQYAiABKAUSDgoGcmVhc2tzGAMgASgFEg8KB3JlcGFpcnMYBCABKAUSFAoMc3RlcHNfZmFpbGVkGAUgASgFEg0KBWNhbGxzGAYgASgFEhYKDmNhbGxzX2F0X2xpbWl0GAcgASgFEhkKEWNvbXBsZXRpb25fdG9rZW5zGAggASgDEhUKDXdvcmRzX3dyaXR0ZW4YCSABKAMSFwoPdG9rZW5zX3Blcl93b3JkGAogASgBEhoKEmR1cGxpY2F0ZV9oZWFkaW5ncxgLIAEoBRISCgpyZXBldGl0aW9uGAwgASgBIj8KElZhbGlkYXRpb25SZXBvcnRlZBIpCgZyZXBvcnQYASABKAsyGS5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnQiUQoJUnVuRmFpbGVkEg4KBnJlYXNvbhgBIAEoCRIPCgdub2RlX2lkGAIgASgJEhMKC3JlYXNvbl9jb2RlGAMgASgJEg4KBmJ1ZGdldBgEIAEoCSIuCgtOb2RlU2tpcHBlZBIPCgdub2RlX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSKRBQoIUnVuRXZlbnQSDgoGcnVuX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRcnVuX3N0YXRlX2NoYW5nZWQYCiABKAsyGC5sYWNlLnYxLlJ1blN0YXRlQ2hhbmdlZEgAEiwKDHN0ZXBfc3RhcnRlZBgLIAEoCzIULmxhY2UudjEuU3RlcFN0YXJ0ZWRIABIwCg5zdGVwX2NvbXBsZXRlZBgMIAEoCzIWLmxhY2UudjEuU3RlcENvbXBsZXRlZEgAEjQKEHN0cmF0ZWd5X2RlY2lkZWQYDSABKAsyGC5sYWNlLnYxLlN0cmF0ZWd5RGVjaWRlZEgAEigKCm5vZGVfc3BsaXQYDiABKAsyEi5sYWNlLnYxLk5vZGVTcGxpdEgAEjAKDmJsb2Nrc19hcHBsaWVkGA8gASgLMhYubGFjZS52MS5CbG9ja3NBcHBsaWVkSAASNgoRcHJvcG9zYWxfcmVqZWN0ZWQYECABKAsyGS5sYWNlLnYxLlByb3Bvc2FsUmVqZWN0ZWRIABI3ChJsbG1fY2FsbF9jb21wbGV0ZWQYESABKAsyGS5sYWNlLnYxLkxsbUNhbGxDb21wbGV0ZWRIABI6ChN2YWxpZGF0aW9uX3JlcG9ydGVkGBIgASgLMhsubGFjZS52MS5WYWxpZGF0aW9uUmVwb3J0ZWRIABIoCgpydW5fZmFpbGVkGBMgASgLMhIubGFjZS52MS5SdW5GYWlsZWRIABIsCgxub2RlX3NraXBwZWQYFCABKAsyFC5sYWNlLnYxLk5vZGVTa2lwcGVkSABCCQoHcGF5bG9hZCriAQoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRFX1BFTkRJTkcQARIVChFSVU5fU1RBVEVfUlVOTklORxACEhUKEVJVTl9TVEFURV9QQVVTSU5HEAMSFAoQUlVOX1NUQVRFX1BBVVNFRBAEEhgKFFJVTl9TVEFURV9DQU5DRUxMSU5HEAUSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAGEhcKE1JVTl9TVEFURV9DT01QTEVURUQQBxIUChBSVU5fU1RBVEVfRkFJTEVEEAgqTwoIU3RlcEtpbmQSGQoVU1RFUF9LSU5EX1VOU1BFQ0lGSUVEEAASEwoPU1RFUF9LSU5EX1NQTElUEAESEwoPU1RFUF9LSU5EX1dSSVRFEAIqtAMKDFJ1bkV2ZW50VHlwZRIeChpSVU5fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEiQKIFJVTl9FVkVOVF9UWVBFX1JVTl9TVEFURV9DSEFOR0VEEAESHwobUlVOX0VWRU5UX1RZUEVfU1RFUF9TVEFSVEVEEAISIQodUlVOX0VWRU5UX1RZUEVfU1RFUF9DT01QTEVURUQQAxIjCh9SVU5fRVZFTlRfVFlQRV9TVFJBVEVHWV9ERUNJREVEEAQSHQoZUlVOX0VWRU5UX1RZUEVfTk9ERV9TUExJVBAFEiEKHVJVTl9FVkVOVF9UWVBFX0JMT0NLU19BUFBMSUVEEAYSJAogUlVOX0VWRU5UX1RZUEVfUFJPUE9TQUxfUkVKRUNURUQQBxIlCiFSVU5fRVZFTlRfVFlQRV9MTE1fQ0FMTF9DT01QTEVURUQQCBImCiJSVU5fRVZFTlRfVFlQRV9WQUxJREFUSU9OX1JFUE9SVEVEEAkSHQoZUlVOX0VWRU5UX1RZUEVfUlVOX0ZBSUxFRBAKEh8KG1JVTl9FVkVOVF9UWVBFX05PREVfU0tJUFBFRBALYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Tunables of one run. Zero values take the server's defaults.
@@ -49,6 +49,31 @@ export type RunOptions = Message<"lace.v1.RunOptions"> & {
    * @generated from field: int32 max_proposal_retries = 4;
    */
   maxProposalRetries: number;
+
+  /**
+   * Hard caps; 0 means none. The executor never starts an LLM call that could cross one (a call
+   * counts its whole token budget, prompt plus the most its answer may take, before it is made);
+   * at a cap, calls in flight finish and apply, and the run FAILS with reason_code
+   * BUDGET_EXHAUSTED. ResumeRun with a larger cap continues it.
+   * Tokens (prompt plus completion) over every call of the run. Up to 10^12.
+   *
+   * @generated from field: int64 max_total_tokens = 5;
+   */
+  maxTotalTokens: bigint;
+
+  /**
+   * LLM calls made by the run, re-asks included. Up to 1,000,000.
+   *
+   * @generated from field: int32 max_llm_calls = 6;
+   */
+  maxLlmCalls: number;
+
+  /**
+   * Time since the run first started; whole seconds, up to 30 days.
+   *
+   * @generated from field: google.protobuf.Duration max_duration = 7;
+   */
+  maxDuration?: Duration | undefined;
 };
 
 /**
@@ -57,6 +82,35 @@ export type RunOptions = Message<"lace.v1.RunOptions"> & {
  */
 export const RunOptionsSchema: GenMessage<RunOptions> = /*@__PURE__*/
   messageDesc(file_lace_v1_run, 0);
+
+/**
+ * What a run is expected to cost, from the tree's shape and the options, before it starts.
+ *
+ * @generated from message lace.v1.RunEstimate
+ */
+export type RunEstimate = Message<"lace.v1.RunEstimate"> & {
+  /**
+   * LLM calls if no proposal is re-asked: one per split and one per written section.
+   *
+   * @generated from field: int32 llm_calls = 1;
+   */
+  llmCalls: number;
+
+  /**
+   * Tokens at most for those calls: each prompt within the context budget, each answer within
+   * its call's output budget.
+   *
+   * @generated from field: int64 total_tokens = 2;
+   */
+  totalTokens: bigint;
+};
+
+/**
+ * Describes the message lace.v1.RunEstimate.
+ * Use `create(RunEstimateSchema)` to create a new message.
+ */
+export const RunEstimateSchema: GenMessage<RunEstimate> = /*@__PURE__*/
+  messageDesc(file_lace_v1_run, 1);
 
 /**
  * Token counts reported by the LLM provider.
@@ -84,7 +138,7 @@ export type TokenUsage = Message<"lace.v1.TokenUsage"> & {
  * Use `create(TokenUsageSchema)` to create a new message.
  */
 export const TokenUsageSchema: GenMessage<TokenUsage> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 1);
+  messageDesc(file_lace_v1_run, 2);
 
 /**
  * One execution of the pipeline over an artifact (or over one subtree of it, for a regeneration).
@@ -231,6 +285,13 @@ export type Run = Message<"lace.v1.Run"> & {
    * @generated from field: lace.v1.ValidationReport validation = 20;
    */
   validation?: ValidationReport | undefined;
+
+  /**
+   * The preflight estimate made when the run was started.
+   *
+   * @generated from field: lace.v1.RunEstimate estimate = 21;
+   */
+  estimate?: RunEstimate | undefined;
 };
 
 /**
@@ -238,7 +299,7 @@ export type Run = Message<"lace.v1.Run"> & {
  * Use `create(RunSchema)` to create a new message.
  */
 export const RunSchema: GenMessage<Run> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 2);
+  messageDesc(file_lace_v1_run, 3);
 
 /**
  * The run moved from one lifecycle state to another.
@@ -273,7 +334,7 @@ export type RunStateChanged = Message<"lace.v1.RunStateChanged"> & {
  * Use `create(RunStateChangedSchema)` to create a new message.
  */
 export const RunStateChangedSchema: GenMessage<RunStateChanged> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 3);
+  messageDesc(file_lace_v1_run, 4);
 
 /**
  * A pipeline step began on a node.
@@ -308,7 +369,7 @@ export type StepStarted = Message<"lace.v1.StepStarted"> & {
  * Use `create(StepStartedSchema)` to create a new message.
  */
 export const StepStartedSchema: GenMessage<StepStarted> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 4);
+  messageDesc(file_lace_v1_run, 5);
 
 /**
  * A pipeline step finished and its result was applied.
@@ -343,7 +404,7 @@ export type StepCompleted = Message<"lace.v1.StepCompleted"> & {
  * Use `create(StepCompletedSchema)` to create a new message.
  */
 export const StepCompletedSchema: GenMessage<StepCompleted> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 5);
+  messageDesc(file_lace_v1_run, 6);
 
 /**
  * The Strategy Selector decided how to handle a node.
@@ -378,7 +439,7 @@ export type StrategyDecided = Message<"lace.v1.StrategyDecided"> & {
  * Use `create(StrategyDecidedSchema)` to create a new message.
  */
 export const StrategyDecidedSchema: GenMessage<StrategyDecided> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 6);
+  messageDesc(file_lace_v1_run, 7);
 
 /**
  * A child created by a split.
@@ -420,7 +481,7 @@ export type PlannedChild = Message<"lace.v1.PlannedChild"> & {
  * Use `create(PlannedChildSchema)` to create a new message.
  */
 export const PlannedChildSchema: GenMessage<PlannedChild> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 7);
+  messageDesc(file_lace_v1_run, 8);
 
 /**
  * A node was split into child nodes (applied to the IR).
@@ -463,7 +524,7 @@ export type NodeSplit = Message<"lace.v1.NodeSplit"> & {
  * Use `create(NodeSplitSchema)` to create a new message.
  */
 export const NodeSplitSchema: GenMessage<NodeSplit> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 8);
+  messageDesc(file_lace_v1_run, 9);
 
 /**
  * Content blocks were written to a node (applied to the IR).
@@ -519,7 +580,7 @@ export type BlocksApplied = Message<"lace.v1.BlocksApplied"> & {
  * Use `create(BlocksAppliedSchema)` to create a new message.
  */
 export const BlocksAppliedSchema: GenMessage<BlocksApplied> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 9);
+  messageDesc(file_lace_v1_run, 10);
 
 /**
  * Deterministic Apply rejected an LLM proposal; nothing was written.
@@ -568,7 +629,7 @@ export type ProposalRejected = Message<"lace.v1.ProposalRejected"> & {
  * Use `create(ProposalRejectedSchema)` to create a new message.
  */
 export const ProposalRejectedSchema: GenMessage<ProposalRejected> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 10);
+  messageDesc(file_lace_v1_run, 11);
 
 /**
  * An LLM call returned.
@@ -652,7 +713,7 @@ export type LlmCallCompleted = Message<"lace.v1.LlmCallCompleted"> & {
  * Use `create(LlmCallCompletedSchema)` to create a new message.
  */
 export const LlmCallCompletedSchema: GenMessage<LlmCallCompleted> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 11);
+  messageDesc(file_lace_v1_run, 12);
 
 /**
  * Length adherence of one leaf node.
@@ -694,7 +755,7 @@ export type LeafLength = Message<"lace.v1.LeafLength"> & {
  * Use `create(LeafLengthSchema)` to create a new message.
  */
 export const LeafLengthSchema: GenMessage<LeafLength> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 12);
+  messageDesc(file_lace_v1_run, 13);
 
 /**
  * Artifact-level validation at the end of a run.
@@ -778,7 +839,7 @@ export type ValidationReport = Message<"lace.v1.ValidationReport"> & {
  * Use `create(ValidationReportSchema)` to create a new message.
  */
 export const ValidationReportSchema: GenMessage<ValidationReport> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 13);
+  messageDesc(file_lace_v1_run, 14);
 
 /**
  * The quality of one run's model output (docs/engine.md, "The quality report").
@@ -876,7 +937,7 @@ export type QualityReport = Message<"lace.v1.QualityReport"> & {
  * Use `create(QualityReportSchema)` to create a new message.
  */
 export const QualityReportSchema: GenMessage<QualityReport> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 14);
+  messageDesc(file_lace_v1_run, 15);
 
 /**
  * The run's validation report was stored.
@@ -897,7 +958,7 @@ export type ValidationReported = Message<"lace.v1.ValidationReported"> & {
  * Use `create(ValidationReportedSchema)` to create a new message.
  */
 export const ValidationReportedSchema: GenMessage<ValidationReported> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 15);
+  messageDesc(file_lace_v1_run, 16);
 
 /**
  * The run failed. Always followed, in the same transaction, by RunStateChanged to FAILED.
@@ -921,7 +982,8 @@ export type RunFailed = Message<"lace.v1.RunFailed"> & {
 
   /**
    * What kind of failure this is, stable for programs to branch on (the reason is for people):
-   * PROPOSALS_REJECTED (every attempt at a node was refused), OUTPUT_LIMIT (the model ran to its
+   * PROPOSALS_REJECTED (every attempt at a node was refused), BUDGET_EXHAUSTED (a cap of the run's
+   * options was reached, see `budget`), OUTPUT_LIMIT (the model ran to its
    * output limit twice in a row), LLM_PROVIDER_FAILED (the provider failed beyond its retries),
    * CONTEXT_BUDGET (the node's prompt cannot fit the context budget), DATABASE_UNAVAILABLE (the
    * database was unreachable for longer than LACE_DB_OUTAGE_S), INTERNAL (a bug: see the logs).
@@ -929,6 +991,14 @@ export type RunFailed = Message<"lace.v1.RunFailed"> & {
    * @generated from field: string reason_code = 3;
    */
   reasonCode: string;
+
+  /**
+   * For BUDGET_EXHAUSTED: the option whose cap was reached ("max_total_tokens", "max_llm_calls" or
+   * "max_duration"); empty otherwise.
+   *
+   * @generated from field: string budget = 4;
+   */
+  budget: string;
 };
 
 /**
@@ -936,7 +1006,7 @@ export type RunFailed = Message<"lace.v1.RunFailed"> & {
  * Use `create(RunFailedSchema)` to create a new message.
  */
 export const RunFailedSchema: GenMessage<RunFailed> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 16);
+  messageDesc(file_lace_v1_run, 17);
 
 /**
  * A node was left as it is, for example because a person pinned its blocks.
@@ -964,7 +1034,7 @@ export type NodeSkipped = Message<"lace.v1.NodeSkipped"> & {
  * Use `create(NodeSkippedSchema)` to create a new message.
  */
 export const NodeSkippedSchema: GenMessage<NodeSkipped> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 17);
+  messageDesc(file_lace_v1_run, 18);
 
 /**
  * One typed state change of a run. Events of a run are numbered 1, 2, 3, ... with
@@ -1095,7 +1165,7 @@ export type RunEvent = Message<"lace.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 18);
+  messageDesc(file_lace_v1_run, 19);
 
 /**
  * Lifecycle of a run. Transitions: PENDING -> RUNNING -> COMPLETED | FAILED;
