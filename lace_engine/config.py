@@ -65,6 +65,8 @@ class Settings:
     # How long a run waits for an unreachable database before it fails (DATABASE_UNAVAILABLE).
     db_outage_s: float = 300.0
     heartbeat_s: float = 5.0
+    # host:port of the Prometheus /metrics endpoint; "" is off.
+    metrics_listen: str = ""
     # Committed batches a live stream may have queued before it falls back to reading Postgres.
     stream_queue_batches: int = 256
     owner_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -102,6 +104,7 @@ class Settings:
             lease_ttl_s=_float(e, "LACE_LEASE_TTL_S", 15.0),
             db_outage_s=_float(e, "LACE_DB_OUTAGE_S", 300.0),
             heartbeat_s=_float(e, "LACE_STREAM_HEARTBEAT_S", 5.0),
+            metrics_listen=e.get("LACE_METRICS_LISTEN", "").strip(),
             stream_queue_batches=_int(e, "LACE_STREAM_QUEUE_BATCHES", 256),
             event_bus=e.get("LACE_EVENT_BUS", "postgres"),
             nats_url=e.get("LACE_NATS_URL", "nats://127.0.0.1:4222"),

@@ -9,18 +9,22 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
 
 import grpc
+import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lace.v1 import artifact_service_pb2, artifact_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
+from lace_engine import metrics
 from lace_engine.config import Settings
 from lace_engine.llm.factory import provider_from_env
 from lace_engine.service import Engine
 from lace_engine.storage.embedded_postgres import EmbeddedPostgres
 from lace_server.artifact_servicer import ArtifactServicer
 from lace_server.auth import BearerAuthInterceptor, parse_api_keys
+from lace_server.rpc_metrics import MetricsInterceptor
 from lace_server.run_servicer import RunServicer
 from lace_server.status import ErrorMappingInterceptor
 
@@ -53,9 +57,18 @@ class Running:
     health: health.aio.HealthServicer
     port: int
     embedded: EmbeddedPostgres | None = None
+    # The /metrics HTTP server (LACE_METRICS_LISTEN), when on.
+    metrics_http: WSGIServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics_http is None else int(self.metrics_http.server_address[1])
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Graceful: NOT_SERVING, streams end with UNAVAILABLE, in-flight unary calls finish."""
+        if self.metrics_http is not None:
+            await asyncio.to_thread(self.metrics_http.shutdown)
+            self.metrics_http.server_close()
         await self.health.enter_graceful_shutdown()
         self.engine.close_streams()
         await self.server.stop(grace_s)
@@ -87,7 +100,7 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     engine = Engine(settings, url, provider)
     await engine.start()
 
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
     keys = (env if env is not None else os.environ).get("LACE_API_KEYS", "")
     if keys:
         interceptors.append(BearerAuthInterceptor(parse_api_keys(keys)))
@@ -105,9 +118,16 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    metrics_http = None
+    if settings.metrics_listen:
+        host, _, metrics_port = settings.metrics_listen.rpartition(":")
+        metrics_http, _thread = prometheus_client.start_http_server(int(metrics_port), addr=host or "0.0.0.0",
+                                                                    registry=metrics.REGISTRY)
     log.info("lace serving", extra={"listen": listen, "port": port, "llm": provider.name,
-                                    "database": "embedded" if embedded else "external"})
-    return Running(server=server, engine=engine, health=health_servicer, port=port, embedded=embedded)
+                                    "database": "embedded" if embedded else "external",
+                                    "metrics": settings.metrics_listen or "off"})
+    return Running(server=server, engine=engine, health=health_servicer, port=port, embedded=embedded,
+                   metrics_http=metrics_http)
 
 
 async def serve_forever(settings: Settings, listen: str, *, grace_s: float = 5.0) -> None:

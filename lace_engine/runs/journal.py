@@ -7,12 +7,15 @@ can tell its own commits from someone else's (a pause, a cancel, a person's edit
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lace_engine import metrics
 from lace_engine.domain import EventType, NewEvent, Node, RunState
+from lace_engine.errors import Aborted
 from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse
 from lace_engine.pipeline.apply import Mutation
 from lace_engine.pipeline.context_builder import PromptContext
@@ -116,6 +119,16 @@ class RunJournal:
 
     async def apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
         """Writes an accepted proposal through Apply with its call's event and row; Aborted on a stale plan."""
+        started = time.perf_counter()
+        try:
+            await self._apply(attempt, outcome, mutation)
+        except Aborted:
+            metrics.APPLY_TRANSACTIONS.labels("aborted").inc()
+            raise
+        metrics.APPLY_TRANSACTIONS.labels("applied").inc()
+        metrics.APPLY_DURATION.observe(time.perf_counter() - started)
+
+    async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
         async with self.db.transaction() as tx:
             written = await apply_store.write_mutation(
                 tx, mutation, run_id=self.run_id, fence=self.fence,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import zlib
 from contextlib import AbstractAsyncContextManager
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from lace_engine import metrics
 from lace_engine.domain import (
     Artifact,
     Block,
@@ -405,15 +407,27 @@ class RunExecution:
     async def _ask(self, request: LLMRequest, reservation: Reservation) -> LLMResponse:
         """One LLM call under the concurrency limit; what it used replaces its reservation."""
         used = 0
+        outcome = "aborted"
+        result: LLMResponse | LLMError | None = None
+        started = time.perf_counter()
         try:
             async with self.llm_limit:
-                response = await self.provider.complete(request)
-            used = response.prompt_tokens + response.completion_tokens
-            return response
+                started = time.perf_counter()
+                result = await self.provider.complete(request)
+            outcome = "answered"
+            return result
         except LLMError as err:
-            used = err.prompt_tokens + err.completion_tokens
+            result, outcome = err, type(err).__name__
             raise
         finally:
+            provider = (result.provider if result is not None else "") or self.provider.name
+            model = (result.model if result is not None else "") or self.provider.model
+            if result is not None:
+                used = result.prompt_tokens + result.completion_tokens
+                metrics.LLM_TOKENS.labels(provider, model, "prompt").inc(result.prompt_tokens)
+                metrics.LLM_TOKENS.labels(provider, model, "completion").inc(result.completion_tokens)
+            metrics.LLM_CALLS.labels(provider, model, outcome).inc()
+            metrics.LLM_DURATION.labels(provider).observe(time.perf_counter() - started)
             self.budget.settle(reservation, used)
 
     async def _start_step(self, started: list[NewEvent]) -> None:
@@ -583,16 +597,20 @@ class Executor:
                 RunState.RUNNING: "taken over after the previous executor's lease expired",
             }[run.state]
             appended = await run_store.transition(tx, run, target, reason, fence=claim.fence)
+        if run.state is RunState.RUNNING:
+            metrics.LEASE_TAKEOVERS.inc()
         if target is not RunState.RUNNING:
             return
         run = replace(run, state=RunState.RUNNING, head_seq=appended.head_seq)
         execution = RunExecution(self.db, self.provider, self.llm_limit, run, claim.fence, self.config)
         task = asyncio.create_task(execution.execute(), name=f"lace-run-{run.id}")
         self._running[run.id] = (execution, task)
+        metrics.RUNS_EXECUTING.inc()
         run_id = run.id
         task.add_done_callback(lambda done: self._done(run_id, done))
 
     def _done(self, run_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        metrics.RUNS_EXECUTING.dec()
         # Only this task's own entry: after a lease was lost and re-taken here, a newer execution
         # of the same run may hold it.
         entry = self._running.get(run_id)

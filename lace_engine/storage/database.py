@@ -19,6 +19,7 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from lace_engine import metrics
 from lace_engine.domain import RunEvent
 from lace_engine.errors import DatabaseUnavailable
 from lace_engine.storage.transient import is_transient
@@ -164,7 +165,15 @@ class Database:
             kwargs={"autocommit": True, "application_name": "lace-read"}, configure=use_orjson,
             check=idle.check, reset=idle.reset,
         )
-        self._listeners: list[CommitListener] = []
+        self._listeners: list[CommitListener] = [metrics.COMMITTED_EVENTS]
+        metrics.watch_pools(self)
+
+    def pool_stats(self) -> dict[str, tuple[int, int]]:
+        """{pool: (connections in use, idle)} for lace_db_pool_connections."""
+        queue: Any = self.engine.sync_engine.pool
+        reads = self.read_pool.get_stats()
+        return {"transactions": (int(queue.checkedout()), int(queue.checkedin())),
+                "reads": (reads.get("pool_size", 0) - reads.get("pool_available", 0), reads.get("pool_available", 0))}
 
     async def open(self) -> None:
         await self.read_pool.open(wait=True, timeout=30)

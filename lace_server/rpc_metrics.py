@@ -1,0 +1,71 @@
+"""RPC metrics: every call counted by method and status code, unary latency, streams open.
+
+The outermost interceptor: it sees the status the error mapping (or the auth check) aborted with.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+
+from lace_engine import metrics
+
+
+def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "UNKNOWN" if failed else "OK"
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every RPC (lace_rpc_requests_total, lace_rpc_duration_seconds, lace_streams_open)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        # "/lace.v1.RunService/StartRun" -> "RunService/StartRun": a bounded label set.
+        method = handler_call_details.method.rsplit(".", 1)[-1]
+        if handler.unary_unary is not None:
+            inner_uu: Any = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                started = time.perf_counter()
+                failed = True
+                try:
+                    response = await inner_uu(request, context)
+                    failed = False
+                    return response
+                finally:
+                    metrics.RPC_DURATION.labels(method).observe(time.perf_counter() - started)
+                    metrics.RPC_REQUESTS.labels(method, _code(context, failed)).inc()
+
+            return grpc.unary_unary_rpc_method_handler(
+                cast(Any, unary), request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            inner_us: Any = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                metrics.STREAMS_OPEN.inc()
+                failed = True
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                    failed = False
+                finally:
+                    metrics.STREAMS_OPEN.dec()
+                    metrics.RPC_REQUESTS.labels(method, _code(context, failed)).inc()
+
+            return grpc.unary_stream_rpc_method_handler(
+                cast(Any, stream), request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler
