@@ -401,7 +401,7 @@ async def test_a_run_failed_on_a_provider_outage_goes_on_where_it_stopped_when_r
 
 
 async def test_the_llm_server_killed_mid_call_and_brought_back_costs_a_retry_not_the_run(lace: Lace) -> None:
-    lace.llm.latency_ms = 400  # every answer takes a while: the kill lands while a call is in flight
+    lace.llm.latency_ms = 800  # every answer takes a while: the kill lands while a call is in flight
     try:
         artifact = await create_artifact(lace.artifacts, 1500)
         run = await start_run(lace.runs, artifact.id)
