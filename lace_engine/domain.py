@@ -229,6 +229,8 @@ class Run:
     validation: dict[str, Any] | None = None
     # The preflight estimate made at StartRun: {"llm_calls": n, "total_tokens": n}.
     estimate: dict[str, int] | None = None
+    # RunFailed.reason_code of a failed run; "" otherwise.
+    failure_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,6 +144,7 @@ def run_to_pb(r: Run) -> run_pb2.Run:
         id=str(r.id), artifact_id=str(r.artifact_id), state=_RUN_STATE_TO_PB[r.state],
         scope_node_id=_id(r.scope_node_id), instruction=r.instruction,
         options=options_to_pb(r.options), head_seq=r.head_seq, failure_reason=r.failure_reason,
+        failure_reason_code=r.failure_code,
         usage=run_pb2.TokenUsage(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens),
         llm_calls=r.llm_calls, llm_latency_ms=r.llm_latency_ms, nodes_planned=r.nodes_planned,
         nodes_written=r.nodes_written, words_written=r.words_written, provider=r.provider, model=r.model,

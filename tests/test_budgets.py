@@ -60,7 +60,7 @@ def tokens(run: run_pb2.Run) -> int:
 
 
 def check_stopped_cleanly(events: list[run_pb2.RunEvent], run: run_pb2.Run, budget: str) -> run_pb2.RunFailed:
-    assert run.state == S.RUN_STATE_FAILED
+    assert run.state == S.RUN_STATE_FAILED and run.failure_reason_code == "BUDGET_EXHAUSTED"
     (failed,) = [e.run_failed for e in of(events, "run_failed")]
     assert (failed.reason_code, failed.budget) == ("BUDGET_EXHAUSTED", budget)
     assert budget in failed.reason and "ResumeRun" in failed.reason

@@ -379,7 +379,8 @@ async def test_a_run_failed_on_a_provider_outage_goes_on_where_it_stopped_when_r
         options=run_pb2.RunOptions(max_proposal_retries=4)))).run
     assert resumed.state in (run_pb2.RUN_STATE_PENDING, run_pb2.RUN_STATE_RUNNING)
     assert resumed.options.max_proposal_retries == 4 and resumed.options.leaf_words == failed.run.options.leaf_words
-    assert not resumed.failure_reason and not resumed.HasField("end_time")
+    assert failed.run.failure_reason_code == "LLM_PROVIDER_FAILED"
+    assert not resumed.failure_reason and not resumed.failure_reason_code and not resumed.HasField("end_time")
     rest = await asyncio.wait_for(watch(lace.runs, failed.run.id, cursor=failed.run.head_seq), RUN_DEADLINE_S)
     done = (await lace.runs.GetRun(run_service_pb2.GetRunRequest(run_id=failed.run.id))).run
     events = failed.events + rest

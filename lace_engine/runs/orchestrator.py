@@ -249,7 +249,7 @@ class RunExecution:
         payload = {"reason": reason, "node_id": str(node_id) if node_id else "", "reason_code": code,
                    **({"budget": budget} if budget else {})}
         await self._finish(RunState.FAILED, reason, (NewEvent(EventType.RUN_FAILED, payload),),
-                           {"failure_reason": reason})
+                           {"failure_reason": reason, "failure_code": code})
 
     async def _complete(self, scope: uuid.UUID) -> None:
         assert self.artifact is not None

@@ -33,6 +33,7 @@ def row_to_run(r: Any) -> Run:
         llm_latency_ms=int(r.llm_latency_ms), nodes_planned=r.nodes_planned, nodes_written=r.nodes_written,
         words_written=int(r.words_written), provider=r.provider, model=r.model, create_time=r.create_time,
         start_time=r.start_time, end_time=r.end_time, validation=r.validation, estimate=r.estimate,
+        failure_code=r.failure_code,
     )
 
 
@@ -116,7 +117,7 @@ async def transition(
     if release_lease or to.terminal or to in (RunState.PAUSED, RunState.PENDING):
         values.update(lease_owner=None, lease_expires=None)
     if run.state.terminal and not to.terminal:
-        values.update(end_time=None, failure_reason="")  # a failed run resumed: no longer ended
+        values.update(end_time=None, failure_reason="", failure_code="")  # a failed run resumed: no longer ended
     events = [*extra_events, state_event(run.state, to, reason)] if run.state != to else list(extra_events)
     try:
         return await event_log.append(tx, run.id, events, fence=fence, set_values=values)

@@ -89,6 +89,8 @@ runs = sa.Table(
     # The last seq handed out; bumped under the row lock, so seqs are gap-free per run.
     sa.Column("head_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("failure_reason", sa.Text, nullable=False, server_default=""),
+    # Migration 0003: RunFailed.reason_code of the failure (BUDGET_EXHAUSTED, ...); "" otherwise.
+    sa.Column("failure_code", sa.Text, nullable=False, server_default=""),
     sa.Column("prompt_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("completion_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("llm_calls", sa.BigInteger, nullable=False, server_default="0"),

@@ -103,7 +103,7 @@ class TokenUsage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "artifact_id", "state", "scope_node_id", "instruction", "options", "head_seq", "failure_reason", "usage", "llm_calls", "llm_latency_ms", "nodes_planned", "nodes_written", "words_written", "provider", "model", "create_time", "start_time", "end_time", "validation", "estimate")
+    __slots__ = ("id", "artifact_id", "state", "scope_node_id", "instruction", "options", "head_seq", "failure_reason", "usage", "llm_calls", "llm_latency_ms", "nodes_planned", "nodes_written", "words_written", "provider", "model", "create_time", "start_time", "end_time", "validation", "estimate", "failure_reason_code")
     ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class Run(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     artifact_id: str
     state: RunState
@@ -146,7 +147,8 @@ class Run(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     validation: ValidationReport
     estimate: RunEstimate
-    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., head_seq: _Optional[int] = ..., failure_reason: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., llm_calls: _Optional[int] = ..., llm_latency_ms: _Optional[int] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., words_written: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation: _Optional[_Union[ValidationReport, _Mapping]] = ..., estimate: _Optional[_Union[RunEstimate, _Mapping]] = ...) -> None: ...
+    failure_reason_code: str
+    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., head_seq: _Optional[int] = ..., failure_reason: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., llm_calls: _Optional[int] = ..., llm_latency_ms: _Optional[int] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., words_written: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation: _Optional[_Union[ValidationReport, _Mapping]] = ..., estimate: _Optional[_Union[RunEstimate, _Mapping]] = ..., failure_reason_code: _Optional[str] = ...) -> None: ...
 
 class RunStateChanged(_message.Message):
     __slots__ = ("from_state", "to_state", "reason")
