@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
 from lace_engine import metrics
+from lace_server.handler_wrap import wrapped
 
 
 def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> str:
@@ -34,38 +35,31 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         # "/lace.v1.RunService/StartRun" -> "RunService/StartRun": a bounded label set.
         method = handler_call_details.method.rsplit(".", 1)[-1]
-        if handler.unary_unary is not None:
-            inner_uu: Any = handler.unary_unary
 
+        def unary_of(inner: Any) -> Any:
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = time.perf_counter()
                 failed = True
                 try:
-                    response = await inner_uu(request, context)
+                    response = await inner(request, context)
                     failed = False
                     return response
                 finally:
                     metrics.RPC_DURATION.labels(method).observe(time.perf_counter() - started)
                     metrics.RPC_REQUESTS.labels(method, _code(context, failed)).inc()
+            return unary
 
-            return grpc.unary_unary_rpc_method_handler(
-                cast(Any, unary), request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.unary_stream is not None:
-            inner_us: Any = handler.unary_stream
-
+        def stream_of(inner: Any) -> Any:
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 metrics.STREAMS_OPEN.inc()
                 failed = True
                 try:
-                    async for item in inner_us(request, context):
+                    async for item in inner(request, context):
                         yield item
                     failed = False
                 finally:
                     metrics.STREAMS_OPEN.dec()
                     metrics.RPC_REQUESTS.labels(method, _code(context, failed)).inc()
+            return stream
 
-            return grpc.unary_stream_rpc_method_handler(
-                cast(Any, stream), request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        return handler
+        return wrapped(handler, unary=unary_of, stream=stream_of)

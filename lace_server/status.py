@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -12,6 +12,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from lace_engine import errors
+from lace_server.handler_wrap import wrapped
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,12 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        # grpc.aio handlers are coroutines / async generators; the stubs only model sync ones.
-        if handler.unary_unary is not None:
-            inner_uu: Any = handler.unary_unary
 
+        def unary_of(inner: Any) -> Any:
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 try:
                     try:
-                        return await inner_uu(request, context)
+                        return await inner(request, context)
                     except errors.DatabaseUnavailable as exc:
                         if exc.maybe_committed:
                             raise
@@ -80,28 +79,22 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                         # call after a database restart, say). The pools have dropped it; once more is
                         # safe because every mutating RPC writes in one transaction.
                         log.info("retrying %s once: %s", handler_call_details.method, exc.message)
-                        return await inner_uu(request, context)
+                        return await inner(request, context)
                 except (errors.LaceError, Exception) as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
                     await context.abort_with_status(status_for(exc))
+            return unary
 
-            return grpc.unary_unary_rpc_method_handler(
-                cast(Any, unary), request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.unary_stream is not None:
-            inner_us: Any = handler.unary_stream
-
+        def stream_of(inner: Any) -> Any:
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 try:
-                    async for item in inner_us(request, context):
+                    async for item in inner(request, context):
                         yield item
                 except (errors.LaceError, Exception) as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
                     await context.abort_with_status(status_for(exc))
+            return stream
 
-            return grpc.unary_stream_rpc_method_handler(
-                cast(Any, stream), request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        return handler
+        return wrapped(handler, unary=unary_of, stream=stream_of)

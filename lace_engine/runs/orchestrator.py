@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from lace_engine import metrics
+from lace_engine import backoff, metrics
 from lace_engine.domain import (
     Artifact,
     Block,
@@ -191,8 +191,7 @@ class RunExecution:
                     limit)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        delay = 0.05
-        while True:
+        for delay in backoff.delays(cap_s=1.0):
             try:
                 await self.db.ping()
                 state = await self.journal.renew(self.config.lease_ttl_s)
@@ -202,7 +201,6 @@ class RunExecution:
                     raise RunFailure(f"the database was unavailable for more than {limit:.0f} s "
                                      f"(LACE_DB_OUTAGE_S): {exc.message}", code="DATABASE_UNAVAILABLE") from exc
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
         if state is None:
             raise LeaseLost(f"run {self.run.id}: another executor took the run during the database outage")
         log.info("run %s: the database answers again; going on from the last applied step", self.run.id)
@@ -231,8 +229,7 @@ class RunExecution:
 
     async def _finish(self, to: RunState, reason: str, extra: tuple[NewEvent, ...] = (),
                       set_values: dict[str, Any] | None = None) -> None:
-        delay = 0.05
-        while True:
+        for delay in backoff.delays(cap_s=2.0):
             try:
                 await self.journal.transition(to, reason, when=_NOT_TERMINAL, extra=extra, set_values=set_values)
                 return
@@ -243,7 +240,6 @@ class RunExecution:
                 # The outcome is decided; it is recorded once the database answers (cancelled on shutdown,
                 # when the lease expires and the next executor decides again).
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     async def _fail(self, reason: str, node_id: uuid.UUID | None, code: str, budget: str = "") -> None:
         payload = {"reason": reason, "node_id": str(node_id) if node_id else "", "reason_code": code,

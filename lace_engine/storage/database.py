@@ -7,8 +7,8 @@ import asyncio
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -19,7 +19,7 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from lace_engine import metrics
+from lace_engine import backoff, metrics
 from lace_engine.domain import RunEvent
 from lace_engine.errors import DatabaseUnavailable
 from lace_engine.storage.transient import is_transient
@@ -111,9 +111,16 @@ class _IdlePing:
         self._returned[conn] = time.monotonic()
 
 
-def _unavailable(exc: BaseException, *, maybe_committed: bool = False) -> DatabaseUnavailable:
-    return DatabaseUnavailable(f"the database is unavailable: {type(exc).__name__}: {exc}".strip(),
-                               maybe_committed=maybe_committed)
+@contextmanager
+def _outages_unavailable(maybe_committed: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Raises DatabaseUnavailable in place of a transient error (storage.transient); others pass."""
+    try:
+        yield
+    except Exception as exc:
+        if is_transient(exc):
+            raise DatabaseUnavailable(f"the database is unavailable: {type(exc).__name__}: {exc}".strip(),
+                                      maybe_committed=maybe_committed()) from exc
+        raise
 
 
 async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
@@ -191,15 +198,12 @@ class Database:
         tx: Tx | None = None
         committed = committing = False
         try:
-            async with self.engine.connect() as conn, conn.begin():
-                tx = Tx(conn, self._listeners)
-                yield tx
-                committing = True
+            with _outages_unavailable(lambda: committing):
+                async with self.engine.connect() as conn, conn.begin():
+                    tx = Tx(conn, self._listeners)
+                    yield tx
+                    committing = True
             committed = True
-        except Exception as exc:
-            if is_transient(exc):
-                raise _unavailable(exc, maybe_committed=committing) from exc
-            raise
         finally:
             if tx is not None:
                 for run_id, events in tx.written.items():
@@ -209,24 +213,16 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (autocommit-free, released at exit); DatabaseUnavailable on an outage."""
-        try:
+        with _outages_unavailable():
             async with self.engine.connect() as conn:
                 yield conn
-        except Exception as exc:
-            if is_transient(exc):
-                raise _unavailable(exc) from exc
-            raise
 
     @asynccontextmanager
     async def fast_read(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
         """A raw autocommit psycopg connection for single-statement hot reads; DatabaseUnavailable on an outage."""
-        try:
+        with _outages_unavailable():
             async with self.read_pool.connection() as conn:
                 yield conn
-        except Exception as exc:
-            if is_transient(exc):
-                raise _unavailable(exc) from exc
-            raise
 
     async def fast_read_through_outage(
         self, read: Callable[[psycopg.AsyncConnection[tuple[object, ...]]], Awaitable[T]], *, within_s: float = 10.0,
@@ -234,8 +230,7 @@ class Database:
         """`read(conn)` on a fast-read connection, tried again with backoff while the database is
         unreachable, for up to `within_s` (reads are safe to repeat); then DatabaseUnavailable."""
         deadline = time.monotonic() + within_s
-        delay = 0.05
-        while True:
+        for delay in backoff.delays():
             try:
                 async with self.fast_read() as conn:
                     return await read(conn)
@@ -243,7 +238,7 @@ class Database:
                 if time.monotonic() + delay > deadline:
                     raise
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable: backoff.delays() never ends")
 
     async def ping(self, timeout_s: float = 2.0) -> None:
         """Connects afresh and asks for one row; DatabaseUnavailable while the database does not answer.
@@ -252,17 +247,14 @@ class Database:
         connection, and whoever waits out an outage needs to know now.
         """
         try:
-            async with asyncio.timeout(timeout_s + 1.0):
-                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
-                                                             connect_timeout=max(1, round(timeout_s)))
-                async with conn:
-                    await conn.execute("SELECT 1")
+            with _outages_unavailable():
+                async with asyncio.timeout(timeout_s + 1.0):
+                    conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+                                                                 connect_timeout=max(1, round(timeout_s)))
+                    async with conn:
+                        await conn.execute("SELECT 1")
         except TimeoutError as exc:
             raise DatabaseUnavailable(f"the database did not answer within {timeout_s:.0f} s") from exc
-        except Exception as exc:
-            if is_transient(exc):
-                raise _unavailable(exc) from exc
-            raise
 
     async def aclose(self) -> None:
         await self.read_pool.close()
