@@ -124,6 +124,8 @@ class BlockContent:
     language: str = ""
     table_header: tuple[str, ...] = ()
     table_rows: tuple[tuple[str, ...], ...] = ()
+    # Passages of the artifact's sources that this block cites, in the order the writer gave them.
+    citations: tuple[uuid.UUID, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind.value}
@@ -139,6 +141,8 @@ class BlockContent:
             out["table_header"] = list(self.table_header)
         if self.table_rows:
             out["table_rows"] = [list(r) for r in self.table_rows]
+        if self.citations:
+            out["citations"] = [str(c) for c in self.citations]
         return out
 
     @classmethod
@@ -151,6 +155,7 @@ class BlockContent:
             language=data.get("language", ""),
             table_header=tuple(data.get("table_header", ())),
             table_rows=tuple(tuple(r) for r in data.get("table_rows", ())),
+            citations=tuple(uuid.UUID(c) for c in data.get("citations", ())),
         )
 
     def words(self) -> int:
@@ -174,6 +179,37 @@ class Block:
     version: int
     create_time: datetime | None = None
     update_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A document attached to an artifact as material to write from; its text is split into passages."""
+
+    id: uuid.UUID
+    artifact_id: uuid.UUID
+    title: str
+    media_type: str
+    size_bytes: int
+    char_count: int
+    passage_count: int
+    content_hash: str
+    create_time: datetime
+    # Set by DeleteSource: the source is no longer retrieved, but what cited it still resolves.
+    delete_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A span of a source's extracted text, [start_offset, end_offset) in characters."""
+
+    id: uuid.UUID
+    source_id: uuid.UUID
+    ordinal: int
+    start_offset: int
+    end_offset: int
+    text: str
+    content_hash: str
+    source_title: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from lace_engine.domain import (
     RunState,
     StepKind,
 )
+from lace_engine.ids import parse_id
 
 _RUN_STATE_TO_PB: dict[RunState, run_pb2.RunState] = {s: getattr(run_pb2, f"RUN_STATE_{s.name}") for s in RunState}
 _NODE_STATE_TO_PB = {s: getattr(artifact_pb2, f"NODE_STATE_{s.name}") for s in NodeState}
@@ -89,7 +90,8 @@ def block_to_pb(b: Block) -> artifact_pb2.Block:
 
 def block_content_to_pb(c: BlockContent) -> artifact_pb2.Block:
     msg = artifact_pb2.Block(kind=_KIND_TO_PB[c.kind], text=c.text, heading_level=c.heading_level,
-                             items=list(c.items), language=c.language)
+                             items=list(c.items), language=c.language,
+                             cited_passage_ids=[str(p) for p in c.citations])
     if c.kind is BlockKind.TABLE:
         msg.table.header.extend(c.table_header)
         for row in c.table_rows:
@@ -103,6 +105,7 @@ def block_content_from_pb(msg: artifact_pb2.Block) -> BlockContent:
         kind=KIND_FROM_PB[msg.kind], text=msg.text, heading_level=msg.heading_level, items=tuple(msg.items),
         language=msg.language, table_header=tuple(msg.table.header),
         table_rows=tuple(tuple(r.cells) for r in msg.table.rows),
+        citations=tuple(parse_id(p, "block.cited_passage_ids") for p in msg.cited_passage_ids),
     )
 
 

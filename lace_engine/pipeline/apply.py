@@ -365,6 +365,7 @@ def normalize_block(content: BlockContent) -> BlockContent:
         table_header=tuple(h.strip() for h in content.table_header) if kind is BlockKind.TABLE else (),
         table_rows=tuple(tuple(c.strip() for c in r) for r in content.table_rows) if kind is BlockKind.TABLE
         else (),
+        citations=content.citations,
     )
 
 

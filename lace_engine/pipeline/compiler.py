@@ -12,12 +12,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from lace_engine.domain import Artifact, Block, BlockContent, BlockKind, Node
+from lace_engine.domain import Artifact, Block, BlockContent, BlockKind, Node, Passage
+from lace_engine.pipeline.references import References, excerpt, number_references
 from lace_engine.pipeline.tree import Tree
 
 MAX_HEADING = 6
 
 BlocksByNode = Mapping[UUID, Sequence[Block]]
+Passages = Mapping[UUID, Passage]
+_NO_PASSAGES: Passages = {}
 
 
 def node_heading_level(depth: int) -> int:
@@ -36,6 +39,24 @@ def _ordered_blocks(blocks_by_node: BlocksByNode, node_id: UUID) -> list[Block]:
 
 def _title(node: Node, fallback: str = "") -> str:
     return " ".join(node.title.split()) or fallback or "Untitled"
+
+
+def document_blocks(tree: Tree, blocks_by_node: BlocksByNode) -> list[Block]:
+    """Every block in reading order: nodes in preorder, each node's blocks by ordinal."""
+    return [b for n in tree.preorder() for b in _ordered_blocks(blocks_by_node, n.id)]
+
+
+def document_references(tree: Tree, blocks_by_node: BlocksByNode, passages: Passages) -> References:
+    """The numbered references of the document, in the order a reader meets them."""
+    return number_references(document_blocks(tree, blocks_by_node), passages)
+
+
+def reference_label(passage: Passage | None) -> str:
+    """How a reference list names a cited passage: its source's title and its opening words."""
+    if passage is None:
+        return "(a passage of a source that is no longer available)"
+    title = " ".join(passage.source_title.split()) or "Untitled source"
+    return f"{title}, characters {passage.start_offset}-{passage.end_offset}: \u201c{excerpt(passage.text)}\u201d"
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -103,8 +124,20 @@ def _md_block(content: BlockContent, depth: int) -> str:
     return _md_guard(content.text.strip())
 
 
-def compile_markdown(artifact: Artifact, tree: Tree, blocks_by_node: BlocksByNode, metadata: Mapping[str, str]) -> str:
-    """GFM with YAML front matter holding `metadata`; the brief itself is not printed."""
+def _md_cited(block: Block, rendered: str, refs: References) -> str:
+    marks = "".join(f"[^{n}]" for n in refs.numbers(block))
+    if not marks:
+        return rendered
+    if block.content.kind in (BlockKind.PARAGRAPH, BlockKind.HEADING, BlockKind.QUOTE, BlockKind.BULLET_LIST,
+                              BlockKind.ORDERED_LIST):
+        return rendered + marks
+    return rendered + "\n\nSources: " + marks  # a fence or a table row cannot carry a marker
+
+
+def compile_markdown(artifact: Artifact, tree: Tree, blocks_by_node: BlocksByNode, metadata: Mapping[str, str],
+                     passages: Passages = _NO_PASSAGES) -> str:
+    """GFM with YAML front matter holding `metadata` and footnotes for citations; the brief is not printed."""
+    refs = document_references(tree, blocks_by_node, passages)
     parts: list[str] = ["---"]
     parts.extend(f"{_yaml_scalar(k)}: {_yaml_scalar(metadata[k])}" for k in sorted(metadata))
     parts.append("---")
@@ -116,7 +149,8 @@ def compile_markdown(artifact: Artifact, tree: Tree, blocks_by_node: BlocksByNod
         for block in _ordered_blocks(blocks_by_node, node.id):
             rendered = _md_block(block.content, node.depth)
             if rendered:
-                out.append(rendered)
+                out.append(_md_cited(block, rendered, refs))
+    out.extend(f"[^{r.number}]: {_md_inline(reference_label(r.passage))}" for r in refs.entries)
     return "\n\n".join(out) + "\n"
 
 
@@ -143,25 +177,31 @@ def _html_text(text: str) -> str:
     return "<br>\n".join(_esc(line) for line in text.strip().split("\n"))
 
 
-def _html_block(block: Block, depth: int) -> str:
+def _html_marks(block: Block, refs: References) -> str:
+    return "".join(f'<sup class="cite"><a href="#ref-{n}">[{n}]</a></sup>' for n in refs.numbers(block))
+
+
+def _html_block(block: Block, depth: int, refs: References) -> str:
     content = block.content
+    marks = _html_marks(block, refs)
     attrs = f'id="b-{block.id}" data-block-id="{block.id}" data-node-id="{block.node_id}"'
     kind = content.kind
     if kind is BlockKind.HEADING:
         level = block_heading_level(depth, content.heading_level)
-        return f"<h{level} {attrs}>{_esc(_md_inline(content.text))}</h{level}>"
+        return f"<h{level} {attrs}>{_esc(_md_inline(content.text))}{marks}</h{level}>"
     if kind in (BlockKind.BULLET_LIST, BlockKind.ORDERED_LIST):
         tag = "ul" if kind is BlockKind.BULLET_LIST else "ol"
         items = "".join(f"<li>{_html_text(item)}</li>" for item in content.items)
-        return f"<{tag} {attrs}>{items}</{tag}>"
+        return f"<{tag} {attrs}>{items}</{tag}>" + (f"<p>{marks}</p>" if marks else "")
     if kind is BlockKind.CODE:
         language = re.sub(r"[^A-Za-z0-9_+.#-]", "", content.language)
         cls = f' class="language-{_esc(language)}"' if language else ""
-        return f"<pre {attrs}><code{cls}>{_esc(content.text.rstrip(chr(10)))}</code></pre>"
+        return f"<pre {attrs}><code{cls}>{_esc(content.text.rstrip(chr(10)))}</code></pre>" + (
+            f"<p>Sources: {marks}</p>" if marks else "")
     if kind is BlockKind.QUOTE:
         paras = [p for p in re.split(r"\n\s*\n", content.text.strip()) if p.strip()]
         inner = "".join(f"<p>{_html_text(p)}</p>" for p in paras)
-        return f"<blockquote {attrs}>{inner}</blockquote>"
+        return f"<blockquote {attrs}>{inner}{marks}</blockquote>"
     if kind is BlockKind.TABLE:
         width = max([len(content.table_header), *(len(r) for r in content.table_rows)])
         head = ""
@@ -172,12 +212,16 @@ def _html_block(block: Block, depth: int) -> str:
             "<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in [*row, *[""] * (width - len(row))]) + "</tr>"
             for row in content.table_rows
         )
-        return f"<table {attrs}>{head}<tbody>{rows}</tbody></table>"
-    return f"<p {attrs}>{_html_text(content.text)}</p>"
+        return f"<table {attrs}>{head}<tbody>{rows}</tbody></table>" + (
+            f"<p>Sources: {marks}</p>" if marks else "")
+    return f"<p {attrs}>{_html_text(content.text)}{marks}</p>"
 
 
-def compile_html(artifact: Artifact, tree: Tree, blocks_by_node: BlocksByNode, metadata: Mapping[str, str]) -> str:
-    """A standalone HTML5 page; every node is a <section> and every block carries its ids."""
+def compile_html(artifact: Artifact, tree: Tree, blocks_by_node: BlocksByNode, metadata: Mapping[str, str],
+                 passages: Passages = _NO_PASSAGES) -> str:
+    """A standalone HTML5 page; every node is a <section>, every block carries its ids, citations
+    link to an anchored reference list."""
+    refs = document_references(tree, blocks_by_node, passages)
     head = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -207,9 +251,14 @@ def compile_html(artifact: Artifact, tree: Tree, blocks_by_node: BlocksByNode, m
         level = node_heading_level(node.depth)
         body.append(f'<section id="n-{node.id}" data-node-id="{node.id}">')
         body.append(f"<h{level}>{_esc(title)}</h{level}>")
-        body.extend(_html_block(b, node.depth) for b in _ordered_blocks(blocks_by_node, node.id))
+        body.extend(_html_block(b, node.depth, refs) for b in _ordered_blocks(blocks_by_node, node.id))
         stack.append((node, True))
         stack.extend((kid, False) for kid in reversed(tree.children(node.id)))
+    if refs.entries:
+        body.append('<section id="references"><h2>References</h2><ol>')
+        body.extend(f'<li id="ref-{r.number}" data-passage-id="{r.passage_id}">{_esc(reference_label(r.passage))}</li>'
+                    for r in refs.entries)
+        body.append("</ol></section>")
     return "\n".join([*head, *body, "</article>", "</body>", "</html>"]) + "\n"
 
 
@@ -232,14 +281,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def compile_json(artifact: Artifact, tree: Tree, blocks_by_node: BlocksByNode, metadata: Mapping[str, str]) -> str:
-    """The IR as JSON: metadata, artifact, nodes in document order and their blocks, keys sorted."""
+def compile_json(artifact: Artifact, tree: Tree, blocks_by_node: BlocksByNode, metadata: Mapping[str, str],
+                 passages: Passages = _NO_PASSAGES) -> str:
+    """The IR as JSON: metadata, artifact, nodes in document order, their blocks and the numbered
+    references, keys sorted."""
     nodes = list(tree.preorder())
-    blocks = [b for n in nodes for b in _ordered_blocks(blocks_by_node, n.id)]
-    doc = {
+    blocks = document_blocks(tree, blocks_by_node)
+    refs = number_references(blocks, passages)
+    doc: dict[str, Any] = {
         "metadata": dict(metadata),
         "artifact": _jsonable(artifact),
         "nodes": [_jsonable(n) for n in nodes],
         "blocks": [_jsonable(b) for b in blocks],
     }
+    if refs.entries:
+        doc["references"] = [
+            {"number": r.number, "passage_id": str(r.passage_id),
+             **({"source_id": str(r.passage.source_id), "source_title": r.passage.source_title,
+                 "start_offset": r.passage.start_offset, "end_offset": r.passage.end_offset,
+                 "text": r.passage.text} if r.passage else {})}
+            for r in refs.entries
+        ]
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, indent=2) + "\n"

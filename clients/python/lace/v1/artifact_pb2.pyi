@@ -135,7 +135,7 @@ class Table(_message.Message):
     def __init__(self, header: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[TableRow, _Mapping]]] = ...) -> None: ...
 
 class Block(_message.Message):
-    __slots__ = ("id", "node_id", "artifact_id", "ordinal", "kind", "text", "heading_level", "items", "language", "table", "origin", "pinned", "version", "create_time", "update_time")
+    __slots__ = ("id", "node_id", "artifact_id", "ordinal", "kind", "text", "heading_level", "items", "language", "table", "origin", "pinned", "version", "create_time", "update_time", "cited_passage_ids")
     ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,7 @@ class Block(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CITED_PASSAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     node_id: str
     artifact_id: str
@@ -166,7 +167,8 @@ class Block(_message.Message):
     version: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., node_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., kind: _Optional[_Union[BlockKind, str]] = ..., text: _Optional[str] = ..., heading_level: _Optional[int] = ..., items: _Optional[_Iterable[str]] = ..., language: _Optional[str] = ..., table: _Optional[_Union[Table, _Mapping]] = ..., origin: _Optional[_Union[ChangeOrigin, str]] = ..., pinned: _Optional[bool] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cited_passage_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., node_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., kind: _Optional[_Union[BlockKind, str]] = ..., text: _Optional[str] = ..., heading_level: _Optional[int] = ..., items: _Optional[_Iterable[str]] = ..., language: _Optional[str] = ..., table: _Optional[_Union[Table, _Mapping]] = ..., origin: _Optional[_Union[ChangeOrigin, str]] = ..., pinned: _Optional[bool] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cited_passage_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChangeEvent(_message.Message):
     __slots__ = ("id", "artifact_id", "block_id", "node_id", "operation", "origin", "run_id", "llm_call_id", "model", "before", "after", "artifact_version", "create_time")

@@ -1,4 +1,5 @@
 from lace.v1 import artifact_pb2 as _artifact_pb2
+from lace.v1 import source_pb2 as _source_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -20,6 +21,10 @@ class CompileFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPILE_FORMAT_MARKDOWN: _ClassVar[CompileFormat]
     COMPILE_FORMAT_HTML: _ClassVar[CompileFormat]
     COMPILE_FORMAT_JSON: _ClassVar[CompileFormat]
+    COMPILE_FORMAT_DOCX: _ClassVar[CompileFormat]
+    COMPILE_FORMAT_ODT: _ClassVar[CompileFormat]
+    COMPILE_FORMAT_EPUB: _ClassVar[CompileFormat]
+    COMPILE_FORMAT_PDF: _ClassVar[CompileFormat]
 ARTIFACT_VIEW_UNSPECIFIED: ArtifactView
 ARTIFACT_VIEW_BASIC: ArtifactView
 ARTIFACT_VIEW_FULL: ArtifactView
@@ -27,6 +32,10 @@ COMPILE_FORMAT_UNSPECIFIED: CompileFormat
 COMPILE_FORMAT_MARKDOWN: CompileFormat
 COMPILE_FORMAT_HTML: CompileFormat
 COMPILE_FORMAT_JSON: CompileFormat
+COMPILE_FORMAT_DOCX: CompileFormat
+COMPILE_FORMAT_ODT: CompileFormat
+COMPILE_FORMAT_EPUB: CompileFormat
+COMPILE_FORMAT_PDF: CompileFormat
 
 class CreateArtifactRequest(_message.Message):
     __slots__ = ("artifact", "request_id")
@@ -85,14 +94,18 @@ class CompileArtifactRequest(_message.Message):
     def __init__(self, artifact_id: _Optional[str] = ..., format: _Optional[_Union[CompileFormat, str]] = ...) -> None: ...
 
 class CompileArtifactResponse(_message.Message):
-    __slots__ = ("content", "media_type", "artifact_version")
+    __slots__ = ("content", "media_type", "artifact_version", "binary_content", "file_name")
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BINARY_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     content: str
     media_type: str
     artifact_version: int
-    def __init__(self, content: _Optional[str] = ..., media_type: _Optional[str] = ..., artifact_version: _Optional[int] = ...) -> None: ...
+    binary_content: bytes
+    file_name: str
+    def __init__(self, content: _Optional[str] = ..., media_type: _Optional[str] = ..., artifact_version: _Optional[int] = ..., binary_content: _Optional[bytes] = ..., file_name: _Optional[str] = ...) -> None: ...
 
 class EditBlockRequest(_message.Message):
     __slots__ = ("block_id", "block", "expected_version", "request_id")
@@ -123,9 +136,11 @@ class ListBlockChangesRequest(_message.Message):
     def __init__(self, block_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListBlockChangesResponse(_message.Message):
-    __slots__ = ("change_events", "next_page_token")
+    __slots__ = ("change_events", "next_page_token", "cited_passages")
     CHANGE_EVENTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CITED_PASSAGES_FIELD_NUMBER: _ClassVar[int]
     change_events: _containers.RepeatedCompositeFieldContainer[_artifact_pb2.ChangeEvent]
     next_page_token: str
-    def __init__(self, change_events: _Optional[_Iterable[_Union[_artifact_pb2.ChangeEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    cited_passages: _containers.RepeatedCompositeFieldContainer[_source_pb2.Passage]
+    def __init__(self, change_events: _Optional[_Iterable[_Union[_artifact_pb2.ChangeEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., cited_passages: _Optional[_Iterable[_Union[_source_pb2.Passage, _Mapping]]] = ...) -> None: ...

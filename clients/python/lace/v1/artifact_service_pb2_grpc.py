@@ -101,8 +101,9 @@ class ArtifactServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CompileArtifact(self, request, context):
-        """Renders the artifact's current IR as Markdown, HTML or JSON. Pure: the same
-        IR version always compiles to the same bytes.
+        """Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
+        The same IR version always compiles to the same document. A document larger than
+        the server's response limit is refused with RESOURCE_EXHAUSTED (reason COMPILED_TOO_LARGE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,8 +45,9 @@ class ArtifactServiceStub:
     ListArtifacts: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.ListArtifactsRequest, _artifact_service_pb2.ListArtifactsResponse]
     """Lists artifacts, newest first (AIP-158 pagination)."""
     CompileArtifact: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.CompileArtifactRequest, _artifact_service_pb2.CompileArtifactResponse]
-    """Renders the artifact's current IR as Markdown, HTML or JSON. Pure: the same
-    IR version always compiles to the same bytes.
+    """Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
+    The same IR version always compiles to the same document. A document larger than
+    the server's response limit is refused with RESOURCE_EXHAUSTED (reason COMPILED_TOO_LARGE).
     """
     EditBlock: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.EditBlockRequest, _artifact_service_pb2.EditBlockResponse]
     """Replaces a block's content as a human edit, through Deterministic Apply.
@@ -72,8 +73,9 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     ListArtifacts: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.ListArtifactsRequest, _artifact_service_pb2.ListArtifactsResponse]  # type: ignore[assignment]
     """Lists artifacts, newest first (AIP-158 pagination)."""
     CompileArtifact: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.CompileArtifactRequest, _artifact_service_pb2.CompileArtifactResponse]  # type: ignore[assignment]
-    """Renders the artifact's current IR as Markdown, HTML or JSON. Pure: the same
-    IR version always compiles to the same bytes.
+    """Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
+    The same IR version always compiles to the same document. A document larger than
+    the server's response limit is refused with RESOURCE_EXHAUSTED (reason COMPILED_TOO_LARGE).
     """
     EditBlock: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.EditBlockRequest, _artifact_service_pb2.EditBlockResponse]  # type: ignore[assignment]
     """Replaces a block's content as a human edit, through Deterministic Apply.
@@ -120,8 +122,9 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _artifact_service_pb2.CompileArtifactRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_artifact_service_pb2.CompileArtifactResponse, _abc.Awaitable[_artifact_service_pb2.CompileArtifactResponse]]:
-        """Renders the artifact's current IR as Markdown, HTML or JSON. Pure: the same
-        IR version always compiles to the same bytes.
+        """Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
+        The same IR version always compiles to the same document. A document larger than
+        the server's response limit is refused with RESOURCE_EXHAUSTED (reason COMPILED_TOO_LARGE).
         """
 
     @_abc_1.abstractmethod

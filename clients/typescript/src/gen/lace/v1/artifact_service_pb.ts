@@ -6,13 +6,15 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Artifact, Block, ChangeEvent, Node } from "./artifact_pb.js";
 import { file_lace_v1_artifact } from "./artifact_pb.js";
+import type { Passage } from "./source_pb.js";
+import { file_lace_v1_source } from "./source_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file lace/v1/artifact_service.proto.
  */
 export const file_lace_v1_artifact_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ik4KEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcieAoTR2V0QXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSHAoFbm9kZXMYAiADKAsyDS5sYWNlLnYxLk5vZGUSHgoGYmxvY2tzGAMgAygLMg4ubGFjZS52MS5CbG9jayI9ChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJWChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USJAoJYXJ0aWZhY3RzGAEgAygLMhEubGFjZS52MS5BcnRpZmFjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVQoWQ29tcGlsZUFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRImCgZmb3JtYXQYAiABKA4yFi5sYWNlLnYxLkNvbXBpbGVGb3JtYXQiWAoXQ29tcGlsZUFydGlmYWN0UmVzcG9uc2USDwoHY29udGVudBgBIAEoCRISCgptZWRpYV90eXBlGAIgASgJEhgKEGFydGlmYWN0X3ZlcnNpb24YAyABKAMicQoQRWRpdEJsb2NrUmVxdWVzdBIQCghibG9ja19pZBgBIAEoCRIdCgVibG9jaxgCIAEoCzIOLmxhY2UudjEuQmxvY2sSGAoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoAxISCgpyZXF1ZXN0X2lkGAQgASgJIjIKEUVkaXRCbG9ja1Jlc3BvbnNlEh0KBWJsb2NrGAEgASgLMg4ubGFjZS52MS5CbG9jayJSChdMaXN0QmxvY2tDaGFuZ2VzUmVxdWVzdBIQCghibG9ja19pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJgChhMaXN0QmxvY2tDaGFuZ2VzUmVzcG9uc2USKwoNY2hhbmdlX2V2ZW50cxgBIAMoCzIULmxhY2UudjEuQ2hhbmdlRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKl4KDEFydGlmYWN0VmlldxIdChlBUlRJRkFDVF9WSUVXX1VOU1BFQ0lGSUVEEAASFwoTQVJUSUZBQ1RfVklFV19CQVNJQxABEhYKEkFSVElGQUNUX1ZJRVdfRlVMTBACKn4KDUNvbXBpbGVGb3JtYXQSHgoaQ09NUElMRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIbChdDT01QSUxFX0ZPUk1BVF9NQVJLRE9XThABEhcKE0NPTVBJTEVfRk9STUFUX0hUTUwQAhIXChNDT01QSUxFX0ZPUk1BVF9KU09OEAMy8QMKD0FydGlmYWN0U2VydmljZRJRCg5DcmVhdGVBcnRpZmFjdBIeLmxhY2UudjEuQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0Gh8ubGFjZS52MS5DcmVhdGVBcnRpZmFjdFJlc3BvbnNlEkgKC0dldEFydGlmYWN0EhsubGFjZS52MS5HZXRBcnRpZmFjdFJlcXVlc3QaHC5sYWNlLnYxLkdldEFydGlmYWN0UmVzcG9uc2USTgoNTGlzdEFydGlmYWN0cxIdLmxhY2UudjEuTGlzdEFydGlmYWN0c1JlcXVlc3QaHi5sYWNlLnYxLkxpc3RBcnRpZmFjdHNSZXNwb25zZRJUCg9Db21waWxlQXJ0aWZhY3QSHy5sYWNlLnYxLkNvbXBpbGVBcnRpZmFjdFJlcXVlc3QaIC5sYWNlLnYxLkNvbXBpbGVBcnRpZmFjdFJlc3BvbnNlEkIKCUVkaXRCbG9jaxIZLmxhY2UudjEuRWRpdEJsb2NrUmVxdWVzdBoaLmxhY2UudjEuRWRpdEJsb2NrUmVzcG9uc2USVwoQTGlzdEJsb2NrQ2hhbmdlcxIgLmxhY2UudjEuTGlzdEJsb2NrQ2hhbmdlc1JlcXVlc3QaIS5sYWNlLnYxLkxpc3RCbG9ja0NoYW5nZXNSZXNwb25zZWIGcHJvdG8z", [file_lace_v1_artifact]);
+  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ik4KEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcieAoTR2V0QXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSHAoFbm9kZXMYAiADKAsyDS5sYWNlLnYxLk5vZGUSHgoGYmxvY2tzGAMgAygLMg4ubGFjZS52MS5CbG9jayI9ChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJWChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USJAoJYXJ0aWZhY3RzGAEgAygLMhEubGFjZS52MS5BcnRpZmFjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVQoWQ29tcGlsZUFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRImCgZmb3JtYXQYAiABKA4yFi5sYWNlLnYxLkNvbXBpbGVGb3JtYXQigwEKF0NvbXBpbGVBcnRpZmFjdFJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEgoKbWVkaWFfdHlwZRgCIAEoCRIYChBhcnRpZmFjdF92ZXJzaW9uGAMgASgDEhYKDmJpbmFyeV9jb250ZW50GAQgASgMEhEKCWZpbGVfbmFtZRgFIAEoCSJxChBFZGl0QmxvY2tSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEh0KBWJsb2NrGAIgASgLMg4ubGFjZS52MS5CbG9jaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDEhIKCnJlcXVlc3RfaWQYBCABKAkiMgoRRWRpdEJsb2NrUmVzcG9uc2USHQoFYmxvY2sYASABKAsyDi5sYWNlLnYxLkJsb2NrIlIKF0xpc3RCbG9ja0NoYW5nZXNSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIooBChhMaXN0QmxvY2tDaGFuZ2VzUmVzcG9uc2USKwoNY2hhbmdlX2V2ZW50cxgBIAMoCzIULmxhY2UudjEuQ2hhbmdlRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEigKDmNpdGVkX3Bhc3NhZ2VzGAMgAygLMhAubGFjZS52MS5QYXNzYWdlKl4KDEFydGlmYWN0VmlldxIdChlBUlRJRkFDVF9WSUVXX1VOU1BFQ0lGSUVEEAASFwoTQVJUSUZBQ1RfVklFV19CQVNJQxABEhYKEkFSVElGQUNUX1ZJRVdfRlVMTBACKuABCg1Db21waWxlRm9ybWF0Eh4KGkNPTVBJTEVfRk9STUFUX1VOU1BFQ0lGSUVEEAASGwoXQ09NUElMRV9GT1JNQVRfTUFSS0RPV04QARIXChNDT01QSUxFX0ZPUk1BVF9IVE1MEAISFwoTQ09NUElMRV9GT1JNQVRfSlNPThADEhcKE0NPTVBJTEVfRk9STUFUX0RPQ1gQBBIWChJDT01QSUxFX0ZPUk1BVF9PRFQQBRIXChNDT01QSUxFX0ZPUk1BVF9FUFVCEAYSFgoSQ09NUElMRV9GT1JNQVRfUERGEAcy8QMKD0FydGlmYWN0U2VydmljZRJRCg5DcmVhdGVBcnRpZmFjdBIeLmxhY2UudjEuQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0Gh8ubGFjZS52MS5DcmVhdGVBcnRpZmFjdFJlc3BvbnNlEkgKC0dldEFydGlmYWN0EhsubGFjZS52MS5HZXRBcnRpZmFjdFJlcXVlc3QaHC5sYWNlLnYxLkdldEFydGlmYWN0UmVzcG9uc2USTgoNTGlzdEFydGlmYWN0cxIdLmxhY2UudjEuTGlzdEFydGlmYWN0c1JlcXVlc3QaHi5sYWNlLnYxLkxpc3RBcnRpZmFjdHNSZXNwb25zZRJUCg9Db21waWxlQXJ0aWZhY3QSHy5sYWNlLnYxLkNvbXBpbGVBcnRpZmFjdFJlcXVlc3QaIC5sYWNlLnYxLkNvbXBpbGVBcnRpZmFjdFJlc3BvbnNlEkIKCUVkaXRCbG9jaxIZLmxhY2UudjEuRWRpdEJsb2NrUmVxdWVzdBoaLmxhY2UudjEuRWRpdEJsb2NrUmVzcG9uc2USVwoQTGlzdEJsb2NrQ2hhbmdlcxIgLmxhY2UudjEuTGlzdEJsb2NrQ2hhbmdlc1JlcXVlc3QaIS5sYWNlLnYxLkxpc3RCbG9ja0NoYW5nZXNSZXNwb25zZWIGcHJvdG8z", [file_lace_v1_artifact, file_lace_v1_source]);
 
 /**
  * Request of ArtifactService.CreateArtifact.
@@ -219,14 +221,16 @@ export const CompileArtifactRequestSchema: GenMessage<CompileArtifactRequest> = 
  */
 export type CompileArtifactResponse = Message<"lace.v1.CompileArtifactResponse"> & {
   /**
-   * The compiled document.
+   * The compiled document, for the text formats (Markdown, HTML, JSON); empty otherwise.
    *
    * @generated from field: string content = 1;
    */
   content: string;
 
   /**
-   * Its media type ("text/markdown", "text/html", "application/json").
+   * Its media type ("text/markdown", "text/html", "application/json",
+   * "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+   * "application/vnd.oasis.opendocument.text", "application/epub+zip", "application/pdf").
    *
    * @generated from field: string media_type = 2;
    */
@@ -238,6 +242,20 @@ export type CompileArtifactResponse = Message<"lace.v1.CompileArtifactResponse">
    * @generated from field: int64 artifact_version = 3;
    */
   artifactVersion: bigint;
+
+  /**
+   * The compiled document, for the binary formats (DOCX, ODT, EPUB, PDF); empty otherwise.
+   *
+   * @generated from field: bytes binary_content = 4;
+   */
+  binaryContent: Uint8Array;
+
+  /**
+   * A file name to save it under: the artifact's title as a slug, with the format's extension.
+   *
+   * @generated from field: string file_name = 5;
+   */
+  fileName: string;
 };
 
 /**
@@ -366,6 +384,13 @@ export type ListBlockChangesResponse = Message<"lace.v1.ListBlockChangesResponse
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * Every passage cited by a `before` or `after` of this page's changes, with its text.
+   *
+   * @generated from field: repeated lace.v1.Passage cited_passages = 3;
+   */
+  citedPassages: Passage[];
 };
 
 /**
@@ -437,11 +462,39 @@ export enum CompileFormat {
   HTML = 2,
 
   /**
-   * The IR itself as JSON (artifact, nodes, blocks).
+   * The IR itself as JSON (artifact, nodes, blocks, references).
    *
    * @generated from enum value: COMPILE_FORMAT_JSON = 3;
    */
   JSON = 3,
+
+  /**
+   * An Office Open XML document (.docx), in `binary_content`.
+   *
+   * @generated from enum value: COMPILE_FORMAT_DOCX = 4;
+   */
+  DOCX = 4,
+
+  /**
+   * An OpenDocument text document (.odt), in `binary_content`.
+   *
+   * @generated from enum value: COMPILE_FORMAT_ODT = 5;
+   */
+  ODT = 5,
+
+  /**
+   * An EPUB 3 book (.epub), one chapter per top-level section, in `binary_content`.
+   *
+   * @generated from enum value: COMPILE_FORMAT_EPUB = 6;
+   */
+  EPUB = 6,
+
+  /**
+   * A PDF document, in `binary_content`.
+   *
+   * @generated from enum value: COMPILE_FORMAT_PDF = 7;
+   */
+  PDF = 7,
 }
 
 /**
@@ -491,8 +544,9 @@ export const ArtifactService: GenService<{
     output: typeof ListArtifactsResponseSchema;
   },
   /**
-   * Renders the artifact's current IR as Markdown, HTML or JSON. Pure: the same
-   * IR version always compiles to the same bytes.
+   * Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
+   * The same IR version always compiles to the same document. A document larger than
+   * the server's response limit is refused with RESOURCE_EXHAUSTED (reason COMPILED_TOO_LARGE).
    *
    * @generated from rpc lace.v1.ArtifactService.CompileArtifact
    */
