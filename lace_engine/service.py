@@ -17,6 +17,7 @@ from lace_engine.domain import (
     ChangeEvent,
     EventType,
     Node,
+    Passage,
     Run,
     RunEvent,
     RunOptions,
@@ -36,7 +37,8 @@ from lace_engine.pipeline.estimate import preflight
 from lace_engine.pipeline.tree import Tree
 from lace_engine.runs.lifecycle import RunAction, on_request
 from lace_engine.runs.orchestrator import Executor, ExecutorConfig
-from lace_engine.storage import apply_store, event_log, idempotency, ir_store, pagination, run_store
+from lace_engine.sources import SourceLibrary
+from lace_engine.storage import apply_store, event_log, idempotency, ir_store, pagination, run_store, source_store
 from lace_engine.storage.database import Database, Tx
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class Engine:
         self.settings = settings
         self.provider = provider
         self.db = Database(database_url, pool_size=settings.pool_size)
+        self.sources = SourceLibrary(self.db)
         self.hub = EventHub(self._fetch_range, max_pending=settings.stream_queue_batches)
         self.db.add_listener(self.hub)
         self.listener = PgNotifyListener(self.db.url, self._committed, self.hub.feed_interrupted)
@@ -185,6 +188,8 @@ class Engine:
             tree = Tree(await ir_store.get_nodes(conn, artifact_id))
             blocks = await ir_store.get_blocks_by_node(conn, artifact_id)
             providers = await ir_store.providers_of(conn, artifact_id)
+            passages = await source_store.passages_by_id(
+                conn, artifact_id, (p for bs in blocks.values() for b in bs for p in b.content.citations))
         metadata = {
             "generator": "lace",
             "artifact_id": str(artifact.id),
@@ -195,7 +200,7 @@ class Engine:
             metadata["notice"] = ("written by the offline provider: deterministic placeholder prose, "
                                   "not a language model")
         render = {"markdown": compile_markdown, "html": compile_html, "json": compile_json}[fmt]
-        return render(artifact, tree, blocks, metadata), FORMATS[fmt], artifact.version
+        return render(artifact, tree, blocks, metadata, passages), FORMATS[fmt], artifact.version
 
     async def edit_block(self, block_id: uuid.UUID, content: BlockContent, *, expected_version: int,
                          request_id: str) -> Block:
@@ -205,7 +210,9 @@ class Engine:
         async def write(tx: Tx) -> Block:
             block = await ir_store.get_block(tx.conn, block_id)
             node = await ir_store.get_node(tx.conn, block.node_id)
-            mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version)
+            known = await source_store.passages_by_id(tx.conn, block.artifact_id, content.citations)
+            mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version,
+                                             known_passages=known.keys())
             await apply_store.write_mutation(tx, mutation)
             return await ir_store.get_block(tx.conn, block_id)
 
@@ -222,6 +229,22 @@ class Engine:
                 raise NotFound(f"block {block_id} not found", reason="BLOCK_NOT_FOUND",
                                metadata={"block_id": str(block_id)})
         return pagination.page(items, size, query, lambda change: change.id)
+
+    async def passages_cited_by(self, changes: Sequence[ChangeEvent]) -> list[Passage]:
+        """The passages that the before and after snapshots of `changes` cite, each once, in order of citation."""
+        ids: dict[uuid.UUID, uuid.UUID] = {}  # passage -> artifact, in order of first citation
+        for change in changes:
+            for snapshot in (change.before, change.after):
+                for passage_id in BlockContent.from_json(snapshot["content"]).citations if snapshot else ():
+                    ids.setdefault(passage_id, change.artifact_id)
+        if not ids:
+            return []
+        async with self.db.read() as conn:
+            found: dict[uuid.UUID, Passage] = {}
+            for artifact_id in set(ids.values()):
+                found |= await source_store.passages_by_id(conn, artifact_id, [p for p, a in ids.items()
+                                                                               if a == artifact_id])
+        return [found[p] for p in ids if p in found]
 
     # Runs ----------------------------------------------------------------------------------
 

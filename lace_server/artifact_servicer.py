@@ -93,5 +93,7 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
     ) -> artifact_service_pb2.ListBlockChangesResponse:
         items, token = await self.engine.list_block_changes(
             parse_id(request.block_id, "block_id"), request.page_size, request.page_token)
+        cited = await self.engine.passages_cited_by(items)
         return artifact_service_pb2.ListBlockChangesResponse(
-            change_events=[convert.change_event_to_pb(c) for c in items], next_page_token=token)
+            change_events=[convert.change_event_to_pb(c) for c in items], next_page_token=token,
+            cited_passages=[convert.passage_to_pb(p) for p in cited])

@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf import duration_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from lace.v1 import artifact_pb2, run_pb2
+from lace.v1 import artifact_pb2, run_pb2, source_pb2
 from lace_engine.domain import (
     Artifact,
     Block,
@@ -22,10 +22,12 @@ from lace_engine.domain import (
     Node,
     NodeState,
     Origin,
+    Passage,
     Run,
     RunEvent,
     RunOptions,
     RunState,
+    Source,
     StepKind,
 )
 from lace_engine.ids import parse_id
@@ -304,3 +306,19 @@ def run_event_to_pb(e: RunEvent) -> run_pb2.RunEvent:
     msg = run_pb2.RunEvent()
     fill_run_event(msg, e)
     return msg
+
+
+def source_to_pb(s: Source) -> source_pb2.Source:
+    msg = source_pb2.Source(
+        id=str(s.id), artifact_id=str(s.artifact_id), title=s.title, media_type=s.media_type,
+        size_bytes=s.size_bytes, char_count=s.char_count, passage_count=s.passage_count,
+        content_hash=s.content_hash, create_time=timestamp(s.create_time))
+    if s.delete_time is not None:
+        msg.delete_time.FromDatetime(s.delete_time)
+    return msg
+
+
+def passage_to_pb(p: Passage) -> source_pb2.Passage:
+    return source_pb2.Passage(
+        id=str(p.id), source_id=str(p.source_id), ordinal=p.ordinal, start_offset=p.start_offset,
+        end_offset=p.end_offset, text=p.text, content_hash=p.content_hash, source_title=p.source_title)

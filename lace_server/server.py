@@ -16,7 +16,14 @@ import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from lace.v1 import artifact_service_pb2, artifact_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
+from lace.v1 import (
+    artifact_service_pb2,
+    artifact_service_pb2_grpc,
+    run_service_pb2,
+    run_service_pb2_grpc,
+    source_service_pb2,
+    source_service_pb2_grpc,
+)
 from lace_engine import metrics
 from lace_engine.config import Settings
 from lace_engine.llm.factory import provider_from_env
@@ -26,6 +33,7 @@ from lace_server.artifact_servicer import ArtifactServicer
 from lace_server.auth import BearerAuthInterceptor, parse_api_keys
 from lace_server.rpc_metrics import MetricsInterceptor
 from lace_server.run_servicer import RunServicer
+from lace_server.source_servicer import SourceServicer
 from lace_server.status import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+    source_service_pb2.DESCRIPTOR.services_by_name["SourceService"].full_name,
 )
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -109,6 +118,7 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
                              maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
     artifact_service_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(engine), server)
     run_service_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(engine), server)
+    source_service_pb2_grpc.add_SourceServiceServicer_to_server(SourceServicer(engine.sources), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -12,7 +12,7 @@ import grpc
 import psycopg
 import pytest
 
-from lace.v1 import artifact_service_pb2_grpc, run_service_pb2_grpc
+from lace.v1 import artifact_service_pb2_grpc, run_service_pb2_grpc, source_service_pb2_grpc
 from lace_engine.config import Settings
 from lace_engine.domain import RunOptions
 from lace_engine.storage.embedded_postgres import EmbeddedPostgres
@@ -103,6 +103,11 @@ def artifacts(channel: grpc.aio.Channel) -> artifact_service_pb2_grpc.ArtifactSe
 @pytest.fixture(scope="session")
 def runs(channel: grpc.aio.Channel) -> run_service_pb2_grpc.RunServiceAsyncStub:
     return run_service_pb2_grpc.RunServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def sources(channel: grpc.aio.Channel) -> source_service_pb2_grpc.SourceServiceAsyncStub:
+    return source_service_pb2_grpc.SourceServiceStub(channel)
 
 
 def pg_connect(url: str) -> psycopg.Connection[tuple[object, ...]]:

@@ -556,7 +556,23 @@ def generate_content(task: dict[str, Any], seed: int) -> dict[str, Any]:
 
     summary = (f"Covers {title or 'the topic'}, with attention to "
                f"{gen.pick(_OBJECTS[3])} and {gen.pick(_OBJECTS[4])}.")
+    _cite(blocks, task)
     return {"blocks": blocks, "summary": summary}
+
+
+def _cite(blocks: list[dict[str, Any]], task: dict[str, Any]) -> None:
+    """With task["citable"] numbered passages, paragraph j cites passage (j mod citable) + 1 and
+    every other block cites none: deterministic, and every number is one the prompt gave."""
+    citable = task.get("citable") or 0
+    if not isinstance(citable, int) or citable <= 0:
+        return
+    paragraphs = 0
+    for block in blocks:
+        if block["kind"] == "paragraph":
+            block["cites"] = [paragraphs % citable + 1]
+            paragraphs += 1
+        else:
+            block["cites"] = []
 
 
 class OfflineProvider:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from lace_engine.domain import (
@@ -54,6 +54,7 @@ class ApplyLimits:
     max_items: int = 100
     max_table_cells: int = 400
     max_summary_chars: int = 1500
+    max_citations: int = 8
     min_length_ratio: float = 0.5
     max_length_ratio: float = 1.6
 
@@ -375,14 +376,21 @@ def plan_content(
     proposal: ContentProposal,
     *,
     provenance: Provenance,
+    citable: Sequence[uuid.UUID] = (),
     limits: ApplyLimits = DEFAULT_LIMITS,
 ) -> Mutation | Rejection:
-    """Validates a content proposal for `node` and plans the block changes (replacing old blocks)."""
+    """Validates a content proposal for `node` and plans the block changes (replacing old blocks).
+
+    `citable` are the passages this call's prompt numbered (passage n is citable[n - 1]): a block
+    may cite those and nothing else."""
     if any(b.pinned for b in existing):
         raise Aborted(f"node {node.id} has human-pinned blocks; an LLM may not overwrite them",
                       reason="NODE_PINNED")
     errors: list[str] = []
-    blocks = tuple(normalize_block(b) for b in proposal.blocks)
+    cited, cite_errors, repeated = resolve_citations(proposal, citable, limits.max_citations)
+    errors.extend(cite_errors)
+    blocks = tuple(replace(normalize_block(b), citations=c) for b, c in zip(proposal.blocks, cited,
+                                                                                          strict=True))
     if not blocks:
         errors.append("propose at least one block")
     if len(blocks) > limits.max_blocks:
@@ -410,7 +418,8 @@ def plan_content(
     if errors:
         return Rejection(tuple(errors))
     padded = sum(_padded(b) for b in proposal.blocks)
-    repairs = (f"trimmed surrounding whitespace in {padded} blocks",) if padded else ()
+    repairs = ((f"trimmed surrounding whitespace in {padded} blocks",) if padded else ()) + (
+        (f"dropped repeated citations in {repeated} blocks",) if repeated else ())
 
     by_ordinal = {b.ordinal: b for b in existing}
     changes: list[BlockChange] = []
@@ -450,6 +459,28 @@ def plan_content(
     )
 
 
+def resolve_citations(proposal: ContentProposal, citable: Sequence[uuid.UUID], max_citations: int) \
+        -> tuple[list[tuple[uuid.UUID, ...]], list[str], int]:
+    """Each block's cited passage ids, the errors of citations outside this prompt's passages, and
+    how many blocks cited a passage twice (the repeat is dropped: the one right fix)."""
+    resolved: list[tuple[uuid.UUID, ...]] = []
+    errors: list[str] = []
+    repeated = 0
+    for i in range(len(proposal.blocks)):
+        numbers = proposal.cites[i] if i < len(proposal.cites) else ()
+        unique = tuple(dict.fromkeys(numbers))
+        repeated += len(unique) < len(numbers)
+        if len(unique) > max_citations:
+            errors.append(f"blocks[{i}]: cite at most {max_citations} passages, not {len(unique)}")
+        wrong = [n for n in unique if not 1 <= n <= len(citable)]
+        if wrong:
+            given = f"only passages 1 to {len(citable)} were given" if citable else "no passages were given"
+            errors.append(f"blocks[{i}]: cites {wrong}, but {given}; cite only the numbered passages above")
+            unique = tuple(n for n in unique if n not in wrong)
+        resolved.append(tuple(citable[n - 1] for n in unique))
+    return resolved, errors, repeated
+
+
 def _padded(content: BlockContent) -> bool:
     """Whether a block's used text fields carry surrounding whitespace that normalize_block trims."""
     kind = content.kind
@@ -466,17 +497,24 @@ def _padded(content: BlockContent) -> bool:
 
 def plan_edit_block(
     block: Block, content: BlockContent, *, node: Node, expected_version: int = 0,
-    limits: ApplyLimits = DEFAULT_LIMITS,
+    known_passages: Collection[uuid.UUID] = frozenset(), limits: ApplyLimits = DEFAULT_LIMITS,
 ) -> Mutation:
-    """Plans a human edit: the block takes the new content, origin HUMAN, and is pinned."""
+    """Plans a human edit: the block takes the new content, origin HUMAN, and is pinned.
+
+    Its citations must be passages of the artifact's sources (`known_passages`)."""
     if expected_version and expected_version != block.version:
         raise Aborted(f"block {block.id} is at version {block.version}, not {expected_version}; "
                       "re-read it and edit again", reason="STALE_VERSION",
                       metadata={"current_version": str(block.version)})
     if content.kind not in set(BlockKind):
         raise InvalidArgument("block.kind is required", reason="MISSING_FIELD", metadata={"field": "block.kind"})
-    normalized = normalize_block(content)
+    normalized = replace(normalize_block(content), citations=tuple(dict.fromkeys(content.citations)))
     errors = validate_block(normalized, "block", limits)
+    if len(normalized.citations) > limits.max_citations:
+        errors.append(f"block: cite at most {limits.max_citations} passages, not {len(normalized.citations)}")
+    unknown = [str(p) for p in normalized.citations if p not in known_passages]
+    if unknown:
+        errors.append(f"block: cited_passage_ids {unknown} are not passages of this artifact's sources")
     if errors:
         raise InvalidArgument("; ".join(errors), reason="INVALID_BLOCK", metadata={"field": "block"})
     after = replace(block, content=normalized, origin=Origin.HUMAN, pinned=True, version=block.version + 1)

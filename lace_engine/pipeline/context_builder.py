@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from lace_engine.domain import Artifact, Node, NodeState, StepKind
+from lace_engine.domain import Artifact, Node, NodeState, Passage, StepKind
 from lace_engine.pipeline.proposals import render_task_spec
 from lace_engine.pipeline.steps import STEPS, Step
 from lace_engine.pipeline.tree import Tree
@@ -32,6 +32,8 @@ MAX_COVERED_HEADINGS = 48
 MAX_SUMMARY_WORDS = 80
 MAX_INTENT_WORDS = 60
 MAX_OUTLINE_INTENT_WORDS = 30
+# Passages are at most source_text.PASSAGE_MAX_WORDS long; the clip only guards the layout.
+MAX_PASSAGE_WORDS = 200
 
 _TRUNCATION_MARK = " [...]"
 # How the covered-headings walk reached a node: going up the path, or down into a subtree.
@@ -46,20 +48,27 @@ _H_NODE = "\n# This section\n"
 _H_OUTLINE = "\n# Sibling sections, in document order\n"
 _H_SUMMARIES = "\n# What the earlier sibling sections say\n"
 _H_COVERED = "\n# Headings already covered elsewhere in the document (do not repeat them)\n"
+# Said here, not in the system prompt, so that prompts without sources stay as they were.
+_H_SOURCES = ("\n# Source passages: base the section on them. Give every block a \"cites\" array with the "
+              "numbers of the passages it draws on ([] for none); cite only these numbers, and never for "
+              "something the passage does not say\n")
 _H_INSTRUCTION = "\n# Instruction for this attempt\n"
 _H_FEEDBACK = "\n# Your previous answer was rejected; fix every point below\n"
 
 _HEADER_COST = {h: estimate_tokens(h) for h in (
-    _H_BRIEF, _H_STYLE, _H_PATH, _H_NODE, _H_OUTLINE, _H_SUMMARIES, _H_COVERED, _H_INSTRUCTION, _H_FEEDBACK)}
+    _H_BRIEF, _H_STYLE, _H_PATH, _H_NODE, _H_OUTLINE, _H_SUMMARIES, _H_COVERED, _H_SOURCES, _H_INSTRUCTION,
+    _H_FEEDBACK)}
 
 
 @dataclass(frozen=True, slots=True)
 class ManifestEntry:
-    """One piece of content that went into a prompt; content_hash covers exactly its text."""
+    """One piece of content that went into a prompt; content_hash covers exactly its text (for a
+    passage, the passage's own text, so it equals Passage.content_hash)."""
 
     kind: str
     node_id: UUID | None
     content_hash: str
+    passage_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,8 @@ class PromptContext:
     task: dict[str, Any]
     manifest: tuple[ManifestEntry, ...]
     estimated_tokens: int
+    # The passages the prompt numbered, in number order: passage n is citable[n - 1].
+    citable: tuple[UUID, ...] = ()
 
 
 class ContextBudgetError(ValueError):
@@ -89,6 +100,7 @@ class _Piece:
     text: str
     kind: str | None = None
     node_id: UUID | None = None
+    passage: Passage | None = None
 
     @property
     def cost(self) -> int:
@@ -136,8 +148,11 @@ def build_context(
     instruction: str = "",
     feedback: Sequence[str] = (),
     budget_tokens: int = 6000,
+    passages: Sequence[Passage] = (),
 ) -> PromptContext:
-    """The prompt for one step on the node, within `budget_tokens`; ContextBudgetError if it cannot fit."""
+    """The prompt for one step on the node, within `budget_tokens`; ContextBudgetError if it cannot fit.
+
+    `passages` (best first) are numbered from 1 in that order, as many as fit after the outline."""
     node = tree.get(node_id)
     instruction = instruction.strip()
     task: dict[str, Any] = {
@@ -149,6 +164,9 @@ def build_context(
         "instruction": instruction,
         **step.task(node, child_count),
     }
+    if passages:
+        # As many digits as the final count can have, so the task's cost is not underestimated.
+        task["citable"] = len(passages)
 
     ancestors = tree.ancestors(node_id)
     siblings = tree.siblings(node_id)
@@ -181,6 +199,7 @@ def build_context(
         index = next(i for i, s in enumerate(siblings) if s.id == node_id)
         optional = _fill(remaining, [
             (_H_OUTLINE, _outline_candidates(siblings, index)),
+            (_H_SOURCES, _passage_candidates(passages)),
             (_H_SUMMARIES, _summary_candidates(siblings, index)),
             (_H_COVERED, _covered_candidates(tree, node, ancestors)),
         ])
@@ -190,6 +209,11 @@ def build_context(
         brief_piece = None
         style_piece = _truncated(style_text, "style", remaining - _HEADER_COST[_H_STYLE])
 
+    citable = tuple(p.passage.id for header, items in optional if header == _H_SOURCES
+                    for p in items if p.passage is not None)
+    if passages:
+        task["citable"] = len(citable)
+        task_piece = _Piece(render_task_spec(task))
     sections = [(_H_BRIEF, [brief_piece] if brief_piece else []), (_H_STYLE, [style_piece] if style_piece else []),
                 path, this, *optional, asked, fix]
     pieces = [piece for header, items in sections if items for piece in (_Piece(header), *items)]
@@ -197,12 +221,17 @@ def build_context(
 
     # Every header starts with a blank-line separator; the first one needs none.
     user = "".join(p.text for p in pieces)[1:]
-    manifest = tuple(
-        ManifestEntry(p.kind, p.node_id, content_hash(p.text.removesuffix("\n"))) for p in pieces if p.kind is not None
-    )
+    manifest = tuple(_manifest_entry(p) for p in pieces if p.kind is not None)
     estimated = system_tokens + estimate_tokens(user) + 2 * MESSAGE_OVERHEAD_TOKENS
     return PromptContext(system=step.system_prompt, user=user, task=task, manifest=manifest,
-                         estimated_tokens=estimated)
+                         estimated_tokens=estimated, citable=citable)
+
+
+def _manifest_entry(piece: _Piece) -> ManifestEntry:
+    assert piece.kind is not None
+    if piece.passage is not None:
+        return ManifestEntry(piece.kind, None, piece.passage.content_hash, piece.passage.id)
+    return ManifestEntry(piece.kind, piece.node_id, content_hash(piece.text.removesuffix("\n")))
 
 
 def _section_cost(header: str, pieces: Sequence[_Piece]) -> int:
@@ -215,8 +244,9 @@ _Candidates = Iterator[tuple[_DocKey, _Piece]]
 def _fill(remaining: int, sections: Sequence[tuple[str, _Candidates]]) -> list[tuple[str, list[_Piece]]]:
     """The optional sections' pieces that fit `remaining`, each section's in document order.
 
-    Candidates come nearest first, and the first one that does not fit ends all inclusion: that
-    equals dropping covered headings first, then summaries, then outline entries, farthest first.
+    Candidates come nearest (or best) first, and the first one that does not fit ends all inclusion:
+    that equals dropping covered headings first, then summaries, then source passages (worst
+    first), then outline entries (farthest first).
     """
     chosen: list[tuple[str, list[_Piece]]] = []
     for header, candidates in sections:
@@ -249,6 +279,14 @@ def _summary_candidates(siblings: Sequence[Node], index: int) -> _Candidates:
         if sibling.state is NodeState.WRITTEN and sibling.summary.strip():
             yield ((i, 0),), _Piece(f"- {_title(sibling)}: {_clip(sibling.summary, MAX_SUMMARY_WORDS)}\n",
                                     "summary", sibling.id)
+
+
+def _passage_candidates(passages: Sequence[Passage]) -> _Candidates:
+    # Numbered in rank order, and _fill takes a prefix: the numbers run 1..k without gaps.
+    for i, passage in enumerate(passages):
+        source = _one_line(passage.source_title) or "untitled source"
+        yield ((i, 0),), _Piece(f"[{i + 1}] ({source}) {_clip(passage.text, MAX_PASSAGE_WORDS)}\n", "passage",
+                                passage=passage)
 
 
 def _covered_candidates(tree: Tree, node: Node, ancestors: Sequence[Node]) -> _Candidates:

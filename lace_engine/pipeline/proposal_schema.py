@@ -53,6 +53,9 @@ TOKENS_PER_WORD = 1.6
 TOKENS_PER_BLOCK = 24
 BUDGET_MARGIN = 1.25
 BUDGET_FLOOR = 256
+# A block cites at most this many passages; each citation costs a few tokens of output.
+MAX_CITES_PER_BLOCK = 3
+TOKENS_PER_CITE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +111,29 @@ def content_bounds(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> t
     return max_words, max_blocks, paragraph_chars
 
 
-def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS, *, style: str = "blocks") -> CallSchema:
+def cites_schema(citable: int) -> dict[str, Any]:
+    """A block's citations: distinct numbers of the passages its prompt numbered, 1 to `citable`."""
+    return {"type": "array", "maxItems": min(citable, MAX_CITES_PER_BLOCK),
+            "items": {"type": "integer", "enum": list(range(1, citable + 1))}}
+
+
+def _with_cites(block: dict[str, Any], citable: int) -> dict[str, Any]:
+    if citable <= 0:
+        return block
+    return {**block, "required": [*block["required"], "cites"],
+            "properties": {**block["properties"], "cites": cites_schema(citable)}}
+
+
+def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS, *, style: str = "blocks",
+                   citable: int = 0) -> CallSchema:
     """Blocks as one variant per kind (only the fields it uses), every array and string bounded.
 
     style "prose": a fixed number of paragraphs whose lengths keep the section within Apply's
     word range, for models too small to choose block kinds well (see `prose_schema`).
+    With `citable` passages in the prompt, every block also carries "cites" (see `cites_schema`).
     """
     if style == "prose":
-        return prose_schema(target_words, limits)
+        return prose_schema(target_words, limits, citable=citable)
     if style != "blocks":
         raise ValueError(f"content style must be 'blocks' or 'prose', not {style!r}")
     max_words, max_blocks, paragraph_chars = content_bounds(target_words, limits)
@@ -127,12 +145,12 @@ def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS, *, s
         return {"type": "string", "minLength": 1, "maxLength": min(max_chars, limits.max_block_chars)}
 
     def variant(kind: BlockKind, **fields: dict[str, Any]) -> dict[str, Any]:
-        return {
+        return _with_cites({
             "type": "object",
             "additionalProperties": False,
             "required": ["kind", *fields],
             "properties": {"kind": {"type": "string", "enum": [kind.value]}, **fields},
-        }
+        }, citable)
 
     def strings(max_items: int, max_chars: int, min_items: int = 1) -> dict[str, Any]:
         return {"type": "array", "minItems": min_items, "maxItems": max_items, "items": text(max_chars)}
@@ -160,8 +178,14 @@ def content_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS, *, s
     # Not the schema's largest answer (every block at its longest would be far past anything
     # Apply accepts) but Apply's: the most words it takes, with every block's structure. A
     # longer answer would be rejected anyway, so a cut-off loses nothing Apply would keep.
-    tokens = math.ceil(max_words * TOKENS_PER_WORD) + max_blocks * TOKENS_PER_BLOCK + SUMMARY_CHARS // 3
+    tokens = math.ceil(max_words * TOKENS_PER_WORD) + max_blocks * (TOKENS_PER_BLOCK + _cite_tokens(citable)) \
+        + SUMMARY_CHARS // 3
     return CallSchema("content_proposal", schema, _with_margin(tokens))
+
+
+def _cite_tokens(citable: int) -> int:
+    # '"cites": [' and ']' plus each number and its comma.
+    return 0 if citable <= 0 else 6 + min(citable, MAX_CITES_PER_BLOCK) * TOKENS_PER_CITE
 
 
 def prose_bounds(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> tuple[int, int, int]:
@@ -174,7 +198,7 @@ def prose_bounds(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> tup
     return paragraphs, least, max(least, math.floor(high / paragraphs))
 
 
-def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> CallSchema:
+def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS, *, citable: int = 0) -> CallSchema:
     """Exactly `ceil(target / 200)` paragraphs, each a `pattern` of a bounded number of words, so any
     answer the grammar admits has between PROSE_MIN_RATIO and PROSE_MAX_RATIO of the target's words.
 
@@ -184,7 +208,7 @@ def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> Cal
     """
     paragraphs, least, most = prose_bounds(target_words, limits)
     word = f"[{PROSE_WORD_CHARS}]{{1,{PROSE_WORD_LENGTH}}}"
-    paragraph = {
+    paragraph = _with_cites({
         "type": "object",
         "additionalProperties": False,
         "required": ["kind", "text"],
@@ -192,7 +216,7 @@ def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> Cal
             "kind": {"type": "string", "enum": [BlockKind.PARAGRAPH.value]},
             "text": {"type": "string", "pattern": f"^{word}( {word}){{{least - 1},{most - 1}}}$"},
         },
-    }
+    }, citable)
     summary = min(SUMMARY_CHARS, limits.max_summary_chars)
     schema = {
         "type": "object",
@@ -207,7 +231,8 @@ def prose_schema(target_words: int, limits: ApplyLimits = DEFAULT_LIMITS) -> Cal
     # The budget is the schema's true largest answer: one token a character (a token is never
     # shorter; the words are ASCII), every word at its longest, plus the structure. No margin needed.
     chars = paragraphs * most * (PROSE_WORD_LENGTH + 1) + summary
-    return CallSchema("content_proposal", schema, max(BUDGET_FLOOR, chars + (paragraphs + 1) * TOKENS_PER_BLOCK))
+    structure = (paragraphs + 1) * TOKENS_PER_BLOCK + paragraphs * _cite_tokens(citable)
+    return CallSchema("content_proposal", schema, max(BUDGET_FLOOR, chars + structure))
 
 
 def portable_schema(schema: Any) -> Any:

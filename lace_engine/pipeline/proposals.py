@@ -30,6 +30,8 @@ class SplitProposal:
 class ContentProposal:
     blocks: tuple[BlockContent, ...]
     summary: str
+    # Per block, the numbers of the prompt's passages it cites; empty when none were offered.
+    cites: tuple[tuple[int, ...], ...] = ()
 
 
 class ProposalFormatError(Exception):
@@ -69,6 +71,7 @@ def parse_content(data: Any) -> ContentProposal:
     if not isinstance(data, dict) or not isinstance(data.get("blocks"), list):
         raise ProposalFormatError(["expected an object with a 'blocks' array and a 'summary' string"])
     blocks: list[BlockContent] = []
+    cites: list[tuple[int, ...]] = []
     errors: list[str] = []
     for i, raw in enumerate(data["blocks"]):
         if not isinstance(raw, dict):
@@ -93,12 +96,19 @@ def parse_content(data: Any) -> ContentProposal:
             )
         except (TypeError, ValueError) as exc:
             errors.append(f"blocks[{i}]: {exc}")
+            continue
+        numbers = raw.get("cites") or []
+        if not isinstance(numbers, list) or any(isinstance(n, bool) or not isinstance(n, int) for n in numbers):
+            errors.append(f"blocks[{i}]: cites must be an array of passage numbers")
+            continue
+        cites.append(tuple(numbers))
     summary = data.get("summary", "")
     if not isinstance(summary, str):
         errors.append("summary must be a string")
     if errors:
         raise ProposalFormatError(errors)
-    return ContentProposal(blocks=tuple(blocks), summary=str(summary).strip())
+    return ContentProposal(blocks=tuple(blocks), summary=str(summary).strip(),
+                           cites=tuple(cites) if any(cites) else ())
 
 
 def _str(value: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from lace_engine.domain import Block, Node, RunOptions, StepKind
 from lace_engine.pipeline import apply
@@ -70,9 +71,13 @@ class Step(ABC):
     kind: StepKind
     system_prompt: str
 
+    # Whether the step's prompt offers source passages to cite.
+    cites: bool = False
+
     @abstractmethod
-    def call_schema(self, node: Node, child_count: int, content_style: str) -> CallSchema:
-        """The JSON schema and output-token budget of this step's call for `node`."""
+    def call_schema(self, node: Node, child_count: int, content_style: str, citable: int = 0) -> CallSchema:
+        """The JSON schema and output-token budget of this step's call for `node`, whose prompt
+        numbered `citable` passages."""
 
     def task(self, node: Node, child_count: int) -> dict[str, Any]:
         """The fields this step adds to the prompt's TASK line."""
@@ -87,16 +92,16 @@ class Step(ABC):
         """The closing sentence that asks for the answer."""
 
     def plan(self, node: Node, data: Any, *, existing: Sequence[Block], options: RunOptions,
-             provenance: Provenance) -> Mutation | Rejection:
+             provenance: Provenance, citable: Sequence[UUID] = ()) -> Mutation | Rejection:
         """Parses the model's decoded answer and lets Apply plan it; a Rejection says why not."""
         try:
-            return self._plan(node, data, existing, options, provenance)
+            return self._plan(node, data, existing, options, provenance, citable)
         except ProposalFormatError as exc:
             return Rejection(tuple(exc.errors))
 
     @abstractmethod
     def _plan(self, node: Node, data: Any, existing: Sequence[Block], options: RunOptions,
-              provenance: Provenance) -> Mutation | Rejection:
+              provenance: Provenance, citable: Sequence[UUID]) -> Mutation | Rejection:
         """Apply's plan of the parsed answer; raises ProposalFormatError when it cannot be parsed."""
 
 
@@ -106,7 +111,7 @@ class SplitStep(Step):
     kind = StepKind.SPLIT
     system_prompt = SPLIT_SYSTEM
 
-    def call_schema(self, node: Node, child_count: int, content_style: str) -> CallSchema:
+    def call_schema(self, node: Node, child_count: int, content_style: str, citable: int = 0) -> CallSchema:
         return split_schema(child_count, node.target_words)
 
     def task(self, node: Node, child_count: int) -> dict[str, Any]:
@@ -120,7 +125,7 @@ class SplitStep(Step):
                 f"{node.target_words}. Answer with the JSON object only.")
 
     def _plan(self, node: Node, data: Any, existing: Sequence[Block], options: RunOptions,
-              provenance: Provenance) -> Mutation | Rejection:
+              provenance: Provenance, citable: Sequence[UUID]) -> Mutation | Rejection:
         return apply.plan_split(node, parse_split(data), options=options, provenance=provenance)
 
 
@@ -129,17 +134,18 @@ class WriteStep(Step):
 
     kind = StepKind.WRITE
     system_prompt = WRITE_SYSTEM
+    cites = True
 
-    def call_schema(self, node: Node, child_count: int, content_style: str) -> CallSchema:
-        return content_schema(node.target_words, style=content_style)
+    def call_schema(self, node: Node, child_count: int, content_style: str, citable: int = 0) -> CallSchema:
+        return content_schema(node.target_words, style=content_style, citable=citable)
 
     def directive(self, title: str, node: Node, child_count: int) -> str:
         return (f'Write the content of "{title}": about {node.target_words} words of blocks, and a summary '
                 "of one or two sentences. Answer with the JSON object only.")
 
     def _plan(self, node: Node, data: Any, existing: Sequence[Block], options: RunOptions,
-              provenance: Provenance) -> Mutation | Rejection:
-        return apply.plan_content(node, existing, parse_content(data), provenance=provenance)
+              provenance: Provenance, citable: Sequence[UUID]) -> Mutation | Rejection:
+        return apply.plan_content(node, existing, parse_content(data), provenance=provenance, citable=citable)
 
 
 STEPS: Mapping[StepKind, Step] = {step.kind: step for step in (SplitStep(), WriteStep())}

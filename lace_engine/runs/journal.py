@@ -164,7 +164,8 @@ def call_row(run_id: uuid.UUID, attempt: Attempt, outcome: CallOutcome, result: 
         "completion_tokens": outcome.completion_tokens, "latency_ms": outcome.latency_ms,
         "finish_reason": outcome.finish_reason, "context_tokens": attempt.context.estimated_tokens,
         "context_manifest": [
-            {"kind": e.kind, "node_id": str(e.node_id) if e.node_id else None, "hash": e.content_hash}
+            {"kind": e.kind, "node_id": str(e.node_id) if e.node_id else None, "hash": e.content_hash,
+             **({"passage_id": str(e.passage_id)} if e.passage_id else {})}
             for e in attempt.context.manifest
         ],
         "outcome": result, "error": error,

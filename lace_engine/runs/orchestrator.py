@@ -29,6 +29,7 @@ from lace_engine.domain import (
     Node,
     NodeState,
     Origin,
+    Passage,
     Run,
     RunState,
     StepKind,
@@ -51,7 +52,7 @@ from lace_engine.pipeline.validator import validate_artifact
 from lace_engine.runs.budget import BudgetExhausted, Reservation, RunBudget
 from lace_engine.runs.journal import ACTIVE, Attempt, CallOutcome, RunJournal
 from lace_engine.runs.lifecycle import CLAIMABLE, ON_CLAIM
-from lace_engine.storage import ir_store, run_store
+from lace_engine.storage import ir_store, run_store, source_store
 from lace_engine.storage.database import Database
 from lace_engine.storage.event_log import Fence
 
@@ -91,6 +92,8 @@ class ExecutorConfig:
     db_outage_s: float = 300.0
     # proposal_schema.content_schema's style: "blocks" (every block kind) or "prose" (paragraphs only).
     content_style: str = "blocks"
+    # Source passages retrieved for each section written; as many as fit the context budget go in.
+    passages_per_section: int = 6
 
     def __post_init__(self) -> None:
         if self.max_concurrent_runs <= 0:
@@ -336,10 +339,11 @@ class RunExecution:
         max_attempts = self.run.options.max_proposal_retries + 1
         cut_off = False
         step = STEPS[decision.step]
-        call = step.call_schema(node, decision.child_count, self.config.content_style)
+        passages = await self._retrieve(node) if step.cites else []
         for number in range(1, max_attempts + 1):
             self.control.gate()
-            ctx = self._context(node, step, decision.child_count, feedback)
+            ctx = self._context(node, step, decision.child_count, feedback, passages)
+            call = step.call_schema(node, decision.child_count, self.config.content_style, len(ctx.citable))
             started = [NewEvent(EventType.STEP_STARTED,
                                 {"node_id": str(node.id), "step": decision.step.value, "attempt": number})]
             if number == 1:
@@ -381,7 +385,7 @@ class RunExecution:
             outcome = CallOutcome.of(response, self.provider)
             plan = step.plan(node, response.data, existing=existing, options=self.run.options,
                              provenance=Provenance(origin=Origin.LLM, run_id=self.run.id, llm_call_id=attempt.call_id,
-                                                   model=response.model))
+                                                   model=response.model), citable=ctx.citable)
             if isinstance(plan, Rejection):
                 await self.journal.reject(attempt, outcome, plan.errors, will_retry=number < max_attempts)
                 feedback = list(plan.errors)
@@ -440,12 +444,23 @@ class RunExecution:
                 self.control.set(state)
                 self.control.gate()  # raises unless the run is RUNNING again (resumed meanwhile)
 
-    def _context(self, node: Node, step: Step, child_count: int, feedback: list[str]) -> PromptContext:
+    async def _retrieve(self, node: Node) -> list[Passage]:
+        """The source passages best matching the section's title, intent and path, best first."""
+        assert self.tree is not None and self.artifact is not None
+        if self.config.passages_per_section <= 0:
+            return []
+        query = source_store.retrieval_query(
+            [node.title, node.intent, *(a.title for a in reversed(self.tree.ancestors(node.id)))])
+        async with self.db.read() as conn:
+            return await source_store.retrieve(conn, self.artifact.id, query, limit=self.config.passages_per_section)
+
+    def _context(self, node: Node, step: Step, child_count: int, feedback: list[str],
+                 passages: list[Passage]) -> PromptContext:
         assert self.tree is not None and self.artifact is not None
         try:
             return build_context(self.artifact, self.tree, node.id, step, child_count=child_count,
                                  instruction=self.run.instruction, feedback=feedback,
-                                 budget_tokens=self.config.context_budget_tokens)
+                                 budget_tokens=self.config.context_budget_tokens, passages=passages)
         except ContextBudgetError as exc:
             raise RunFailure(f"section {node.title!r}: the prompt cannot fit the context budget of "
                              f"{self.config.context_budget_tokens} tokens ({exc}); raise LACE_CONTEXT_BUDGET_TOKENS "

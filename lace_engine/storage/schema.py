@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
 
 metadata = sa.MetaData()
 
@@ -207,4 +207,46 @@ llm_permits = sa.Table(
     sa.Column("slot", sa.Integer, primary_key=True),
     sa.Column("holder", sa.Text, nullable=True),
     sa.Column("expires", sa.DateTime(timezone=True), nullable=True),
+)
+
+# Migration 0004. Sources attached to an artifact and their passages, indexed for full-text
+# search in PostgreSQL itself: no second store to keep in sync with the canonical one.
+sources = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("artifact_id", UUID(as_uuid=True), sa.ForeignKey("artifacts.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("media_type", sa.Text, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("char_count", sa.Integer, nullable=False),
+    sa.Column("passage_count", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.Text, nullable=False),
+    # The extracted text; passages are offsets into it.
+    sa.Column("text", sa.Text, nullable=False),
+    _ts("create_time"),
+    # Soft delete: a deleted source is not retrieved, but blocks citing it still resolve.
+    _ts("delete_time", nullable=True, default=False),
+    sa.Index("sources_artifact_idx", "artifact_id", "create_time"),
+)
+
+passages = sa.Table(
+    "passages",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("source_id", UUID(as_uuid=True), sa.ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    # Denormalized from the source so retrieval filters on one index without a join.
+    sa.Column("artifact_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("ordinal", sa.Integer, nullable=False),
+    sa.Column("start_offset", sa.Integer, nullable=False),
+    sa.Column("end_offset", sa.Integer, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.Text, nullable=False),
+    # False once the source is deleted; retrieval reads only retrievable passages.
+    sa.Column("retrievable", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("tsv", TSVECTOR, sa.Computed("to_tsvector('english', text)", persisted=True), nullable=False),
+    sa.UniqueConstraint("source_id", "ordinal"),
+    sa.Index("passages_tsv_idx", "tsv", postgresql_using="gin"),
+    sa.Index("passages_artifact_idx", "artifact_id"),
 )
