@@ -119,3 +119,32 @@ async def test_errors_exit_2_with_the_reason(lace: Lace) -> None:
     assert code == 2 and "(ARTIFACT_NOT_FOUND)" in err
     code, _, err = await lace("artifacts", server="127.0.0.1:1")  # nothing listens there
     assert code == 2 and "(UNAVAILABLE)" in err
+
+
+async def test_source_add_list_show_delete(lace: Lace, tmp_path: Path) -> None:
+    from tests.support import source_docs
+
+    code, out, _ = await lace("create", "--title", "Storage", "--brief", BRIEF, "--words", "600")
+    artifact_id = out.strip()
+    notes, report = tmp_path / "notes.md", tmp_path / "siting.pdf"
+    notes.write_text(source_docs.MARKDOWN)
+    report.write_bytes(source_docs.pdf_bytes())
+    code, out, err = await lace("source", "add", str(notes), "--artifact", artifact_id)
+    assert code == 0, err
+    notes_id = out.strip()
+    assert "notes:" in err and "passages" in err
+    code, out, err = await lace("source", "add", str(report), "--artifact", artifact_id, "--title", "Siting")
+    assert code == 0, err
+    code, out, _ = await lace("source", "list", artifact_id)
+    assert code == 0 and notes_id in out and "application/pdf" in out and "Siting" in out
+    code, out, _ = await lace("source", "show", notes_id)
+    assert code == 0 and "Lithium-ion batteries dominate" in out
+    code, out, _ = await lace("source", "delete", notes_id)
+    assert code == 0 and "deleted" in out
+    code, out, _ = await lace("source", "list", artifact_id)
+    assert code == 0 and notes_id not in out
+
+    unknown = tmp_path / "data.xlsx"
+    unknown.write_bytes(b"x")
+    code, _, err = await lace("source", "add", str(unknown), "--artifact", artifact_id)
+    assert code == 2 and "--type" in err

@@ -372,6 +372,47 @@ async def _history(client: LaceClient, args: argparse.Namespace) -> int:
     return 0
 
 
+_MEDIA_TYPES = {".md": "text/markdown", ".markdown": "text/markdown", ".txt": "text/plain", ".text": "text/plain",
+                ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf"}
+
+
+async def _source_add(client: LaceClient, args: argparse.Namespace) -> int:
+    path: Path = args.file
+    media_type = args.type or _MEDIA_TYPES.get(path.suffix.lower())
+    if media_type is None:
+        types = ", ".join(sorted(set(_MEDIA_TYPES.values())))
+        print(f"lace: cannot tell the type of {path.name}; give --type ({types})", file=sys.stderr)
+        return 2
+    data = await asyncio.to_thread(path.read_bytes)
+    source = await client.add_source(args.artifact, args.title or path.stem, media_type, data,
+                                     request_id=args.request_id)
+    print(source.id)
+    print(f"lace: {source.title}: {source.char_count:,} characters in {source.passage_count} passages",
+          file=sys.stderr)
+    return 0
+
+
+async def _source_list(client: LaceClient, args: argparse.Namespace) -> int:
+    rows = [[s.id, s.media_type, str(s.passage_count), f"{s.char_count:,}", _when(s.create_time), _short(s.title, 40)]
+            async for s in client.list_sources(args.artifact_id)]
+    _print_rows(["SOURCE", "TYPE", "PASSAGES", "CHARS", "ADDED", "TITLE"], rows)
+    return 0
+
+
+async def _source_show(client: LaceClient, args: argparse.Namespace) -> int:
+    got = await client.get_source(args.source_id, passages=True)
+    print(f"{got.source.title} ({got.source.media_type}, {got.source.passage_count} passages)")
+    for p in got.passages:
+        print(f"\n[{p.ordinal}] {p.id} chars {p.start_offset}-{p.end_offset}\n{p.text}")
+    return 0
+
+
+async def _source_delete(client: LaceClient, args: argparse.Namespace) -> int:
+    source = await client.delete_source(args.source_id)
+    print(f"source {source.id} deleted; blocks that cite it keep their references")
+    return 0
+
+
 def _non_negative(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -462,6 +503,29 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     p = command("history", _history, "list a block's changes, oldest first")
     p.add_argument("block_id")
+
+    source = subparsers.add_parser("source", help="attach documents to write from and cite, list and delete them",
+                                   description="Sources of an artifact: Markdown, text, HTML or PDF files.")
+    actions = source.add_subparsers(dest="source_command", required=True)
+
+    def source_command(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, parents=[common], help=help, description=help)
+        parser.set_defaults(func=_runner(func))
+        return parser
+
+    p = source_command("add", _source_add, "attach a file to an artifact; prints the source id")
+    p.add_argument("file", type=Path)
+    p.add_argument("--artifact", required=True, metavar="ID")
+    p.add_argument("--title", help="shown in reference lists (the file name by default)")
+    p.add_argument("--type", choices=sorted(set(_MEDIA_TYPES.values())), help="media type (from the extension "
+                   "by default)")
+    p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
+    p = source_command("list", _source_list, "list an artifact's sources")
+    p.add_argument("artifact_id")
+    p = source_command("show", _source_show, "print a source's passages")
+    p.add_argument("source_id")
+    p = source_command("delete", _source_delete, "delete a source (no longer retrieved; citations still resolve)")
+    p.add_argument("source_id")
 
 
 def main(argv: list[str] | None = None) -> int:

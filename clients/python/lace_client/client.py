@@ -19,6 +19,9 @@ from lace.v1 import (
     run_pb2,
     run_service_pb2,
     run_service_pb2_grpc,
+    source_pb2,
+    source_service_pb2,
+    source_service_pb2_grpc,
 )
 from lace_client.errors import LaceClientError, StreamGapError, error_info, from_rpc_error
 
@@ -101,7 +104,7 @@ def _request_id(request_id: str | None) -> str:
 
 
 class LaceClient:
-    """Async client for ArtifactService and RunService.
+    """Async client for ArtifactService, RunService and SourceService.
 
     Use as ``async with LaceClient.connect(target) as client: ...``. Every method
     raises a LaceClientError subclass (see lace_client.errors) when the call fails.
@@ -111,6 +114,7 @@ class LaceClient:
         self._channel = channel
         self._artifacts = artifact_service_pb2_grpc.ArtifactServiceStub(channel)
         self._runs = run_service_pb2_grpc.RunServiceStub(channel)
+        self._sources = source_service_pb2_grpc.SourceServiceStub(channel)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
 
@@ -221,6 +225,43 @@ class LaceClient:
 
         async for change in self._every(fetch, lambda page: page.change_events):
             yield change
+
+    # Sources
+
+    async def add_source(self, artifact_id: str, title: str, media_type: str, content: bytes | str, *,
+                         request_id: str | None = None) -> source_pb2.Source:
+        """Attaches a document (bytes, or text for the text types) to an artifact; idempotent by `request_id`."""
+        request = source_service_pb2.AddSourceRequest(artifact_id=artifact_id, title=title, media_type=media_type,
+                                                      request_id=_request_id(request_id))
+        if isinstance(content, str):
+            request.text = content
+        else:
+            request.content = content
+        response = await self._call(self._sources.AddSource(request, metadata=self._metadata, timeout=self._timeout))
+        return response.source
+
+    async def get_source(self, source_id: str, *, passages: bool = False) -> source_service_pb2.GetSourceResponse:
+        """Returns a source; with `passages`, also its passages in order."""
+        view = source_service_pb2.SOURCE_VIEW_FULL if passages else source_service_pb2.SOURCE_VIEW_BASIC
+        request = source_service_pb2.GetSourceRequest(source_id=source_id, view=view)
+        return await self._call(self._sources.GetSource(request, metadata=self._metadata, timeout=self._timeout))
+
+    async def list_sources(self, artifact_id: str, page_size: int = 0) -> AsyncIterator[source_pb2.Source]:
+        """Every live source of an artifact, oldest first."""
+        def fetch(token: str) -> Awaitable[source_service_pb2.ListSourcesResponse]:
+            request = source_service_pb2.ListSourcesRequest(artifact_id=artifact_id, page_size=page_size,
+                                                            page_token=token)
+            return self._sources.ListSources(request, metadata=self._metadata, timeout=self._timeout)
+
+        async for source in self._every(fetch, lambda page: page.sources):
+            yield source
+
+    async def delete_source(self, source_id: str) -> source_pb2.Source:
+        """Deletes a source: no longer retrieved, while what cites it still resolves."""
+        request = source_service_pb2.DeleteSourceRequest(source_id=source_id)
+        response = await self._call(self._sources.DeleteSource(request, metadata=self._metadata,
+                                                               timeout=self._timeout))
+        return response.source
 
     # Runs
 
