@@ -34,6 +34,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("memory", "7. Server memory"),
     ("scale_out", "8. Scale-out (JetStream, workers)"),
     ("db_outage", "9. Database outages under a run"),
+    ("sources", "10. Sources: retrieval, AddSource, prompt share, citation validity"),
 )
 
 
