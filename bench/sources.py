@@ -151,12 +151,12 @@ async def run(ctx: Context) -> list[Row]:
                 arts = artifact_service_pb2_grpc.ArtifactServiceStub(ch)
                 full = await arts.GetArtifact(artifact_service_pb2.GetArtifactRequest(
                     artifact_id=str(artifact_id), view=artifact_service_pb2.ARTIFACT_VIEW_FULL))
-        with psycopg.connect(url) as conn:
-            calls = conn.execute("SELECT id, context_tokens, context_manifest FROM llm_calls WHERE run_id = %s "
+        with psycopg.connect(url) as sync:
+            calls = sync.execute("SELECT id, context_tokens, context_manifest FROM llm_calls WHERE run_id = %s "
                                  "AND step = 'write'", (started_run.run.id,)).fetchall()
-            texts_by_id = dict(conn.execute("SELECT id::text, text FROM passages WHERE artifact_id = %s",
+            texts_by_id = dict(sync.execute("SELECT id::text, text FROM passages WHERE artifact_id = %s",
                                             (artifact_id,)).fetchall())
-            written_by = dict(conn.execute(
+            written_by = dict(sync.execute(
                 "SELECT DISTINCT ON (block_id) block_id::text, llm_call_id FROM change_events WHERE artifact_id = %s "
                 "AND llm_call_id IS NOT NULL ORDER BY block_id, id DESC", (artifact_id,)).fetchall())
     passage_tokens = [sum(estimate_tokens(texts_by_id[e["passage_id"]]) for e in m if e.get("passage_id"))
