@@ -154,9 +154,9 @@ async def run(ctx: Context) -> list[Row]:
         with psycopg.connect(url) as sync:
             calls = sync.execute("SELECT id, context_tokens, context_manifest FROM llm_calls WHERE run_id = %s "
                                  "AND step = 'write'", (started_run.run.id,)).fetchall()
-            texts_by_id = dict(sync.execute("SELECT id::text, text FROM passages WHERE artifact_id = %s",
+            texts_by_id: dict[str, str] = dict(sync.execute("SELECT id::text, text FROM passages WHERE artifact_id = %s",
                                             (artifact_id,)).fetchall())
-            written_by = dict(sync.execute(
+            written_by: dict[str, uuid.UUID] = dict(sync.execute(
                 "SELECT DISTINCT ON (block_id) block_id::text, llm_call_id FROM change_events WHERE artifact_id = %s "
                 "AND llm_call_id IS NOT NULL ORDER BY block_id, id DESC", (artifact_id,)).fetchall())
     passage_tokens = [sum(estimate_tokens(texts_by_id[e["passage_id"]]) for e in m if e.get("passage_id"))
@@ -166,7 +166,7 @@ async def run(ctx: Context) -> list[Row]:
                     statistics.fmean(prompt_tokens), "tokens", baseline_label="whole prompt"))
     in_prompt = {call_id: {e["passage_id"] for e in m if e.get("passage_id")} for call_id, _, m in calls}
     citations = [(b.id, p) for b in full.blocks for p in b.cited_passage_ids]
-    valid = sum(p in in_prompt.get(written_by[block_id], set()) for block_id, p in citations)
+    valid = sum(1 for block_id, p in citations if p in in_prompt.get(written_by[block_id], set()))
     rows.append(Row("10. citations naming a passage of their call's prompt", valid, len(citations), "citations",
                     goal="all", met=valid == len(citations) > 0, baseline_label="all citations"))
     return rows
