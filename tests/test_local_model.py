@@ -45,6 +45,7 @@ class Local:
     artifacts: ArtifactServiceAsyncStub
     runs: RunServiceAsyncStub
     running: Running
+    channel: grpc.aio.Channel
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ async def local(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     env = {"LACE_LLM": "local", "LACE_DATA_DIR": str(tmp_path_factory.mktemp("local"))}
     async with serve_fresh(pg_server_url, env=env) as (target, running, _url), \
             grpc.aio.insecure_channel(target) as channel:
-        yield Local(ArtifactServiceStub(channel), RunServiceStub(channel), running)
+        yield Local(ArtifactServiceStub(channel), RunServiceStub(channel), running, channel)
 
 
 def of(events: list[run_pb2.RunEvent], kind: str) -> list[run_pb2.RunEvent]:
@@ -153,3 +154,36 @@ async def test_pause_resume_and_cancel_while_a_real_call_is_in_flight(local: Loc
     assert len(of(events, "llm_call_completed")) == calls_before_cancel
     done = (await local.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id))).run
     assert done.state == S.RUN_STATE_CANCELLED and done.head_seq == len(events)
+
+
+@pytest.mark.timeout(RUN_DEADLINE_S + 60)
+async def test_a_real_model_writes_from_two_sources_and_cites_only_passages_it_was_given(
+        local: Local, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from lace.v1 import source_service_pb2
+    from lace.v1.source_service_pb2_grpc import SourceServiceStub
+    from tests.support import source_docs
+
+    artifact = await create_artifact(local.artifacts, 600, title="Grid storage")
+    sources = SourceServiceStub(local.channel)
+    for title, media_type, body in (("Storage notes", "text/markdown", {"text": source_docs.MARKDOWN}),
+                                    ("Siting and policy", "application/pdf", {"content": source_docs.pdf_bytes()})):
+        await sources.AddSource(source_service_pb2.AddSourceRequest(
+            artifact_id=artifact.id, title=title, media_type=media_type, **body))
+    run = await start_run(local.runs, artifact.id, max_proposal_retries=2)
+    events = await asyncio.wait_for(watch(local.runs, run.id), RUN_DEADLINE_S)
+    done = (await local.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id))).run
+    assert done.state == S.RUN_STATE_COMPLETED, done.failure_reason
+    calls = [e.llm_call_completed for e in of(events, "llm_call_completed")]
+    assert all(c.finish_reason not in AT_LIMIT for c in calls)
+
+    full = await local.artifacts.GetArtifact(artifact_service_pb2.GetArtifactRequest(
+        artifact_id=artifact.id, view=artifact_service_pb2.ARTIFACT_VIEW_FULL))
+    for block in full.blocks:
+        changes = await local.artifacts.ListBlockChanges(artifact_service_pb2.ListBlockChangesRequest(
+            block_id=block.id))
+        # Whatever the model cited resolves to a passage of this artifact's sources, text and all.
+        assert {p.id for p in changes.cited_passages} == set(block.cited_passage_ids)
+    md = (await local.artifacts.CompileArtifact(artifact_service_pb2.CompileArtifactRequest(
+        artifact_id=artifact.id, format=artifact_service_pb2.COMPILE_FORMAT_MARKDOWN))).content
+    cited = list(dict.fromkeys(p for b in full.blocks for p in b.cited_passage_ids))
+    assert all(f"[^{n}]:" in md for n in range(1, len(cited) + 1)) and f"[^{len(cited) + 1}]:" not in md
