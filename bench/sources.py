@@ -154,9 +154,9 @@ async def run(ctx: Context) -> list[Row]:
         with psycopg.connect(url) as sync:
             calls = sync.execute("SELECT id, context_tokens, context_manifest FROM llm_calls WHERE run_id = %s "
                                  "AND step = 'write'", (started_run.run.id,)).fetchall()
-            texts_by_id: dict[str, str] = dict(sync.execute("SELECT id::text, text FROM passages WHERE artifact_id = %s",
-                                            (artifact_id,)).fetchall())
-            written_by: dict[str, uuid.UUID] = dict(sync.execute(
+            texts_by_id: dict[str, str] = dict(sync.execute(
+                "SELECT id::text, text FROM passages WHERE artifact_id = %s", (artifact_id,)).fetchall())
+            written_by: dict[str, uuid.UUID] = dict(sync.execute(  # the call that last wrote each block
                 "SELECT DISTINCT ON (block_id) block_id::text, llm_call_id FROM change_events WHERE artifact_id = %s "
                 "AND llm_call_id IS NOT NULL ORDER BY block_id, id DESC", (artifact_id,)).fetchall())
     passage_tokens = [sum(estimate_tokens(texts_by_id[e["passage_id"]]) for e in m if e.get("passage_id"))
