@@ -80,6 +80,11 @@ class Settings:
     stream_fallback_s: float = 2.0
     llm_global_limit: int = 0
     llm_permit_ttl_s: float = 30.0
+    # Binary exports (pandoc, Typst) running at once in this process, and seconds each may take.
+    export_concurrency: int = 2
+    export_timeout_s: float = 120.0
+    # The largest compiled document CompileArtifact returns; a larger one is refused (COMPILED_TOO_LARGE).
+    max_compiled_bytes: int = 16 * 1024 * 1024 - 64 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,4 +120,7 @@ class Settings:
             stream_fallback_s=_float(e, "LACE_STREAM_FALLBACK_S", 2.0),
             llm_global_limit=_int(e, "LACE_LLM_GLOBAL_LIMIT", 0),
             llm_permit_ttl_s=_float(e, "LACE_LLM_PERMIT_TTL_S", 30.0),
+            export_concurrency=_int(e, "LACE_EXPORT_CONCURRENCY", 2),
+            export_timeout_s=_float(e, "LACE_EXPORT_TIMEOUT_S", 120.0),
+            max_compiled_bytes=_int(e, "LACE_MAX_COMPILED_BYTES", 16 * 1024 * 1024 - 64 * 1024),
         )

@@ -93,3 +93,23 @@ class DatabaseUnavailable(Unavailable):
     def __init__(self, message: str, *, maybe_committed: bool = False):
         super().__init__(message)
         self.maybe_committed = maybe_committed
+
+
+class ResourceExhausted(LaceError):
+    """A limit of the server was reached (a size, a quota); the same request will fail again."""
+
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class CompiledTooLarge(ResourceExhausted):
+    """A compiled document is larger than a response may be (`LACE_MAX_COMPILED_BYTES`); it is refused,
+    not streamed. The metadata names its size and the limit."""
+
+    default_reason = "COMPILED_TOO_LARGE"
+
+
+class ExportFailed(LaceError):
+    """The external renderer (pandoc, Typst) of a binary format failed or ran past its time limit; the
+    message says which and how. An internal error: the IR is valid whatever it holds."""
+
+    default_reason = "EXPORT_FAILED"

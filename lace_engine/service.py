@@ -23,10 +23,13 @@ from lace_engine.domain import (
     RunOptions,
     RunState,
 )
-from lace_engine.errors import InvalidArgument, NotFound
+from lace_engine.errors import CompiledTooLarge, InvalidArgument, NotFound
 from lace_engine.events.hub import EventHub
 from lace_engine.events.pg_notify import PgNotifyListener
 from lace_engine.events.stream_run import StreamBatch, stream_run
+from lace_engine.export.formats import FORMATS as EXPORT_FORMATS
+from lace_engine.export.formats import file_name
+from lace_engine.export.pandoc import Exporter, ExportLimits
 from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMProvider
 from lace_engine.llm.content_style import default_content_style
@@ -34,6 +37,7 @@ from lace_engine.pipeline import apply
 from lace_engine.pipeline.apply import NewArtifact
 from lace_engine.pipeline.compiler import compile_html, compile_json, compile_markdown
 from lace_engine.pipeline.estimate import preflight
+from lace_engine.pipeline.pandoc_ast import document_ast
 from lace_engine.pipeline.tree import Tree
 from lace_engine.runs.lifecycle import RunAction, on_request
 from lace_engine.runs.orchestrator import Executor, ExecutorConfig
@@ -43,7 +47,9 @@ from lace_engine.storage.database import Database, Tx
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"markdown": "text/markdown", "html": "text/html", "json": "application/json"}
+# Every format CompileArtifact offers, by name, with its media type.
+FORMATS = {f.name: f.media_type for f in EXPORT_FORMATS.values()}
+_TEXT_RENDERERS = {"markdown": compile_markdown, "html": compile_html, "json": compile_json}
 
 _OPTION_RANGES = {
     "leaf_words": (200, 5000),
@@ -56,6 +62,16 @@ _OPTION_RANGES = {
     "max_duration_s": (1, 30 * 86400),
 }
 _FIELD_NAMES = {"max_duration_s": "max_duration"}  # as the API spells it
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDocument:
+    """A compiled artifact: `content` is str for the text formats and bytes for the binary ones."""
+
+    content: str | bytes
+    media_type: str
+    artifact_version: int
+    file_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +116,8 @@ class Engine:
         # NATS mirror, live tail, job dispatch, global LLM limit; inert with default settings.
         self.cluster = ClusterServices(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)
         self.content_style = settings.content_style or default_content_style(provider)
+        self.exporter = Exporter(ExportLimits(max_concurrent=settings.export_concurrency,
+                                              timeout_s=settings.export_timeout_s))
         self.executor: Executor | None = None
         if settings.execute_runs:
             self.executor = Executor(self.db, provider, ExecutorConfig(
@@ -178,7 +196,7 @@ class Engine:
                                                   before=tuple(position) if position else None)
         return pagination.page(items, size, query, _newest_first)
 
-    async def compile(self, artifact_id: uuid.UUID, fmt: str) -> tuple[str, str, int]:
+    async def compile(self, artifact_id: uuid.UUID, fmt: str) -> CompiledDocument:
         if fmt not in FORMATS:
             raise InvalidArgument(f"format must be one of {sorted(FORMATS)}", reason="INVALID_FORMAT",
                                   metadata={"field": "format"})
@@ -199,8 +217,20 @@ class Engine:
         if "offline" in providers:
             metadata["notice"] = ("written by the offline provider: deterministic placeholder prose, "
                                   "not a language model")
-        render = {"markdown": compile_markdown, "html": compile_html, "json": compile_json}[fmt]
-        return render(artifact, tree, blocks, metadata, passages), FORMATS[fmt], artifact.version
+        content: str | bytes
+        if fmt in _TEXT_RENDERERS:
+            content = _TEXT_RENDERERS[fmt](artifact, tree, blocks, metadata, passages)
+        else:
+            ast = document_ast(artifact, tree, blocks, metadata, passages)
+            content = await self.exporter.render(fmt, ast, source_date_epoch=int(artifact.update_time.timestamp()))
+        size = len(content.encode() if isinstance(content, str) else content)
+        if size > self.settings.max_compiled_bytes:
+            limit = self.settings.max_compiled_bytes
+            raise CompiledTooLarge(
+                f"the compiled {fmt} document is {size:,} bytes, over the server's limit of {limit:,} bytes; "
+                "compile a smaller scope or another format, or raise LACE_MAX_COMPILED_BYTES",
+                metadata={"size_bytes": str(size), "limit_bytes": str(limit), "format": fmt})
+        return CompiledDocument(content, FORMATS[fmt], artifact.version, file_name(artifact.title, fmt))
 
     async def edit_block(self, block_id: uuid.UUID, content: BlockContent, *, expected_version: int,
                          request_id: str) -> Block:

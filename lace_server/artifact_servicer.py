@@ -19,6 +19,10 @@ _FORMATS = {
     artifact_service_pb2.COMPILE_FORMAT_MARKDOWN: "markdown",
     artifact_service_pb2.COMPILE_FORMAT_HTML: "html",
     artifact_service_pb2.COMPILE_FORMAT_JSON: "json",
+    artifact_service_pb2.COMPILE_FORMAT_DOCX: "docx",
+    artifact_service_pb2.COMPILE_FORMAT_ODT: "odt",
+    artifact_service_pb2.COMPILE_FORMAT_EPUB: "epub",
+    artifact_service_pb2.COMPILE_FORMAT_PDF: "pdf",
 }
 
 
@@ -64,11 +68,16 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         artifact_id = parse_id(request.artifact_id, "artifact_id")
         fmt = _FORMATS.get(request.format)
         if fmt is None:
-            raise InvalidArgument("format is required: COMPILE_FORMAT_MARKDOWN, COMPILE_FORMAT_HTML or "
-                                  "COMPILE_FORMAT_JSON", reason="INVALID_FORMAT", metadata={"field": "format"})
-        content, media_type, version = await self.engine.compile(artifact_id, fmt)
-        return artifact_service_pb2.CompileArtifactResponse(content=content, media_type=media_type,
-                                                            artifact_version=version)
+            raise InvalidArgument("format is required: COMPILE_FORMAT_MARKDOWN, _HTML, _JSON, _DOCX, _ODT, _EPUB "
+                                  "or _PDF", reason="INVALID_FORMAT", metadata={"field": "format"})
+        doc = await self.engine.compile(artifact_id, fmt)
+        response = artifact_service_pb2.CompileArtifactResponse(
+            media_type=doc.media_type, artifact_version=doc.artifact_version, file_name=doc.file_name)
+        if isinstance(doc.content, bytes):
+            response.binary_content = doc.content
+        else:
+            response.content = doc.content
+        return response
 
     async def EditBlock(
         self, request: artifact_service_pb2.EditBlockRequest, context: Context

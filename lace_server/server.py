@@ -45,6 +45,8 @@ SERVICE_NAMES = (
 )
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Room in a CompileArtifact response for its fields other than the document (media type, file name).
+RESPONSE_ENVELOPE_BYTES = 64 * 1024
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -57,6 +59,12 @@ SERVER_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_concurrent_streams", 2_000),
 ]
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """SERVER_OPTIONS, with a send limit that fits the largest compiled document the settings allow."""
+    send = max(MAX_MESSAGE_BYTES, settings.max_compiled_bytes + RESPONSE_ENVELOPE_BYTES)
+    return [(k, send) if k == "grpc.max_send_message_length" else (k, v) for k, v in SERVER_OPTIONS]
 
 
 @dataclass
@@ -114,7 +122,7 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     if keys:
         interceptors.append(BearerAuthInterceptor(parse_api_keys(keys)))
     interceptors.append(ErrorMappingInterceptor())
-    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS,
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings),
                              maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
     artifact_service_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(engine), server)
     run_service_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(engine), server)

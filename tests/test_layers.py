@@ -1,7 +1,8 @@
 """The layers of lace_engine, checked from its imports (docs/engine.md draws them).
 
-pipeline/ is pure and imports no other layer; storage/ and events/ never import runs/; only
-storage/ and events/ speak SQL; nothing in the engine imports gRPC (the server's job).
+pipeline/ is pure and imports no other layer, nor anything that starts processes or does I/O;
+export/ (the pandoc and Typst subprocesses) builds on pipeline/ alone; storage/ and events/ never
+import runs/; only storage/ and events/ speak SQL; nothing in the engine imports gRPC (the server's job).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import pytest
 ENGINE = Path(__file__).resolve().parents[1] / "lace_engine"
 SHARED = {"lace_engine", "lace_engine.domain", "lace_engine.errors", "lace_engine.ids", "lace_engine.tokens"}
 SQL = ("sqlalchemy", "psycopg", "psycopg_pool", "alembic")
+# What a pure module never imports: processes, files, sockets, the event loop, the renderers.
+IO = ("os", "sys", "subprocess", "asyncio", "socket", "shutil", "tempfile", "pathlib", "pypandoc", "typst")
 
 
 def module_name(path: Path) -> str:
@@ -49,7 +52,7 @@ def engine_imports(module: str) -> set[str]:
 
 def test_the_layout_is_the_one_checked_here() -> None:
     layers = {layer(m) for m in MODULES}
-    assert {"pipeline", "runs", "storage", "events", "llm"} <= layers, layers
+    assert {"pipeline", "runs", "storage", "events", "llm", "export"} <= layers, layers
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) == "pipeline"))
@@ -57,7 +60,14 @@ def test_the_pipeline_is_pure(module: str) -> None:
     outside = {m for m in engine_imports(module) if layer(m) not in ("pipeline", "top") or
                (layer(m) == "top" and m not in SHARED)}
     assert not outside, f"{module} imports {sorted(outside)}"
-    assert not {m for m in MODULES[module] if m.split(".")[0] in (*SQL, "nats", "openai", "grpc", "httpx")}
+    assert not {m for m in MODULES[module] if m.split(".")[0] in (*SQL, *IO, "nats", "openai", "grpc", "httpx")}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) == "export"))
+def test_export_builds_on_the_pipeline_only(module: str) -> None:
+    outside = {m for m in engine_imports(module) if layer(m) not in ("pipeline", "export", "top") or
+               (layer(m) == "top" and m not in SHARED)}
+    assert not outside, f"{module} imports {sorted(outside)}"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) in ("storage", "events")))
