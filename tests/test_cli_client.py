@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import docx
 import pytest
 
 from lace_server.cli import main
@@ -73,6 +75,10 @@ async def test_create_start_watch_compile(lace: Lace, tmp_path: Path) -> None:
     code, out, _ = await lace("compile", artifact_id, "--format", "json")
     blocks = json.loads(out)["blocks"]
     assert code == 0 and blocks
+    report = tmp_path / "report.docx"
+    code, out, err = await lace("compile", artifact_id, "--format", "docx", "-o", str(report))
+    assert code == 0 and out == "" and "wrote" in err
+    assert docx.Document(str(report)).paragraphs[0].text == "Small wind"
 
     code, out, _ = await lace("runs", "--artifact", artifact_id)
     assert code == 0 and run_id in out and "COMPLETED" in out
@@ -148,3 +154,10 @@ async def test_source_add_list_show_delete(lace: Lace, tmp_path: Path) -> None:
     unknown.write_bytes(b"x")
     code, _, err = await lace("source", "add", str(unknown), "--artifact", artifact_id)
     assert code == 2 and "--type" in err
+
+
+async def test_compile_refuses_binary_to_a_terminal(lace: Lace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, err = await lace("compile", str(uuid.uuid4()), "--format", "pdf")
+    assert code == 2 and out == ""
+    assert "pdf is a binary format; write it to a file with -o FILE" in err

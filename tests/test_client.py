@@ -73,8 +73,13 @@ async def test_artifact_and_run_round_trip(client: LaceClient) -> None:
     assert markdown.startswith("---") and "\n## " in markdown
     assert "<html" in (await client.compile(artifact.id, "html")).lower()
     assert artifact.id in await client.compile(artifact.id, "json")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="compile_document"):
         await client.compile(artifact.id, "pdf")  # type: ignore[arg-type]
+    pdf = await client.compile_document(artifact.id, "pdf")
+    assert pdf.binary and pdf.data.startswith(b"%PDF-") and pdf.media_type == "application/pdf"
+    assert pdf.file_name.endswith(".pdf") and pdf.artifact_version == done_artifact_version(markdown)
+    as_bytes = await client.compile_document(artifact.id)
+    assert not as_bytes.binary and as_bytes.data.decode() == markdown and as_bytes.file_name.endswith(".md")
 
     full = await client.get_artifact(artifact.id, full=True)
     paragraph = next(b for b in full.blocks if b.kind == artifact_pb2.BLOCK_KIND_PARAGRAPH)
@@ -85,6 +90,12 @@ async def test_artifact_and_run_round_trip(client: LaceClient) -> None:
     assert [c.operation for c in history][-1] == artifact_pb2.CHANGE_OPERATION_UPDATE
     assert history[-1].after.text == "A sentence written by a person."
     assert "A sentence written by a person." in await client.compile(artifact.id)
+
+
+def done_artifact_version(markdown: str) -> int:
+    """The artifact version a compiled Markdown document names in its front matter."""
+    line = next(line for line in markdown.splitlines() if line.startswith("artifact_version:"))
+    return int(line.split(":", 1)[1].strip().strip('"'))
 
 
 async def test_create_is_idempotent_by_request_id(client: LaceClient) -> None:

@@ -1,6 +1,13 @@
 """LACE client: a typed async client (LaceClient), a blocking one (LaceSyncClient), typed errors."""
 
-from lace_client.client import DEFAULT_TARGET, CompileFormatName, LaceClient, backoff_delay
+from lace_client.client import (
+    DEFAULT_TARGET,
+    CompiledDocument,
+    CompileFormatName,
+    DocumentFormatName,
+    LaceClient,
+    backoff_delay,
+)
 from lace_client.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -9,6 +16,7 @@ from lace_client.errors import (
     LaceClientError,
     NotFoundError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     StreamGapError,
     UnauthenticatedError,
     UnavailableError,
@@ -21,6 +29,8 @@ __all__ = [
     "AbortedError",
     "AlreadyExistsError",
     "CompileFormatName",
+    "CompiledDocument",
+    "DocumentFormatName",
     "FailedPreconditionError",
     "InvalidArgumentError",
     "LaceClient",
@@ -28,6 +38,7 @@ __all__ = [
     "LaceSyncClient",
     "NotFoundError",
     "PermissionDeniedError",
+    "ResourceExhaustedError",
     "StreamGapError",
     "UnauthenticatedError",
     "UnavailableError",

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lace.v1 import artifact_pb2, run_pb2
-from lace_client.client import DEFAULT_TARGET, LaceClient
+from lace_client.client import DEFAULT_TARGET, TEXT_FORMATS, LaceClient
 from lace_client.errors import LaceClientError
 
 Command = Callable[[LaceClient, argparse.Namespace], Awaitable[int]]
@@ -343,12 +343,22 @@ async def _events(client: LaceClient, args: argparse.Namespace) -> int:
 
 
 async def _compile(client: LaceClient, args: argparse.Namespace) -> int:
-    content = await client.compile(args.artifact_id, args.format)
-    if args.output is None:
-        sys.stdout.write(content if content.endswith("\n") else content + "\n")
+    binary = args.format not in TEXT_FORMATS
+    if binary and args.output is None and sys.stdout.isatty():
+        print(f"lace: {args.format} is a binary format; write it to a file with -o FILE "
+              f"(or -o - to send it to a pipe)", file=sys.stderr)
+        return 2
+    doc = await client.compile_document(args.artifact_id, args.format)
+    if args.output is None or str(args.output) == "-":
+        if binary:
+            sys.stdout.buffer.write(doc.data)
+            sys.stdout.buffer.flush()
+        else:
+            content = doc.data.decode("utf-8")
+            sys.stdout.write(content if content.endswith("\n") else content + "\n")
     else:
-        args.output.write_text(content, encoding="utf-8")
-        print(f"lace: wrote {args.output} ({len(content.encode()):,} bytes)", file=sys.stderr)
+        args.output.write_bytes(doc.data)
+        print(f"lace: wrote {args.output} ({len(doc.data):,} bytes)", file=sys.stderr)
     return 0
 
 
@@ -487,10 +497,12 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
                    help="only events of this type (repeatable), e.g. blocks_applied")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    p = command("compile", _compile, "render an artifact as Markdown, HTML or JSON")
+    p = command("compile", _compile, "render an artifact as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF")
     p.add_argument("artifact_id")
-    p.add_argument("--format", choices=["markdown", "html", "json"], default="markdown")
-    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--format", choices=["markdown", "html", "json", "docx", "odt", "epub", "pdf"],
+                   default="markdown")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="write to FILE instead of stdout (binary formats need it on a terminal; - is stdout)")
 
     p = command("edit-block", _edit_block, "replace a block's content as a human edit (pins it)")
     p.add_argument("block_id")

@@ -7,6 +7,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, Self, TypeVar, cast
 
@@ -27,13 +28,33 @@ from lace_client.errors import LaceClientError, StreamGapError, error_info, from
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
+# The text formats, which `compile` returns as str.
 CompileFormatName = Literal["markdown", "html", "json"]
+# Every format, which `compile_document` returns as bytes.
+DocumentFormatName = Literal["markdown", "html", "json", "docx", "odt", "epub", "pdf"]
 
 _FORMATS: dict[str, artifact_service_pb2.CompileFormat] = {
     "markdown": artifact_service_pb2.COMPILE_FORMAT_MARKDOWN,
     "html": artifact_service_pb2.COMPILE_FORMAT_HTML,
     "json": artifact_service_pb2.COMPILE_FORMAT_JSON,
+    "docx": artifact_service_pb2.COMPILE_FORMAT_DOCX,
+    "odt": artifact_service_pb2.COMPILE_FORMAT_ODT,
+    "epub": artifact_service_pb2.COMPILE_FORMAT_EPUB,
+    "pdf": artifact_service_pb2.COMPILE_FORMAT_PDF,
 }
+TEXT_FORMATS = frozenset({"markdown", "html", "json"})
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDocument:
+    """A compiled artifact as bytes (UTF-8 for the text formats), with what it takes to save it."""
+
+    data: bytes
+    media_type: str
+    # The artifact's title as a slug with the format's extension, e.g. "heat-pumps.docx".
+    file_name: str
+    artifact_version: int
+    binary: bool
 
 # Compiled HTML/JSON of a 200,000-word artifact is well past gRPC's 4 MiB default.
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -189,7 +210,17 @@ class LaceClient:
             yield artifact
 
     async def compile(self, artifact_id: str, format: CompileFormatName = "markdown") -> str:
-        """The artifact rendered as Markdown, HTML or JSON."""
+        """The artifact rendered as Markdown, HTML or JSON; `compile_document` gives every format as bytes."""
+        if format not in TEXT_FORMATS:
+            hint = "; use compile_document for DOCX, ODT, EPUB and PDF" if format in _FORMATS else ""
+            raise ValueError(f"format must be one of {', '.join(sorted(TEXT_FORMATS))}, not {format!r}{hint}")
+        return (await self.compile_document(artifact_id, format)).data.decode("utf-8")
+
+    async def compile_document(self, artifact_id: str, format: DocumentFormatName = "markdown") -> CompiledDocument:
+        """The artifact rendered in any format (markdown, html, json, docx, odt, epub, pdf), as bytes.
+
+        A document over the server's response limit raises ResourceExhaustedError (COMPILED_TOO_LARGE).
+        """
         try:
             fmt = _FORMATS[format]
         except KeyError:
@@ -197,7 +228,10 @@ class LaceClient:
         request = artifact_service_pb2.CompileArtifactRequest(artifact_id=artifact_id, format=fmt)
         response = await self._call(self._artifacts.CompileArtifact(
             request, metadata=self._metadata, timeout=self._timeout))
-        return response.content
+        binary = format not in TEXT_FORMATS
+        data = response.binary_content if binary else response.content.encode("utf-8")
+        return CompiledDocument(data=data, media_type=response.media_type, file_name=response.file_name,
+                                artifact_version=response.artifact_version, binary=binary)
 
     async def edit_block(self, block_id: str, block: artifact_pb2.Block | str, *, expected_version: int = 0,
                          request_id: str | None = None) -> artifact_pb2.Block:

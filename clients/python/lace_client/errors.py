@@ -69,6 +69,10 @@ class UnavailableError(LaceClientError):
     """The server is unreachable or shutting down; retry with backoff."""
 
 
+class ResourceExhaustedError(LaceClientError):
+    """A server limit was reached, e.g. a compiled document over the response limit (COMPILED_TOO_LARGE)."""
+
+
 class StreamGapError(LaceClientError):
     """A watched stream skipped a seq; raised instead of silently losing events."""
 
@@ -87,6 +91,7 @@ _CLASSES: dict[grpc.StatusCode, type[LaceClientError]] = {
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
 }
 
 

@@ -13,7 +13,14 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2
-from lace_client.client import DEFAULT_TARGET, CompileFormatName, LaceClient, ReconnectHook
+from lace_client.client import (
+    DEFAULT_TARGET,
+    CompiledDocument,
+    CompileFormatName,
+    DocumentFormatName,
+    LaceClient,
+    ReconnectHook,
+)
 
 T = TypeVar("T")
 
@@ -102,6 +109,10 @@ class LaceSyncClient:
     def compile(self, artifact_id: str, format: CompileFormatName = "markdown") -> str:
         """See LaceClient.compile."""
         return self._run(self._client.compile(artifact_id, format))
+
+    def compile_document(self, artifact_id: str, format: DocumentFormatName = "markdown") -> CompiledDocument:
+        """See LaceClient.compile_document."""
+        return self._run(self._client.compile_document(artifact_id, format))
 
     def edit_block(self, block_id: str, block: artifact_pb2.Block | str, *, expected_version: int = 0,
                    request_id: str | None = None) -> artifact_pb2.Block:
