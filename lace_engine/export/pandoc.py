@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # tables with a bold header row, shaded code blocks, a bar beside quotes, coloured links.
 TYPST_STYLE = """\
 #set par(justify: true)
+#show list: set par(justify: false)
+#show enum: set par(justify: false)
 #set table(stroke: 0.5pt + luma(170), inset: (x: 7pt, y: 5pt))
 #show table.cell: set align(left)
 #show table.cell.where(y: 0): set text(weight: "bold")

@@ -6,7 +6,7 @@
  * $CHROMIUM_PATH or /usr/bin/chromium. Run with `npm run test:e2e`.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -245,6 +245,24 @@ describe("LACE web UI over grpc-web (Envoy)", { timeout: 240_000 }, () => {
     assert.equal(await change.locator("dd[data-field='Block version']").textContent(), "v1");
     assert.match((await page.locator("#provenance").textContent()) ?? "", new RegExp(blockId));
     assert.equal(await doc.locator(`.lace-selected[data-block-id="${blockId}"]`).count(), 1);
+
+    // Every format downloads under the server's file name, with its format's opening bytes.
+    const downloads = [
+      { format: "pdf", extension: "pdf", magic: "%PDF-" },
+      { format: "docx", extension: "docx", magic: "PK" },
+      { format: "odt", extension: "odt", magic: "PK" },
+      { format: "epub", extension: "epub", magic: "PK" },
+      { format: "html", extension: "html", magic: "<!DOCTYPE html>" },
+      { format: "markdown", extension: "md", magic: "---" },
+      { format: "json", extension: "json", magic: "{" },
+    ];
+    for (const { format, extension, magic } of downloads) {
+      await page.selectOption("#download-format", format);
+      const [download] = await Promise.all([page.waitForEvent("download"), page.click("#btn-download")]);
+      assert.equal(download.suggestedFilename(), `harbour-microgrids.${extension}`);
+      const head = (await readFile(await download.path())).subarray(0, magic.length).toString("latin1");
+      assert.equal(head, magic, `${format} starts with ${magic}`);
+    }
 
     // The artifact list reflects the written document.
     await page.locator("#artifact-list li.selected .a-info", { hasText: /^[1-9][\d,]* \/ 9,000 words$/ }).waitFor();

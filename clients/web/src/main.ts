@@ -65,6 +65,8 @@ const ui = {
   doc: $<HTMLIFrameElement>("doc"),
   docEmpty: $("doc-empty"),
   docVersion: $("doc-version"),
+  downloadFormat: $<HTMLSelectElement>("download-format"),
+  download: $<HTMLButtonElement>("btn-download"),
   provenance: $("provenance"),
   log: $<HTMLOListElement>("event-log"),
 };
@@ -634,6 +636,42 @@ async function compileDocument(): Promise<void> {
   );
   ui.doc.srcdoc = compiled.content;
 }
+
+// The formats of the download control, by the value of its options.
+const DOWNLOAD_FORMATS: Record<string, CompileFormat> = {
+  markdown: CompileFormat.MARKDOWN,
+  html: CompileFormat.HTML,
+  json: CompileFormat.JSON,
+  docx: CompileFormat.DOCX,
+  odt: CompileFormat.ODT,
+  epub: CompileFormat.EPUB,
+  pdf: CompileFormat.PDF,
+};
+
+/** Compiles the selected artifact in the chosen format and saves it under the server's file name. */
+async function downloadDocument(): Promise<void> {
+  const artifact = state.artifact;
+  const format = DOWNLOAD_FORMATS[ui.downloadFormat.value];
+  if (!artifact || format === undefined) return;
+  ui.download.disabled = true;
+  try {
+    const compiled = await artifacts.compileArtifact({ artifactId: artifact.id, format });
+    // Binary formats come in binaryContent, text ones in content.
+    const data = compiled.binaryContent.length > 0 ? new Uint8Array(compiled.binaryContent) : compiled.content;
+    const url = URL.createObjectURL(new Blob([data], { type: compiled.mediaType }));
+    const link = Object.assign(document.createElement("a"), { href: url, download: compiled.fileName });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (err) {
+    showError(err);
+  } finally {
+    ui.download.disabled = false;
+  }
+}
+
+ui.download.addEventListener("click", () => void downloadDocument());
 
 function highlightBlock(blockId: string): void {
   const doc = ui.doc.contentDocument;
