@@ -22,6 +22,7 @@ import pypdf
 import pytest
 from ebooklib import epub
 
+from lace_engine.domain import BlockKind
 from lace_engine.errors import ExportFailed
 from lace_engine.export.formats import file_name, slug
 from lace_engine.export.pandoc import Exporter, ExportLimits, pandoc_path
@@ -143,6 +144,10 @@ def test_odt(rendered: dict[str, bytes]) -> None:
     assert 'text:bookmark-start text:name="ref-2"' in content
     ir = cited_doc()
     assert f'text:name="n-{ir.nodes[1].id}"' in content
+    # Block ids are bookmarks opening each block's first text (a code block has none, unless it cites).
+    for block in ir.in_order():
+        has_text = block.content.kind is not BlockKind.CODE or bool(block.content.citations)
+        assert (f'<text:bookmark text:name="b-{block.id}"' in content) == has_text
 
 
 def test_epub(rendered: dict[str, bytes], tmp_path: Path) -> None:
@@ -274,7 +279,7 @@ async def test_renders_wait_for_a_slot(tmp_path: Path) -> None:
     fake = _script(tmp_path, "pandoc", f"touch {running}/$$\nls {running} | wc -l >> {log}\nsleep 0.2\n"
                                        f"rm {running}/$$\ncat\n")
     exporter = Exporter(ExportLimits(max_concurrent=2), pandoc=fake)
-    outs = await asyncio.gather(*(exporter.render("odt", {"n": i}, source_date_epoch=EPOCH) for i in range(6)))
+    outs = await asyncio.gather(*(exporter.render("docx", {"n": i}, source_date_epoch=EPOCH) for i in range(6)))
     assert [json.loads(o) for o in outs] == [{"n": i} for i in range(6)]
     counts = [int(line) for line in log.read_text().split()]
     assert len(counts) == 6 and max(counts) <= 2

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from lace_engine.domain import BlockKind
-from lace_engine.pipeline.pandoc_ast import PANDOC_API_VERSION, document_ast, inlines
+from lace_engine.pipeline.pandoc_ast import PANDOC_API_VERSION, document_ast, inlines, with_span_anchors
 from lace_engine.pipeline.tree import Tree
 from tests.support.cited_doc import CODE, HEADER, METADATA, P1, P2, PASSAGES, ROWS, cited_doc
 
@@ -182,3 +182,38 @@ def test_same_inputs_same_ast() -> None:
     blocks = {k: rnd.sample(v, len(v)) for k, v in reversed(list(doc.blocks.items()))}
     again = document_ast(doc.artifact, Tree(nodes), blocks, dict(reversed(list(METADATA.items()))), PASSAGES)
     assert again == ast()
+
+
+def test_span_anchors_move_block_ids_onto_their_first_text() -> None:
+    doc = cited_doc()
+    original = ast()
+    moved = with_span_anchors(original)
+    assert original == ast()  # not changed in place
+    divs = [b["c"] for b in moved["blocks"] if b["t"] == "Div"]
+    anchors: list[str] = []
+    for (ident, _classes, pairs), inner in divs:
+        first = _first_span(inner)
+        if [b["t"] for b in inner] == ["CodeBlock"]:  # no text to open: the id stays on the Div
+            assert ident.startswith("b-") and first is None
+            anchors.append(ident)
+        else:  # a cited code block's anchor opens its "Sources:" line
+            assert ident == "" and first is not None and first["c"][1] == []
+            anchors.append(first["c"][0][0])
+        assert dict(pairs)["data-block-id"]
+    assert anchors == [f"b-{b.id}" for b in doc.in_order()]
+
+
+def _first_span(blocks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The block anchor opening these blocks' first text, if there is one."""
+    head: dict[str, Any] = blocks[0] if blocks else {"t": ""}
+    if head["t"] == "Table":  # its first header cell
+        first: dict[str, Any] = head["c"][3][1][0][1][0][4][0]["c"][0]
+    elif head["t"] in ("BulletList", "OrderedList"):  # its first item
+        items = head["c"] if head["t"] == "BulletList" else head["c"][1]
+        first = items[0][0]["c"][0]
+    else:
+        walked = _inline_walk(blocks)
+        if not walked:
+            return None
+        first = walked[0]
+    return first if first["t"] == "Span" and first["c"][0][0].startswith("b-") else None

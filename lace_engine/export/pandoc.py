@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lace_engine.errors import ExportFailed
+from lace_engine.pipeline.pandoc_ast import with_span_anchors
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class Exporter:
         """The document in format `fmt` (docx, odt, epub or pdf); ExportFailed when a renderer fails."""
         if fmt not in _PANDOC_TO:
             raise ValueError(f"not a binary format: {fmt!r}")
+        if fmt == "odt":  # pandoc's ODT writer drops Div identifiers but makes Span ones bookmarks
+            ast = with_span_anchors(ast)
         document = json.dumps(ast, ensure_ascii=False, separators=(",", ":")).encode()
         env = _environment(source_date_epoch)
         async with self._slots:

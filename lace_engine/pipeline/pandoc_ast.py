@@ -17,6 +17,7 @@ paragraph) and every block keeps its identity:
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -190,3 +191,45 @@ def document_ast(artifact: Artifact, tree: Tree, blocks_by_node: Mapping[UUID, S
         "meta": document_meta(artifact, _title(root, artifact.title), metadata),
         "blocks": body,
     }
+
+
+def _first_inlines(blocks: list[Json]) -> list[Json] | None:
+    """The inline list a reader meets first in these blocks (a paragraph's, a heading's, a list
+    item's, a quote's, a table cell's), or None when they hold no text (a code block)."""
+    for b in blocks:
+        tag, c = b["t"], b.get("c", [])
+        if tag in ("Para", "Plain"):
+            inls: list[Json] = c
+            return inls
+        if tag == "Header":
+            header_inls: list[Json] = c[2]
+            return header_inls
+        found: list[Json] | None = None
+        if tag in ("BlockQuote", "Div"):
+            found = _first_inlines(c if tag == "BlockQuote" else c[1])
+        elif tag == "BulletList":
+            found = next((f for item in c if (f := _first_inlines(item)) is not None), None)
+        elif tag == "OrderedList":
+            found = next((f for item in c[1] if (f := _first_inlines(item)) is not None), None)
+        elif tag == "Table":
+            rows = [*c[3][1], *(r for body in c[4] for r in body[3])]
+            found = next((f for row in rows for cell in row[1] if (f := _first_inlines(cell[4])) is not None), None)
+        if found is not None:
+            return found
+    return None
+
+
+def with_span_anchors(ast: Json) -> Json:
+    """The AST with each block's identifier on an empty Span opening its first text instead of on its
+    Div, for writers that keep Span identifiers but drop Div ones (ODT: bookmarks). A block with no
+    text (a code block) keeps the identifier on its Div. Returns a new AST; `ast` is not changed."""
+    out = copy.deepcopy(ast)
+    for block in out["blocks"]:
+        if block["t"] != "Div" or not block["c"][0][0].startswith("b-"):
+            continue
+        target = _first_inlines(block["c"][1])
+        if target is None:
+            continue
+        target.insert(0, _el("Span", [attr(block["c"][0][0]), []]))
+        block["c"][0][0] = ""
+    return out
