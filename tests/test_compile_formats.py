@@ -71,7 +71,7 @@ async def test_an_offline_run_compiles_to_all_seven_formats(artifacts: ArtifactS
             compiled[fmt] = response.content.encode()
 
     markdown = compiled[F.COMPILE_FORMAT_MARKDOWN].decode()
-    assert _in_order(markdown, [f"## {titles[0]}", f"{titles[1]}", "```python"])
+    assert _in_order(markdown, [f"## {titles[0]}", *titles[1:]]) and f"```python\n{CODE}\n```" in markdown
     assert f'id="b-{paragraph.id}"' in compiled[F.COMPILE_FORMAT_HTML].decode()
     assert json.loads(compiled[F.COMPILE_FORMAT_JSON])["artifact"]["id"] == full.artifact.id
 
