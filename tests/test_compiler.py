@@ -231,3 +231,10 @@ def test_empty_document() -> None:
     assert compile_markdown(artifact, tree, {}, {}).endswith("---\n---\n\n# Rust <for> Pythonistas\n")
     assert f'<section id="n-{nodes[0].id}"' in compile_html(artifact, tree, {}, {})
     assert json.loads(compile_json(artifact, tree, {}, {}))["blocks"] == []
+
+
+def test_a_reference_excerpt_leaves_out_markdown_heading_marks() -> None:
+    from lace_engine.pipeline.references import excerpt
+
+    assert excerpt("# Costs\n\nBattery pack #1 prices fell") == "Costs Battery pack #1 prices fell"
+    assert excerpt(" ".join(["w"] * 41)) == " ".join(["w"] * 40) + " [...]"

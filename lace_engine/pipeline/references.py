@@ -6,6 +6,7 @@ reads in the order a reader meets the citations and the same IR always numbers a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from uuid import UUID
@@ -43,6 +44,8 @@ def number_references(blocks_in_order: Iterable[Block], passages: Mapping[UUID, 
 
 
 def excerpt(text: str, max_words: int = 40) -> str:
-    """The passage's first words on one line, marked when cut, as a reference list shows it."""
-    words = text.split()
+    """The passage's first words on one line, marked when cut, as a reference list shows it.
+
+    Markdown heading marks are left out: in a reference list they read as stray characters."""
+    words = re.sub(r"(?m)^\s{0,3}#{1,6}\s+", "", text).split()
     return " ".join(words[:max_words]) + (" [...]" if len(words) > max_words else "")
