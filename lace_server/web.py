@@ -2,9 +2,9 @@
 
 One port (the web port) serves everything a browser needs:
 
-- ``/lace.v1.ArtifactService/*`` and ``/lace.v1.RunService/*``: grpc-web (and plain gRPC), translated by
-  Envoy's ``grpc_web`` filter and proxied over HTTP/2 to the LACE server, with CORS for any origin and
-  no route timeout, so that ``StreamRun`` lives as long as the run;
+- ``/lace.v1.ArtifactService/*``, ``/lace.v1.RunService/*`` and ``/lace.v1.SourceService/*``: grpc-web
+  (and plain gRPC), translated by Envoy's ``grpc_web`` filter and proxied over HTTP/2 to the LACE server,
+  with CORS for any origin and no route timeout, so that ``StreamRun`` lives as long as the run;
 - everything else: the files of ``clients/web/dist`` from a small static file server on localhost.
 
 Run it next to a server (``lace serve --web`` does this for you)::
@@ -42,7 +42,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 #: Services routed to the gRPC upstream; every other path goes to the static file server.
-GRPC_SERVICES = ("lace.v1.ArtifactService", "lace.v1.RunService")
+GRPC_SERVICES = ("lace.v1.ArtifactService", "lace.v1.RunService", "lace.v1.SourceService")
 #: Longest silence Envoy allows on a stream. StreamRun sends a heartbeat every few seconds (<= 5 s).
 STREAM_IDLE_TIMEOUT_S = 300
 CORS_ALLOW_HEADERS = (

@@ -271,4 +271,43 @@ describe("LACE web UI over grpc-web (Envoy)", { timeout: 240_000 }, () => {
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     assert.deepEqual(pageErrors, []);
   });
+
+  test("attach two sources, run, and read a cited passage in the provenance panel", async () => {
+    const page = await context.newPage();
+    /** @type {string[]} */
+    const pageErrors = [];
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    await page.goto(`${baseUrl}/`);
+    await page.fill("#create-form input[name=title]", "Grid storage");
+    await page.fill("#create-form textarea[name=brief]", "Grid-scale energy storage for regional planners: technologies, costs, siting.");
+    await page.fill("#create-form input[name=targetWords]", "600");
+    await page.click("#btn-create");
+    await page.locator("#a-title", { hasText: "Grid storage" }).waitFor();
+    await page.locator("#source-list li", { hasText: "No sources" }).waitFor();
+
+    for (const file of ["storage-notes.md", "siting-and-policy.pdf"]) {
+      await page.setInputFiles("#source-file", join(REPO_ROOT, "examples/sources", file));
+      await page.click("#btn-add-source");
+      await page.locator("#source-list li .s-title", { hasText: file.replace(/\.[^.]+$/, "") }).waitFor();
+    }
+    assert.equal(await page.locator("#source-list li[data-source-id]").count(), 2);
+    assert.match((await page.locator("#source-list").textContent()) ?? "", /application\/pdf/);
+
+    await page.click("#btn-start");
+    await waitForRunState(page, "completed");
+    await page.locator("#doc").waitFor({ state: "visible" });
+    const doc = page.frameLocator("#doc");
+    await doc.locator("#references li").first().waitFor();
+    const cited = doc.locator("p[data-block-id]:has(sup.cite)").first();
+    await cited.click();
+    const passage = page.locator("#provenance .cited-passage").first();
+    await passage.waitFor();
+    assert.match((await passage.textContent()) ?? "", /storage-notes|siting-and-policy/);
+
+    // Deleting a source takes it off the list; the document keeps its references.
+    await page.locator("#source-list li[data-source-id] button", { hasText: "Delete" }).first().click();
+    await page.waitForFunction(() => document.querySelectorAll("#source-list li[data-source-id]").length === 1);
+    assert.deepEqual(pageErrors, []);
+    await page.close();
+  });
 });

@@ -17,6 +17,8 @@ import { ArtifactService, CompileFormat } from "./gen/lace/v1/artifact_service_p
 import { RunState, StepKind } from "./gen/lace/v1/run_pb.js";
 import type { Run, RunEvent } from "./gen/lace/v1/run_pb.js";
 import { RunService } from "./gen/lace/v1/run_service_pb.js";
+import type { Passage, Source } from "./gen/lace/v1/source_pb.js";
+import { SourceService } from "./gen/lace/v1/source_service_pb.js";
 import { watch } from "./watch.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -25,6 +27,7 @@ import { watch } from "./watch.js";
 const transport = createGrpcWebTransport({ baseUrl: window.location.origin });
 const artifacts = createClient(ArtifactService, transport);
 const runs = createClient(RunService, transport);
+const sources = createClient(SourceService, transport);
 
 // ---------------------------------------------------------------------------------------------
 // DOM
@@ -68,6 +71,11 @@ const ui = {
   downloadFormat: $<HTMLSelectElement>("download-format"),
   download: $<HTMLButtonElement>("btn-download"),
   provenance: $("provenance"),
+  sourceForm: $<HTMLFormElement>("source-form"),
+  sourceFile: $<HTMLInputElement>("source-file"),
+  sourceTitle: $<HTMLInputElement>("source-title"),
+  addSource: $<HTMLButtonElement>("btn-add-source"),
+  sourceList: $<HTMLUListElement>("source-list"),
   log: $<HTMLOListElement>("event-log"),
 };
 
@@ -332,6 +340,7 @@ async function selectArtifact(artifactId: string, resume?: Persisted): Promise<v
     renderArtifact(artifact);
     ui.provenance.replaceChildren(el("p", { className: "muted", text: "Click a block of the document to see where it came from." }));
     void compileDocument();
+    void loadSources();
 
     // The run to show: the active one, else the newest; replayed (from the saved cursor after a reload).
     let runId = artifact.activeRunId;
@@ -371,6 +380,92 @@ ui.createForm.addEventListener("submit", (event) => {
 });
 
 ui.refresh.addEventListener("click", () => void loadArtifacts());
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+
+const MEDIA_TYPES: Record<string, string> = {
+  md: "text/markdown",
+  markdown: "text/markdown",
+  txt: "text/plain",
+  text: "text/plain",
+  html: "text/html",
+  htm: "text/html",
+  pdf: "application/pdf",
+};
+
+function renderSources(list: Source[]): void {
+  if (!list.length) {
+    ui.sourceList.replaceChildren(el("li", { className: "muted small", text: "No sources: runs write from the brief alone." }));
+    return;
+  }
+  ui.sourceList.replaceChildren(
+    ...list.map((source) => {
+      const remove = el("button", { className: "link danger", text: "Delete", title: "No longer retrieved; citations still resolve" });
+      remove.type = "button";
+      remove.addEventListener("click", () => {
+        remove.disabled = true;
+        sources
+          .deleteSource({ sourceId: source.id })
+          .then(loadSources)
+          .catch(showError);
+      });
+      return el(
+        "li",
+        { data: { sourceId: source.id } },
+        el("span", { className: "s-title", text: source.title }),
+        el("span", { className: "muted small", text: ` ${source.passageCount} passages · ${source.mediaType}` }),
+        " ",
+        remove,
+      );
+    }),
+  );
+}
+
+async function loadSources(): Promise<void> {
+  const artifact = state.artifact;
+  if (!artifact) return;
+  try {
+    const { sources: list } = await sources.listSources({ artifactId: artifact.id, pageSize: 100 });
+    if (state.artifact?.id === artifact.id) renderSources(list);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+ui.sourceForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const artifact = state.artifact;
+  const file = ui.sourceFile.files?.[0];
+  if (!artifact || !file) return;
+  const mediaType = MEDIA_TYPES[file.name.split(".").pop()?.toLowerCase() ?? ""];
+  if (!mediaType) {
+    showError(new Error(`${file.name}: only Markdown, text, HTML and PDF files can be sources`));
+    return;
+  }
+  const title = ui.sourceTitle.value.trim() || file.name.replace(/\.[^.]+$/, "");
+  ui.addSource.disabled = true;
+  clearError();
+  file
+    .arrayBuffer()
+    .then((data) =>
+      sources.addSource({
+        artifactId: artifact.id,
+        title,
+        mediaType,
+        body: { case: "content", value: new Uint8Array(data) },
+        requestId: requestId(),
+      }),
+    )
+    .then(async () => {
+      ui.sourceForm.reset();
+      await loadSources();
+    })
+    .catch(showError)
+    .finally(() => {
+      ui.addSource.disabled = false;
+    });
+});
 
 // ---------------------------------------------------------------------------------------------
 // Runs
@@ -699,13 +794,37 @@ async function runProviders(runIds: string[]): Promise<Map<string, string>> {
   return providerOfRun;
 }
 
+/** The passages a change's block cites, each with its source and text, as the provenance panel lists them. */
+function citedBy(change: ChangeEvent, passages: Map<string, Passage>): HTMLElement[] {
+  const ids = change.after?.citedPassageIds ?? [];
+  if (!ids.length) return [];
+  return [
+    el(
+      "div",
+      { className: "cites" },
+      el("p", { className: "small muted", text: `Cites ${ids.length} passage${ids.length === 1 ? "" : "s"}:` }),
+      ...ids.map((id) => {
+        const passage = passages.get(id);
+        const text = passage ? (passage.text.length > 300 ? `${passage.text.slice(0, 297)}…` : passage.text) : "(no longer available)";
+        return el(
+          "blockquote",
+          { className: "cited-passage", data: { passageId: id } },
+          el("span", { className: "small s-title", text: passage?.sourceTitle ?? "" }),
+          el("span", { className: "small", text: ` ${text}` }),
+        );
+      }),
+    ),
+  ];
+}
+
 async function showProvenance(blockId: string): Promise<void> {
   if (!blockId) return;
   state.selectedBlock = blockId;
   highlightBlock(blockId);
   ui.provenance.replaceChildren(el("p", { className: "muted", text: "Loading…" }));
   try {
-    const { changeEvents } = await artifacts.listBlockChanges({ blockId, pageSize: 100 });
+    const { changeEvents, citedPassages } = await artifacts.listBlockChanges({ blockId, pageSize: 100 });
+    const passages = new Map(citedPassages.map((p) => [p.id, p]));
     const providers = await runProviders(changeEvents.map((change) => change.runId));
     const rows = changeEvents.map((change) => {
       const origin = (ChangeOrigin[change.origin] ?? "UNSPECIFIED").toLowerCase();
@@ -734,6 +853,7 @@ async function showProvenance(blockId: string): Promise<void> {
           ...fields.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { className: "mono", text: v, data: { field: k } })]),
         ),
         el("p", { className: "preview", text: blockPreview(change) }),
+        ...citedBy(change, passages),
       );
     });
     ui.provenance.replaceChildren(
