@@ -55,3 +55,13 @@ def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
             infos.append(info)
     assert len(infos) == 1
     return infos[0]
+
+
+def in_order(haystack: str, needles: list[str]) -> bool:
+    """Whether every needle occurs in `haystack`, each after the one before it."""
+    at = -1
+    for needle in needles:
+        at = haystack.find(needle, at + 1)
+        if at < 0:
+            return False
+    return True

@@ -29,7 +29,7 @@ from lace.v1 import (
     source_service_pb2,
 )
 from tests.conftest import serve_fresh
-from tests.helpers import create_artifact, error_info, final_state, start_run, watch
+from tests.helpers import create_artifact, error_info, final_state, in_order, start_run, watch
 from tests.support import source_docs
 
 if TYPE_CHECKING:
@@ -105,13 +105,13 @@ async def test_an_offline_run_compiles_to_all_seven_formats(artifacts: ArtifactS
 
     markdown = compiled[F.COMPILE_FORMAT_MARKDOWN].decode()
     assert all(f"[^{n}]: {name}" in markdown for n, name in enumerate(sources_in_order, 1))
-    assert _in_order(markdown, [f"## {titles[0]}", *titles[1:]]) and f"```python\n{CODE}\n```" in markdown
+    assert in_order(markdown, [f"## {titles[0]}", *titles[1:]]) and f"```python\n{CODE}\n```" in markdown
     assert f'id="b-{paragraph.id}"' in compiled[F.COMPILE_FORMAT_HTML].decode()
     assert json.loads(compiled[F.COMPILE_FORMAT_JSON])["artifact"]["id"] == full.artifact.id
 
     document = docx.Document(io.BytesIO(compiled[F.COMPILE_FORMAT_DOCX]))
     headings = [p.text for p in document.paragraphs if p.style is not None and p.style.name.startswith("Heading")]
-    assert _in_order("\n".join(headings), titles)
+    assert in_order("\n".join(headings), titles)
     assert document.paragraphs[0].text == full.artifact.title
     assert CODE in [p.text for p in document.paragraphs]
     assert headings[-1] == "References"
@@ -119,39 +119,30 @@ async def test_an_offline_run_compiles_to_all_seven_formats(artifacts: ArtifactS
 
     odt = zipfile.ZipFile(io.BytesIO(compiled[F.COMPILE_FORMAT_ODT]))
     content = odt.read("content.xml").decode()
-    assert _in_order(content, [_xml(t) for t in titles])
+    assert in_order(content, [_xml(t) for t in titles])
     assert f'text:name="n-{full.nodes[1].id}"' in content
     assert all(f'text:name="ref-{n}"' in content for n in range(1, len(labels) + 1))
-    assert _in_order(content, ["References", *sources_in_order])
+    assert in_order(content, ["References", *sources_in_order])
 
     path = tmp_path / "doc.epub"
     path.write_bytes(compiled[F.COMPILE_FORMAT_EPUB])
     book = epub.read_epub(str(path))
     xhtml = "".join(item.get_content().decode() for item in book.get_items_of_type(ebooklib.ITEM_DOCUMENT)
                     if item.get_name().startswith("text/ch"))
-    assert _in_order(xhtml, [_xml(t) for t in titles])
+    assert in_order(xhtml, [_xml(t) for t in titles])
     assert f'data-block-id="{paragraph.id}"' in xhtml
-    assert _in_order(xhtml, ["References", *(f'id="ref-{n}"' for n in range(1, len(labels) + 1))])
+    assert in_order(xhtml, ["References", *(f'id="ref-{n}"' for n in range(1, len(labels) + 1))])
 
     pdf = pypdf.PdfReader(io.BytesIO(compiled[F.COMPILE_FORMAT_PDF]))
     text = " ".join(" ".join(page.extract_text().split()) for page in pdf.pages)
-    assert _in_order(text, [full.artifact.title, *titles])
+    assert in_order(text, [full.artifact.title, *titles])
     assert "return kwh * 0.12 # <per kWh>" in text
-    assert _in_order(text, ["References", *(f"{n}. {name}" for n, name in enumerate(sources_in_order, 1))])
+    assert in_order(text, ["References", *(f"{n}. {name}" for n, name in enumerate(sources_in_order, 1))])
 
     # The same IR version compiles to the same bytes.
     again = await artifacts.CompileArtifact(F.CompileArtifactRequest(artifact_id=full.artifact.id,
                                                                      format=F.COMPILE_FORMAT_DOCX))
     assert again.binary_content == compiled[F.COMPILE_FORMAT_DOCX]
-
-
-def _in_order(haystack: str, needles: list[str]) -> bool:
-    at = -1
-    for needle in needles:
-        at = haystack.find(needle, at + 1)
-        if at < 0:
-            return False
-    return True
 
 
 def _xml(text: str) -> str:

@@ -27,6 +27,7 @@ from lace_engine.errors import ExportFailed
 from lace_engine.export.formats import file_name, slug
 from lace_engine.export.pandoc import Exporter, ExportLimits, pandoc_path
 from lace_engine.pipeline.pandoc_ast import PANDOC_API_VERSION, document_ast
+from tests.helpers import in_order
 from tests.support.cited_doc import CODE, HEADER, METADATA, PASSAGES, ROWS, T0, cited_doc
 
 EPOCH = int(T0.timestamp())
@@ -48,15 +49,6 @@ def rendered() -> dict[str, bytes]:
         return {fmt: await exporter.render(fmt, the_ast(), source_date_epoch=EPOCH)
                 for fmt in ("docx", "odt", "epub", "pdf")}
     return asyncio.run(render_all())
-
-
-def in_order(haystack: str, needles: list[str]) -> bool:
-    at = -1
-    for needle in needles:
-        at = haystack.find(needle, at + 1)
-        if at < 0:
-            return False
-    return True
 
 
 def test_the_ast_version_is_the_shipped_pandocs() -> None:
