@@ -29,6 +29,16 @@ RPC_REQUESTS = Counter("lace_rpc_requests", "RPCs answered, by method and status
 RPC_DURATION = Histogram("lace_rpc_duration_seconds", "Time to answer a unary RPC, by method.", ["method"],
                          buckets=_FAST, registry=REGISTRY)
 STREAMS_OPEN = Gauge("lace_streams_open", "StreamRun calls open now.", registry=REGISTRY)
+# Both lags run from an event's create_time, stamped by its writer just before COMMIT is sent, so
+# they include the commit itself; across hosts they include the hosts' clock offset too.
+DELIVERY_LAG = Histogram("lace_live_delivery_lag_seconds", "Time from an event's commit to its StreamRun message "
+                         "being handed to the transport, for events committed after the stream opened.",
+                         buckets=_FAST, registry=REGISTRY)
+MIRROR_LAG = Histogram("lace_mirror_lag_seconds", "Time from an event's commit to JetStream's acknowledgement of "
+                       "its mirrored copy.", buckets=_FAST, registry=REGISTRY)
+MIRROR_BACKLOG = Gauge("lace_mirror_backlog_events", "Committed events the mirror's leader has not yet seen "
+                       "acknowledged by JetStream, as of its last pass (0 where this process does not lead).",
+                       registry=REGISTRY)
 EVENTS_COMMITTED = Counter("lace_events_committed", "Run events committed by this process.", registry=REGISTRY)
 RUN_TRANSITIONS = Counter("lace_run_transitions", "Run state changes committed by this process, by the state "
                           "entered.", ["state"], registry=REGISTRY)

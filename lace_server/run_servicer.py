@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import grpc
 
 from lace.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
+from lace_engine import metrics
 from lace_engine.errors import InvalidArgument
 from lace_engine.events.stream_run import StreamBatch
 from lace_engine.ids import parse_id
@@ -92,8 +94,14 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         self, request: run_service_pb2.StreamRunRequest, context: Context
     ) -> AsyncIterator[run_service_pb2.StreamRunResponse]:
         run_id = parse_id(request.run_id, "run_id")
+        opened = datetime.now(UTC)
         async for batch in self.engine.stream_run(run_id, request.cursor):
-            yield self._stream_response(batch)
+            response = self._stream_response(batch)
+            now = datetime.now(UTC)
+            for event in batch.events:
+                if event.create_time >= opened:  # live, not history replayed from the cursor
+                    metrics.DELIVERY_LAG.observe((now - event.create_time).total_seconds())
+            yield response
 
     def _stream_response(self, batch: StreamBatch) -> run_service_pb2.StreamRunResponse:
         """The message for a batch; a live batch is built once and shared by every stream of the run."""

@@ -16,6 +16,7 @@ from dataclasses import replace
 import psycopg
 import pytest
 
+from lace_engine import metrics
 from lace_engine.config import Settings
 from lace_engine.domain import RunEvent, RunOptions, RunState
 from lace_engine.events.jetstream_mirror import EventMirror
@@ -123,6 +124,7 @@ def assert_exact(events: list[RunEvent], head: int) -> None:
 async def test_events_are_mirrored_once_in_order_and_streamed_through_jetstream(
         engines: tuple[Engine, Engine], mirror_db: str, nats_server: NatsServer) -> None:
     worker, replica = engines
+    lagged = metrics.REGISTRY.get_sample_value("lace_mirror_lag_seconds_count") or 0.0
     run_id = await start_run(replica)  # dispatched as a job to the worker
     events = await asyncio.wait_for(collect(replica, run_id), 60)
     run = await replica.get_run(run_id)
@@ -130,6 +132,13 @@ async def test_events_are_mirrored_once_in_order_and_streamed_through_jetstream(
     assert_exact(events, run.head_seq)
 
     assert await wait_mirrored(mirror_db, run_id) == run.head_seq
+    # Every acknowledged copy was timed from its commit; the leader's backlog drains to nothing.
+    assert (metrics.REGISTRY.get_sample_value("lace_mirror_lag_seconds_count") or 0.0) - lagged >= run.head_seq
+    for _ in range(100):
+        if metrics.REGISTRY.get_sample_value("lace_mirror_backlog_events") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert metrics.REGISTRY.get_sample_value("lace_mirror_backlog_events") == 0
     mirrored = await jetstream_events(nats_server.url, run_id)
     assert_exact(mirrored, run.head_seq)
     assert [(e.type, e.payload) for e in mirrored] == [(e.type, e.payload) for e in events]

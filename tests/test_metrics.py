@@ -43,7 +43,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 @pytest.mark.timeout(120)
 async def test_a_run_shows_in_the_metrics(pg_server_url: str) -> None:
-    async with serve_fresh(pg_server_url, metrics_listen="127.0.0.1:0") as (target, running, _url), \
+    # Calls of 200 ms: the run outlasts the moment its stream opens, so some events arrive live.
+    async with serve_fresh(pg_server_url, env={"LACE_OFFLINE_LATENCY_MS": "200"},
+                           metrics_listen="127.0.0.1:0") as (target, running, _url), \
             grpc.aio.insecure_channel(target) as channel:
         assert running.metrics_port
         artifacts, runs = ArtifactServiceStub(channel), RunServiceStub(channel)
@@ -74,6 +76,9 @@ async def test_a_run_shows_in_the_metrics(pg_server_url: str) -> None:
     assert delta("lace_llm_calls_total", provider="offline", model=done.model, outcome="answered") >= done.llm_calls
     assert delta("lace_llm_tokens_total", provider="offline", model=done.model, kind="completion") >= \
         done.usage.completion_tokens > 0
+    # Live delivery: events committed after the stream opened, each timed from commit to hand-over.
+    assert delta("lace_live_delivery_lag_seconds_count") >= 1
+    assert delta("lace_live_delivery_lag_seconds_sum") > 0
     # Pools, read at scrape time; no run or artifact id in any label.
     assert value(after, "lace_db_pool_connections", pool="reads", state="idle") >= 1
     assert run.id not in text and artifact.id not in text

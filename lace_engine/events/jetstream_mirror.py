@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import nats.errors
 import nats.js.errors
@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+from lace_engine import metrics
 from lace_engine.domain import EventType, RunEvent
 from lace_engine.events.nats_bus import EVENTS_STREAM, NatsBus, events_subject, msg_id
 from lace_engine.storage import event_log
@@ -220,6 +221,7 @@ class EventMirror:
             batch: list[tuple[uuid.UUID, list[RunEvent]]] = []
             budget = self.batch_events
             heads = {row.id: int(row.head_seq) for row in rows}
+            backlog = sum(heads[r] - c for r, c in cursors.items() if heads[r] > c)
             for run_id, cursor in cursors.items():
                 if budget <= 0 or cursor >= heads[run_id]:
                     if cursor < heads[run_id]:
@@ -232,8 +234,10 @@ class EventMirror:
                     batch.append((run_id, events))
                 if not events or events[-1].seq < heads[run_id]:
                     self._dirty.add(run_id)
+        metrics.MIRROR_BACKLOG.set(backlog)
         if batch:
-            await self._publish(batch)
+            acked = await self._publish(batch)
+            metrics.MIRROR_BACKLOG.set(max(0, backlog - acked))
         return bool(self._dirty)
 
     async def _reconcile(self, run_id: uuid.UUID) -> int:
@@ -256,7 +260,8 @@ class EventMirror:
             self._js = self.bus.jetstream(max_pending=self.max_inflight)
         return self._js
 
-    async def _publish(self, batch: Sequence[tuple[uuid.UUID, list[RunEvent]]]) -> None:
+    async def _publish(self, batch: Sequence[tuple[uuid.UUID, list[RunEvent]]]) -> int:
+        """Publishes the batch; the number of events JetStream acknowledged in order."""
         js = self._jetstream()
         futures: list[tuple[uuid.UUID, int, asyncio.Future[PubAck]]] = []
         failed: BaseException | None = None
@@ -276,11 +281,14 @@ class EventMirror:
         advanced: dict[uuid.UUID, int] = {}
         broken: set[uuid.UUID] = set()
         acked = 0
+        committed = {(run_id, e.seq): e.create_time for run_id, events in batch for e in events}
+        now = datetime.now(UTC)
         for run_id, seq, fut in futures:
             acked_ok = fut.done() and not fut.cancelled() and fut.exception() is None
             if acked_ok and run_id not in broken:
                 advanced[run_id] = seq
                 acked += 1
+                metrics.MIRROR_LAG.observe((now - committed[(run_id, seq)]).total_seconds())
                 continue
             # Only a contiguous prefix of acks counts; everything after the first miss is re-sent.
             broken.add(run_id)
@@ -297,6 +305,7 @@ class EventMirror:
             raise failed
         if broken:
             raise TimeoutError(f"{len(broken)} runs had publishes without an ack")
+        return acked
 
     async def _advance(self, cursors: list[tuple[uuid.UUID, int]]) -> None:
         async with self.db.transaction() as tx:
