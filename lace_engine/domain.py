@@ -267,6 +267,8 @@ class Run:
     estimate: dict[str, int] | None = None
     # RunFailed.reason_code of a failed run; "" otherwise.
     failure_code: str = ""
+    # The W3C trace context (traceparent, tracestate) of the StartRun call, if it was traced.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

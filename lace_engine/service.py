@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lace_engine import tracing
 from lace_engine.cluster import ClusterServices
 from lace_engine.config import Settings
 from lace_engine.domain import (
@@ -304,7 +305,7 @@ class Engine:
             return await run_store.insert_run(
                 tx, run_id=run_id, artifact_id=artifact_id, scope_node_id=scope_node_id,
                 instruction=instruction, options=resolved, provider=self.provider.name, model=self.provider.model,
-                estimate=estimate.to_json())
+                estimate=estimate.to_json(), trace_context=tracing.current_context())
 
         outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)
         if not outcome.replayed:

@@ -35,6 +35,7 @@ from lace_server.rpc_metrics import MetricsInterceptor
 from lace_server.run_servicer import RunServicer
 from lace_server.source_servicer import SourceServicer
 from lace_server.status import ErrorMappingInterceptor
+from lace_server.tracing_setup import server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,10 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     engine = Engine(settings, url, provider)
     await engine.start()
 
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
-    keys = (env if env is not None else os.environ).get("LACE_API_KEYS", "")
+    environment = env if env is not None else os.environ
+    # Tracing first: the server span is open around everything else, auth refusals included.
+    interceptors: list[grpc.aio.ServerInterceptor] = [*server_interceptors(environment), MetricsInterceptor()]
+    keys = environment.get("LACE_API_KEYS", "")
     if keys:
         interceptors.append(BearerAuthInterceptor(parse_api_keys(keys)))
     interceptors.append(ErrorMappingInterceptor())

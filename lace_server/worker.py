@@ -51,8 +51,10 @@ async def run_worker(settings: Settings, env: dict[str, str] | None = None,
     from lace_engine.llm.factory import provider_from_env
     from lace_engine.service import Engine
     from lace_server.server import freeze_start_up_objects
+    from lace_server.tracing_setup import configure_tracing
 
     settings = replace(settings, execute_runs=True)
+    configure_tracing(os.environ if env is None else env)  # a run's spans continue its StartRun's trace
     provider = await asyncio.to_thread(provider_from_env, dict(os.environ) if env is None else env)
     engine = Engine(settings, url, provider, serve_streams=False)
     await engine.start()

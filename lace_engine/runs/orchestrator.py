@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from lace_engine import backoff, metrics
+from lace_engine import backoff, metrics, tracing
 from lace_engine.domain import (
     Artifact,
     Block,
@@ -149,6 +149,12 @@ class RunExecution:
 
     async def execute(self) -> None:
         """Runs to COMPLETED, FAILED, PAUSED or CANCELLED; returns quietly when the lease is lost."""
+        with tracing.tracer.start_as_current_span(
+                "lace.run", context=tracing.context_from(self.run.trace_context),
+                attributes={"lace.run_id": str(self.run.id), "lace.artifact_id": str(self.run.artifact_id)}):
+            await self._execute()
+
+    async def _execute(self) -> None:
         try:
             while True:
                 try:
@@ -332,7 +338,9 @@ class RunExecution:
                     "node_id": str(node.id), "reason": "a person edited this section (pinned); kept as is"})])
                 return
         async with self._sibling_limit:
-            await self._attempts(node, decision, existing)
+            with tracing.tracer.start_as_current_span("lace.step", attributes={
+                    "lace.node_id": str(node.id), "lace.step": decision.step.value}):
+                await self._attempts(node, decision, existing)
 
     async def _attempts(self, node: Node, decision: StrategyDecision, existing: list[Block]) -> None:
         feedback: list[str] = []
@@ -413,7 +421,12 @@ class RunExecution:
         try:
             async with self.llm_limit:
                 started = time.perf_counter()
-                result = await self.provider.complete(request)
+                with tracing.tracer.start_as_current_span("lace.llm_call", attributes={
+                        "lace.provider": self.provider.name, "lace.max_output_tokens": request.max_output_tokens}) \
+                        as span:
+                    result = await self.provider.complete(request)
+                    span.set_attributes({"lace.model": result.model, "lace.prompt_tokens": result.prompt_tokens,
+                                         "lace.completion_tokens": result.completion_tokens})
             outcome = "answered"
             return result
         except LLMError as err:
@@ -458,9 +471,13 @@ class RunExecution:
                  passages: list[Passage]) -> PromptContext:
         assert self.tree is not None and self.artifact is not None
         try:
-            return build_context(self.artifact, self.tree, node.id, step, child_count=child_count,
-                                 instruction=self.run.instruction, feedback=feedback,
-                                 budget_tokens=self.config.context_budget_tokens, passages=passages)
+            with tracing.tracer.start_as_current_span("lace.context") as span:
+                ctx = build_context(self.artifact, self.tree, node.id, step, child_count=child_count,
+                                    instruction=self.run.instruction, feedback=feedback,
+                                    budget_tokens=self.config.context_budget_tokens, passages=passages)
+                span.set_attributes({"lace.estimated_tokens": ctx.estimated_tokens,
+                                     "lace.passages": len(ctx.citable)})
+                return ctx
         except ContextBudgetError as exc:
             raise RunFailure(f"section {node.title!r}: the prompt cannot fit the context budget of "
                              f"{self.config.context_budget_tokens} tokens ({exc}); raise LACE_CONTEXT_BUDGET_TOKENS "
@@ -470,7 +487,9 @@ class RunExecution:
         assert self.tree is not None
         node = attempt.node
         try:
-            await self.journal.apply(attempt, outcome, mutation)
+            with tracing.tracer.start_as_current_span("lace.apply", attributes={
+                    "lace.block_changes": len(mutation.block_changes), "lace.attempt": attempt.number}):
+                await self.journal.apply(attempt, outcome, mutation)
         except Aborted as exc:
             if isinstance(exc, LeaseLost):
                 raise

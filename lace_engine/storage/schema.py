@@ -103,6 +103,9 @@ runs = sa.Table(
     sa.Column("validation", JSONB, nullable=True),
     # Migration 0003: the preflight estimate made at StartRun ({"llm_calls": n, "total_tokens": n}).
     sa.Column("estimate", JSONB, nullable=True),
+    # Migration 0005: the W3C trace context of the StartRun call, so the executor (in any
+    # process) continues that trace; NULL when the caller was not traced.
+    sa.Column("trace_context", JSONB, nullable=True),
     # Ownership: one executor at a time. lease_token is the fencing token: every
     # Apply checks it, so a process that lost the lease can never write again.
     sa.Column("lease_owner", sa.Text, nullable=True),
