@@ -85,6 +85,11 @@ class Settings:
     export_timeout_s: float = 120.0
     # The largest compiled document CompileArtifact returns; a larger one is refused (COMPILED_TOO_LARGE).
     max_compiled_bytes: int = 16 * 1024 * 1024 - 64 * 1024
+    # PEM files: the server's certificate chain and key (TLS on when both are set), and the CA that
+    # client certificates must chain to (mutual TLS: a client without one is refused).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -123,4 +128,7 @@ class Settings:
             export_concurrency=_int(e, "LACE_EXPORT_CONCURRENCY", 2),
             export_timeout_s=_float(e, "LACE_EXPORT_TIMEOUT_S", 120.0),
             max_compiled_bytes=_int(e, "LACE_MAX_COMPILED_BYTES", 16 * 1024 * 1024 - 64 * 1024),
+            tls_cert=e.get("LACE_TLS_CERT", "").strip(),
+            tls_key=e.get("LACE_TLS_KEY", "").strip(),
+            tls_client_ca=e.get("LACE_TLS_CLIENT_CA", "").strip(),
         )

@@ -35,6 +35,7 @@ from lace_server.rpc_metrics import MetricsInterceptor
 from lace_server.run_servicer import RunServicer
 from lace_server.source_servicer import SourceServicer
 from lace_server.status import ErrorMappingInterceptor
+from lace_server.tls import server_credentials
 from lace_server.tracing_setup import server_interceptors
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def resolve_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
 async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
                 env: dict[str, str] | None = None) -> Running:
     """Prepares the database, starts the engine and the server; returns once it is serving."""
+    credentials = server_credentials(settings)  # a bad TLS setting fails before anything starts
     url, embedded = await asyncio.to_thread(resolve_database, settings)
     if migrate_db:
         from lace_engine.storage import migrate
@@ -133,7 +135,7 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
+    port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
     if port == 0:
         raise RuntimeError(f"could not listen on {listen}")
     await server.start()

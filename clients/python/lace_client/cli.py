@@ -78,8 +78,14 @@ def _runner(command: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         async def main() -> int:
             root = args.ca_cert.read_bytes() if args.ca_cert else None
+            if bool(args.client_cert) != bool(args.client_key):
+                print("lace: --client-cert and --client-key go together", file=sys.stderr)
+                return 2
+            chain = args.client_cert.read_bytes() if args.client_cert else None
+            key = args.client_key.read_bytes() if args.client_key else None
             async with LaceClient.connect(args.server, token=args.token or None, tls=args.tls,
-                                          root_certificates=root) as client:
+                                          root_certificates=root, certificate_chain=chain,
+                                          private_key=key) as client:
                 return await command(client, args)
 
         try:
@@ -439,6 +445,10 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
                         help="API key sent as a bearer token (env LACE_TOKEN)")
     common.add_argument("--tls", action="store_true", help="connect over TLS")
     common.add_argument("--ca-cert", type=Path, help="PEM root certificates for TLS (implies --tls)")
+    common.add_argument("--client-cert", type=Path, default=os.environ.get("LACE_CLIENT_CERT") or None,
+                        help="PEM client certificate for mutual TLS (env LACE_CLIENT_CERT; implies --tls)")
+    common.add_argument("--client-key", type=Path, default=os.environ.get("LACE_CLIENT_KEY") or None,
+                        help="PEM key of the client certificate (env LACE_CLIENT_KEY)")
 
     def command(name: str, func: Command, help: str) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, parents=[common], help=help, description=help)

@@ -141,14 +141,17 @@ class LaceClient:
 
     @classmethod
     def connect(cls, target: str = DEFAULT_TARGET, *, token: str | None = None, tls: bool = False,
-                root_certificates: bytes | None = None, timeout: float | None = 30.0) -> LaceClient:
+                root_certificates: bytes | None = None, timeout: float | None = 30.0,
+                certificate_chain: bytes | None = None, private_key: bytes | None = None) -> LaceClient:
         """Opens a channel to `target`; `token` is sent as a bearer token on every call.
 
         `timeout` is the deadline of unary calls in seconds (None for none); streams have none.
-        Call it from a coroutine: the channel belongs to the running event loop.
+        `certificate_chain` and `private_key` (PEM) are the client's identity for a server that
+        requires mutual TLS. Call it from a coroutine: the channel belongs to the running event loop.
         """
-        if tls or root_certificates is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        if tls or root_certificates is not None or certificate_chain is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates, private_key=private_key,
+                                                       certificate_chain=certificate_chain)
             channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
         else:
             channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
