@@ -90,6 +90,14 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # Finished runs' events older than this many days are pruned; 0 keeps them forever.
+    retention_days: float = 0.0
+    retention_interval_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.retention_days < 0:
+            raise InvalidArgument(f"LACE_RETENTION_DAYS={self.retention_days:g} must not be negative (0 keeps "
+                                  "events forever)", metadata={"variable": "LACE_RETENTION_DAYS"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,4 +139,6 @@ class Settings:
             tls_cert=e.get("LACE_TLS_CERT", "").strip(),
             tls_key=e.get("LACE_TLS_KEY", "").strip(),
             tls_client_ca=e.get("LACE_TLS_CLIENT_CA", "").strip(),
+            retention_days=_float(e, "LACE_RETENTION_DAYS", 0.0),
+            retention_interval_s=_float(e, "LACE_RETENTION_INTERVAL_S", 3600.0),
         )

@@ -95,6 +95,19 @@ class DatabaseUnavailable(Unavailable):
         self.maybe_committed = maybe_committed
 
 
+class OutOfRange(LaceError):
+    """A position past what exists, or before what is kept (a cursor into pruned history)."""
+
+    default_reason = "OUT_OF_RANGE"
+
+
+class CursorCompacted(OutOfRange):
+    """The cursor points into a run's pruned history; the metadata's `oldest_seq` is the oldest event
+    kept. Resync: read the artifact (GetArtifact), then stream from `oldest_seq - 1`."""
+
+    default_reason = "CURSOR_COMPACTED"
+
+
 class ResourceExhausted(LaceError):
     """A limit of the server was reached (a size, a quota); the same request will fail again."""
 

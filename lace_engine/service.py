@@ -45,6 +45,7 @@ from lace_engine.runs.orchestrator import Executor, ExecutorConfig
 from lace_engine.sources import SourceLibrary
 from lace_engine.storage import apply_store, event_log, idempotency, ir_store, pagination, run_store, source_store
 from lace_engine.storage.database import Database, Tx
+from lace_engine.storage.retention import RetentionPruner
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class Engine:
         self.listener = PgNotifyListener(self.db.url, self._committed, self.hub.feed_interrupted)
         # NATS mirror, live tail, job dispatch, global LLM limit; inert with default settings.
         self.cluster = ClusterServices(settings, self.db, self.hub, provider.name, serve_streams=serve_streams)
+        self.pruner = RetentionPruner(self.db, settings.retention_days, settings.retention_interval_s) \
+            if settings.retention_days > 0 else None
         self.content_style = settings.content_style or default_content_style(provider)
         self.exporter = Exporter(ExportLimits(max_concurrent=settings.export_concurrency,
                                               timeout_s=settings.export_timeout_s))
@@ -131,6 +134,8 @@ class Engine:
     async def start(self) -> None:
         await self.db.open()
         await self.listener.start()
+        if self.pruner is not None:
+            self.pruner.start()
         if self.executor is not None:
             self.executor.start()
         await self.cluster.start(self.executor)
@@ -140,6 +145,8 @@ class Engine:
         self.hub.close()
 
     async def aclose(self) -> None:
+        if self.pruner is not None:
+            await self.pruner.aclose()
         await self.cluster.aclose()
         if self.executor is not None:
             await self.executor.aclose()
@@ -380,7 +387,7 @@ class Engine:
         position = pagination.decode(page_token, query)
         after = int(position) if position is not None else after_seq
         async with self.db.fast_read() as conn:
-            await event_log.head(conn, run_id)
+            (await event_log.head(conn, run_id)).check_cursor(run_id, after)
             items = await event_log.read(conn, run_id, after_seq=after, limit=size + 1, types=types)
         return pagination.page(items, size, query, lambda event: event.seq)
 
@@ -388,7 +395,7 @@ class Engine:
         return stream_run(self.hub, self._read_head, run_id, cursor, heartbeat_s=self.settings.heartbeat_s,
                           batch_limit=batch_limit)
 
-    async def _read_head(self, run_id: uuid.UUID) -> tuple[int, RunState]:
+    async def _read_head(self, run_id: uuid.UUID) -> event_log.Head:
         return await self.db.fast_read_through_outage(lambda conn: event_log.head(conn, run_id))
 
 

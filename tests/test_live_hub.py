@@ -17,6 +17,7 @@ from lace_engine.domain import EventType, RunEvent, RunState
 from lace_engine.errors import Unavailable
 from lace_engine.events.hub import EventHub, Subscription
 from lace_engine.events.stream_run import stream_run
+from lace_engine.storage.event_log import Head
 
 RUN = uuid.uuid4()
 
@@ -174,8 +175,8 @@ def test_any_interleaving_of_commits_settles_and_notifies_streams_every_event_on
         log = Log()
         hub = EventHub(log.fetch)
 
-        async def read_head(run_id: uuid.UUID) -> tuple[int, RunState]:
-            return log.committed, RunState.RUNNING
+        async def read_head(run_id: uuid.UUID) -> Head:
+            return Head(log.committed, RunState.RUNNING, 0)
 
         received: list[int] = []
 

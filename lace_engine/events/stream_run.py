@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from lace_engine.domain import EventType, RunEvent, RunState
 from lace_engine.errors import InvalidArgument
 from lace_engine.events.hub import EventHub
+from lace_engine.storage.event_log import Head
 
 MAX_BATCH = 1000
 
-ReadHead = Callable[[uuid.UUID], Awaitable[tuple[int, RunState]]]
+ReadHead = Callable[[uuid.UUID], Awaitable[Head]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,9 @@ async def stream_run(
     if cursor < 0:
         raise InvalidArgument("cursor must not be negative; use 0 to start from the beginning",
                               reason="NEGATIVE_CURSOR", metadata={"field": "cursor"})
-    head, state = await read_head(run_id)  # NotFound for an unknown run
+    first = await read_head(run_id)  # NotFound for an unknown run
+    first.check_cursor(run_id, cursor)  # CursorCompacted into pruned history
+    head, state = first.seq, first.state
     sub = hub.subscribe(run_id, cursor)
     try:
         while not (state.terminal and sub.cursor >= head):  # a finished run, sent to its end
@@ -58,7 +61,7 @@ async def stream_run(
                 if is_terminal(events[-1]):
                     return
                 continue
-            head, state = await read_head(run_id)  # quiet: poll the head, then a heartbeat
+            head, state, _ = await read_head(run_id)  # quiet: poll the head, then a heartbeat
             if head > sub.cursor:
                 sub.committed(head)  # a wake-up went missing: the next call reads the database
             elif not state.terminal:

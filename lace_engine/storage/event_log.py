@@ -13,14 +13,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 
 from lace_engine.domain import EventType, NewEvent, RunEvent, RunState
-from lace_engine.errors import LeaseLost, NotFound
+from lace_engine.errors import CursorCompacted, LeaseLost, NotFound
 from lace_engine.storage.database import Tx, driver_connection
 from lace_engine.storage.schema import runs
 
@@ -171,7 +171,7 @@ _READ_TYPES_SQL = (
     "SELECT seq, type, payload, create_time FROM run_events "
     "WHERE run_id = %s AND seq > %s AND seq <= %s AND type = ANY(%s) ORDER BY seq LIMIT %s"
 )
-_HEAD_SQL = "SELECT head_seq, state FROM runs WHERE id = %s"
+_HEAD_SQL = "SELECT head_seq, state, compacted_seq FROM runs WHERE id = %s"
 
 
 async def read(
@@ -194,10 +194,26 @@ async def read(
     return [RunEvent(run_id, r[0], known[r[1]], r[2], r[3]) for r in rows]
 
 
-async def head(conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID) -> tuple[int, RunState]:
-    """The run's newest seq and its state; NotFound for an unknown run."""
+class Head(NamedTuple):
+    seq: int
+    state: RunState
+    # Events with seq <= compacted were pruned by retention.
+    compacted: int
+
+    def check_cursor(self, run_id: uuid.UUID, cursor: int) -> None:
+        """CursorCompacted when events after `cursor` were pruned: the reader would miss them."""
+        if cursor < self.compacted:
+            raise CursorCompacted(
+                f"run {run_id}'s events up to seq {self.compacted} were pruned by retention; read the artifact "
+                f"(GetArtifact) and continue from cursor {self.compacted}",
+                metadata={"run_id": str(run_id), "oldest_seq": str(self.compacted + 1),
+                          "cursor": str(self.compacted)})
+
+
+async def head(conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID) -> Head:
+    """The run's newest seq, its state and how far its history was pruned; NotFound for an unknown run."""
     cur = await conn.execute(_HEAD_SQL, (run_id,), prepare=True)
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": str(run_id)})
-    return int(row[0]), _STATES[row[1]]
+    return Head(int(row[0]), _STATES[row[1]], int(row[2]))

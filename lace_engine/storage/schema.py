@@ -106,6 +106,8 @@ runs = sa.Table(
     # Migration 0005: the W3C trace context of the StartRun call, so the executor (in any
     # process) continues that trace; NULL when the caller was not traced.
     sa.Column("trace_context", JSONB, nullable=True),
+    # Migration 0006: events with seq <= compacted_seq were pruned by retention (LACE_RETENTION_DAYS).
+    sa.Column("compacted_seq", sa.BigInteger, nullable=False, server_default="0"),
     # Ownership: one executor at a time. lease_token is the fencing token: every
     # Apply checks it, so a process that lost the lease can never write again.
     sa.Column("lease_owner", sa.Text, nullable=True),
