@@ -7,9 +7,10 @@ can tell its own commits from someone else's (a pause, a cancel, a person's edit
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from lace_engine.pipeline.apply import Mutation
 from lace_engine.pipeline.context_builder import PromptContext
 from lace_engine.pipeline.strategy import StrategyDecision
 from lace_engine.storage import apply_store, event_log, run_store
-from lace_engine.storage.database import Database
+from lace_engine.storage.database import Database, Tx
 from lace_engine.storage.event_log import Fence
 
 ACTIVE = frozenset({RunState.RUNNING, RunState.PAUSING})
@@ -73,28 +74,51 @@ class RunJournal:
         self.run_id = run_id
         self.fence = fence
         self.head = head
+        # The head of a transaction of ours that is committing: its NOTIFY can arrive before the
+        # commit's reply does, and must not look like someone else's commit (see `seen_head`).
+        self._committing = 0
+
+    @property
+    def seen_head(self) -> int:
+        """The newest seq this journal wrote or is committing now."""
+        return max(self.head, self._committing)
 
     def _wrote(self, head: int) -> None:
         self.head = max(self.head, head)
 
+    def _committing_to(self, head: int) -> None:
+        self._committing = head
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Tx]:
+        """A transaction that appends events; however it ends, nothing of ours is committing after it
+        (no await separates its end from `_wrote`, so no NOTIFY is handled in between)."""
+        try:
+            async with self.db.transaction() as tx:
+                yield tx
+        finally:
+            self._committing = 0
+
     async def commit(self, events: Sequence[NewEvent], *, states: frozenset[RunState] = ACTIVE,
                      increments: Mapping[str, int] | None = None) -> None:
         """Appends events while the run is in one of `states`; LeaseLost otherwise."""
-        async with self.db.transaction() as tx:
+        async with self._transaction() as tx:
             appended = await event_log.append(tx, self.run_id, events, fence=self.fence, allowed_states=states,
                                               increments=increments)
+            self._committing_to(appended.head_seq)
         self._wrote(appended.head_seq)
 
     async def transition(self, to: RunState, reason: str, *, when: frozenset[RunState],
                          extra: Sequence[NewEvent] = (), set_values: Mapping[str, Any] | None = None) -> RunState:
         """Moves the run to `to` if the state it is in (read under its row lock) is in `when`;
         returns that state either way."""
-        async with self.db.transaction() as tx:
+        async with self._transaction() as tx:
             run = await run_store.get_run(tx.conn, self.run_id, for_update=True)
             if run.state not in when:
                 return run.state
             appended = await run_store.transition(tx, run, to, reason, fence=self.fence, extra_events=tuple(extra),
                                                   set_values=set_values)
+            self._committing_to(appended.head_seq)
         self._wrote(appended.head_seq)
         return run.state
 
@@ -110,11 +134,12 @@ class RunJournal:
         events = [call_event(attempt, outcome), NewEvent(EventType.PROPOSAL_REJECTED, {
             "node_id": str(attempt.node.id), "step": attempt.decision.step.value, "attempt": attempt.number,
             "errors": list(errors), "will_retry": will_retry})]
-        async with self.db.transaction() as tx:
+        async with self._transaction() as tx:
             appended = await event_log.append(tx, self.run_id, events, fence=self.fence, allowed_states=ACTIVE,
                                               increments=outcome.increments)
             row = call_row(self.run_id, attempt, outcome, "rejected", "; ".join(errors))
             await run_store.record_llm_call(tx.conn, row)
+            self._committing_to(appended.head_seq)
         self._wrote(appended.head_seq)
 
     async def apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
@@ -129,7 +154,7 @@ class RunJournal:
         metrics.APPLY_DURATION.observe(time.perf_counter() - started)
 
     async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
-        async with self.db.transaction() as tx:
+        async with self._transaction() as tx:
             written = await apply_store.write_mutation(
                 tx, mutation, run_id=self.run_id, fence=self.fence,
                 events_before=[call_event(attempt, outcome)],
@@ -139,6 +164,7 @@ class RunJournal:
                 run_increments=outcome.increments,
                 statements=[run_store.llm_call_insert(call_row(self.run_id, attempt, outcome, "applied"))],
             )
+            self._committing_to(written.head_seq)
         self._wrote(written.head_seq)
 
 

@@ -144,8 +144,8 @@ class RunExecution:
 
     @property
     def last_head(self) -> int:
-        """The newest seq this execution committed."""
-        return self.journal.head
+        """The newest seq this execution committed or is committing."""
+        return self.journal.seen_head
 
     async def execute(self) -> None:
         """Runs to COMPLETED, FAILED, PAUSED or CANCELLED; returns quietly when the lease is lost."""
