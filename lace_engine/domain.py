@@ -18,6 +18,8 @@ class RunState(enum.StrEnum):
     CANCELLED = "cancelled"
     COMPLETED = "completed"
     FAILED = "failed"
+    # RunOptions.review_plan: the whole tree is planned; nothing is written until ResumeRun.
+    AWAITING_REVIEW = "awaiting_review"
 
     @property
     def terminal(self) -> bool:
@@ -78,6 +80,17 @@ class EventType(enum.StrEnum):
     VALIDATION_REPORTED = "validation_reported"
     RUN_FAILED = "run_failed"
     NODE_SKIPPED = "node_skipped"
+    PLAN_READY = "plan_ready"
+    OUTLINE_EDITED = "outline_edited"
+
+
+class OutlineEditKind(enum.StrEnum):
+    """What an outline edit did (OutlineEdited.kind)."""
+
+    UPDATE = "update"
+    CREATE = "create"
+    DELETE = "delete"
+    MOVE = "move"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +235,8 @@ class RunOptions:
     max_total_tokens: int = 0
     max_llm_calls: int = 0
     max_duration_s: int = 0
+    # Plan the whole tree, then stop in AWAITING_REVIEW until ResumeRun; nothing is written before.
+    review_plan: bool = False
 
     def to_json(self) -> dict[str, int]:
         return {
@@ -232,11 +247,13 @@ class RunOptions:
             "max_total_tokens": self.max_total_tokens,
             "max_llm_calls": self.max_llm_calls,
             "max_duration_s": self.max_duration_s,
+            "review_plan": self.review_plan,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunOptions:
-        return cls(**{k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: bool(v) if k == "review_plan" else int(v)  # type: ignore[arg-type]
+                      for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True, slots=True)

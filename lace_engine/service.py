@@ -24,7 +24,7 @@ from lace_engine.domain import (
     RunOptions,
     RunState,
 )
-from lace_engine.errors import CompiledTooLarge, InvalidArgument, NotFound
+from lace_engine.errors import CompiledTooLarge, FailedPrecondition, InvalidArgument, NotFound
 from lace_engine.events.hub import EventHub
 from lace_engine.events.pg_notify import PgNotifyListener
 from lace_engine.events.stream_run import StreamBatch, stream_run
@@ -35,12 +35,12 @@ from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMProvider
 from lace_engine.llm.content_style import default_content_style
 from lace_engine.pipeline import apply
-from lace_engine.pipeline.apply import NewArtifact
+from lace_engine.pipeline.apply import Mutation, NewArtifact, NodeFields, OutlineRules
 from lace_engine.pipeline.compiler import compile_html, compile_json, compile_markdown
 from lace_engine.pipeline.estimate import preflight
 from lace_engine.pipeline.pandoc_ast import document_ast
 from lace_engine.pipeline.tree import Tree
-from lace_engine.runs.lifecycle import RunAction, on_request
+from lace_engine.runs.lifecycle import OUTLINE_EDITABLE, RunAction, on_request
 from lace_engine.runs.orchestrator import Executor, ExecutorConfig
 from lace_engine.sources import SourceLibrary
 from lace_engine.storage import apply_store, event_log, idempotency, ir_store, pagination, run_store, source_store
@@ -62,6 +62,7 @@ _OPTION_RANGES = {
     "max_total_tokens": (1, 10**12),
     "max_llm_calls": (1, 1_000_000),
     "max_duration_s": (1, 30 * 86400),
+    "review_plan": (1, 1),  # a flag: 0 (unset) or 1
 }
 _FIELD_NAMES = {"max_duration_s": "max_duration"}  # as the API spells it
 
@@ -284,6 +285,98 @@ class Engine:
                                                                                if a == artifact_id])
         return [found[p] for p in ids if p in found]
 
+    # Outline edits -------------------------------------------------------------------------
+
+    async def _outline_edit(self, tx: Tx, artifact_id: uuid.UUID) -> tuple[Artifact, Tree, OutlineRules, Run | None]:
+        """Locks what an outline edit is made from (the active run, then the artifact: the writers'
+        lock order) and reads the tree; FailedPrecondition unless no run is active or it awaits review."""
+        run = await run_store.active_run_for_update(tx.conn, artifact_id)
+        artifact = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True)
+        if artifact.active_run_id is not None and (run is None or run.id != artifact.active_run_id):
+            raise run_store.active_run_error(artifact_id, artifact.active_run_id)  # started meanwhile
+        if run is not None and run.state not in OUTLINE_EDITABLE:
+            raise FailedPrecondition(
+                f"artifact {artifact_id} has an active run {run.id} that is {run.state.value}; the outline can be "
+                "edited while a run awaits review (review_plan) or when no run is active",
+                reason="ARTIFACT_HAS_ACTIVE_RUN",
+                metadata={"artifact_id": str(artifact_id), "run_id": str(run.id), "state": run.state.value})
+        tree = Tree(await ir_store.get_nodes(tx.conn, artifact_id))
+        pinned = await ir_store.pinned_nodes(tx.conn, artifact_id)
+        options = run.options if run is not None else self.settings.run_options
+        rules = OutlineRules(max_depth=options.max_depth, run_id=run.id if run else None,
+                             scope_node_id=run.scope_node_id if run else None, pinned_nodes=pinned)
+        return artifact, tree, rules, run
+
+    async def _write_outline(self, tx: Tx, mutation: Mutation, run: Run | None) -> None:
+        """Writes an outline edit through Apply; on an awaiting run, with its outline_edited event."""
+        await apply_store.write_mutation(tx, mutation, run_id=run.id if run else None,
+                                         allowed_states=OUTLINE_EDITABLE)
+
+    async def update_node(self, node_id: uuid.UUID, fields: NodeFields, *, request_id: str = "") -> Node:
+        req = idempotency.request("UpdateNode", request_id, {
+            "node_id": str(node_id), "title": fields.title, "intent": fields.intent,
+            "target_words": fields.target_words})
+
+        async def write(tx: Tx) -> Node:
+            node = await ir_store.get_node(tx.conn, node_id)
+            artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id)
+            await self._write_outline(tx, apply.plan_update_node(tree, artifact, node_id, fields, rules), run)
+            return await ir_store.get_node(tx.conn, node_id)
+
+        return (await idempotency.once(self.db, req, node_id, write, ir_store.get_node)).value
+
+    async def create_node(self, parent_id: uuid.UUID, fields: NodeFields, *, position: int | None = None,
+                          request_id: str = "") -> Node:
+        req = idempotency.request("CreateNode", request_id, {
+            "parent_id": str(parent_id), "title": fields.title, "intent": fields.intent,
+            "target_words": fields.target_words, "position": position})
+        node_id = new_id()  # a fresh UUIDv7: never one a split derives (uuid5 of parent and ordinal)
+
+        async def write(tx: Tx) -> Node:
+            parent = await ir_store.get_node(tx.conn, parent_id)
+            artifact, tree, rules, run = await self._outline_edit(tx, parent.artifact_id)
+            mutation = apply.plan_create_node(tree, artifact, parent_id, node_id, fields, position, rules)
+            await self._write_outline(tx, mutation, run)
+            return await ir_store.get_node(tx.conn, node_id)
+
+        return (await idempotency.once(self.db, req, node_id, write, ir_store.get_node)).value
+
+    async def delete_node(self, node_id: uuid.UUID, *, request_id: str = "") -> Artifact:
+        req = idempotency.request("DeleteNode", request_id, {"node_id": str(node_id)})
+        async with self.db.read() as conn:
+            done = await idempotency.lookup(conn, req)  # a repeat: the node is gone, its artifact is not
+            if done is not None:
+                return await ir_store.get_artifact(conn, done)
+            artifact_id = (await ir_store.get_node(conn, node_id)).artifact_id
+
+        async def write(tx: Tx) -> Artifact:
+            node = await ir_store.get_node(tx.conn, node_id)
+            artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id)
+            blocks = await ir_store.get_blocks_by_node(tx.conn, node.artifact_id)
+            await self._write_outline(tx, apply.plan_delete_node(tree, artifact, node_id, blocks, rules), run)
+            return await ir_store.get_artifact(tx.conn, node.artifact_id)
+
+        return (await idempotency.once(self.db, req, artifact_id, write, ir_store.get_artifact)).value
+
+    async def move_node(self, node_id: uuid.UUID, *, parent_id: uuid.UUID | None = None, position: int | None = None,
+                        request_id: str = "") -> Node:
+        req = idempotency.request("MoveNode", request_id, {
+            "node_id": str(node_id), "parent_id": str(parent_id), "position": position})
+
+        async def write(tx: Tx) -> Node:
+            node = await ir_store.get_node(tx.conn, node_id)
+            if parent_id is not None:
+                parent = await ir_store.get_node(tx.conn, parent_id)
+                if parent.artifact_id != node.artifact_id:
+                    raise InvalidArgument(f"node {parent_id} belongs to another artifact",
+                                          reason="PARENT_NOT_IN_ARTIFACT", metadata={"field": "parent_id"})
+            artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id)
+            mutation = apply.plan_move_node(tree, artifact, node_id, parent_id, position, rules)
+            await self._write_outline(tx, mutation, run)
+            return await ir_store.get_node(tx.conn, node_id)
+
+        return (await idempotency.once(self.db, req, node_id, write, ir_store.get_node)).value
+
     # Runs ----------------------------------------------------------------------------------
 
     async def start_run(self, artifact_id: uuid.UUID, *, request_id: str = "", scope_node_id: uuid.UUID | None = None,
@@ -298,7 +391,8 @@ class Engine:
         run_id = new_id()
 
         async def write(tx: Tx) -> Run:
-            artifact = await ir_store.get_artifact(tx.conn, artifact_id)
+            # The artifact's row lock orders a start after (or before) an outline edit, never inside one.
+            artifact = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True)
             if scope_node_id is not None:
                 node = await ir_store.get_node(tx.conn, scope_node_id)
                 if node.artifact_id != artifact_id:

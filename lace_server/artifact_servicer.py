@@ -9,11 +9,13 @@ import grpc
 from lace.v1 import artifact_pb2, artifact_service_pb2, artifact_service_pb2_grpc
 from lace_engine.errors import InvalidArgument
 from lace_engine.ids import parse_id
-from lace_engine.pipeline.apply import NewArtifact
+from lace_engine.pipeline.apply import NewArtifact, NodeFields
 from lace_engine.service import Engine
 from lace_server import convert
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+_NODE_FIELDS = ("title", "intent", "target_words")
 
 _FORMATS = {
     artifact_service_pb2.COMPILE_FORMAT_MARKDOWN: "markdown",
@@ -106,3 +108,49 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         return artifact_service_pb2.ListBlockChangesResponse(
             change_events=[convert.change_event_to_pb(c) for c in items], next_page_token=token,
             cited_passages=[convert.passage_to_pb(p) for p in cited])
+
+    # Outline edits
+
+    async def UpdateNode(
+        self, request: artifact_service_pb2.UpdateNodeRequest, context: Context
+    ) -> artifact_service_pb2.UpdateNodeResponse:
+        node_id = parse_id(request.node.id, "node.id")
+        paths = list(request.update_mask.paths)
+        if not paths:
+            raise InvalidArgument("update_mask is required: name the fields to change (title, intent, target_words)",
+                                  reason="MISSING_FIELD", metadata={"field": "update_mask"})
+        unknown = [p for p in paths if p not in _NODE_FIELDS]
+        if unknown:
+            raise InvalidArgument(f"update_mask names {unknown}; only {', '.join(_NODE_FIELDS)} can be changed",
+                                  reason="INVALID_FIELD_MASK", metadata={"field": "update_mask"})
+        n = request.node
+        fields = NodeFields(title=n.title if "title" in paths else None, intent=n.intent if "intent" in paths else None,
+                            target_words=n.target_words if "target_words" in paths else None)
+        node = await self.engine.update_node(node_id, fields, request_id=request.request_id)
+        return artifact_service_pb2.UpdateNodeResponse(node=convert.node_to_pb(node))
+
+    async def CreateNode(
+        self, request: artifact_service_pb2.CreateNodeRequest, context: Context
+    ) -> artifact_service_pb2.CreateNodeResponse:
+        parent_id = parse_id(request.parent_id, "parent_id")
+        n = request.node
+        fields = NodeFields(title=n.title, intent=n.intent, target_words=n.target_words)
+        position = request.position if request.HasField("position") else None
+        node = await self.engine.create_node(parent_id, fields, position=position, request_id=request.request_id)
+        return artifact_service_pb2.CreateNodeResponse(node=convert.node_to_pb(node))
+
+    async def DeleteNode(
+        self, request: artifact_service_pb2.DeleteNodeRequest, context: Context
+    ) -> artifact_service_pb2.DeleteNodeResponse:
+        artifact = await self.engine.delete_node(parse_id(request.node_id, "node_id"), request_id=request.request_id)
+        return artifact_service_pb2.DeleteNodeResponse(artifact=convert.artifact_to_pb(artifact))
+
+    async def MoveNode(
+        self, request: artifact_service_pb2.MoveNodeRequest, context: Context
+    ) -> artifact_service_pb2.MoveNodeResponse:
+        node_id = parse_id(request.node_id, "node_id")
+        parent_id = parse_id(request.parent_id, "parent_id") if request.parent_id else None
+        position = request.position if request.HasField("position") else None
+        node = await self.engine.move_node(node_id, parent_id=parent_id, position=position,
+                                           request_id=request.request_id)
+        return artifact_service_pb2.MoveNodeResponse(node=convert.node_to_pb(node))

@@ -22,6 +22,7 @@ from lace_engine.domain import (
     Node,
     NodeState,
     Origin,
+    OutlineEditKind,
     Passage,
     Run,
     RunEvent,
@@ -39,6 +40,8 @@ KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
 _ORIGIN_TO_PB = {o: getattr(artifact_pb2, f"CHANGE_ORIGIN_{o.name}") for o in Origin}
 _OP_TO_PB = {o: getattr(artifact_pb2, f"CHANGE_OPERATION_{o.name}") for o in ChangeOp}
 _STEP_TO_PB = {s.value: getattr(run_pb2, f"STEP_KIND_{s.name}") for s in StepKind}
+_NODE_STATE_VALUE_TO_PB = {s.value: v for s, v in _NODE_STATE_TO_PB.items()}
+_EDIT_KIND_TO_PB = {k.value: getattr(run_pb2, f"OUTLINE_EDIT_KIND_{k.name}") for k in OutlineEditKind}
 EVENT_TYPE_FROM_PB = {getattr(run_pb2, f"RUN_EVENT_TYPE_{t.name}"): t for t in EventType}
 
 
@@ -140,7 +143,7 @@ def options_to_pb(o: RunOptions) -> run_pb2.RunOptions:
     return run_pb2.RunOptions(
         leaf_words=o.leaf_words, max_depth=o.max_depth, sibling_concurrency=o.sibling_concurrency,
         max_proposal_retries=o.max_proposal_retries, max_total_tokens=o.max_total_tokens,
-        max_llm_calls=o.max_llm_calls,
+        max_llm_calls=o.max_llm_calls, review_plan=o.review_plan,
         max_duration=duration_pb2.Duration(seconds=o.max_duration_s) if o.max_duration_s else None)
 
 
@@ -244,6 +247,24 @@ def _fill_skipped(m: run_pb2.NodeSkipped, p: dict[str, Any]) -> None:
     m.node_id, m.reason = p["node_id"], p["reason"]
 
 
+def _fill_outline(container: Any, outline: list[dict[str, Any]]) -> None:
+    for n in outline:
+        container.add(node_id=n["node_id"], parent_id=n["parent_id"], ordinal=n["ordinal"], depth=n["depth"],
+                      title=n["title"], intent=n["intent"], target_words=n["target_words"],
+                      state=_NODE_STATE_VALUE_TO_PB[n["state"]])
+
+
+def _fill_plan_ready(m: run_pb2.PlanReady, p: dict[str, Any]) -> None:
+    _fill_outline(m.outline, p["outline"])
+    m.artifact_version = p.get("artifact_version", 0)
+
+
+def _fill_outline_edited(m: run_pb2.OutlineEdited, p: dict[str, Any]) -> None:
+    m.kind, m.node_id = _EDIT_KIND_TO_PB[p["kind"]], p["node_id"]
+    _fill_outline(m.outline, p["outline"])
+    m.artifact_version = p.get("artifact_version", 0)
+
+
 _FILLERS: dict[EventType, Callable[[Any, dict[str, Any]], None]] = {
     EventType.RUN_STATE_CHANGED: _fill_state,
     EventType.STEP_STARTED: _fill_step_started,
@@ -256,6 +277,8 @@ _FILLERS: dict[EventType, Callable[[Any, dict[str, Any]], None]] = {
     EventType.VALIDATION_REPORTED: _fill_validation,
     EventType.RUN_FAILED: _fill_failed,
     EventType.NODE_SKIPPED: _fill_skipped,
+    EventType.PLAN_READY: _fill_plan_ready,
+    EventType.OUTLINE_EDITED: _fill_outline_edited,
 }
 
 

@@ -127,4 +127,5 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
 def _options(o: run_pb2.RunOptions) -> dict[str, int]:
     return {"leaf_words": o.leaf_words, "max_depth": o.max_depth, "sibling_concurrency": o.sibling_concurrency,
             "max_proposal_retries": o.max_proposal_retries, "max_total_tokens": o.max_total_tokens,
-            "max_llm_calls": o.max_llm_calls, "max_duration_s": convert.duration_seconds(o.max_duration)}
+            "max_llm_calls": o.max_llm_calls, "max_duration_s": convert.duration_seconds(o.max_duration),
+            "review_plan": int(o.review_plan)}

@@ -24,6 +24,7 @@ from lace_engine.domain import (
     Node,
     NodeState,
     Origin,
+    OutlineEditKind,
     RunOptions,
 )
 from lace_engine.errors import Aborted, FailedPrecondition, InvalidArgument
@@ -74,13 +75,25 @@ class Provenance:
 
 @dataclass(frozen=True, slots=True)
 class NodePatch:
-    """New values for some columns of an existing node."""
+    """New values for some columns of an existing node (None: unchanged)."""
 
     node_id: uuid.UUID
     state: NodeState
     summary: str | None = None
     word_count: int | None = None
     last_run_id: uuid.UUID | None = None
+    # Outline edits: what a person changed, and where a moved or renumbered node now sits.
+    title: str | None = None
+    intent: str | None = None
+    target_words: int | None = None
+    parent_id: uuid.UUID | None = None
+    ordinal: int | None = None
+    depth: int | None = None
+
+
+# NodePatch's optional columns in the order the writer sets them.
+PATCH_COLUMNS = ("summary", "word_count", "last_run_id", "title", "intent", "target_words", "parent_id", "ordinal",
+                 "depth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +133,23 @@ class Mutation:
     words_written: int = 0
     # Deterministic repairs Apply made to the proposal before accepting it, in words (see `repair_split`).
     repairs: tuple[str, ...] = ()
+    # Outline edits: nodes removed (with their subtrees, listed whole) and the artifact's new target.
+    node_deletes: tuple[uuid.UUID, ...] = ()
+    artifact_target_words: int | None = None
 
 
 def tree_after(tree: Tree, mutation: Mutation) -> Tree:
     """The tree as `mutation` leaves it once written: its inserted nodes, and its patches' columns."""
     def patched(p: NodePatch) -> Node:
         node = tree.get(p.node_id)
-        return replace(node, state=p.state, summary=node.summary if p.summary is None else p.summary,
-                       word_count=node.word_count if p.word_count is None else p.word_count,
-                       last_run_id=p.last_run_id or node.last_run_id)
+        values = {c: getattr(p, c) for c in PATCH_COLUMNS if c != "last_run_id" and getattr(p, c) is not None}
+        return replace(node, state=p.state, last_run_id=p.last_run_id or node.last_run_id, **values)
 
+    if mutation.node_deletes:
+        gone = set(mutation.node_deletes)
+        changed = {n.id: n for n in (*mutation.node_inserts, *(patched(p) for p in mutation.node_patches))}
+        return Tree([changed.get(n.id, n) for n in tree.preorder() if n.id not in gone]
+                    + [n for n in mutation.node_inserts if n.id not in tree])
     return tree.with_nodes([*mutation.node_inserts, *(patched(p) for p in mutation.node_patches)])
 
 
@@ -527,3 +547,304 @@ def plan_edit_block(
         word_delta=delta,
         preconditions=(Precondition(node.id, node.state, ((block.id, block.version),), forbid_pinned=False),),
     )
+
+
+# Outline edits (a person's UpdateNode, CreateNode, DeleteNode, MoveNode) -----------------------
+
+MIN_NODE_WORDS = DEFAULT_LIMITS.min_child_words
+
+
+@dataclass(frozen=True, slots=True)
+class OutlineRules:
+    """What an outline edit is checked against besides the tree.
+
+    `max_depth` is the deepest level a node may sit at (the awaiting run's option, or the server's
+    default). With `run_id` (a run that awaits review) written sections and sections holding pinned
+    blocks are frozen, and the edit is also an outline_edited event of that run.
+    """
+
+    max_depth: int
+    run_id: uuid.UUID | None = None
+    scope_node_id: uuid.UUID | None = None
+    pinned_nodes: frozenset[uuid.UUID] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFields:
+    """The fields an outline edit sets; None leaves a field as it is."""
+
+    title: str | None = None
+    intent: str | None = None
+    target_words: int | None = None
+
+
+def outline_json(tree: Tree) -> list[dict[str, object]]:
+    """Every node in document order as PlannedNode (run.proto) fields: what a reviewer sees."""
+    return [{"node_id": str(n.id), "parent_id": str(n.parent_id) if n.parent_id else "", "ordinal": n.ordinal,
+             "depth": n.depth, "title": n.title, "intent": n.intent, "target_words": n.target_words,
+             "state": n.state.value} for n in tree.preorder()]
+
+
+def _checked_fields(fields: NodeFields, limits: ApplyLimits = DEFAULT_LIMITS) -> NodeFields:
+    """The fields trimmed, or InvalidArgument naming the first bad one."""
+    title = intent = None
+    if fields.title is not None:
+        title = fields.title.strip()
+        if not title:
+            raise InvalidArgument("node.title must not be empty", reason="EMPTY_TITLE",
+                                  metadata={"field": "node.title"})
+        if len(title) > limits.max_title_chars:
+            raise InvalidArgument(f"node.title is longer than {limits.max_title_chars} characters",
+                                  reason="FIELD_TOO_LONG", metadata={"field": "node.title"})
+    if fields.intent is not None:
+        intent = fields.intent.strip()
+        if len(intent) > limits.max_intent_chars:
+            raise InvalidArgument(f"node.intent is longer than {limits.max_intent_chars} characters",
+                                  reason="FIELD_TOO_LONG", metadata={"field": "node.intent"})
+    words = fields.target_words
+    if words is not None and not MIN_NODE_WORDS <= words <= MAX_TARGET_WORDS:
+        raise InvalidArgument(f"node.target_words must be between {MIN_NODE_WORDS} and {MAX_TARGET_WORDS}, got {words}",
+                              reason="TARGET_WORDS_OUT_OF_RANGE",
+                              metadata={"field": "node.target_words", "min": str(MIN_NODE_WORDS),
+                                        "max": str(MAX_TARGET_WORDS)})
+    return NodeFields(title, intent, words)
+
+
+def _unique_title(title: str, siblings: Sequence[Node], node_id: uuid.UUID | None) -> None:
+    key = title.casefold()
+    for other in siblings:
+        if other.id != node_id and other.title.casefold() == key:
+            raise InvalidArgument(f"a sibling section is already titled {other.title!r}; titles are unique among "
+                                  "siblings", reason="DUPLICATE_TITLE",
+                                  metadata={"field": "node.title", "node_id": str(other.id)})
+
+
+def _frozen(tree: Tree, top: uuid.UUID, rules: OutlineRules) -> None:
+    """While a run awaits review, a written section and one with pinned blocks stay as they are."""
+    if rules.run_id is None:
+        return
+    for node in tree.subtree(top):
+        if node.state is NodeState.WRITTEN:
+            raise FailedPrecondition(f"section {node.title!r} is written; while run {rules.run_id} awaits review only "
+                                     "unwritten sections may change", reason="NODE_WRITTEN",
+                                     metadata={"node_id": str(node.id), "run_id": str(rules.run_id)})
+        if node.id in rules.pinned_nodes:
+            raise FailedPrecondition(f"section {node.title!r} holds blocks a person edited (pinned); while run "
+                                     f"{rules.run_id} awaits review it stays as it is", reason="NODE_PINNED",
+                                     metadata={"node_id": str(node.id), "run_id": str(rules.run_id)})
+
+
+def _parent_ok(parent: Node) -> None:
+    """A section takes children when it is split already, or planned (it becomes split)."""
+    if parent.state not in (NodeState.PLANNED, NodeState.SPLIT):
+        reason = "PARENT_WRITTEN" if parent.state is NodeState.WRITTEN else "PARENT_NOT_PLANNED"
+        raise FailedPrecondition(f"section {parent.title!r} is {parent.state.value}: only a planned or split section "
+                                 "takes child sections", reason=reason, metadata={"node_id": str(parent.id)})
+
+
+def _position(position: int | None, count: int) -> int:
+    """The index a node goes to among `count` others: 0..count, `count` (the end) when unset."""
+    if position is None:
+        return count
+    if not 0 <= position <= count:
+        raise InvalidArgument(f"position must be between 0 and {count}, got {position}",
+                              reason="POSITION_OUT_OF_RANGE", metadata={"field": "position", "max": str(count)})
+    return position
+
+
+def _not_root(tree: Tree, node: Node, what: str) -> None:
+    if node.parent_id is None:
+        raise InvalidArgument(f"the root section cannot be {what}; it is the document itself", reason="ROOT_NODE",
+                              metadata={"node_id": str(node.id)})
+
+
+def _keeps_a_child(tree: Tree, node: Node, what: str) -> None:
+    """A split section keeps at least one child: it is never planned again, so a later split could
+    never re-derive (uuid5(parent, ordinal)) the ids of children it once had."""
+    assert node.parent_id is not None
+    if len(tree.children(node.parent_id)) == 1:
+        parent = tree.get(node.parent_id)
+        raise FailedPrecondition(f"section {node.title!r} is the only child of {parent.title!r}, which cannot be "
+                                 f"left without sections; {what} {parent.title!r} itself, or add a sibling first",
+                                 reason="LAST_CHILD", metadata={"node_id": str(node.id), "parent_id": str(parent.id)})
+
+
+def _outline_mutation(tree: Tree, artifact: Artifact, nodes: dict[uuid.UUID, Node], *, kind: OutlineEditKind,
+                      subject: uuid.UUID, rules: OutlineRules, touched: Sequence[uuid.UUID],
+                      deleted: Sequence[uuid.UUID] = (), block_deletes: Sequence[Block] = ()) -> Mutation:
+    """The mutation that turns `tree` into `nodes`, after budgets follow the children.
+
+    `touched` are the sections whose children changed: each, and every ancestor of each, takes the
+    sum of its children's budgets (a planned section that gained children becomes split); the
+    artifact's target is the root's.
+    """
+    children: dict[uuid.UUID, list[Node]] = {}
+    for n in nodes.values():
+        if n.parent_id is not None:
+            children.setdefault(n.parent_id, []).append(n)
+    chain: dict[uuid.UUID, Node] = {}
+    for start in touched:
+        at: uuid.UUID | None = start
+        while at is not None and at not in chain:
+            chain[at] = nodes[at]
+            at = nodes[at].parent_id
+    for node in sorted(chain.values(), key=lambda n: -n.depth):
+        kids = children.get(node.id)
+        if kids:
+            fresh = nodes[node.id]
+            nodes[node.id] = replace(fresh, target_words=sum(nodes[k.id].target_words for k in kids),
+                                     state=NodeState.SPLIT if fresh.state is NodeState.PLANNED else fresh.state)
+    root = nodes[tree.root.id]
+    if not MIN_TARGET_WORDS <= root.target_words <= MAX_TARGET_WORDS:
+        raise InvalidArgument(f"after this edit the document's target would be {root.target_words} words; it must be "
+                              f"between {MIN_TARGET_WORDS} and {MAX_TARGET_WORDS}", reason="TARGET_WORDS_OUT_OF_RANGE",
+                              metadata={"target_words": str(root.target_words)})
+    patches: list[NodePatch] = []
+    inserts: list[Node] = []
+    for node in nodes.values():
+        if node.id not in tree:
+            inserts.append(node)
+            continue
+        old = tree.get(node.id)
+        if old == node:
+            continue
+        changed = {c: getattr(node, c) for c in ("title", "intent", "target_words", "parent_id", "ordinal", "depth")
+                   if getattr(node, c) != getattr(old, c)}
+        patches.append(NodePatch(node.id, node.state, **changed))
+    after = Tree(nodes.values())
+    events: tuple[NewEvent, ...] = ()
+    if rules.run_id is not None:
+        events = (NewEvent(EventType.OUTLINE_EDITED, {"kind": kind.value, "node_id": str(subject),
+                                                       "outline": outline_json(after)}),)
+    pre = tree.get(subject) if subject in tree else tree.get(touched[0])
+    return Mutation(
+        artifact_id=artifact.id,
+        provenance=Provenance(origin=Origin.HUMAN),
+        node_inserts=tuple(inserts),
+        node_patches=tuple(sorted(patches, key=lambda p: p.node_id.int)),
+        block_changes=tuple(BlockChange(ChangeOp.DELETE, b, None) for b in block_deletes),
+        word_delta=-sum(b.content.words() for b in block_deletes),
+        preconditions=(Precondition(pre.id, pre.state, forbid_pinned=False),),
+        events=events,
+        node_deletes=tuple(deleted),
+        artifact_target_words=root.target_words if root.target_words != artifact.target_words else None,
+    )
+
+
+def _renumbered(nodes: dict[uuid.UUID, Node], ordered: Sequence[Node]) -> None:
+    """Ordinals 0..k-1 in this order (dense, whatever was inserted or removed)."""
+    for i, n in enumerate(ordered):
+        current = nodes[n.id]
+        if current.ordinal != i:
+            nodes[n.id] = replace(current, ordinal=i)
+
+
+def plan_update_node(tree: Tree, artifact: Artifact, node_id: uuid.UUID, fields: NodeFields,
+                     rules: OutlineRules) -> Mutation:
+    """A person changes a section's title, intent or budget (a section without children only)."""
+    node = tree.get(node_id)
+    fields = _checked_fields(fields)
+    _frozen(tree, node_id, rules)
+    if fields.target_words is not None and tree.children(node_id):
+        raise InvalidArgument(f"section {node.title!r} is split: its target_words is the sum of its children's; "
+                              "change theirs", reason="TARGET_FOLLOWS_CHILDREN",
+                              metadata={"field": "node.target_words"})
+    if fields.title is not None:
+        _unique_title(fields.title, tree.siblings(node_id) if node.parent_id else (), node_id)
+    updated = replace(node, title=node.title if fields.title is None else fields.title,
+                      intent=node.intent if fields.intent is None else fields.intent,
+                      target_words=node.target_words if fields.target_words is None else fields.target_words)
+    nodes = {n.id: n for n in tree.preorder()}
+    nodes[node_id] = updated
+    return _outline_mutation(tree, artifact, nodes, kind=OutlineEditKind.UPDATE, subject=node_id, rules=rules,
+                             touched=[node.parent_id] if node.parent_id else [node_id])
+
+
+def plan_create_node(tree: Tree, artifact: Artifact, parent_id: uuid.UUID, new_node_id: uuid.UUID, fields: NodeFields,
+                     position: int | None, rules: OutlineRules) -> Mutation:
+    """A person adds a PLANNED section under `parent_id` at `position` (the end when None).
+
+    Its id is fresh (`new_node_id`, a UUIDv7), never uuid5(parent, ordinal): a split's children
+    keep those, so the two can never collide."""
+    parent = tree.get(parent_id)
+    fields = _checked_fields(fields)
+    if fields.title is None or fields.target_words is None:
+        missing = "node.title" if fields.title is None else "node.target_words"
+        raise InvalidArgument(f"{missing} is required", reason="MISSING_FIELD", metadata={"field": missing})
+    _parent_ok(parent)  # planned or split: neither holds blocks, so nothing written or pinned changes
+    if parent.depth + 1 > rules.max_depth:
+        raise InvalidArgument(f"a section under {parent.title!r} would be at depth {parent.depth + 1}, below the "
+                              f"maximum depth {rules.max_depth}", reason="DEPTH_EXCEEDED",
+                              metadata={"max_depth": str(rules.max_depth)})
+    siblings = list(tree.children(parent_id))
+    at = _position(position, len(siblings))
+    _unique_title(fields.title, siblings, None)
+    node = Node(id=new_node_id, artifact_id=artifact.id, parent_id=parent_id, ordinal=at, depth=parent.depth + 1,
+                title=fields.title, intent=fields.intent or "", target_words=fields.target_words,
+                state=NodeState.PLANNED)
+    nodes = {n.id: n for n in tree.preorder()}
+    nodes[node.id] = node
+    siblings.insert(at, node)
+    _renumbered(nodes, siblings)
+    return _outline_mutation(tree, artifact, nodes, kind=OutlineEditKind.CREATE, subject=node.id, rules=rules,
+                             touched=[parent_id])
+
+
+def plan_delete_node(tree: Tree, artifact: Artifact, node_id: uuid.UUID, blocks: dict[uuid.UUID, list[Block]],
+                     rules: OutlineRules) -> Mutation:
+    """A person removes a section and its subtree; each of its blocks gets a DELETE change event."""
+    node = tree.get(node_id)
+    _not_root(tree, node, "deleted")
+    _frozen(tree, node_id, rules)
+    _keeps_a_child(tree, node, "delete")
+    gone = [n.id for n in tree.subtree(node_id)]
+    if rules.scope_node_id is not None and rules.scope_node_id in gone:
+        raise FailedPrecondition(f"run {rules.run_id} regenerates section {rules.scope_node_id}, which this delete "
+                                 "would remove; cancel the run first", reason="SCOPE_OF_RUN",
+                                 metadata={"node_id": str(rules.scope_node_id)})
+    assert node.parent_id is not None
+    nodes = {n.id: n for n in tree.preorder() if n.id not in set(gone)}
+    _renumbered(nodes, [s for s in tree.children(node.parent_id) if s.id != node_id])
+    doomed = [b for n in gone for b in blocks.get(n, ())]
+    return _outline_mutation(tree, artifact, nodes, kind=OutlineEditKind.DELETE, subject=node_id, rules=rules,
+                             touched=[node.parent_id], deleted=gone, block_deletes=doomed)
+
+
+def plan_move_node(tree: Tree, artifact: Artifact, node_id: uuid.UUID, new_parent_id: uuid.UUID | None,
+                   position: int | None, rules: OutlineRules) -> Mutation:
+    """A person moves a section with its subtree under `new_parent_id` (None: the same parent) at
+    `position` among the other children (the end when None)."""
+    node = tree.get(node_id)
+    _not_root(tree, node, "moved")
+    assert node.parent_id is not None
+    old_parent_id = node.parent_id
+    target_id = old_parent_id if new_parent_id is None else new_parent_id
+    parent = tree.get(target_id)
+    moved = tree.subtree(node_id)
+    if target_id in {n.id for n in moved}:
+        raise InvalidArgument(f"section {parent.title!r} is {node.title!r} itself or under it: a section cannot move "
+                              "into its own subtree", reason="MOVE_CYCLE", metadata={"field": "parent_id"})
+    _frozen(tree, node_id, rules)
+    if target_id != old_parent_id:
+        _parent_ok(parent)
+        _keeps_a_child(tree, node, "move")
+    shift = parent.depth + 1 - node.depth
+    deepest = max(n.depth for n in moved) + shift
+    if deepest > rules.max_depth:
+        raise InvalidArgument(f"under {parent.title!r} the subtree of {node.title!r} would reach depth {deepest}, "
+                              f"below the maximum depth {rules.max_depth}", reason="DEPTH_EXCEEDED",
+                              metadata={"max_depth": str(rules.max_depth)})
+    others = [c for c in tree.children(target_id) if c.id != node_id]
+    at = _position(position, len(others))
+    if target_id != old_parent_id:
+        _unique_title(node.title, others, node_id)
+    nodes = {n.id: n for n in tree.preorder()}
+    for n in moved:
+        nodes[n.id] = replace(n, depth=n.depth + shift)
+    nodes[node_id] = replace(nodes[node_id], parent_id=target_id)
+    others.insert(at, nodes[node_id])
+    _renumbered(nodes, others)
+    if target_id != old_parent_id:
+        _renumbered(nodes, [c for c in tree.children(old_parent_id) if c.id != node_id])
+    return _outline_mutation(tree, artifact, nodes, kind=OutlineEditKind.MOVE, subject=node_id, rules=rules,
+                             touched=[old_parent_id, target_id])

@@ -137,6 +137,7 @@ class RunExecution:
         self.control = RunControl(run.state)
         self.tree: Tree | None = None
         self.artifact: Artifact | None = None
+        self.planning = False  # review_plan and the plan is not ready yet: split only, then await review
         self._sibling_limit = asyncio.Semaphore(max(1, run.options.sibling_concurrency))
         self.journal = RunJournal(db, run.id, fence, run.head_seq)
         self.budget = RunBudget(run.options, tokens_spent=run.prompt_tokens + run.completion_tokens,
@@ -177,6 +178,10 @@ class RunExecution:
         async with self.db.read() as conn:
             self.artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
             self.tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
+            # review_plan: plan only, until the run's plan_ready event exists (it is committed with
+            # the move to AWAITING_REVIEW, so a run resumed after review is never planned again).
+            self.planning = self.run.options.review_plan and not await run_store.has_event(
+                conn, self.run.id, EventType.PLAN_READY)
         scope = self.run.scope_node_id or self.tree.root.id
         while True:
             try:
@@ -187,7 +192,10 @@ class RunExecution:
                     return
                 # Resumed while in-flight work was finishing: carry on from the IR.
                 self.control.set(RunState.RUNNING)
-        await self._complete(scope)
+        if self.planning:
+            await self._await_review()
+        else:
+            await self._complete(scope)
 
     async def _outlast(self, exc: DatabaseUnavailable) -> None:
         """Waits until the database answers again and this execution still holds the lease.
@@ -256,6 +264,19 @@ class RunExecution:
         await self._finish(RunState.FAILED, reason, (NewEvent(EventType.RUN_FAILED, payload),),
                            {"failure_reason": reason, "failure_code": code})
 
+    async def _await_review(self) -> None:
+        """Every split is applied: RUNNING -> AWAITING_REVIEW with the outline, the lease given back."""
+        async with self.db.read() as conn:
+            artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
+            tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
+        ready = NewEvent(EventType.PLAN_READY, {"outline": apply.outline_json(tree),
+                                                "artifact_version": artifact.version})
+        found = await self.journal.transition(
+            RunState.AWAITING_REVIEW, f"the plan is ready for review: {len(tree)} sections, nothing written; "
+            "edit the outline, then ResumeRun writes it", when=ACTIVE, extra=(ready,))
+        if found not in ACTIVE:
+            raise _Stop()  # cancelled as the last split finished: the cancel wins
+
     async def _complete(self, scope: uuid.UUID) -> None:
         assert self.artifact is not None
         async with self.db.read() as conn:
@@ -300,6 +321,8 @@ class RunExecution:
         if decision.step is StepKind.SPLIT and node.state is not NodeState.WRITTEN:
             await self._step(node, decision)
             await self._process_children(node_id)
+        elif self.planning:
+            return  # review_plan: only splits before the review; this section is written after it
         else:
             if decision.step is StepKind.SPLIT:
                 decision = StrategyDecision(StepKind.WRITE, "regeneration rewrites written sections in place", 0)

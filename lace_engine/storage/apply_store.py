@@ -20,13 +20,13 @@ from psycopg.types.json import Jsonb
 
 from lace_engine.domain import Block, EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import Aborted, NotFound
-from lace_engine.pipeline.apply import Mutation, Precondition
+from lace_engine.pipeline.apply import PATCH_COLUMNS, Mutation, Precondition
 from lace_engine.storage import event_log
 from lace_engine.storage.database import Tx, driver_connection
 from lace_engine.storage.event_log import Fence
 
 _ACTIVE_FOR_APPLY = frozenset({RunState.RUNNING, RunState.PAUSING})
-_VERSIONED_EVENTS = frozenset({EventType.NODE_SPLIT, EventType.BLOCKS_APPLIED})
+_VERSIONED_EVENTS = frozenset({EventType.NODE_SPLIT, EventType.BLOCKS_APPLIED, EventType.OUTLINE_EDITED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,7 @@ async def write_mutation(
     events_after: Sequence[NewEvent] = (),
     run_increments: Mapping[str, int] | None = None,
     statements: Sequence[tuple[str, Sequence[Any]]] = (),
+    allowed_states: frozenset[RunState] = _ACTIVE_FOR_APPLY,
 ) -> Written:
     """Writes `mutation` and its events in `tx` (which publishes them once committed); raises Aborted on a
     stale plan.
@@ -62,7 +63,8 @@ async def write_mutation(
     Two pipelined round trips on the transaction's psycopg connection: first the locks, in order
     (the run row with its fence, head and counters; the artifact's version; each precondition's
     node and blocks) and what the checks need; then, once the checks passed, every write, and the
-    caller's own `statements` (sql, params) with them.
+    caller's own `statements` (sql, params) with them. With `run_id`, the run must be in one of
+    `allowed_states` (an executor's: RUNNING or PAUSING; a person's outline edit: AWAITING_REVIEW).
     """
     events = [*events_before, *mutation.events, *events_after]
     driver = await driver_connection(tx.conn)
@@ -77,7 +79,7 @@ async def write_mutation(
                 **(run_increments or {}),
             }
             # The run's lock and fence first; its head moves by the events written below.
-            sql, params = event_log.reserve(run_id, len(events), fence=fence, allowed_states=_ACTIVE_FOR_APPLY,
+            sql, params = event_log.reserve(run_id, len(events), fence=fence, allowed_states=allowed_states,
                                             increments=increments)
             run_cur = driver.cursor()
             await run_cur.execute(sql, params)
@@ -93,7 +95,7 @@ async def write_mutation(
         assert run_id is not None
         row = await run_cur.fetchone()
         if row is None:
-            raise event_log.not_appended(run_id, fence, _ACTIVE_FOR_APPLY)
+            raise event_log.not_appended(run_id, fence, allowed_states)
         head = int(row[0])
     if art_cur is None:
         assert mutation.artifact_insert is not None
@@ -131,8 +133,8 @@ async def write_mutation(
 
 _INSERT_ARTIFACT = ("INSERT INTO artifacts (id, title, brief, style, target_words, root_node_id, version, word_count, "
                     "create_time, update_time) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, %s)")
-_BUMP_ARTIFACT = ("UPDATE artifacts SET version = version + 1, word_count = word_count + %s, update_time = now() "
-                  "WHERE id = %s RETURNING version")
+_BUMP_ARTIFACT = ("UPDATE artifacts SET version = version + 1, word_count = word_count + %s, update_time = now(), "
+                  "target_words = coalesce(%s, target_words) WHERE id = %s RETURNING version")
 _LOCK_NODE = "SELECT state FROM nodes WHERE id = %s FOR UPDATE"
 _LOCK_BLOCKS = "SELECT id, version, pinned FROM blocks WHERE node_id = %s FOR UPDATE"
 _INSERT_NODE = ("INSERT INTO nodes (id, artifact_id, parent_id, ordinal, depth, title, intent, target_words, state, "
@@ -154,7 +156,7 @@ async def _bump_artifact(driver: psycopg.AsyncConnection[Any], m: Mutation) -> p
                                                 a.version, a.create_time, a.update_time))
         return None
     cur = driver.cursor()
-    await cur.execute(_BUMP_ARTIFACT, (m.word_delta, m.artifact_id))
+    await cur.execute(_BUMP_ARTIFACT, (m.word_delta, m.artifact_target_words, m.artifact_id))
     return cur
 
 
@@ -174,15 +176,28 @@ async def _check_precondition(pre: Precondition, node_cur: psycopg.AsyncCursor[A
         raise Aborted(f"node {pre.node_id} has human-pinned blocks", reason="NODE_PINNED")
 
 
-@functools.lru_cache(maxsize=64)
-def _patch_sql(summary: bool, word_count: bool, last_run_id: bool) -> str:
-    sets = ["state = %s", "update_time = now()"]
-    sets += [f"{c} = %s" for c, on in (("summary", summary), ("word_count", word_count),
-                                         ("last_run_id", last_run_id)) if on]
+@functools.lru_cache(maxsize=256)
+def _patch_sql(columns: tuple[str, ...]) -> str:
+    sets = ["state = %s", "update_time = now()", *(f"{c} = %s" for c in columns)]
     return f"UPDATE nodes SET {', '.join(sets)} WHERE id = %s"
 
 
+_DELETE_NODES = "DELETE FROM nodes WHERE id = ANY(%s)"
+# (parent_id, ordinal) is unique at every statement: a renumbered node first steps aside to a
+# negative ordinal of its own, then takes its place.
+_ASIDE_ORDINAL = "UPDATE nodes SET ordinal = %s WHERE id = %s"
+
+
 async def _write_nodes(driver: psycopg.AsyncConnection[Any], m: Mutation) -> None:
+    if m.node_deletes:
+        # Children before parents would not matter: the parent's delete cascades to its subtree.
+        await driver.execute(_DELETE_NODES, (list(m.node_deletes),))
+    renumbered = [p for p in m.node_patches if p.ordinal is not None]
+    for i, p in enumerate(renumbered):
+        await driver.execute(_ASIDE_ORDINAL, (-1 - i, p.node_id))
+    for p in m.node_patches:
+        columns = tuple(c for c in PATCH_COLUMNS if getattr(p, c) is not None)
+        await driver.execute(_patch_sql(columns), (p.state.value, *(getattr(p, c) for c in columns), p.node_id))
     if m.node_inserts:
         async with driver.cursor() as cur:
             await cur.executemany(_INSERT_NODE, [
@@ -190,11 +205,6 @@ async def _write_nodes(driver: psycopg.AsyncConnection[Any], m: Mutation) -> Non
                  n.state.value, n.summary, n.word_count, n.last_run_id)
                 for n in m.node_inserts
             ])
-    for p in m.node_patches:
-        values: list[Any] = [p.state.value]
-        values += [v for v in (p.summary, p.word_count, p.last_run_id) if v is not None]
-        await driver.execute(_patch_sql(p.summary is not None, p.word_count is not None, p.last_run_id is not None),
-                             (*values, p.node_id))
 
 
 async def _write_blocks(driver: psycopg.AsyncConnection[Any], m: Mutation, version: int) -> None:

@@ -90,6 +90,14 @@ async def once(db: Database, req: Request, resource_id: uuid.UUID,
         return Outcome(await replay(conn, existing), replayed=True)
 
 
+async def lookup(conn: AsyncConnection, req: Request) -> uuid.UUID | None:
+    """The resource an earlier identical request recorded, None if new (for a replay that must not
+    read the request's own target first, e.g. a delete's)."""
+    if not req.request_id:
+        return None
+    return await _lookup(conn, req)
+
+
 async def _lookup(conn: AsyncConnection, req: Request) -> uuid.UUID | None:
     """The resource a previous identical request recorded, None if new; AlreadyExists if reused differently."""
     row = (await conn.execute(

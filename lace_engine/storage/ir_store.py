@@ -60,10 +60,12 @@ def row_to_block(r: Any) -> Block:
     )
 
 
-async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID) -> Artifact:
-    row = (await conn.execute(
-        sa.select(artifacts, _active_run_subquery().label("active_run_id")).where(artifacts.c.id == artifact_id)
-    )).first()
+async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_update: bool = False) -> Artifact:
+    """The artifact; `for_update` locks its row (StartRun and outline edits serialize on it)."""
+    stmt = sa.select(artifacts, _active_run_subquery().label("active_run_id")).where(artifacts.c.id == artifact_id)
+    if for_update:
+        stmt = stmt.with_for_update(of=artifacts)
+    row = (await conn.execute(stmt)).first()
     if row is None:
         raise NotFound(f"artifact {artifact_id} not found", reason="ARTIFACT_NOT_FOUND",
                        metadata={"artifact_id": str(artifact_id)})
@@ -103,6 +105,13 @@ async def get_blocks_by_node(conn: AsyncConnection, artifact_id: uuid.UUID) -> d
     for r in result:
         out[r.node_id].append(row_to_block(r))
     return dict(out)
+
+
+async def pinned_nodes(conn: AsyncConnection, artifact_id: uuid.UUID) -> frozenset[uuid.UUID]:
+    """The artifact's nodes that hold a pinned (human-edited) block."""
+    result = await conn.execute(
+        sa.select(blocks.c.node_id).where(blocks.c.artifact_id == artifact_id, blocks.c.pinned).distinct())
+    return frozenset(r.node_id for r in result)
 
 
 async def get_node_blocks(conn: AsyncConnection, node_id: uuid.UUID) -> list[Block]:

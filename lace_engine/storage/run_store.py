@@ -116,7 +116,8 @@ async def transition(
         values["end_time"] = sa.func.now()
     if to is RunState.RUNNING and run.start_time is None:
         values["start_time"] = sa.func.now()
-    if release_lease or to.terminal or to in (RunState.PAUSED, RunState.PENDING):
+    # A run that waits (for an executor, a resume, a person's review) holds no lease.
+    if release_lease or to.terminal or to in (RunState.PAUSED, RunState.PENDING, RunState.AWAITING_REVIEW):
         values.update(lease_owner=None, lease_expires=None)
     if run.state.terminal and not to.terminal:
         values.update(end_time=None, failure_reason="", failure_code="")  # a failed run resumed: no longer ended
@@ -192,6 +193,22 @@ async def run_state(conn: AsyncConnection, run_id: uuid.UUID) -> RunState:
     if row is None:
         raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
     return RunState(row.state)
+
+
+async def has_event(conn: AsyncConnection, run_id: uuid.UUID, event_type: EventType) -> bool:
+    """Whether the run has an event of this type (e.g. plan_ready: its plan was reviewed)."""
+    row = (await conn.execute(sa.text(
+        "SELECT EXISTS (SELECT 1 FROM run_events WHERE run_id = :run AND type = :type)"
+    ), {"run": run_id, "type": event_type.value})).scalar_one()
+    return bool(row)
+
+
+async def active_run_for_update(conn: AsyncConnection, artifact_id: uuid.UUID) -> Run | None:
+    """The artifact's active run, its row locked (runs first: the writers' lock order), or None."""
+    row = (await conn.execute(
+        sa.select(runs).where(runs.c.artifact_id == artifact_id, sa.text(RUN_IS_ACTIVE)).with_for_update()
+    )).first()
+    return None if row is None else row_to_run(row)
 
 
 async def call_records(conn: AsyncConnection, run_id: uuid.UUID) -> list[CallRecord]:

@@ -1,3 +1,4 @@
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from lace.v1 import artifact_pb2 as _artifact_pb2
 from lace.v1 import source_pb2 as _source_pb2
 from google.protobuf.internal import containers as _containers
@@ -144,3 +145,69 @@ class ListBlockChangesResponse(_message.Message):
     next_page_token: str
     cited_passages: _containers.RepeatedCompositeFieldContainer[_source_pb2.Passage]
     def __init__(self, change_events: _Optional[_Iterable[_Union[_artifact_pb2.ChangeEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., cited_passages: _Optional[_Iterable[_Union[_source_pb2.Passage, _Mapping]]] = ...) -> None: ...
+
+class UpdateNodeRequest(_message.Message):
+    __slots__ = ("node", "update_mask", "request_id")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    node: _artifact_pb2.Node
+    update_mask: _field_mask_pb2.FieldMask
+    request_id: str
+    def __init__(self, node: _Optional[_Union[_artifact_pb2.Node, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpdateNodeResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: _artifact_pb2.Node
+    def __init__(self, node: _Optional[_Union[_artifact_pb2.Node, _Mapping]] = ...) -> None: ...
+
+class CreateNodeRequest(_message.Message):
+    __slots__ = ("parent_id", "node", "position", "request_id")
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    parent_id: str
+    node: _artifact_pb2.Node
+    position: int
+    request_id: str
+    def __init__(self, parent_id: _Optional[str] = ..., node: _Optional[_Union[_artifact_pb2.Node, _Mapping]] = ..., position: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateNodeResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: _artifact_pb2.Node
+    def __init__(self, node: _Optional[_Union[_artifact_pb2.Node, _Mapping]] = ...) -> None: ...
+
+class DeleteNodeRequest(_message.Message):
+    __slots__ = ("node_id", "request_id")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    request_id: str
+    def __init__(self, node_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DeleteNodeResponse(_message.Message):
+    __slots__ = ("artifact",)
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    artifact: _artifact_pb2.Artifact
+    def __init__(self, artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ...) -> None: ...
+
+class MoveNodeRequest(_message.Message):
+    __slots__ = ("node_id", "parent_id", "position", "request_id")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    parent_id: str
+    position: int
+    request_id: str
+    def __init__(self, node_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., position: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class MoveNodeResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: _artifact_pb2.Node
+    def __init__(self, node: _Optional[_Union[_artifact_pb2.Node, _Mapping]] = ...) -> None: ...

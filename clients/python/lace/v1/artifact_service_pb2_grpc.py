@@ -69,6 +69,26 @@ class ArtifactServiceStub:
                 request_serializer=lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesRequest.SerializeToString,
                 response_deserializer=lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesResponse.FromString,
                 _registered_method=True)
+        self.UpdateNode = channel.unary_unary(
+                '/lace.v1.ArtifactService/UpdateNode',
+                request_serializer=lace_dot_v1_dot_artifact__service__pb2.UpdateNodeRequest.SerializeToString,
+                response_deserializer=lace_dot_v1_dot_artifact__service__pb2.UpdateNodeResponse.FromString,
+                _registered_method=True)
+        self.CreateNode = channel.unary_unary(
+                '/lace.v1.ArtifactService/CreateNode',
+                request_serializer=lace_dot_v1_dot_artifact__service__pb2.CreateNodeRequest.SerializeToString,
+                response_deserializer=lace_dot_v1_dot_artifact__service__pb2.CreateNodeResponse.FromString,
+                _registered_method=True)
+        self.DeleteNode = channel.unary_unary(
+                '/lace.v1.ArtifactService/DeleteNode',
+                request_serializer=lace_dot_v1_dot_artifact__service__pb2.DeleteNodeRequest.SerializeToString,
+                response_deserializer=lace_dot_v1_dot_artifact__service__pb2.DeleteNodeResponse.FromString,
+                _registered_method=True)
+        self.MoveNode = channel.unary_unary(
+                '/lace.v1.ArtifactService/MoveNode',
+                request_serializer=lace_dot_v1_dot_artifact__service__pb2.MoveNodeRequest.SerializeToString,
+                response_deserializer=lace_dot_v1_dot_artifact__service__pb2.MoveNodeResponse.FromString,
+                _registered_method=True)
 
 
 class ArtifactServiceServicer:
@@ -124,6 +144,41 @@ class ArtifactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNode(self, request, context):
+        """Outline edits. Each is a human Apply mutation (origin HUMAN, change events for the blocks
+        it deletes), idempotent by `request_id`, allowed while the artifact has no active run or its
+        active run is AWAITING_REVIEW (then it is also an OutlineEdited event of that run); otherwise
+        FAILED_PRECONDITION (ARTIFACT_HAS_ACTIVE_RUN). Budgets: a split section's target_words is
+        the sum of its children's, up to the root, and the artifact's target_words is the root's.
+        An illegal edit writes nothing (INVALID_ARGUMENT or FAILED_PRECONDITION with its reason).
+
+        Changes a node's title, intent or target_words (AIP-134, with a field mask).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNode(self, request, context):
+        """Creates a PLANNED section under a parent at a position.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNode(self, request, context):
+        """Deletes a section and everything under it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveNode(self, request, context):
+        """Moves a section (with everything under it) to another parent and/or position.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtifactServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +211,26 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.ListBlockChanges,
                     request_deserializer=lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesRequest.FromString,
                     response_serializer=lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesResponse.SerializeToString,
+            ),
+            'UpdateNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNode,
+                    request_deserializer=lace_dot_v1_dot_artifact__service__pb2.UpdateNodeRequest.FromString,
+                    response_serializer=lace_dot_v1_dot_artifact__service__pb2.UpdateNodeResponse.SerializeToString,
+            ),
+            'CreateNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNode,
+                    request_deserializer=lace_dot_v1_dot_artifact__service__pb2.CreateNodeRequest.FromString,
+                    response_serializer=lace_dot_v1_dot_artifact__service__pb2.CreateNodeResponse.SerializeToString,
+            ),
+            'DeleteNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNode,
+                    request_deserializer=lace_dot_v1_dot_artifact__service__pb2.DeleteNodeRequest.FromString,
+                    response_serializer=lace_dot_v1_dot_artifact__service__pb2.DeleteNodeResponse.SerializeToString,
+            ),
+            'MoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveNode,
+                    request_deserializer=lace_dot_v1_dot_artifact__service__pb2.MoveNodeRequest.FromString,
+                    response_serializer=lace_dot_v1_dot_artifact__service__pb2.MoveNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -325,6 +400,114 @@ class ArtifactService:
             '/lace.v1.ArtifactService/ListBlockChanges',
             lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesRequest.SerializeToString,
             lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lace.v1.ArtifactService/UpdateNode',
+            lace_dot_v1_dot_artifact__service__pb2.UpdateNodeRequest.SerializeToString,
+            lace_dot_v1_dot_artifact__service__pb2.UpdateNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lace.v1.ArtifactService/CreateNode',
+            lace_dot_v1_dot_artifact__service__pb2.CreateNodeRequest.SerializeToString,
+            lace_dot_v1_dot_artifact__service__pb2.CreateNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lace.v1.ArtifactService/DeleteNode',
+            lace_dot_v1_dot_artifact__service__pb2.DeleteNodeRequest.SerializeToString,
+            lace_dot_v1_dot_artifact__service__pb2.DeleteNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lace.v1.ArtifactService/MoveNode',
+            lace_dot_v1_dot_artifact__service__pb2.MoveNodeRequest.SerializeToString,
+            lace_dot_v1_dot_artifact__service__pb2.MoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,22 @@ class ArtifactServiceStub:
     """
     ListBlockChanges: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.ListBlockChangesRequest, _artifact_service_pb2.ListBlockChangesResponse]
     """Lists a block's history (its change events), oldest first."""
+    UpdateNode: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.UpdateNodeRequest, _artifact_service_pb2.UpdateNodeResponse]
+    """Outline edits. Each is a human Apply mutation (origin HUMAN, change events for the blocks
+    it deletes), idempotent by `request_id`, allowed while the artifact has no active run or its
+    active run is AWAITING_REVIEW (then it is also an OutlineEdited event of that run); otherwise
+    FAILED_PRECONDITION (ARTIFACT_HAS_ACTIVE_RUN). Budgets: a split section's target_words is
+    the sum of its children's, up to the root, and the artifact's target_words is the root's.
+    An illegal edit writes nothing (INVALID_ARGUMENT or FAILED_PRECONDITION with its reason).
+
+    Changes a node's title, intent or target_words (AIP-134, with a field mask).
+    """
+    CreateNode: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.CreateNodeRequest, _artifact_service_pb2.CreateNodeResponse]
+    """Creates a PLANNED section under a parent at a position."""
+    DeleteNode: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.DeleteNodeRequest, _artifact_service_pb2.DeleteNodeResponse]
+    """Deletes a section and everything under it."""
+    MoveNode: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.MoveNodeRequest, _artifact_service_pb2.MoveNodeResponse]
+    """Moves a section (with everything under it) to another parent and/or position."""
 
 @_typing.type_check_only
 class ArtifactServiceAsyncStub(ArtifactServiceStub):
@@ -83,6 +99,22 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     """
     ListBlockChanges: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.ListBlockChangesRequest, _artifact_service_pb2.ListBlockChangesResponse]  # type: ignore[assignment]
     """Lists a block's history (its change events), oldest first."""
+    UpdateNode: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.UpdateNodeRequest, _artifact_service_pb2.UpdateNodeResponse]  # type: ignore[assignment]
+    """Outline edits. Each is a human Apply mutation (origin HUMAN, change events for the blocks
+    it deletes), idempotent by `request_id`, allowed while the artifact has no active run or its
+    active run is AWAITING_REVIEW (then it is also an OutlineEdited event of that run); otherwise
+    FAILED_PRECONDITION (ARTIFACT_HAS_ACTIVE_RUN). Budgets: a split section's target_words is
+    the sum of its children's, up to the root, and the artifact's target_words is the root's.
+    An illegal edit writes nothing (INVALID_ARGUMENT or FAILED_PRECONDITION with its reason).
+
+    Changes a node's title, intent or target_words (AIP-134, with a field mask).
+    """
+    CreateNode: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.CreateNodeRequest, _artifact_service_pb2.CreateNodeResponse]  # type: ignore[assignment]
+    """Creates a PLANNED section under a parent at a position."""
+    DeleteNode: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.DeleteNodeRequest, _artifact_service_pb2.DeleteNodeResponse]  # type: ignore[assignment]
+    """Deletes a section and everything under it."""
+    MoveNode: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.MoveNodeRequest, _artifact_service_pb2.MoveNodeResponse]  # type: ignore[assignment]
+    """Moves a section (with everything under it) to another parent and/or position."""
 
 class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
     """Artifacts and their content: create, read, compile, edit, and trace provenance.
@@ -144,5 +176,45 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_artifact_service_pb2.ListBlockChangesResponse, _abc.Awaitable[_artifact_service_pb2.ListBlockChangesResponse]]:
         """Lists a block's history (its change events), oldest first."""
+
+    @_abc_1.abstractmethod
+    def UpdateNode(
+        self,
+        request: _artifact_service_pb2.UpdateNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.UpdateNodeResponse, _abc.Awaitable[_artifact_service_pb2.UpdateNodeResponse]]:
+        """Outline edits. Each is a human Apply mutation (origin HUMAN, change events for the blocks
+        it deletes), idempotent by `request_id`, allowed while the artifact has no active run or its
+        active run is AWAITING_REVIEW (then it is also an OutlineEdited event of that run); otherwise
+        FAILED_PRECONDITION (ARTIFACT_HAS_ACTIVE_RUN). Budgets: a split section's target_words is
+        the sum of its children's, up to the root, and the artifact's target_words is the root's.
+        An illegal edit writes nothing (INVALID_ARGUMENT or FAILED_PRECONDITION with its reason).
+
+        Changes a node's title, intent or target_words (AIP-134, with a field mask).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateNode(
+        self,
+        request: _artifact_service_pb2.CreateNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.CreateNodeResponse, _abc.Awaitable[_artifact_service_pb2.CreateNodeResponse]]:
+        """Creates a PLANNED section under a parent at a position."""
+
+    @_abc_1.abstractmethod
+    def DeleteNode(
+        self,
+        request: _artifact_service_pb2.DeleteNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.DeleteNodeResponse, _abc.Awaitable[_artifact_service_pb2.DeleteNodeResponse]]:
+        """Deletes a section and everything under it."""
+
+    @_abc_1.abstractmethod
+    def MoveNode(
+        self,
+        request: _artifact_service_pb2.MoveNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.MoveNodeResponse, _abc.Awaitable[_artifact_service_pb2.MoveNodeResponse]]:
+        """Moves a section (with everything under it) to another parent and/or position."""
 
 def add_ArtifactServiceServicer_to_server(servicer: ArtifactServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,59 +24,68 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from lace.v1 import artifact_pb2 as lace_dot_v1_dot_artifact__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11lace/v1/run.proto\x12\x07lace.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\nRunOptions\x12\x12\n\nleaf_words\x18\x01 \x01(\x05\x12\x11\n\tmax_depth\x18\x02 \x01(\x05\x12\x1b\n\x13sibling_concurrency\x18\x03 \x01(\x05\x12\x1c\n\x14max_proposal_retries\x18\x04 \x01(\x05\x12\x18\n\x10max_total_tokens\x18\x05 \x01(\x03\x12\x15\n\rmax_llm_calls\x18\x06 \x01(\x05\x12/\n\x0cmax_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"6\n\x0bRunEstimate\x12\x11\n\tllm_calls\x18\x01 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x03\">\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\"\xfc\x04\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x61rtifact_id\x18\x02 \x01(\t\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.lace.v1.RunState\x12\x15\n\rscope_node_id\x18\x04 \x01(\t\x12\x13\n\x0binstruction\x18\x05 \x01(\t\x12$\n\x07options\x18\x06 \x01(\x0b\x32\x13.lace.v1.RunOptions\x12\x10\n\x08head_seq\x18\x07 \x01(\x03\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12\"\n\x05usage\x18\t \x01(\x0b\x32\x13.lace.v1.TokenUsage\x12\x11\n\tllm_calls\x18\n \x01(\x03\x12\x16\n\x0ellm_latency_ms\x18\x0b \x01(\x03\x12\x15\n\rnodes_planned\x18\x0c \x01(\x05\x12\x15\n\rnodes_written\x18\r \x01(\x05\x12\x15\n\rwords_written\x18\x0e \x01(\x03\x12\x10\n\x08provider\x18\x0f \x01(\t\x12\r\n\x05model\x18\x10 \x01(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\nvalidation\x18\x14 \x01(\x0b\x32\x19.lace.v1.ValidationReport\x12&\n\x08\x65stimate\x18\x15 \x01(\x0b\x32\x14.lace.v1.RunEstimate\x12\x1b\n\x13\x66\x61ilure_reason_code\x18\x16 \x01(\t\"m\n\x0fRunStateChanged\x12%\n\nfrom_state\x18\x01 \x01(\x0e\x32\x11.lace.v1.RunState\x12#\n\x08to_state\x18\x02 \x01(\x0e\x32\x11.lace.v1.RunState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"P\n\x0bStepStarted\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1f\n\x04step\x18\x02 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"S\n\rStepCompleted\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1f\n\x04step\x18\x02 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\"W\n\x0fStrategyDecided\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12#\n\x08strategy\x18\x02 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x0e\n\x06reason\x18\x03 \x01(\t\"T\n\x0cPlannedChild\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06intent\x18\x03 \x01(\t\x12\x14\n\x0ctarget_words\x18\x04 \x01(\x05\"p\n\tNodeSplit\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\'\n\x08\x63hildren\x18\x02 \x03(\x0b\x32\x15.lace.v1.PlannedChild\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\x12\x0f\n\x07repairs\x18\x04 \x03(\t\"\x8a\x01\n\rBlocksApplied\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\t\x12\x12\n\nword_count\x18\x03 \x01(\x05\x12\x16\n\x0eremoved_blocks\x18\x04 \x01(\x05\x12\x18\n\x10\x61rtifact_version\x18\x05 \x01(\x03\x12\x0f\n\x07repairs\x18\x06 \x03(\t\"y\n\x10ProposalRejected\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1f\n\x04step\x18\x02 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0e\n\x06\x65rrors\x18\x04 \x03(\t\x12\x12\n\nwill_retry\x18\x05 \x01(\x08\"\xf8\x01\n\x10LlmCallCompleted\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x1f\n\x04step\x18\x03 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.lace.v1.TokenUsage\x12\x12\n\nlatency_ms\x18\x07 \x01(\x03\x12\x15\n\rfinish_reason\x18\x08 \x01(\t\x12\x16\n\x0e\x63ontext_tokens\x18\t \x01(\x05\x12\x19\n\x11max_output_tokens\x18\n \x01(\x05\"X\n\nLeafLength\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0ctarget_words\x18\x02 \x01(\x05\x12\x14\n\x0c\x61\x63tual_words\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x01\"\x97\x02\n\x10ValidationReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x10\n\x08problems\x18\x02 \x03(\t\x12\x15\n\rnodes_planned\x18\x03 \x01(\x05\x12\x15\n\rnodes_written\x18\x04 \x01(\x05\x12\x14\n\x0ctarget_words\x18\x05 \x01(\x05\x12\x14\n\x0c\x61\x63tual_words\x18\x06 \x01(\x05\x12\x1d\n\x15\x64ocument_length_score\x18\x07 \x01(\x01\x12\x1e\n\x16mean_leaf_length_score\x18\x08 \x01(\x01\x12#\n\x06leaves\x18\t \x03(\x0b\x32\x13.lace.v1.LeafLength\x12\'\n\x07quality\x18\n \x01(\x0b\x32\x16.lace.v1.QualityReport\"\x9e\x02\n\rQualityReport\x12\x15\n\rsteps_applied\x18\x01 \x01(\x05\x12\x1d\n\x15\x61pplied_first_attempt\x18\x02 \x01(\x05\x12\x0e\n\x06reasks\x18\x03 \x01(\x05\x12\x0f\n\x07repairs\x18\x04 \x01(\x05\x12\x14\n\x0csteps_failed\x18\x05 \x01(\x05\x12\r\n\x05\x63\x61lls\x18\x06 \x01(\x05\x12\x16\n\x0e\x63\x61lls_at_limit\x18\x07 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x03\x12\x15\n\rwords_written\x18\t \x01(\x03\x12\x17\n\x0ftokens_per_word\x18\n \x01(\x01\x12\x1a\n\x12\x64uplicate_headings\x18\x0b \x01(\x05\x12\x12\n\nrepetition\x18\x0c \x01(\x01\"?\n\x12ValidationReported\x12)\n\x06report\x18\x01 \x01(\x0b\x32\x19.lace.v1.ValidationReport\"Q\n\tRunFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x0e\n\x06\x62udget\x18\x04 \x01(\t\".\n\x0bNodeSkipped\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x91\x05\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11run_state_changed\x18\n \x01(\x0b\x32\x18.lace.v1.RunStateChangedH\x00\x12,\n\x0cstep_started\x18\x0b \x01(\x0b\x32\x14.lace.v1.StepStartedH\x00\x12\x30\n\x0estep_completed\x18\x0c \x01(\x0b\x32\x16.lace.v1.StepCompletedH\x00\x12\x34\n\x10strategy_decided\x18\r \x01(\x0b\x32\x18.lace.v1.StrategyDecidedH\x00\x12(\n\nnode_split\x18\x0e \x01(\x0b\x32\x12.lace.v1.NodeSplitH\x00\x12\x30\n\x0e\x62locks_applied\x18\x0f \x01(\x0b\x32\x16.lace.v1.BlocksAppliedH\x00\x12\x36\n\x11proposal_rejected\x18\x10 \x01(\x0b\x32\x19.lace.v1.ProposalRejectedH\x00\x12\x37\n\x12llm_call_completed\x18\x11 \x01(\x0b\x32\x19.lace.v1.LlmCallCompletedH\x00\x12:\n\x13validation_reported\x18\x12 \x01(\x0b\x32\x1b.lace.v1.ValidationReportedH\x00\x12(\n\nrun_failed\x18\x13 \x01(\x0b\x32\x12.lace.v1.RunFailedH\x00\x12,\n\x0cnode_skipped\x18\x14 \x01(\x0b\x32\x14.lace.v1.NodeSkippedH\x00\x42\t\n\x07payload*\xe2\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x15\n\x11RUN_STATE_PAUSING\x10\x03\x12\x14\n\x10RUN_STATE_PAUSED\x10\x04\x12\x18\n\x14RUN_STATE_CANCELLING\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06\x12\x17\n\x13RUN_STATE_COMPLETED\x10\x07\x12\x14\n\x10RUN_STATE_FAILED\x10\x08*O\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTEP_KIND_SPLIT\x10\x01\x12\x13\n\x0fSTEP_KIND_WRITE\x10\x02*\xb4\x03\n\x0cRunEventType\x12\x1e\n\x1aRUN_EVENT_TYPE_UNSPECIFIED\x10\x00\x12$\n RUN_EVENT_TYPE_RUN_STATE_CHANGED\x10\x01\x12\x1f\n\x1bRUN_EVENT_TYPE_STEP_STARTED\x10\x02\x12!\n\x1dRUN_EVENT_TYPE_STEP_COMPLETED\x10\x03\x12#\n\x1fRUN_EVENT_TYPE_STRATEGY_DECIDED\x10\x04\x12\x1d\n\x19RUN_EVENT_TYPE_NODE_SPLIT\x10\x05\x12!\n\x1dRUN_EVENT_TYPE_BLOCKS_APPLIED\x10\x06\x12$\n RUN_EVENT_TYPE_PROPOSAL_REJECTED\x10\x07\x12%\n!RUN_EVENT_TYPE_LLM_CALL_COMPLETED\x10\x08\x12&\n\"RUN_EVENT_TYPE_VALIDATION_REPORTED\x10\t\x12\x1d\n\x19RUN_EVENT_TYPE_RUN_FAILED\x10\n\x12\x1f\n\x1bRUN_EVENT_TYPE_NODE_SKIPPED\x10\x0b\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11lace/v1/run.proto\x12\x07lace.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16lace/v1/artifact.proto\"\xe5\x01\n\nRunOptions\x12\x12\n\nleaf_words\x18\x01 \x01(\x05\x12\x11\n\tmax_depth\x18\x02 \x01(\x05\x12\x1b\n\x13sibling_concurrency\x18\x03 \x01(\x05\x12\x1c\n\x14max_proposal_retries\x18\x04 \x01(\x05\x12\x18\n\x10max_total_tokens\x18\x05 \x01(\x03\x12\x15\n\rmax_llm_calls\x18\x06 \x01(\x05\x12/\n\x0cmax_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0breview_plan\x18\x08 \x01(\x08\"6\n\x0bRunEstimate\x12\x11\n\tllm_calls\x18\x01 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x03\">\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\"\xfc\x04\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x61rtifact_id\x18\x02 \x01(\t\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.lace.v1.RunState\x12\x15\n\rscope_node_id\x18\x04 \x01(\t\x12\x13\n\x0binstruction\x18\x05 \x01(\t\x12$\n\x07options\x18\x06 \x01(\x0b\x32\x13.lace.v1.RunOptions\x12\x10\n\x08head_seq\x18\x07 \x01(\x03\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12\"\n\x05usage\x18\t \x01(\x0b\x32\x13.lace.v1.TokenUsage\x12\x11\n\tllm_calls\x18\n \x01(\x03\x12\x16\n\x0ellm_latency_ms\x18\x0b \x01(\x03\x12\x15\n\rnodes_planned\x18\x0c \x01(\x05\x12\x15\n\rnodes_written\x18\r \x01(\x05\x12\x15\n\rwords_written\x18\x0e \x01(\x03\x12\x10\n\x08provider\x18\x0f \x01(\t\x12\r\n\x05model\x18\x10 \x01(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\nvalidation\x18\x14 \x01(\x0b\x32\x19.lace.v1.ValidationReport\x12&\n\x08\x65stimate\x18\x15 \x01(\x0b\x32\x14.lace.v1.RunEstimate\x12\x1b\n\x13\x66\x61ilure_reason_code\x18\x16 \x01(\t\"m\n\x0fRunStateChanged\x12%\n\nfrom_state\x18\x01 \x01(\x0e\x32\x11.lace.v1.RunState\x12#\n\x08to_state\x18\x02 \x01(\x0e\x32\x11.lace.v1.RunState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"P\n\x0bStepStarted\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1f\n\x04step\x18\x02 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"S\n\rStepCompleted\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1f\n\x04step\x18\x02 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\"W\n\x0fStrategyDecided\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12#\n\x08strategy\x18\x02 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x0e\n\x06reason\x18\x03 \x01(\t\"T\n\x0cPlannedChild\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06intent\x18\x03 \x01(\t\x12\x14\n\x0ctarget_words\x18\x04 \x01(\x05\"p\n\tNodeSplit\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\'\n\x08\x63hildren\x18\x02 \x03(\x0b\x32\x15.lace.v1.PlannedChild\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\x12\x0f\n\x07repairs\x18\x04 \x03(\t\"\x8a\x01\n\rBlocksApplied\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\t\x12\x12\n\nword_count\x18\x03 \x01(\x05\x12\x16\n\x0eremoved_blocks\x18\x04 \x01(\x05\x12\x18\n\x10\x61rtifact_version\x18\x05 \x01(\x03\x12\x0f\n\x07repairs\x18\x06 \x03(\t\"y\n\x10ProposalRejected\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1f\n\x04step\x18\x02 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0e\n\x06\x65rrors\x18\x04 \x03(\t\x12\x12\n\nwill_retry\x18\x05 \x01(\x08\"\xf8\x01\n\x10LlmCallCompleted\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x1f\n\x04step\x18\x03 \x01(\x0e\x32\x11.lace.v1.StepKind\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.lace.v1.TokenUsage\x12\x12\n\nlatency_ms\x18\x07 \x01(\x03\x12\x15\n\rfinish_reason\x18\x08 \x01(\t\x12\x16\n\x0e\x63ontext_tokens\x18\t \x01(\x05\x12\x19\n\x11max_output_tokens\x18\n \x01(\x05\"X\n\nLeafLength\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0ctarget_words\x18\x02 \x01(\x05\x12\x14\n\x0c\x61\x63tual_words\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x01\"\x97\x02\n\x10ValidationReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x10\n\x08problems\x18\x02 \x03(\t\x12\x15\n\rnodes_planned\x18\x03 \x01(\x05\x12\x15\n\rnodes_written\x18\x04 \x01(\x05\x12\x14\n\x0ctarget_words\x18\x05 \x01(\x05\x12\x14\n\x0c\x61\x63tual_words\x18\x06 \x01(\x05\x12\x1d\n\x15\x64ocument_length_score\x18\x07 \x01(\x01\x12\x1e\n\x16mean_leaf_length_score\x18\x08 \x01(\x01\x12#\n\x06leaves\x18\t \x03(\x0b\x32\x13.lace.v1.LeafLength\x12\'\n\x07quality\x18\n \x01(\x0b\x32\x16.lace.v1.QualityReport\"\x9e\x02\n\rQualityReport\x12\x15\n\rsteps_applied\x18\x01 \x01(\x05\x12\x1d\n\x15\x61pplied_first_attempt\x18\x02 \x01(\x05\x12\x0e\n\x06reasks\x18\x03 \x01(\x05\x12\x0f\n\x07repairs\x18\x04 \x01(\x05\x12\x14\n\x0csteps_failed\x18\x05 \x01(\x05\x12\r\n\x05\x63\x61lls\x18\x06 \x01(\x05\x12\x16\n\x0e\x63\x61lls_at_limit\x18\x07 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x03\x12\x15\n\rwords_written\x18\t \x01(\x03\x12\x17\n\x0ftokens_per_word\x18\n \x01(\x01\x12\x1a\n\x12\x64uplicate_headings\x18\x0b \x01(\x05\x12\x12\n\nrepetition\x18\x0c \x01(\x01\"?\n\x12ValidationReported\x12)\n\x06report\x18\x01 \x01(\x0b\x32\x19.lace.v1.ValidationReport\"Q\n\tRunFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x0e\n\x06\x62udget\x18\x04 \x01(\t\".\n\x0bNodeSkipped\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa9\x01\n\x0bPlannedNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x0f\n\x07ordinal\x18\x03 \x01(\x05\x12\r\n\x05\x64\x65pth\x18\x04 \x01(\x05\x12\r\n\x05title\x18\x05 \x01(\t\x12\x0e\n\x06intent\x18\x06 \x01(\t\x12\x14\n\x0ctarget_words\x18\x07 \x01(\x05\x12!\n\x05state\x18\x08 \x01(\x0e\x32\x12.lace.v1.NodeState\"L\n\tPlanReady\x12%\n\x07outline\x18\x01 \x03(\x0b\x32\x14.lace.v1.PlannedNode\x12\x18\n\x10\x61rtifact_version\x18\x02 \x01(\x03\"\x89\x01\n\rOutlineEdited\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.lace.v1.OutlineEditKind\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12%\n\x07outline\x18\x03 \x03(\x0b\x32\x14.lace.v1.PlannedNode\x12\x18\n\x10\x61rtifact_version\x18\x04 \x01(\x03\"\xed\x05\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11run_state_changed\x18\n \x01(\x0b\x32\x18.lace.v1.RunStateChangedH\x00\x12,\n\x0cstep_started\x18\x0b \x01(\x0b\x32\x14.lace.v1.StepStartedH\x00\x12\x30\n\x0estep_completed\x18\x0c \x01(\x0b\x32\x16.lace.v1.StepCompletedH\x00\x12\x34\n\x10strategy_decided\x18\r \x01(\x0b\x32\x18.lace.v1.StrategyDecidedH\x00\x12(\n\nnode_split\x18\x0e \x01(\x0b\x32\x12.lace.v1.NodeSplitH\x00\x12\x30\n\x0e\x62locks_applied\x18\x0f \x01(\x0b\x32\x16.lace.v1.BlocksAppliedH\x00\x12\x36\n\x11proposal_rejected\x18\x10 \x01(\x0b\x32\x19.lace.v1.ProposalRejectedH\x00\x12\x37\n\x12llm_call_completed\x18\x11 \x01(\x0b\x32\x19.lace.v1.LlmCallCompletedH\x00\x12:\n\x13validation_reported\x18\x12 \x01(\x0b\x32\x1b.lace.v1.ValidationReportedH\x00\x12(\n\nrun_failed\x18\x13 \x01(\x0b\x32\x12.lace.v1.RunFailedH\x00\x12,\n\x0cnode_skipped\x18\x14 \x01(\x0b\x32\x14.lace.v1.NodeSkippedH\x00\x12(\n\nplan_ready\x18\x15 \x01(\x0b\x32\x12.lace.v1.PlanReadyH\x00\x12\x30\n\x0eoutline_edited\x18\x16 \x01(\x0b\x32\x16.lace.v1.OutlineEditedH\x00\x42\t\n\x07payload*\x81\x02\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x15\n\x11RUN_STATE_PAUSING\x10\x03\x12\x14\n\x10RUN_STATE_PAUSED\x10\x04\x12\x18\n\x14RUN_STATE_CANCELLING\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06\x12\x17\n\x13RUN_STATE_COMPLETED\x10\x07\x12\x14\n\x10RUN_STATE_FAILED\x10\x08\x12\x1d\n\x19RUN_STATE_AWAITING_REVIEW\x10\t*O\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTEP_KIND_SPLIT\x10\x01\x12\x13\n\x0fSTEP_KIND_WRITE\x10\x02*\xf6\x03\n\x0cRunEventType\x12\x1e\n\x1aRUN_EVENT_TYPE_UNSPECIFIED\x10\x00\x12$\n RUN_EVENT_TYPE_RUN_STATE_CHANGED\x10\x01\x12\x1f\n\x1bRUN_EVENT_TYPE_STEP_STARTED\x10\x02\x12!\n\x1dRUN_EVENT_TYPE_STEP_COMPLETED\x10\x03\x12#\n\x1fRUN_EVENT_TYPE_STRATEGY_DECIDED\x10\x04\x12\x1d\n\x19RUN_EVENT_TYPE_NODE_SPLIT\x10\x05\x12!\n\x1dRUN_EVENT_TYPE_BLOCKS_APPLIED\x10\x06\x12$\n RUN_EVENT_TYPE_PROPOSAL_REJECTED\x10\x07\x12%\n!RUN_EVENT_TYPE_LLM_CALL_COMPLETED\x10\x08\x12&\n\"RUN_EVENT_TYPE_VALIDATION_REPORTED\x10\t\x12\x1d\n\x19RUN_EVENT_TYPE_RUN_FAILED\x10\n\x12\x1f\n\x1bRUN_EVENT_TYPE_NODE_SKIPPED\x10\x0b\x12\x1d\n\x19RUN_EVENT_TYPE_PLAN_READY\x10\x0c\x12!\n\x1dRUN_EVENT_TYPE_OUTLINE_EDITED\x10\r*\xaa\x01\n\x0fOutlineEditKind\x12!\n\x1dOUTLINE_EDIT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18OUTLINE_EDIT_KIND_UPDATE\x10\x01\x12\x1c\n\x18OUTLINE_EDIT_KIND_CREATE\x10\x02\x12\x1c\n\x18OUTLINE_EDIT_KIND_DELETE\x10\x03\x12\x1a\n\x16OUTLINE_EDIT_KIND_MOVE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lace.v1.run_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATE']._serialized_start=3665
-  _globals['_RUNSTATE']._serialized_end=3891
-  _globals['_STEPKIND']._serialized_start=3893
-  _globals['_STEPKIND']._serialized_end=3972
-  _globals['_RUNEVENTTYPE']._serialized_start=3975
-  _globals['_RUNEVENTTYPE']._serialized_end=4411
-  _globals['_RUNOPTIONS']._serialized_start=96
-  _globals['_RUNOPTIONS']._serialized_end=304
-  _globals['_RUNESTIMATE']._serialized_start=306
-  _globals['_RUNESTIMATE']._serialized_end=360
-  _globals['_TOKENUSAGE']._serialized_start=362
-  _globals['_TOKENUSAGE']._serialized_end=424
-  _globals['_RUN']._serialized_start=427
-  _globals['_RUN']._serialized_end=1063
-  _globals['_RUNSTATECHANGED']._serialized_start=1065
-  _globals['_RUNSTATECHANGED']._serialized_end=1174
-  _globals['_STEPSTARTED']._serialized_start=1176
-  _globals['_STEPSTARTED']._serialized_end=1256
-  _globals['_STEPCOMPLETED']._serialized_start=1258
-  _globals['_STEPCOMPLETED']._serialized_end=1341
-  _globals['_STRATEGYDECIDED']._serialized_start=1343
-  _globals['_STRATEGYDECIDED']._serialized_end=1430
-  _globals['_PLANNEDCHILD']._serialized_start=1432
-  _globals['_PLANNEDCHILD']._serialized_end=1516
-  _globals['_NODESPLIT']._serialized_start=1518
-  _globals['_NODESPLIT']._serialized_end=1630
-  _globals['_BLOCKSAPPLIED']._serialized_start=1633
-  _globals['_BLOCKSAPPLIED']._serialized_end=1771
-  _globals['_PROPOSALREJECTED']._serialized_start=1773
-  _globals['_PROPOSALREJECTED']._serialized_end=1894
-  _globals['_LLMCALLCOMPLETED']._serialized_start=1897
-  _globals['_LLMCALLCOMPLETED']._serialized_end=2145
-  _globals['_LEAFLENGTH']._serialized_start=2147
-  _globals['_LEAFLENGTH']._serialized_end=2235
-  _globals['_VALIDATIONREPORT']._serialized_start=2238
-  _globals['_VALIDATIONREPORT']._serialized_end=2517
-  _globals['_QUALITYREPORT']._serialized_start=2520
-  _globals['_QUALITYREPORT']._serialized_end=2806
-  _globals['_VALIDATIONREPORTED']._serialized_start=2808
-  _globals['_VALIDATIONREPORTED']._serialized_end=2871
-  _globals['_RUNFAILED']._serialized_start=2873
-  _globals['_RUNFAILED']._serialized_end=2954
-  _globals['_NODESKIPPED']._serialized_start=2956
-  _globals['_NODESKIPPED']._serialized_end=3002
-  _globals['_RUNEVENT']._serialized_start=3005
-  _globals['_RUNEVENT']._serialized_end=3662
+  _globals['_RUNSTATE']._serialized_start=4192
+  _globals['_RUNSTATE']._serialized_end=4449
+  _globals['_STEPKIND']._serialized_start=4451
+  _globals['_STEPKIND']._serialized_end=4530
+  _globals['_RUNEVENTTYPE']._serialized_start=4533
+  _globals['_RUNEVENTTYPE']._serialized_end=5035
+  _globals['_OUTLINEEDITKIND']._serialized_start=5038
+  _globals['_OUTLINEEDITKIND']._serialized_end=5208
+  _globals['_RUNOPTIONS']._serialized_start=120
+  _globals['_RUNOPTIONS']._serialized_end=349
+  _globals['_RUNESTIMATE']._serialized_start=351
+  _globals['_RUNESTIMATE']._serialized_end=405
+  _globals['_TOKENUSAGE']._serialized_start=407
+  _globals['_TOKENUSAGE']._serialized_end=469
+  _globals['_RUN']._serialized_start=472
+  _globals['_RUN']._serialized_end=1108
+  _globals['_RUNSTATECHANGED']._serialized_start=1110
+  _globals['_RUNSTATECHANGED']._serialized_end=1219
+  _globals['_STEPSTARTED']._serialized_start=1221
+  _globals['_STEPSTARTED']._serialized_end=1301
+  _globals['_STEPCOMPLETED']._serialized_start=1303
+  _globals['_STEPCOMPLETED']._serialized_end=1386
+  _globals['_STRATEGYDECIDED']._serialized_start=1388
+  _globals['_STRATEGYDECIDED']._serialized_end=1475
+  _globals['_PLANNEDCHILD']._serialized_start=1477
+  _globals['_PLANNEDCHILD']._serialized_end=1561
+  _globals['_NODESPLIT']._serialized_start=1563
+  _globals['_NODESPLIT']._serialized_end=1675
+  _globals['_BLOCKSAPPLIED']._serialized_start=1678
+  _globals['_BLOCKSAPPLIED']._serialized_end=1816
+  _globals['_PROPOSALREJECTED']._serialized_start=1818
+  _globals['_PROPOSALREJECTED']._serialized_end=1939
+  _globals['_LLMCALLCOMPLETED']._serialized_start=1942
+  _globals['_LLMCALLCOMPLETED']._serialized_end=2190
+  _globals['_LEAFLENGTH']._serialized_start=2192
+  _globals['_LEAFLENGTH']._serialized_end=2280
+  _globals['_VALIDATIONREPORT']._serialized_start=2283
+  _globals['_VALIDATIONREPORT']._serialized_end=2562
+  _globals['_QUALITYREPORT']._serialized_start=2565
+  _globals['_QUALITYREPORT']._serialized_end=2851
+  _globals['_VALIDATIONREPORTED']._serialized_start=2853
+  _globals['_VALIDATIONREPORTED']._serialized_end=2916
+  _globals['_RUNFAILED']._serialized_start=2918
+  _globals['_RUNFAILED']._serialized_end=2999
+  _globals['_NODESKIPPED']._serialized_start=3001
+  _globals['_NODESKIPPED']._serialized_end=3047
+  _globals['_PLANNEDNODE']._serialized_start=3050
+  _globals['_PLANNEDNODE']._serialized_end=3219
+  _globals['_PLANREADY']._serialized_start=3221
+  _globals['_PLANREADY']._serialized_end=3297
+  _globals['_OUTLINEEDITED']._serialized_start=3300
+  _globals['_OUTLINEEDITED']._serialized_end=3437
+  _globals['_RUNEVENT']._serialized_start=3440
+  _globals['_RUNEVENT']._serialized_end=4189
 # @@protoc_insertion_point(module_scope)

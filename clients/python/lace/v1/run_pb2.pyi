@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from lace.v1 import artifact_pb2 as _artifact_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -22,6 +23,7 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_CANCELLED: _ClassVar[RunState]
     RUN_STATE_COMPLETED: _ClassVar[RunState]
     RUN_STATE_FAILED: _ClassVar[RunState]
+    RUN_STATE_AWAITING_REVIEW: _ClassVar[RunState]
 
 class StepKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +45,16 @@ class RunEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_EVENT_TYPE_VALIDATION_REPORTED: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_RUN_FAILED: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_NODE_SKIPPED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_PLAN_READY: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_OUTLINE_EDITED: _ClassVar[RunEventType]
+
+class OutlineEditKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTLINE_EDIT_KIND_UNSPECIFIED: _ClassVar[OutlineEditKind]
+    OUTLINE_EDIT_KIND_UPDATE: _ClassVar[OutlineEditKind]
+    OUTLINE_EDIT_KIND_CREATE: _ClassVar[OutlineEditKind]
+    OUTLINE_EDIT_KIND_DELETE: _ClassVar[OutlineEditKind]
+    OUTLINE_EDIT_KIND_MOVE: _ClassVar[OutlineEditKind]
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_PENDING: RunState
 RUN_STATE_RUNNING: RunState
@@ -52,6 +64,7 @@ RUN_STATE_CANCELLING: RunState
 RUN_STATE_CANCELLED: RunState
 RUN_STATE_COMPLETED: RunState
 RUN_STATE_FAILED: RunState
+RUN_STATE_AWAITING_REVIEW: RunState
 STEP_KIND_UNSPECIFIED: StepKind
 STEP_KIND_SPLIT: StepKind
 STEP_KIND_WRITE: StepKind
@@ -67,9 +80,16 @@ RUN_EVENT_TYPE_LLM_CALL_COMPLETED: RunEventType
 RUN_EVENT_TYPE_VALIDATION_REPORTED: RunEventType
 RUN_EVENT_TYPE_RUN_FAILED: RunEventType
 RUN_EVENT_TYPE_NODE_SKIPPED: RunEventType
+RUN_EVENT_TYPE_PLAN_READY: RunEventType
+RUN_EVENT_TYPE_OUTLINE_EDITED: RunEventType
+OUTLINE_EDIT_KIND_UNSPECIFIED: OutlineEditKind
+OUTLINE_EDIT_KIND_UPDATE: OutlineEditKind
+OUTLINE_EDIT_KIND_CREATE: OutlineEditKind
+OUTLINE_EDIT_KIND_DELETE: OutlineEditKind
+OUTLINE_EDIT_KIND_MOVE: OutlineEditKind
 
 class RunOptions(_message.Message):
-    __slots__ = ("leaf_words", "max_depth", "sibling_concurrency", "max_proposal_retries", "max_total_tokens", "max_llm_calls", "max_duration")
+    __slots__ = ("leaf_words", "max_depth", "sibling_concurrency", "max_proposal_retries", "max_total_tokens", "max_llm_calls", "max_duration", "review_plan")
     LEAF_WORDS_FIELD_NUMBER: _ClassVar[int]
     MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
     SIBLING_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +97,7 @@ class RunOptions(_message.Message):
     MAX_TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
     MAX_DURATION_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_PLAN_FIELD_NUMBER: _ClassVar[int]
     leaf_words: int
     max_depth: int
     sibling_concurrency: int
@@ -84,7 +105,8 @@ class RunOptions(_message.Message):
     max_total_tokens: int
     max_llm_calls: int
     max_duration: _duration_pb2.Duration
-    def __init__(self, leaf_words: _Optional[int] = ..., max_depth: _Optional[int] = ..., sibling_concurrency: _Optional[int] = ..., max_proposal_retries: _Optional[int] = ..., max_total_tokens: _Optional[int] = ..., max_llm_calls: _Optional[int] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    review_plan: bool
+    def __init__(self, leaf_words: _Optional[int] = ..., max_depth: _Optional[int] = ..., sibling_concurrency: _Optional[int] = ..., max_proposal_retries: _Optional[int] = ..., max_total_tokens: _Optional[int] = ..., max_llm_calls: _Optional[int] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., review_plan: _Optional[bool] = ...) -> None: ...
 
 class RunEstimate(_message.Message):
     __slots__ = ("llm_calls", "total_tokens")
@@ -358,8 +380,48 @@ class NodeSkipped(_message.Message):
     reason: str
     def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class PlannedNode(_message.Message):
+    __slots__ = ("node_id", "parent_id", "ordinal", "depth", "title", "intent", "target_words", "state")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDINAL_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_WORDS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    parent_id: str
+    ordinal: int
+    depth: int
+    title: str
+    intent: str
+    target_words: int
+    state: _artifact_pb2.NodeState
+    def __init__(self, node_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., depth: _Optional[int] = ..., title: _Optional[str] = ..., intent: _Optional[str] = ..., target_words: _Optional[int] = ..., state: _Optional[_Union[_artifact_pb2.NodeState, str]] = ...) -> None: ...
+
+class PlanReady(_message.Message):
+    __slots__ = ("outline", "artifact_version")
+    OUTLINE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    outline: _containers.RepeatedCompositeFieldContainer[PlannedNode]
+    artifact_version: int
+    def __init__(self, outline: _Optional[_Iterable[_Union[PlannedNode, _Mapping]]] = ..., artifact_version: _Optional[int] = ...) -> None: ...
+
+class OutlineEdited(_message.Message):
+    __slots__ = ("kind", "node_id", "outline", "artifact_version")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTLINE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    kind: OutlineEditKind
+    node_id: str
+    outline: _containers.RepeatedCompositeFieldContainer[PlannedNode]
+    artifact_version: int
+    def __init__(self, kind: _Optional[_Union[OutlineEditKind, str]] = ..., node_id: _Optional[str] = ..., outline: _Optional[_Iterable[_Union[PlannedNode, _Mapping]]] = ..., artifact_version: _Optional[int] = ...) -> None: ...
+
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "seq", "create_time", "run_state_changed", "step_started", "step_completed", "strategy_decided", "node_split", "blocks_applied", "proposal_rejected", "llm_call_completed", "validation_reported", "run_failed", "node_skipped")
+    __slots__ = ("run_id", "seq", "create_time", "run_state_changed", "step_started", "step_completed", "strategy_decided", "node_split", "blocks_applied", "proposal_rejected", "llm_call_completed", "validation_reported", "run_failed", "node_skipped", "plan_ready", "outline_edited")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -374,6 +436,8 @@ class RunEvent(_message.Message):
     VALIDATION_REPORTED_FIELD_NUMBER: _ClassVar[int]
     RUN_FAILED_FIELD_NUMBER: _ClassVar[int]
     NODE_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    PLAN_READY_FIELD_NUMBER: _ClassVar[int]
+    OUTLINE_EDITED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     seq: int
     create_time: _timestamp_pb2.Timestamp
@@ -388,4 +452,6 @@ class RunEvent(_message.Message):
     validation_reported: ValidationReported
     run_failed: RunFailed
     node_skipped: NodeSkipped
-    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_state_changed: _Optional[_Union[RunStateChanged, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., strategy_decided: _Optional[_Union[StrategyDecided, _Mapping]] = ..., node_split: _Optional[_Union[NodeSplit, _Mapping]] = ..., blocks_applied: _Optional[_Union[BlocksApplied, _Mapping]] = ..., proposal_rejected: _Optional[_Union[ProposalRejected, _Mapping]] = ..., llm_call_completed: _Optional[_Union[LlmCallCompleted, _Mapping]] = ..., validation_reported: _Optional[_Union[ValidationReported, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., node_skipped: _Optional[_Union[NodeSkipped, _Mapping]] = ...) -> None: ...
+    plan_ready: PlanReady
+    outline_edited: OutlineEdited
+    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_state_changed: _Optional[_Union[RunStateChanged, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., strategy_decided: _Optional[_Union[StrategyDecided, _Mapping]] = ..., node_split: _Optional[_Union[NodeSplit, _Mapping]] = ..., blocks_applied: _Optional[_Union[BlocksApplied, _Mapping]] = ..., proposal_rejected: _Optional[_Union[ProposalRejected, _Mapping]] = ..., llm_call_completed: _Optional[_Union[LlmCallCompleted, _Mapping]] = ..., validation_reported: _Optional[_Union[ValidationReported, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., node_skipped: _Optional[_Union[NodeSkipped, _Mapping]] = ..., plan_ready: _Optional[_Union[PlanReady, _Mapping]] = ..., outline_edited: _Optional[_Union[OutlineEdited, _Mapping]] = ...) -> None: ...

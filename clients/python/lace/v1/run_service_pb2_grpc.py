@@ -114,14 +114,16 @@ class RunServiceServicer:
 
     def PauseRun(self, request, context):
         """Asks a run to pause: no new LLM call starts, in-flight calls finish and apply,
-        then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING.
+        then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING (an AWAITING_REVIEW
+        run is already stopped: refused too).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeRun(self, request, context):
-        """Resumes a PAUSING, PAUSED or FAILED run; nothing already applied is done again.
+        """Resumes a PAUSING, PAUSED, AWAITING_REVIEW or FAILED run; nothing already applied is done
+        again. An AWAITING_REVIEW run writes its outline as it now is (edits included).
         A FAILED run goes on from where it stopped (applied nodes are kept, the node
         that failed is tried again), once its cause is gone: a provider back after an
         outage, or options raised in the same call. COMPLETED and CANCELLED are final.

@@ -49,10 +49,12 @@ class RunServiceStub:
     """Lists runs, newest first, optionally of one artifact (AIP-158 pagination)."""
     PauseRun: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.PauseRunRequest, _run_service_pb2.PauseRunResponse]
     """Asks a run to pause: no new LLM call starts, in-flight calls finish and apply,
-    then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING.
+    then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING (an AWAITING_REVIEW
+    run is already stopped: refused too).
     """
     ResumeRun: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.ResumeRunRequest, _run_service_pb2.ResumeRunResponse]
-    """Resumes a PAUSING, PAUSED or FAILED run; nothing already applied is done again.
+    """Resumes a PAUSING, PAUSED, AWAITING_REVIEW or FAILED run; nothing already applied is done
+    again. An AWAITING_REVIEW run writes its outline as it now is (edits included).
     A FAILED run goes on from where it stopped (applied nodes are kept, the node
     that failed is tried again), once its cause is gone: a provider back after an
     outage, or options raised in the same call. COMPLETED and CANCELLED are final.
@@ -104,10 +106,12 @@ class RunServiceAsyncStub(RunServiceStub):
     """Lists runs, newest first, optionally of one artifact (AIP-158 pagination)."""
     PauseRun: _aio.UnaryUnaryMultiCallable[_run_service_pb2.PauseRunRequest, _run_service_pb2.PauseRunResponse]  # type: ignore[assignment]
     """Asks a run to pause: no new LLM call starts, in-flight calls finish and apply,
-    then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING.
+    then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING (an AWAITING_REVIEW
+    run is already stopped: refused too).
     """
     ResumeRun: _aio.UnaryUnaryMultiCallable[_run_service_pb2.ResumeRunRequest, _run_service_pb2.ResumeRunResponse]  # type: ignore[assignment]
-    """Resumes a PAUSING, PAUSED or FAILED run; nothing already applied is done again.
+    """Resumes a PAUSING, PAUSED, AWAITING_REVIEW or FAILED run; nothing already applied is done
+    again. An AWAITING_REVIEW run writes its outline as it now is (edits included).
     A FAILED run goes on from where it stopped (applied nodes are kept, the node
     that failed is tried again), once its cause is gone: a provider back after an
     outage, or options raised in the same call. COMPLETED and CANCELLED are final.
@@ -180,7 +184,8 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_run_service_pb2.PauseRunResponse, _abc.Awaitable[_run_service_pb2.PauseRunResponse]]:
         """Asks a run to pause: no new LLM call starts, in-flight calls finish and apply,
-        then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING.
+        then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING (an AWAITING_REVIEW
+        run is already stopped: refused too).
         """
 
     @_abc_1.abstractmethod
@@ -189,7 +194,8 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _run_service_pb2.ResumeRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_run_service_pb2.ResumeRunResponse, _abc.Awaitable[_run_service_pb2.ResumeRunResponse]]:
-        """Resumes a PAUSING, PAUSED or FAILED run; nothing already applied is done again.
+        """Resumes a PAUSING, PAUSED, AWAITING_REVIEW or FAILED run; nothing already applied is done
+        again. An AWAITING_REVIEW run writes its outline as it now is (edits included).
         A FAILED run goes on from where it stopped (applied nodes are kept, the node
         that failed is tried again), once its cause is gone: a provider back after an
         outage, or options raised in the same call. COMPLETED and CANCELLED are final.

@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { FieldMask } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask } from "@bufbuild/protobuf/wkt";
 import type { Artifact, Block, ChangeEvent, Node } from "./artifact_pb.js";
 import { file_lace_v1_artifact } from "./artifact_pb.js";
 import type { Passage } from "./source_pb.js";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lace/v1/artifact_service.proto.
  */
 export const file_lace_v1_artifact_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ik4KEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcieAoTR2V0QXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSHAoFbm9kZXMYAiADKAsyDS5sYWNlLnYxLk5vZGUSHgoGYmxvY2tzGAMgAygLMg4ubGFjZS52MS5CbG9jayI9ChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJWChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USJAoJYXJ0aWZhY3RzGAEgAygLMhEubGFjZS52MS5BcnRpZmFjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVQoWQ29tcGlsZUFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRImCgZmb3JtYXQYAiABKA4yFi5sYWNlLnYxLkNvbXBpbGVGb3JtYXQigwEKF0NvbXBpbGVBcnRpZmFjdFJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEgoKbWVkaWFfdHlwZRgCIAEoCRIYChBhcnRpZmFjdF92ZXJzaW9uGAMgASgDEhYKDmJpbmFyeV9jb250ZW50GAQgASgMEhEKCWZpbGVfbmFtZRgFIAEoCSJxChBFZGl0QmxvY2tSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEh0KBWJsb2NrGAIgASgLMg4ubGFjZS52MS5CbG9jaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDEhIKCnJlcXVlc3RfaWQYBCABKAkiMgoRRWRpdEJsb2NrUmVzcG9uc2USHQoFYmxvY2sYASABKAsyDi5sYWNlLnYxLkJsb2NrIlIKF0xpc3RCbG9ja0NoYW5nZXNSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIooBChhMaXN0QmxvY2tDaGFuZ2VzUmVzcG9uc2USKwoNY2hhbmdlX2V2ZW50cxgBIAMoCzIULmxhY2UudjEuQ2hhbmdlRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEigKDmNpdGVkX3Bhc3NhZ2VzGAMgAygLMhAubGFjZS52MS5QYXNzYWdlKl4KDEFydGlmYWN0VmlldxIdChlBUlRJRkFDVF9WSUVXX1VOU1BFQ0lGSUVEEAASFwoTQVJUSUZBQ1RfVklFV19CQVNJQxABEhYKEkFSVElGQUNUX1ZJRVdfRlVMTBACKuABCg1Db21waWxlRm9ybWF0Eh4KGkNPTVBJTEVfRk9STUFUX1VOU1BFQ0lGSUVEEAASGwoXQ09NUElMRV9GT1JNQVRfTUFSS0RPV04QARIXChNDT01QSUxFX0ZPUk1BVF9IVE1MEAISFwoTQ09NUElMRV9GT1JNQVRfSlNPThADEhcKE0NPTVBJTEVfRk9STUFUX0RPQ1gQBBIWChJDT01QSUxFX0ZPUk1BVF9PRFQQBRIXChNDT01QSUxFX0ZPUk1BVF9FUFVCEAYSFgoSQ09NUElMRV9GT1JNQVRfUERGEAcy8QMKD0FydGlmYWN0U2VydmljZRJRCg5DcmVhdGVBcnRpZmFjdBIeLmxhY2UudjEuQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0Gh8ubGFjZS52MS5DcmVhdGVBcnRpZmFjdFJlc3BvbnNlEkgKC0dldEFydGlmYWN0EhsubGFjZS52MS5HZXRBcnRpZmFjdFJlcXVlc3QaHC5sYWNlLnYxLkdldEFydGlmYWN0UmVzcG9uc2USTgoNTGlzdEFydGlmYWN0cxIdLmxhY2UudjEuTGlzdEFydGlmYWN0c1JlcXVlc3QaHi5sYWNlLnYxLkxpc3RBcnRpZmFjdHNSZXNwb25zZRJUCg9Db21waWxlQXJ0aWZhY3QSHy5sYWNlLnYxLkNvbXBpbGVBcnRpZmFjdFJlcXVlc3QaIC5sYWNlLnYxLkNvbXBpbGVBcnRpZmFjdFJlc3BvbnNlEkIKCUVkaXRCbG9jaxIZLmxhY2UudjEuRWRpdEJsb2NrUmVxdWVzdBoaLmxhY2UudjEuRWRpdEJsb2NrUmVzcG9uc2USVwoQTGlzdEJsb2NrQ2hhbmdlcxIgLmxhY2UudjEuTGlzdEJsb2NrQ2hhbmdlc1JlcXVlc3QaIS5sYWNlLnYxLkxpc3RCbG9ja0NoYW5nZXNSZXNwb25zZWIGcHJvdG8z", [file_lace_v1_artifact, file_lace_v1_source]);
+  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ik4KEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcieAoTR2V0QXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSHAoFbm9kZXMYAiADKAsyDS5sYWNlLnYxLk5vZGUSHgoGYmxvY2tzGAMgAygLMg4ubGFjZS52MS5CbG9jayI9ChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJWChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USJAoJYXJ0aWZhY3RzGAEgAygLMhEubGFjZS52MS5BcnRpZmFjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVQoWQ29tcGlsZUFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRImCgZmb3JtYXQYAiABKA4yFi5sYWNlLnYxLkNvbXBpbGVGb3JtYXQigwEKF0NvbXBpbGVBcnRpZmFjdFJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEgoKbWVkaWFfdHlwZRgCIAEoCRIYChBhcnRpZmFjdF92ZXJzaW9uGAMgASgDEhYKDmJpbmFyeV9jb250ZW50GAQgASgMEhEKCWZpbGVfbmFtZRgFIAEoCSJxChBFZGl0QmxvY2tSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEh0KBWJsb2NrGAIgASgLMg4ubGFjZS52MS5CbG9jaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDEhIKCnJlcXVlc3RfaWQYBCABKAkiMgoRRWRpdEJsb2NrUmVzcG9uc2USHQoFYmxvY2sYASABKAsyDi5sYWNlLnYxLkJsb2NrIlIKF0xpc3RCbG9ja0NoYW5nZXNSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIooBChhMaXN0QmxvY2tDaGFuZ2VzUmVzcG9uc2USKwoNY2hhbmdlX2V2ZW50cxgBIAMoCzIULmxhY2UudjEuQ2hhbmdlRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEigKDmNpdGVkX3Bhc3NhZ2VzGAMgAygLMhAubGFjZS52MS5QYXNzYWdlInUKEVVwZGF0ZU5vZGVSZXF1ZXN0EhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhIKCnJlcXVlc3RfaWQYAyABKAkiMQoSVXBkYXRlTm9kZVJlc3BvbnNlEhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUiewoRQ3JlYXRlTm9kZVJlcXVlc3QSEQoJcGFyZW50X2lkGAEgASgJEhsKBG5vZGUYAiABKAsyDS5sYWNlLnYxLk5vZGUSFQoIcG9zaXRpb24YAyABKAVIAIgBARISCgpyZXF1ZXN0X2lkGAQgASgJQgsKCV9wb3NpdGlvbiIxChJDcmVhdGVOb2RlUmVzcG9uc2USGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZSI4ChFEZWxldGVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiOQoSRGVsZXRlTm9kZVJlc3BvbnNlEiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdCJtCg9Nb3ZlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCRIRCglwYXJlbnRfaWQYAiABKAkSFQoIcG9zaXRpb24YAyABKAVIAIgBARISCgpyZXF1ZXN0X2lkGAQgASgJQgsKCV9wb3NpdGlvbiIvChBNb3ZlTm9kZVJlc3BvbnNlEhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUqXgoMQXJ0aWZhY3RWaWV3Eh0KGUFSVElGQUNUX1ZJRVdfVU5TUEVDSUZJRUQQABIXChNBUlRJRkFDVF9WSUVXX0JBU0lDEAESFgoSQVJUSUZBQ1RfVklFV19GVUxMEAIq4AEKDUNvbXBpbGVGb3JtYXQSHgoaQ09NUElMRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIbChdDT01QSUxFX0ZPUk1BVF9NQVJLRE9XThABEhcKE0NPTVBJTEVfRk9STUFUX0hUTUwQAhIXChNDT01QSUxFX0ZPUk1BVF9KU09OEAMSFwoTQ09NUElMRV9GT1JNQVRfRE9DWBAEEhYKEkNPTVBJTEVfRk9STUFUX09EVBAFEhcKE0NPTVBJTEVfRk9STUFUX0VQVUIQBhIWChJDT01QSUxFX0ZPUk1BVF9QREYQBzKHBgoPQXJ0aWZhY3RTZXJ2aWNlElEKDkNyZWF0ZUFydGlmYWN0Eh4ubGFjZS52MS5DcmVhdGVBcnRpZmFjdFJlcXVlc3QaHy5sYWNlLnYxLkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USSAoLR2V0QXJ0aWZhY3QSGy5sYWNlLnYxLkdldEFydGlmYWN0UmVxdWVzdBocLmxhY2UudjEuR2V0QXJ0aWZhY3RSZXNwb25zZRJOCg1MaXN0QXJ0aWZhY3RzEh0ubGFjZS52MS5MaXN0QXJ0aWZhY3RzUmVxdWVzdBoeLmxhY2UudjEuTGlzdEFydGlmYWN0c1Jlc3BvbnNlElQKD0NvbXBpbGVBcnRpZmFjdBIfLmxhY2UudjEuQ29tcGlsZUFydGlmYWN0UmVxdWVzdBogLmxhY2UudjEuQ29tcGlsZUFydGlmYWN0UmVzcG9uc2USQgoJRWRpdEJsb2NrEhkubGFjZS52MS5FZGl0QmxvY2tSZXF1ZXN0GhoubGFjZS52MS5FZGl0QmxvY2tSZXNwb25zZRJXChBMaXN0QmxvY2tDaGFuZ2VzEiAubGFjZS52MS5MaXN0QmxvY2tDaGFuZ2VzUmVxdWVzdBohLmxhY2UudjEuTGlzdEJsb2NrQ2hhbmdlc1Jlc3BvbnNlEkUKClVwZGF0ZU5vZGUSGi5sYWNlLnYxLlVwZGF0ZU5vZGVSZXF1ZXN0GhsubGFjZS52MS5VcGRhdGVOb2RlUmVzcG9uc2USRQoKQ3JlYXRlTm9kZRIaLmxhY2UudjEuQ3JlYXRlTm9kZVJlcXVlc3QaGy5sYWNlLnYxLkNyZWF0ZU5vZGVSZXNwb25zZRJFCgpEZWxldGVOb2RlEhoubGFjZS52MS5EZWxldGVOb2RlUmVxdWVzdBobLmxhY2UudjEuRGVsZXRlTm9kZVJlc3BvbnNlEj8KCE1vdmVOb2RlEhgubGFjZS52MS5Nb3ZlTm9kZVJlcXVlc3QaGS5sYWNlLnYxLk1vdmVOb2RlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_lace_v1_artifact, file_lace_v1_source]);
 
 /**
  * Request of ArtifactService.CreateArtifact.
@@ -401,6 +403,240 @@ export const ListBlockChangesResponseSchema: GenMessage<ListBlockChangesResponse
   messageDesc(file_lace_v1_artifact_service, 11);
 
 /**
+ * Request of ArtifactService.UpdateNode.
+ *
+ * @generated from message lace.v1.UpdateNodeRequest
+ */
+export type UpdateNodeRequest = Message<"lace.v1.UpdateNodeRequest"> & {
+  /**
+   * The node: `id` names it; the fields named by `update_mask` are its new values.
+   *
+   * @generated from field: lace.v1.Node node = 1;
+   */
+  node?: Node | undefined;
+
+  /**
+   * Which fields to change: any of "title", "intent", "target_words"; required. Only a section
+   * without children takes a target_words (a split section's is the sum of its children's,
+   * INVALID_ARGUMENT TARGET_FOLLOWS_CHILDREN).
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Idempotency key (AIP-155); a repeat returns the node as it is now.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message lace.v1.UpdateNodeRequest.
+ * Use `create(UpdateNodeRequestSchema)` to create a new message.
+ */
+export const UpdateNodeRequestSchema: GenMessage<UpdateNodeRequest> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 12);
+
+/**
+ * Response of ArtifactService.UpdateNode.
+ *
+ * @generated from message lace.v1.UpdateNodeResponse
+ */
+export type UpdateNodeResponse = Message<"lace.v1.UpdateNodeResponse"> & {
+  /**
+   * The node after the edit.
+   *
+   * @generated from field: lace.v1.Node node = 1;
+   */
+  node?: Node | undefined;
+};
+
+/**
+ * Describes the message lace.v1.UpdateNodeResponse.
+ * Use `create(UpdateNodeResponseSchema)` to create a new message.
+ */
+export const UpdateNodeResponseSchema: GenMessage<UpdateNodeResponse> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 13);
+
+/**
+ * Request of ArtifactService.CreateNode.
+ *
+ * @generated from message lace.v1.CreateNodeRequest
+ */
+export type CreateNodeRequest = Message<"lace.v1.CreateNodeRequest"> & {
+  /**
+   * The parent section: SPLIT, or PLANNED without content (it becomes SPLIT).
+   *
+   * @generated from field: string parent_id = 1;
+   */
+  parentId: string;
+
+  /**
+   * The new section: `title` (1 to 200 characters, unique among its siblings), `intent` (at most
+   * 1,000 characters) and `target_words` (50 to 200,000); other fields are ignored.
+   *
+   * @generated from field: lace.v1.Node node = 2;
+   */
+  node?: Node | undefined;
+
+  /**
+   * Position among the parent's children, 0 to their count; unset appends at the end.
+   *
+   * @generated from field: optional int32 position = 3;
+   */
+  position?: number | undefined;
+
+  /**
+   * Idempotency key (AIP-155); a repeat returns the node the first request created.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message lace.v1.CreateNodeRequest.
+ * Use `create(CreateNodeRequestSchema)` to create a new message.
+ */
+export const CreateNodeRequestSchema: GenMessage<CreateNodeRequest> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 14);
+
+/**
+ * Response of ArtifactService.CreateNode.
+ *
+ * @generated from message lace.v1.CreateNodeResponse
+ */
+export type CreateNodeResponse = Message<"lace.v1.CreateNodeResponse"> & {
+  /**
+   * The new node (state PLANNED, a fresh id).
+   *
+   * @generated from field: lace.v1.Node node = 1;
+   */
+  node?: Node | undefined;
+};
+
+/**
+ * Describes the message lace.v1.CreateNodeResponse.
+ * Use `create(CreateNodeResponseSchema)` to create a new message.
+ */
+export const CreateNodeResponseSchema: GenMessage<CreateNodeResponse> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 15);
+
+/**
+ * Request of ArtifactService.DeleteNode.
+ *
+ * @generated from message lace.v1.DeleteNodeRequest
+ */
+export type DeleteNodeRequest = Message<"lace.v1.DeleteNodeRequest"> & {
+  /**
+   * The section to delete with everything under it; not the root, not a parent's only child.
+   *
+   * @generated from field: string node_id = 1;
+   */
+  nodeId: string;
+
+  /**
+   * Idempotency key (AIP-155); a repeat returns the artifact as it is now.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message lace.v1.DeleteNodeRequest.
+ * Use `create(DeleteNodeRequestSchema)` to create a new message.
+ */
+export const DeleteNodeRequestSchema: GenMessage<DeleteNodeRequest> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 16);
+
+/**
+ * Response of ArtifactService.DeleteNode.
+ *
+ * @generated from message lace.v1.DeleteNodeResponse
+ */
+export type DeleteNodeResponse = Message<"lace.v1.DeleteNodeResponse"> & {
+  /**
+   * The artifact after the delete (its new version and target_words).
+   *
+   * @generated from field: lace.v1.Artifact artifact = 1;
+   */
+  artifact?: Artifact | undefined;
+};
+
+/**
+ * Describes the message lace.v1.DeleteNodeResponse.
+ * Use `create(DeleteNodeResponseSchema)` to create a new message.
+ */
+export const DeleteNodeResponseSchema: GenMessage<DeleteNodeResponse> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 17);
+
+/**
+ * Request of ArtifactService.MoveNode.
+ *
+ * @generated from message lace.v1.MoveNodeRequest
+ */
+export type MoveNodeRequest = Message<"lace.v1.MoveNodeRequest"> & {
+  /**
+   * The section to move, with everything under it; not the root.
+   *
+   * @generated from field: string node_id = 1;
+   */
+  nodeId: string;
+
+  /**
+   * The new parent; empty keeps the current one. Not the node itself nor one of its descendants.
+   *
+   * @generated from field: string parent_id = 2;
+   */
+  parentId: string;
+
+  /**
+   * Position among the new parent's children (counted without the node); unset appends.
+   *
+   * @generated from field: optional int32 position = 3;
+   */
+  position?: number | undefined;
+
+  /**
+   * Idempotency key (AIP-155); a repeat returns the node as it is now.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message lace.v1.MoveNodeRequest.
+ * Use `create(MoveNodeRequestSchema)` to create a new message.
+ */
+export const MoveNodeRequestSchema: GenMessage<MoveNodeRequest> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 18);
+
+/**
+ * Response of ArtifactService.MoveNode.
+ *
+ * @generated from message lace.v1.MoveNodeResponse
+ */
+export type MoveNodeResponse = Message<"lace.v1.MoveNodeResponse"> & {
+  /**
+   * The node after the move.
+   *
+   * @generated from field: lace.v1.Node node = 1;
+   */
+  node?: Node | undefined;
+};
+
+/**
+ * Describes the message lace.v1.MoveNodeResponse.
+ * Use `create(MoveNodeResponseSchema)` to create a new message.
+ */
+export const MoveNodeResponseSchema: GenMessage<MoveNodeResponse> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 19);
+
+/**
  * How much of an artifact GetArtifact returns.
  *
  * @generated from enum lace.v1.ArtifactView
@@ -575,6 +811,46 @@ export const ArtifactService: GenService<{
     methodKind: "unary";
     input: typeof ListBlockChangesRequestSchema;
     output: typeof ListBlockChangesResponseSchema;
+  },
+  /**
+   * Changes a node's title, intent or target_words (AIP-134, with a field mask).
+   *
+   * @generated from rpc lace.v1.ArtifactService.UpdateNode
+   */
+  updateNode: {
+    methodKind: "unary";
+    input: typeof UpdateNodeRequestSchema;
+    output: typeof UpdateNodeResponseSchema;
+  },
+  /**
+   * Creates a PLANNED section under a parent at a position.
+   *
+   * @generated from rpc lace.v1.ArtifactService.CreateNode
+   */
+  createNode: {
+    methodKind: "unary";
+    input: typeof CreateNodeRequestSchema;
+    output: typeof CreateNodeResponseSchema;
+  },
+  /**
+   * Deletes a section and everything under it.
+   *
+   * @generated from rpc lace.v1.ArtifactService.DeleteNode
+   */
+  deleteNode: {
+    methodKind: "unary";
+    input: typeof DeleteNodeRequestSchema;
+    output: typeof DeleteNodeResponseSchema;
+  },
+  /**
+   * Moves a section (with everything under it) to another parent and/or position.
+   *
+   * @generated from rpc lace.v1.ArtifactService.MoveNode
+   */
+  moveNode: {
+    methodKind: "unary";
+    input: typeof MoveNodeRequestSchema;
+    output: typeof MoveNodeResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_lace_v1_artifact_service, 0);

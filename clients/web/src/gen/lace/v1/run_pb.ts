@@ -6,13 +6,15 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { NodeState } from "./artifact_pb.js";
+import { file_lace_v1_artifact } from "./artifact_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file lace/v1/run.proto.
  */
 export const file_lace_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChFsYWNlL3YxL3J1bi5wcm90bxIHbGFjZS52MSLQAQoKUnVuT3B0aW9ucxISCgpsZWFmX3dvcmRzGAEgASgFEhEKCW1heF9kZXB0aBgCIAEoBRIbChNzaWJsaW5nX2NvbmN1cnJlbmN5GAMgASgFEhwKFG1heF9wcm9wb3NhbF9yZXRyaWVzGAQgASgFEhgKEG1heF90b3RhbF90b2tlbnMYBSABKAMSFQoNbWF4X2xsbV9jYWxscxgGIAEoBRIvCgxtYXhfZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iNgoLUnVuRXN0aW1hdGUSEQoJbGxtX2NhbGxzGAEgASgFEhQKDHRvdGFsX3Rva2VucxgCIAEoAyI+CgpUb2tlblVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAMSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAMi/AQKA1J1bhIKCgJpZBgBIAEoCRITCgthcnRpZmFjdF9pZBgCIAEoCRIgCgVzdGF0ZRgDIAEoDjIRLmxhY2UudjEuUnVuU3RhdGUSFQoNc2NvcGVfbm9kZV9pZBgEIAEoCRITCgtpbnN0cnVjdGlvbhgFIAEoCRIkCgdvcHRpb25zGAYgASgLMhMubGFjZS52MS5SdW5PcHRpb25zEhAKCGhlYWRfc2VxGAcgASgDEhYKDmZhaWx1cmVfcmVhc29uGAggASgJEiIKBXVzYWdlGAkgASgLMhMubGFjZS52MS5Ub2tlblVzYWdlEhEKCWxsbV9jYWxscxgKIAEoAxIWCg5sbG1fbGF0ZW5jeV9tcxgLIAEoAxIVCg1ub2Rlc19wbGFubmVkGAwgASgFEhUKDW5vZGVzX3dyaXR0ZW4YDSABKAUSFQoNd29yZHNfd3JpdHRlbhgOIAEoAxIQCghwcm92aWRlchgPIAEoCRINCgVtb2RlbBgQIAEoCRIvCgtjcmVhdGVfdGltZRgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCnZhbGlkYXRpb24YFCABKAsyGS5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnQSJgoIZXN0aW1hdGUYFSABKAsyFC5sYWNlLnYxLlJ1bkVzdGltYXRlEhsKE2ZhaWx1cmVfcmVhc29uX2NvZGUYFiABKAkibQoPUnVuU3RhdGVDaGFuZ2VkEiUKCmZyb21fc3RhdGUYASABKA4yES5sYWNlLnYxLlJ1blN0YXRlEiMKCHRvX3N0YXRlGAIgASgOMhEubGFjZS52MS5SdW5TdGF0ZRIOCgZyZWFzb24YAyABKAkiUAoLU3RlcFN0YXJ0ZWQSDwoHbm9kZV9pZBgBIAEoCRIfCgRzdGVwGAIgASgOMhEubGFjZS52MS5TdGVwS2luZBIPCgdhdHRlbXB0GAMgASgFIlMKDVN0ZXBDb21wbGV0ZWQSDwoHbm9kZV9pZBgBIAEoCRIfCgRzdGVwGAIgASgOMhEubGFjZS52MS5TdGVwS2luZBIQCghhdHRlbXB0cxgDIAEoBSJXCg9TdHJhdGVneURlY2lkZWQSDwoHbm9kZV9pZBgBIAEoCRIjCghzdHJhdGVneRgCIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSDgoGcmVhc29uGAMgASgJIlQKDFBsYW5uZWRDaGlsZBIPCgdub2RlX2lkGAEgASgJEg0KBXRpdGxlGAIgASgJEg4KBmludGVudBgDIAEoCRIUCgx0YXJnZXRfd29yZHMYBCABKAUicAoJTm9kZVNwbGl0Eg8KB25vZGVfaWQYASABKAkSJwoIY2hpbGRyZW4YAiADKAsyFS5sYWNlLnYxLlBsYW5uZWRDaGlsZBIYChBhcnRpZmFjdF92ZXJzaW9uGAMgASgDEg8KB3JlcGFpcnMYBCADKAkiigEKDUJsb2Nrc0FwcGxpZWQSDwoHbm9kZV9pZBgBIAEoCRIRCglibG9ja19pZHMYAiADKAkSEgoKd29yZF9jb3VudBgDIAEoBRIWCg5yZW1vdmVkX2Jsb2NrcxgEIAEoBRIYChBhcnRpZmFjdF92ZXJzaW9uGAUgASgDEg8KB3JlcGFpcnMYBiADKAkieQoQUHJvcG9zYWxSZWplY3RlZBIPCgdub2RlX2lkGAEgASgJEh8KBHN0ZXAYAiABKA4yES5sYWNlLnYxLlN0ZXBLaW5kEg8KB2F0dGVtcHQYAyABKAUSDgoGZXJyb3JzGAQgAygJEhIKCndpbGxfcmV0cnkYBSABKAgi+AEKEExsbUNhbGxDb21wbGV0ZWQSDwoHY2FsbF9pZBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEh8KBHN0ZXAYAyABKA4yES5sYWNlLnYxLlN0ZXBLaW5kEhAKCHByb3ZpZGVyGAQgASgJEg0KBW1vZGVsGAUgASgJEiIKBXVzYWdlGAYgASgLMhMubGFjZS52MS5Ub2tlblVzYWdlEhIKCmxhdGVuY3lfbXMYByABKAMSFQoNZmluaXNoX3JlYXNvbhgIIAEoCRIWCg5jb250ZXh0X3Rva2VucxgJIAEoBRIZChFtYXhfb3V0cHV0X3Rva2VucxgKIAEoBSJYCgpMZWFmTGVuZ3RoEg8KB25vZGVfaWQYASABKAkSFAoMdGFyZ2V0X3dvcmRzGAIgASgFEhQKDGFjdHVhbF93b3JkcxgDIAEoBRINCgVzY29yZRgEIAEoASKXAgoQVmFsaWRhdGlvblJlcG9ydBIKCgJvaxgBIAEoCBIQCghwcm9ibGVtcxgCIAMoCRIVCg1ub2Rlc19wbGFubmVkGAMgASgFEhUKDW5vZGVzX3dyaXR0ZW4YBCABKAUSFAoMdGFyZ2V0X3dvcmRzGAUgASgFEhQKDGFjdHVhbF93b3JkcxgGIAEoBRIdChVkb2N1bWVudF9sZW5ndGhfc2NvcmUYByABKAESHgoWbWVhbl9sZWFmX2xlbmd0aF9zY29yZRgIIAEoARIjCgZsZWF2ZXMYCSADKAsyEy5sYWNlLnYxLkxlYWZMZW5ndGgSJwoHcXVhbGl0eRgKIAEoCzIWLmxhY2UudjEuUXVhbGl0eVJlcG9ydCKeAgoNUXVhbGl0eVJlcG9ydBIVCg1zdGVwc19hcHBsaWVkGAEgASgFEh0KFWFwcGxpZWRfZmlyc3RfYXR0ZW1wdBgCIAEoBRIOCgZyZWFza3MYAyABKAUSDwoHcmVwYWlycxgEIAEoBRIUCgxzdGVwc19mYWlsZWQYBSABKAUSDQoFY2FsbHMYBiABKAUSFgoOY2FsbHNfYXRfbGltaXQYByABKAUSGQoRY29tcGxldGlvbl90b2tlbnMYCCABKAMSFQoNd29yZHNfd3JpdHRlbhgJIAEoAxIXCg90b2tlbnNfcGVyX3dvcmQYCiABKAESGgoSZHVwbGljYXRlX2hlYWRpbmdzGAsgASgFEhIKCnJlcGV0aXRpb24YDCABKAEiPwoSVmFsaWRhdGlvblJlcG9ydGVkEikKBnJlcG9ydBgBIAEoCzIZLmxhY2UudjEuVmFsaWRhdGlvblJlcG9ydCJRCglSdW5GYWlsZWQSDgoGcmVhc29uGAEgASgJEg8KB25vZGVfaWQYAiABKAkSEwoLcmVhc29uX2NvZGUYAyABKAkSDgoGYnVkZ2V0GAQgASgJIi4KC05vZGVTa2lwcGVkEg8KB25vZGVfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIpEFCghSdW5FdmVudBIOCgZydW5faWQYASABKAkSCwoDc2VxGAIgASgDEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFydW5fc3RhdGVfY2hhbmdlZBgKIAEoCzIYLmxhY2UudjEuUnVuU3RhdGVDaGFuZ2VkSAASLAoMc3RlcF9zdGFydGVkGAsgASgLMhQubGFjZS52MS5TdGVwU3RhcnRlZEgAEjAKDnN0ZXBfY29tcGxldGVkGAwgASgLMhYubGFjZS52MS5TdGVwQ29tcGxldGVkSAASNAoQc3RyYXRlZ3lfZGVjaWRlZBgNIAEoCzIYLmxhY2UudjEuU3RyYXRlZ3lEZWNpZGVkSAASKAoKbm9kZV9zcGxpdBgOIAEoCzISLmxhY2UudjEuTm9kZVNwbGl0SAASMAoOYmxvY2tzX2FwcGxpZWQYDyABKAsyFi5sYWNlLnYxLkJsb2Nrc0FwcGxpZWRIABI2ChFwcm9wb3NhbF9yZWplY3RlZBgQIAEoCzIZLmxhY2UudjEuUHJvcG9zYWxSZWplY3RlZEgAEjcKEmxsbV9jYWxsX2NvbXBsZXRlZBgRIAEoCzIZLmxhY2UudjEuTGxtQ2FsbENvbXBsZXRlZEgAEjoKE3ZhbGlkYXRpb25fcmVwb3J0ZWQYEiABKAsyGy5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnRlZEgAEigKCnJ1bl9mYWlsZWQYEyABKAsyEi5sYWNlLnYxLlJ1bkZhaWxlZEgAEiwKDG5vZGVfc2tpcHBlZBgUIAEoCzIULmxhY2UudjEuTm9kZVNraXBwZWRIAEIJCgdwYXlsb2FkKuIBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUEVORElORxABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAISFQoRUlVOX1NUQVRFX1BBVVNJTkcQAxIUChBSVU5fU1RBVEVfUEFVU0VEEAQSGAoUUlVOX1NUQVRFX0NBTkNFTExJTkcQBRIXChNSVU5fU1RBVEVfQ0FOQ0VMTEVEEAYSFwoTUlVOX1NUQVRFX0NPTVBMRVRFRBAHEhQKEFJVTl9TVEFURV9GQUlMRUQQCCpPCghTdGVwS2luZBIZChVTVEVQX0tJTkRfVU5TUEVDSUZJRUQQABITCg9TVEVQX0tJTkRfU1BMSVQQARITCg9TVEVQX0tJTkRfV1JJVEUQAiq0AwoMUnVuRXZlbnRUeXBlEh4KGlJVTl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASJAogUlVOX0VWRU5UX1RZUEVfUlVOX1NUQVRFX0NIQU5HRUQQARIfChtSVU5fRVZFTlRfVFlQRV9TVEVQX1NUQVJURUQQAhIhCh1SVU5fRVZFTlRfVFlQRV9TVEVQX0NPTVBMRVRFRBADEiMKH1JVTl9FVkVOVF9UWVBFX1NUUkFURUdZX0RFQ0lERUQQBBIdChlSVU5fRVZFTlRfVFlQRV9OT0RFX1NQTElUEAUSIQodUlVOX0VWRU5UX1RZUEVfQkxPQ0tTX0FQUExJRUQQBhIkCiBSVU5fRVZFTlRfVFlQRV9QUk9QT1NBTF9SRUpFQ1RFRBAHEiUKIVJVTl9FVkVOVF9UWVBFX0xMTV9DQUxMX0NPTVBMRVRFRBAIEiYKIlJVTl9FVkVOVF9UWVBFX1ZBTElEQVRJT05fUkVQT1JURUQQCRIdChlSVU5fRVZFTlRfVFlQRV9SVU5fRkFJTEVEEAoSHwobUlVOX0VWRU5UX1RZUEVfTk9ERV9TS0lQUEVEEAtiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChFsYWNlL3YxL3J1bi5wcm90bxIHbGFjZS52MSLlAQoKUnVuT3B0aW9ucxISCgpsZWFmX3dvcmRzGAEgASgFEhEKCW1heF9kZXB0aBgCIAEoBRIbChNzaWJsaW5nX2NvbmN1cnJlbmN5GAMgASgFEhwKFG1heF9wcm9wb3NhbF9yZXRyaWVzGAQgASgFEhgKEG1heF90b3RhbF90b2tlbnMYBSABKAMSFQoNbWF4X2xsbV9jYWxscxgGIAEoBRIvCgxtYXhfZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLcmV2aWV3X3BsYW4YCCABKAgiNgoLUnVuRXN0aW1hdGUSEQoJbGxtX2NhbGxzGAEgASgFEhQKDHRvdGFsX3Rva2VucxgCIAEoAyI+CgpUb2tlblVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAMSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAMi/AQKA1J1bhIKCgJpZBgBIAEoCRITCgthcnRpZmFjdF9pZBgCIAEoCRIgCgVzdGF0ZRgDIAEoDjIRLmxhY2UudjEuUnVuU3RhdGUSFQoNc2NvcGVfbm9kZV9pZBgEIAEoCRITCgtpbnN0cnVjdGlvbhgFIAEoCRIkCgdvcHRpb25zGAYgASgLMhMubGFjZS52MS5SdW5PcHRpb25zEhAKCGhlYWRfc2VxGAcgASgDEhYKDmZhaWx1cmVfcmVhc29uGAggASgJEiIKBXVzYWdlGAkgASgLMhMubGFjZS52MS5Ub2tlblVzYWdlEhEKCWxsbV9jYWxscxgKIAEoAxIWCg5sbG1fbGF0ZW5jeV9tcxgLIAEoAxIVCg1ub2Rlc19wbGFubmVkGAwgASgFEhUKDW5vZGVzX3dyaXR0ZW4YDSABKAUSFQoNd29yZHNfd3JpdHRlbhgOIAEoAxIQCghwcm92aWRlchgPIAEoCRINCgVtb2RlbBgQIAEoCRIvCgtjcmVhdGVfdGltZRgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCnZhbGlkYXRpb24YFCABKAsyGS5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnQSJgoIZXN0aW1hdGUYFSABKAsyFC5sYWNlLnYxLlJ1bkVzdGltYXRlEhsKE2ZhaWx1cmVfcmVhc29uX2NvZGUYFiABKAkibQoPUnVuU3RhdGVDaGFuZ2VkEiUKCmZyb21fc3RhdGUYASABKA4yES5sYWNlLnYxLlJ1blN0YXRlEiMKCHRvX3N0YXRlGAIgASgOMhEubGFjZS52MS5SdW5TdGF0ZRIOCgZyZWFzb24YAyABKAkiUAoLU3RlcFN0YXJ0ZWQSDwoHbm9kZV9pZBgBIAEoCRIfCgRzdGVwGAIgASgOMhEubGFjZS52MS5TdGVwS2luZBIPCgdhdHRlbXB0GAMgASgFIlMKDVN0ZXBDb21wbGV0ZWQSDwoHbm9kZV9pZBgBIAEoCRIfCgRzdGVwGAIgASgOMhEubGFjZS52MS5TdGVwS2luZBIQCghhdHRlbXB0cxgDIAEoBSJXCg9TdHJhdGVneURlY2lkZWQSDwoHbm9kZV9pZBgBIAEoCRIjCghzdHJhdGVneRgCIAEoDjIRLmxhY2UudjEuU3RlcEtpbmQSDgoGcmVhc29uGAMgASgJIlQKDFBsYW5uZWRDaGlsZBIPCgdub2RlX2lkGAEgASgJEg0KBXRpdGxlGAIgASgJEg4KBmludGVudBgDIAEoCRIUCgx0YXJnZXRfd29yZHMYBCABKAUicAoJTm9kZVNwbGl0Eg8KB25vZGVfaWQYASABKAkSJwoIY2hpbGRyZW4YAiADKAsyFS5sYWNlLnYxLlBsYW5uZWRDaGlsZBIYChBhcnRpZmFjdF92ZXJzaW9uGAMgASgDEg8KB3JlcGFpcnMYBCADKAkiigEKDUJsb2Nrc0FwcGxpZWQSDwoHbm9kZV9pZBgBIAEoCRIRCglibG9ja19pZHMYAiADKAkSEgoKd29yZF9jb3VudBgDIAEoBRIWCg5yZW1vdmVkX2Jsb2NrcxgEIAEoBRIYChBhcnRpZmFjdF92ZXJzaW9uGAUgASgDEg8KB3JlcGFpcnMYBiADKAkieQoQUHJvcG9zYWxSZWplY3RlZBIPCgdub2RlX2lkGAEgASgJEh8KBHN0ZXAYAiABKA4yES5sYWNlLnYxLlN0ZXBLaW5kEg8KB2F0dGVtcHQYAyABKAUSDgoGZXJyb3JzGAQgAygJEhIKCndpbGxfcmV0cnkYBSABKAgi+AEKEExsbUNhbGxDb21wbGV0ZWQSDwoHY2FsbF9pZBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEh8KBHN0ZXAYAyABKA4yES5sYWNlLnYxLlN0ZXBLaW5kEhAKCHByb3ZpZGVyGAQgASgJEg0KBW1vZGVsGAUgASgJEiIKBXVzYWdlGAYgASgLMhMubGFjZS52MS5Ub2tlblVzYWdlEhIKCmxhdGVuY3lfbXMYByABKAMSFQoNZmluaXNoX3JlYXNvbhgIIAEoCRIWCg5jb250ZXh0X3Rva2VucxgJIAEoBRIZChFtYXhfb3V0cHV0X3Rva2VucxgKIAEoBSJYCgpMZWFmTGVuZ3RoEg8KB25vZGVfaWQYASABKAkSFAoMdGFyZ2V0X3dvcmRzGAIgASgFEhQKDGFjdHVhbF93b3JkcxgDIAEoBRINCgVzY29yZRgEIAEoASKXAgoQVmFsaWRhdGlvblJlcG9ydBIKCgJvaxgBIAEoCBIQCghwcm9ibGVtcxgCIAMoCRIVCg1ub2Rlc19wbGFubmVkGAMgASgFEhUKDW5vZGVzX3dyaXR0ZW4YBCABKAUSFAoMdGFyZ2V0X3dvcmRzGAUgASgFEhQKDGFjdHVhbF93b3JkcxgGIAEoBRIdChVkb2N1bWVudF9sZW5ndGhfc2NvcmUYByABKAESHgoWbWVhbl9sZWFmX2xlbmd0aF9zY29yZRgIIAEoARIjCgZsZWF2ZXMYCSADKAsyEy5sYWNlLnYxLkxlYWZMZW5ndGgSJwoHcXVhbGl0eRgKIAEoCzIWLmxhY2UudjEuUXVhbGl0eVJlcG9ydCKeAgoNUXVhbGl0eVJlcG9ydBIVCg1zdGVwc19hcHBsaWVkGAEgASgFEh0KFWFwcGxpZWRfZmlyc3RfYXR0ZW1wdBgCIAEoBRIOCgZyZWFza3MYAyABKAUSDwoHcmVwYWlycxgEIAEoBRIUCgxzdGVwc19mYWlsZWQYBSABKAUSDQoFY2FsbHMYBiABKAUSFgoOY2FsbHNfYXRfbGltaXQYByABKAUSGQoRY29tcGxldGlvbl90b2tlbnMYCCABKAMSFQoNd29yZHNfd3JpdHRlbhgJIAEoAxIXCg90b2tlbnNfcGVyX3dvcmQYCiABKAESGgoSZHVwbGljYXRlX2hlYWRpbmdzGAsgASgFEhIKCnJlcGV0aXRpb24YDCABKAEiPwoSVmFsaWRhdGlvblJlcG9ydGVkEikKBnJlcG9ydBgBIAEoCzIZLmxhY2UudjEuVmFsaWRhdGlvblJlcG9ydCJRCglSdW5GYWlsZWQSDgoGcmVhc29uGAEgASgJEg8KB25vZGVfaWQYAiABKAkSEwoLcmVhc29uX2NvZGUYAyABKAkSDgoGYnVkZ2V0GAQgASgJIi4KC05vZGVTa2lwcGVkEg8KB25vZGVfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIqkBCgtQbGFubmVkTm9kZRIPCgdub2RlX2lkGAEgASgJEhEKCXBhcmVudF9pZBgCIAEoCRIPCgdvcmRpbmFsGAMgASgFEg0KBWRlcHRoGAQgASgFEg0KBXRpdGxlGAUgASgJEg4KBmludGVudBgGIAEoCRIUCgx0YXJnZXRfd29yZHMYByABKAUSIQoFc3RhdGUYCCABKA4yEi5sYWNlLnYxLk5vZGVTdGF0ZSJMCglQbGFuUmVhZHkSJQoHb3V0bGluZRgBIAMoCzIULmxhY2UudjEuUGxhbm5lZE5vZGUSGAoQYXJ0aWZhY3RfdmVyc2lvbhgCIAEoAyKJAQoNT3V0bGluZUVkaXRlZBImCgRraW5kGAEgASgOMhgubGFjZS52MS5PdXRsaW5lRWRpdEtpbmQSDwoHbm9kZV9pZBgCIAEoCRIlCgdvdXRsaW5lGAMgAygLMhQubGFjZS52MS5QbGFubmVkTm9kZRIYChBhcnRpZmFjdF92ZXJzaW9uGAQgASgDIu0FCghSdW5FdmVudBIOCgZydW5faWQYASABKAkSCwoDc2VxGAIgASgDEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFydW5fc3RhdGVfY2hhbmdlZBgKIAEoCzIYLmxhY2UudjEuUnVuU3RhdGVDaGFuZ2VkSAASLAoMc3RlcF9zdGFydGVkGAsgASgLMhQubGFjZS52MS5TdGVwU3RhcnRlZEgAEjAKDnN0ZXBfY29tcGxldGVkGAwgASgLMhYubGFjZS52MS5TdGVwQ29tcGxldGVkSAASNAoQc3RyYXRlZ3lfZGVjaWRlZBgNIAEoCzIYLmxhY2UudjEuU3RyYXRlZ3lEZWNpZGVkSAASKAoKbm9kZV9zcGxpdBgOIAEoCzISLmxhY2UudjEuTm9kZVNwbGl0SAASMAoOYmxvY2tzX2FwcGxpZWQYDyABKAsyFi5sYWNlLnYxLkJsb2Nrc0FwcGxpZWRIABI2ChFwcm9wb3NhbF9yZWplY3RlZBgQIAEoCzIZLmxhY2UudjEuUHJvcG9zYWxSZWplY3RlZEgAEjcKEmxsbV9jYWxsX2NvbXBsZXRlZBgRIAEoCzIZLmxhY2UudjEuTGxtQ2FsbENvbXBsZXRlZEgAEjoKE3ZhbGlkYXRpb25fcmVwb3J0ZWQYEiABKAsyGy5sYWNlLnYxLlZhbGlkYXRpb25SZXBvcnRlZEgAEigKCnJ1bl9mYWlsZWQYEyABKAsyEi5sYWNlLnYxLlJ1bkZhaWxlZEgAEiwKDG5vZGVfc2tpcHBlZBgUIAEoCzIULmxhY2UudjEuTm9kZVNraXBwZWRIABIoCgpwbGFuX3JlYWR5GBUgASgLMhIubGFjZS52MS5QbGFuUmVhZHlIABIwCg5vdXRsaW5lX2VkaXRlZBgWIAEoCzIWLmxhY2UudjEuT3V0bGluZUVkaXRlZEgAQgkKB3BheWxvYWQqgQIKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFURV9QRU5ESU5HEAESFQoRUlVOX1NUQVRFX1JVTk5JTkcQAhIVChFSVU5fU1RBVEVfUEFVU0lORxADEhQKEFJVTl9TVEFURV9QQVVTRUQQBBIYChRSVU5fU1RBVEVfQ0FOQ0VMTElORxAFEhcKE1JVTl9TVEFURV9DQU5DRUxMRUQQBhIXChNSVU5fU1RBVEVfQ09NUExFVEVEEAcSFAoQUlVOX1NUQVRFX0ZBSUxFRBAIEh0KGVJVTl9TVEFURV9BV0FJVElOR19SRVZJRVcQCSpPCghTdGVwS2luZBIZChVTVEVQX0tJTkRfVU5TUEVDSUZJRUQQABITCg9TVEVQX0tJTkRfU1BMSVQQARITCg9TVEVQX0tJTkRfV1JJVEUQAir2AwoMUnVuRXZlbnRUeXBlEh4KGlJVTl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASJAogUlVOX0VWRU5UX1RZUEVfUlVOX1NUQVRFX0NIQU5HRUQQARIfChtSVU5fRVZFTlRfVFlQRV9TVEVQX1NUQVJURUQQAhIhCh1SVU5fRVZFTlRfVFlQRV9TVEVQX0NPTVBMRVRFRBADEiMKH1JVTl9FVkVOVF9UWVBFX1NUUkFURUdZX0RFQ0lERUQQBBIdChlSVU5fRVZFTlRfVFlQRV9OT0RFX1NQTElUEAUSIQodUlVOX0VWRU5UX1RZUEVfQkxPQ0tTX0FQUExJRUQQBhIkCiBSVU5fRVZFTlRfVFlQRV9QUk9QT1NBTF9SRUpFQ1RFRBAHEiUKIVJVTl9FVkVOVF9UWVBFX0xMTV9DQUxMX0NPTVBMRVRFRBAIEiYKIlJVTl9FVkVOVF9UWVBFX1ZBTElEQVRJT05fUkVQT1JURUQQCRIdChlSVU5fRVZFTlRfVFlQRV9SVU5fRkFJTEVEEAoSHwobUlVOX0VWRU5UX1RZUEVfTk9ERV9TS0lQUEVEEAsSHQoZUlVOX0VWRU5UX1RZUEVfUExBTl9SRUFEWRAMEiEKHVJVTl9FVkVOVF9UWVBFX09VVExJTkVfRURJVEVEEA0qqgEKD091dGxpbmVFZGl0S2luZBIhCh1PVVRMSU5FX0VESVRfS0lORF9VTlNQRUNJRklFRBAAEhwKGE9VVExJTkVfRURJVF9LSU5EX1VQREFURRABEhwKGE9VVExJTkVfRURJVF9LSU5EX0NSRUFURRACEhwKGE9VVExJTkVfRURJVF9LSU5EX0RFTEVURRADEhoKFk9VVExJTkVfRURJVF9LSU5EX01PVkUQBGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_lace_v1_artifact]);
 
 /**
  * Tunables of one run. Zero values take the server's defaults.
@@ -74,6 +76,16 @@ export type RunOptions = Message<"lace.v1.RunOptions"> & {
    * @generated from field: google.protobuf.Duration max_duration = 7;
    */
   maxDuration?: Duration | undefined;
+
+  /**
+   * Plan first, write after a review: the run splits every section the strategy decides to
+   * split (no content is written), then stops in RUN_STATE_AWAITING_REVIEW with a PlanReady
+   * event carrying the outline. ResumeRun writes the outline as it then is; it is not planned
+   * again. Default false.
+   *
+   * @generated from field: bool review_plan = 8;
+   */
+  reviewPlan: boolean;
 };
 
 /**
@@ -1044,6 +1056,147 @@ export const NodeSkippedSchema: GenMessage<NodeSkipped> = /*@__PURE__*/
   messageDesc(file_lace_v1_run, 18);
 
 /**
+ * One section of an outline, as PlanReady and OutlineEdited carry it.
+ *
+ * @generated from message lace.v1.PlannedNode
+ */
+export type PlannedNode = Message<"lace.v1.PlannedNode"> & {
+  /**
+   * The node's identifier.
+   *
+   * @generated from field: string node_id = 1;
+   */
+  nodeId: string;
+
+  /**
+   * Its parent; empty for the root.
+   *
+   * @generated from field: string parent_id = 2;
+   */
+  parentId: string;
+
+  /**
+   * Position among its siblings, from 0.
+   *
+   * @generated from field: int32 ordinal = 3;
+   */
+  ordinal: number;
+
+  /**
+   * Depth in the tree; the root is 0.
+   *
+   * @generated from field: int32 depth = 4;
+   */
+  depth: number;
+
+  /**
+   * Section title.
+   *
+   * @generated from field: string title = 5;
+   */
+  title: string;
+
+  /**
+   * What the section must achieve.
+   *
+   * @generated from field: string intent = 6;
+   */
+  intent: string;
+
+  /**
+   * Length budget in words (of a split section: the sum of its children's).
+   *
+   * @generated from field: int32 target_words = 7;
+   */
+  targetWords: number;
+
+  /**
+   * PLANNED (to be written, or split when its budget needs more than one call), SPLIT or WRITTEN.
+   *
+   * @generated from field: lace.v1.NodeState state = 8;
+   */
+  state: NodeState;
+};
+
+/**
+ * Describes the message lace.v1.PlannedNode.
+ * Use `create(PlannedNodeSchema)` to create a new message.
+ */
+export const PlannedNodeSchema: GenMessage<PlannedNode> = /*@__PURE__*/
+  messageDesc(file_lace_v1_run, 19);
+
+/**
+ * The run planned the whole tree (every split the strategy decided) and awaits review; it is
+ * followed, in the same transaction, by RunStateChanged to AWAITING_REVIEW.
+ *
+ * @generated from message lace.v1.PlanReady
+ */
+export type PlanReady = Message<"lace.v1.PlanReady"> & {
+  /**
+   * Every node of the artifact in document order (parents before children, siblings in order).
+   *
+   * @generated from field: repeated lace.v1.PlannedNode outline = 1;
+   */
+  outline: PlannedNode[];
+
+  /**
+   * Artifact IR version the outline is of.
+   *
+   * @generated from field: int64 artifact_version = 2;
+   */
+  artifactVersion: bigint;
+};
+
+/**
+ * Describes the message lace.v1.PlanReady.
+ * Use `create(PlanReadySchema)` to create a new message.
+ */
+export const PlanReadySchema: GenMessage<PlanReady> = /*@__PURE__*/
+  messageDesc(file_lace_v1_run, 20);
+
+/**
+ * A person edited the outline of a run that awaits review (applied to the IR, origin HUMAN).
+ *
+ * @generated from message lace.v1.OutlineEdited
+ */
+export type OutlineEdited = Message<"lace.v1.OutlineEdited"> & {
+  /**
+   * What the edit did.
+   *
+   * @generated from field: lace.v1.OutlineEditKind kind = 1;
+   */
+  kind: OutlineEditKind;
+
+  /**
+   * The node edited, created, deleted or moved.
+   *
+   * @generated from field: string node_id = 2;
+   */
+  nodeId: string;
+
+  /**
+   * The whole outline after the edit, in document order.
+   *
+   * @generated from field: repeated lace.v1.PlannedNode outline = 3;
+   */
+  outline: PlannedNode[];
+
+  /**
+   * Artifact IR version after the edit.
+   *
+   * @generated from field: int64 artifact_version = 4;
+   */
+  artifactVersion: bigint;
+};
+
+/**
+ * Describes the message lace.v1.OutlineEdited.
+ * Use `create(OutlineEditedSchema)` to create a new message.
+ */
+export const OutlineEditedSchema: GenMessage<OutlineEdited> = /*@__PURE__*/
+  messageDesc(file_lace_v1_run, 21);
+
+/**
  * One typed state change of a run. Events of a run are numbered 1, 2, 3, ... with
  * no gaps, in the order their transactions committed, and never change once written.
  *
@@ -1164,6 +1317,22 @@ export type RunEvent = Message<"lace.v1.RunEvent"> & {
      */
     value: NodeSkipped;
     case: "nodeSkipped";
+  } | {
+    /**
+     * The plan is ready for review (review_plan).
+     *
+     * @generated from field: lace.v1.PlanReady plan_ready = 21;
+     */
+    value: PlanReady;
+    case: "planReady";
+  } | {
+    /**
+     * A person edited the outline while the run awaited review.
+     *
+     * @generated from field: lace.v1.OutlineEdited outline_edited = 22;
+     */
+    value: OutlineEdited;
+    case: "outlineEdited";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1172,12 +1341,14 @@ export type RunEvent = Message<"lace.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_lace_v1_run, 19);
+  messageDesc(file_lace_v1_run, 22);
 
 /**
  * Lifecycle of a run. Transitions: PENDING -> RUNNING -> COMPLETED | FAILED;
  * RUNNING -> PAUSING -> PAUSED -> RUNNING (resume); any non-terminal state ->
  * CANCELLING -> CANCELLED (or straight to CANCELLED when nothing is in flight).
+ * With RunOptions.review_plan: RUNNING -> AWAITING_REVIEW (the whole tree planned, nothing
+ * written) -> PENDING (ResumeRun) -> RUNNING -> COMPLETED.
  * COMPLETED, FAILED and CANCELLED are terminal.
  *
  * @generated from enum lace.v1.RunState
@@ -1245,6 +1416,16 @@ export enum RunState {
    * @generated from enum value: RUN_STATE_FAILED = 8;
    */
   FAILED = 8,
+
+  /**
+   * The run (with RunOptions.review_plan) planned the whole tree and waits for a person:
+   * nothing is written, it holds no lease and no executor takes it. The outline may be edited
+   * (ArtifactService.UpdateNode, CreateNode, DeleteNode, MoveNode); ResumeRun writes it,
+   * CancelRun ends it. PauseRun is refused (it is already stopped).
+   *
+   * @generated from enum value: RUN_STATE_AWAITING_REVIEW = 9;
+   */
+  AWAITING_REVIEW = 9,
 }
 
 /**
@@ -1376,6 +1557,20 @@ export enum RunEventType {
    * @generated from enum value: RUN_EVENT_TYPE_NODE_SKIPPED = 11;
    */
   NODE_SKIPPED = 11,
+
+  /**
+   * RunEvent.plan_ready.
+   *
+   * @generated from enum value: RUN_EVENT_TYPE_PLAN_READY = 12;
+   */
+  PLAN_READY = 12,
+
+  /**
+   * RunEvent.outline_edited.
+   *
+   * @generated from enum value: RUN_EVENT_TYPE_OUTLINE_EDITED = 13;
+   */
+  OUTLINE_EDITED = 13,
 }
 
 /**
@@ -1383,4 +1578,52 @@ export enum RunEventType {
  */
 export const RunEventTypeSchema: GenEnum<RunEventType> = /*@__PURE__*/
   enumDesc(file_lace_v1_run, 2);
+
+/**
+ * What a person did to an outline.
+ *
+ * @generated from enum lace.v1.OutlineEditKind
+ */
+export enum OutlineEditKind {
+  /**
+   * Not set; never returned by the server.
+   *
+   * @generated from enum value: OUTLINE_EDIT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * ArtifactService.UpdateNode: title, intent or budget changed.
+   *
+   * @generated from enum value: OUTLINE_EDIT_KIND_UPDATE = 1;
+   */
+  UPDATE = 1,
+
+  /**
+   * ArtifactService.CreateNode: a new planned section.
+   *
+   * @generated from enum value: OUTLINE_EDIT_KIND_CREATE = 2;
+   */
+  CREATE = 2,
+
+  /**
+   * ArtifactService.DeleteNode: a section and everything under it removed.
+   *
+   * @generated from enum value: OUTLINE_EDIT_KIND_DELETE = 3;
+   */
+  DELETE = 3,
+
+  /**
+   * ArtifactService.MoveNode: a section moved to another parent or position.
+   *
+   * @generated from enum value: OUTLINE_EDIT_KIND_MOVE = 4;
+   */
+  MOVE = 4,
+}
+
+/**
+ * Describes the enum lace.v1.OutlineEditKind.
+ */
+export const OutlineEditKindSchema: GenEnum<OutlineEditKind> = /*@__PURE__*/
+  enumDesc(file_lace_v1_run, 3);
 

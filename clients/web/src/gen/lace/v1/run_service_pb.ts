@@ -531,7 +531,8 @@ export const RunService: GenService<{
   },
   /**
    * Asks a run to pause: no new LLM call starts, in-flight calls finish and apply,
-   * then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING.
+   * then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING (an AWAITING_REVIEW
+   * run is already stopped: refused too).
    *
    * @generated from rpc lace.v1.RunService.PauseRun
    */
@@ -541,7 +542,8 @@ export const RunService: GenService<{
     output: typeof PauseRunResponseSchema;
   },
   /**
-   * Resumes a PAUSING, PAUSED or FAILED run; nothing already applied is done again.
+   * Resumes a PAUSING, PAUSED, AWAITING_REVIEW or FAILED run; nothing already applied is done
+   * again. An AWAITING_REVIEW run writes its outline as it now is (edits included).
    * A FAILED run goes on from where it stopped (applied nodes are kept, the node
    * that failed is tried again), once its cause is gone: a provider back after an
    * outage, or options raised in the same call. COMPLETED and CANCELLED are final.
