@@ -219,7 +219,7 @@ async def test_review_edit_then_resume_writes_exactly_the_edited_outline(server:
 
 
 async def test_a_created_section_is_written_like_any_other_and_split_when_it_is_big(server: Stubs) -> None:
-    artifacts, runs, url = server
+    artifacts, runs, _url = server
     # 600 words fit one call: the plan is the root alone, and people give it sections.
     artifact, run, events = await review_run(artifacts, runs, 600)
     assert [p.node_id for p in events[-2].plan_ready.outline] == [artifact.root_node_id]
