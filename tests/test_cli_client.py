@@ -161,3 +161,43 @@ async def test_compile_refuses_binary_to_a_terminal(lace: Lace, monkeypatch: pyt
     code, out, err = await lace("compile", str(uuid.uuid4()), "--format", "pdf")
     assert code == 2 and out == ""
     assert "pdf is a binary format; write it to a file with -o FILE" in err
+
+
+async def test_review_flow_start_outline_node_edits_resume(lace: Lace) -> None:
+    code, out, _ = await lace("create", "--title", "Farm wind", "--brief", BRIEF, "--words", "3000")
+    artifact_id = out.strip()
+    code, out, err = await lace("start", artifact_id, "--review-plan", "--max-depth", "1", "--watch")
+    assert code == 0, err
+    run_id = out.splitlines()[0].strip()
+    assert "plan ready for review" in out and "AWAITING_REVIEW" in out.splitlines()[-1]
+    code, out, _ = await lace("outline", artifact_id)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("Farm wind  [split, ")
+    sections = [line.strip().rsplit(None, 1)[-1] for line in lines[1:]]  # the ids, in order
+    assert len(sections) >= 2 and all(line.startswith("  ") and "[planned, " in line for line in lines[1:])
+    root = lines[0].rsplit(None, 1)[-1]
+
+    code, out, err = await lace("node", "update", sections[0], "--title", "Siting on a farm", "--words", "700")
+    assert code == 0, err
+    code, out, err = await lace("node", "create", root, "--title", "Checklist", "--intent", "what to check",
+                                "--words", "300", "--position", "0")
+    assert code == 0, err
+    created = out.strip()
+    code, _, err = await lace("node", "delete", sections[-1])
+    assert code == 0, err
+    code, out, err = await lace("node", "move", created, "--parent", root, "--position", "1")
+    assert code == 0 and "position 1" in out, err
+    code, _, err = await lace("node", "delete", root)
+    assert code == 2 and "(ROOT_NODE)" in err
+
+    code, out, _ = await lace("outline", artifact_id)
+    titles = [line.strip().split("  [")[0] for line in out.splitlines()[1:]]
+    assert titles[:2] == ["Siting on a farm", "Checklist"] and len(titles) == len(sections)
+    code, out, err = await lace("resume", run_id)
+    assert code == 0 and "PENDING" in out, err
+    code, out, err = await lace("watch", run_id)
+    assert code == 0 and f"run {run_id} COMPLETED" in out, err
+    code, out, _ = await lace("outline", artifact_id)
+    assert all("[written, " in line for line in out.splitlines()[1:])
+    assert [line.strip().split("  [")[0] for line in out.splitlines()[1:]] == titles

@@ -195,6 +195,17 @@ class RunProgress:
                     f"length score {report.document_length_score:.0f}")
         if kind == "run_failed":
             return f"run failed: {event.run_failed.reason}"
+        if kind == "plan_ready":
+            outline = event.plan_ready.outline
+            for n in outline:
+                self.titles[n.node_id] = n.title
+            return f"plan ready for review: {len(outline)} sections (lace outline ARTIFACT; then lace resume RUN)"
+        if kind == "outline_edited":
+            edited = event.outline_edited
+            for n in edited.outline:
+                self.titles[n.node_id] = n.title
+            what = run_pb2.OutlineEditKind.Name(edited.kind).removeprefix("OUTLINE_EDIT_KIND_").lower()
+            return f"outline edited ({what} '{self.title(edited.node_id)}'): {len(edited.outline)} sections"
         return None  # step and strategy events only move the counters above
 
     def summary(self) -> str:
@@ -222,7 +233,8 @@ class RunProgress:
 
 
 async def watch_run(client: LaceClient, run_id: str, cursor: int = 0) -> int:
-    """Shows a run live until it ends: 0 when it completed, 1 when it failed or was cancelled."""
+    """Shows a run live until it ends or awaits review: 0 when it completed (or awaits review), 1 when it
+    failed or was cancelled."""
     stream = sys.stdout
     console = Console(file=stream)
     run = await client.get_run(run_id)
@@ -246,17 +258,26 @@ async def watch_run(client: LaceClient, run_id: str, cursor: int = 0) -> int:
         else:
             print(note, file=stream, flush=True)
 
+    async def awaits_review() -> bool:
+        # History replayed from the cursor may hold a review that is over: ask for the state now.
+        return progress.state == run_pb2.RUN_STATE_AWAITING_REVIEW and \
+            (await client.get_run(run_id)).state == run_pb2.RUN_STATE_AWAITING_REVIEW
+
     if console.is_terminal:
         with Live(progress, console=console, refresh_per_second=8):
             async for event in client.watch(run_id, cursor, on_reconnect=reconnecting):
                 line = progress.apply(event)
                 if line is not None:
                     console.print(Text(f"{time.strftime('%H:%M:%S')}  {line}"))
+                if await awaits_review():
+                    break  # a person's turn: the stream stays open until the run is resumed
     else:
         async for event in client.watch(run_id, cursor, on_reconnect=reconnecting):
             line = progress.apply(event)
             if line is not None:
                 print(f"[{event.seq}] {line}", file=stream, flush=True)
+            if await awaits_review():
+                break
 
     final = await client.get_run(run_id)  # the server's totals and state are the ones that count
     progress.state = final.state
@@ -270,7 +291,7 @@ async def watch_run(client: LaceClient, run_id: str, cursor: int = 0) -> int:
         progress.end = final.end_time.ToDatetime(tzinfo=UTC)
     print(progress.summary() + (f" ({final.failure_reason})" if final.failure_reason else ""),
           file=stream, flush=True)
-    return 0 if final.state == run_pb2.RUN_STATE_COMPLETED else 1
+    return 0 if final.state in (run_pb2.RUN_STATE_COMPLETED, run_pb2.RUN_STATE_AWAITING_REVIEW) else 1
 
 
 # Commands
@@ -293,7 +314,7 @@ async def _artifacts(client: LaceClient, args: argparse.Namespace) -> int:
 async def _start(client: LaceClient, args: argparse.Namespace) -> int:
     options = run_pb2.RunOptions(sibling_concurrency=args.sibling_concurrency, leaf_words=args.leaf_words,
                                  max_depth=args.max_depth, max_total_tokens=args.max_total_tokens,
-                                 max_llm_calls=args.max_llm_calls)
+                                 max_llm_calls=args.max_llm_calls, review_plan=args.review_plan)
     if args.max_duration:
         options.max_duration.seconds = args.max_duration
     run = await client.start_run(args.artifact_id, scope_node_id=args.scope, instruction=args.instruction,
@@ -373,6 +394,49 @@ async def _edit_block(client: LaceClient, args: argparse.Namespace) -> int:
                                language=args.language)
     edited = await client.edit_block(args.block_id, block, expected_version=args.expected_version)
     print(f"block {edited.id}: version {edited.version}, pinned")
+    return 0
+
+
+_NODE_STATES = {artifact_pb2.NODE_STATE_PLANNED: "planned", artifact_pb2.NODE_STATE_SPLIT: "split",
+                artifact_pb2.NODE_STATE_WRITTEN: "written", artifact_pb2.NODE_STATE_FAILED: "failed"}
+
+
+async def _outline(client: LaceClient, args: argparse.Namespace) -> int:
+    for n in await client.outline(args.artifact_id):
+        print(f"{'  ' * n.depth}{n.title}  [{_NODE_STATES.get(n.state, '?')}, {n.target_words} words]  {n.id}")
+    return 0
+
+
+def _node_line(node: artifact_pb2.Node) -> str:
+    return f"node {node.id}: '{node.title}', {node.target_words} words, position {node.ordinal}"
+
+
+async def _node_update(client: LaceClient, args: argparse.Namespace) -> int:
+    if args.title is None and args.intent is None and args.words is None:
+        print("lace: give at least one of --title, --intent, --words", file=sys.stderr)
+        return 2
+    node = await client.update_node(args.node_id, title=args.title, intent=args.intent, target_words=args.words)
+    print(_node_line(node))
+    return 0
+
+
+async def _node_create(client: LaceClient, args: argparse.Namespace) -> int:
+    node = await client.create_node(args.parent_id, args.title, args.words, intent=args.intent,
+                                    position=args.position)
+    print(node.id)
+    print(_node_line(node), file=sys.stderr)
+    return 0
+
+
+async def _node_delete(client: LaceClient, args: argparse.Namespace) -> int:
+    artifact = await client.delete_node(args.node_id)
+    print(f"node {args.node_id} deleted; the artifact is now {artifact.target_words} words "
+          f"(version {artifact.version})")
+    return 0
+
+
+async def _node_move(client: LaceClient, args: argparse.Namespace) -> int:
+    print(_node_line(await client.move_node(args.node_id, parent_id=args.parent or "", position=args.position)))
     return 0
 
 
@@ -481,6 +545,9 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.add_argument("--max-duration", type=_non_negative, default=0, metavar="SECONDS",
                    help="hard cap on the run's time since it started (none when omitted)")
     p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
+    p.add_argument("--review-plan", action="store_true",
+                   help="plan the whole outline first and wait (AWAITING_REVIEW): edit it with `lace node`, then "
+                        "`lace resume RUN` writes it")
     p.add_argument("--watch", action="store_true", help="then follow the run live (exit code as `lace watch`)")
 
     p = command("watch", _watch, "follow a run live; exits 0 when it completes, 1 when it fails or is cancelled")
@@ -491,8 +558,9 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.add_argument("--artifact", metavar="ID", help="only runs of this artifact")
 
     for action in ("pause", "resume", "cancel"):
-        p = command(action, _control(action), "resume a paused or failed run (a failed one goes on from where it "
-                    "stopped)" if action == "resume" else f"{action} a run")
+        p = command(action, _control(action), "resume a paused, failed or reviewed run (a failed one goes on from "
+                    "where it stopped; one that awaits review writes its outline)" if action == "resume"
+                    else f"{action} a run")
         p.add_argument("run_id")
         if action == "resume":
             p.add_argument("--max-proposal-retries", type=_non_negative, default=0, metavar="N",
@@ -525,6 +593,36 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     p = command("history", _history, "list a block's changes, oldest first")
     p.add_argument("block_id")
+
+    p = command("outline", _outline, "print an artifact's outline: sections with state, budget and id")
+    p.add_argument("artifact_id")
+
+    node = subparsers.add_parser("node", help="edit the outline (no run active, or its run awaits review)",
+                                 description="Outline edits: each a human Apply mutation; budgets follow children.")
+    node_actions = node.add_subparsers(dest="node_command", required=True)
+
+    def node_command(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        parser = node_actions.add_parser(name, parents=[common], help=help, description=help)
+        parser.set_defaults(func=_runner(func))
+        return parser
+
+    p = node_command("update", _node_update, "change a section's title, intent or budget")
+    p.add_argument("node_id")
+    p.add_argument("--title")
+    p.add_argument("--intent")
+    p.add_argument("--words", type=_non_negative, metavar="N", help="target words (a section without children)")
+    p = node_command("create", _node_create, "add a planned section under PARENT; prints its id")
+    p.add_argument("parent_id")
+    p.add_argument("--title", required=True)
+    p.add_argument("--intent", default="")
+    p.add_argument("--words", type=_non_negative, required=True, metavar="N", help="target words")
+    p.add_argument("--position", type=_non_negative, metavar="I", help="index among the siblings (default: last)")
+    p = node_command("delete", _node_delete, "delete a section and everything under it")
+    p.add_argument("node_id")
+    p = node_command("move", _node_move, "move a section under another parent and/or to a position")
+    p.add_argument("node_id")
+    p.add_argument("--parent", metavar="NODE_ID", help="the new parent (default: the same)")
+    p.add_argument("--position", type=_non_negative, metavar="I", help="index among the siblings (default: last)")
 
     source = subparsers.add_parser("source", help="attach documents to write from and cite, list and delete them",
                                    description="Sources of an artifact: Markdown, text, HTML or PDF files.")

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Literal, Protocol, Self, TypeVar, cast
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from lace.v1 import (
     artifact_pb2,
@@ -253,6 +254,54 @@ class LaceClient:
                                                                timeout=self._timeout))
         return response.block
 
+    # Outline edits: allowed while the artifact has no active run, or its run awaits review.
+
+    async def outline(self, artifact_id: str) -> list[artifact_pb2.Node]:
+        """The artifact's nodes in document order (parents before children, siblings in order)."""
+        return list((await self.get_artifact(artifact_id, full=True)).nodes)
+
+    async def update_node(self, node_id: str, *, title: str | None = None, intent: str | None = None,
+                          target_words: int | None = None, request_id: str | None = None) -> artifact_pb2.Node:
+        """Changes a node's title, intent and/or target_words (only the ones given)."""
+        paths = [name for name, value in (("title", title), ("intent", intent), ("target_words", target_words))
+                 if value is not None]
+        request = artifact_service_pb2.UpdateNodeRequest(
+            node=artifact_pb2.Node(id=node_id, title=title or "", intent=intent or "", target_words=target_words or 0),
+            update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=_request_id(request_id))
+        response = await self._call(self._artifacts.UpdateNode(request, metadata=self._metadata,
+                                                                timeout=self._timeout))
+        return response.node
+
+    async def create_node(self, parent_id: str, title: str, target_words: int, *, intent: str = "",
+                          position: int | None = None, request_id: str | None = None) -> artifact_pb2.Node:
+        """Adds a PLANNED section under `parent_id` at `position` (the end when None)."""
+        request = artifact_service_pb2.CreateNodeRequest(
+            parent_id=parent_id, node=artifact_pb2.Node(title=title, intent=intent, target_words=target_words),
+            request_id=_request_id(request_id))
+        if position is not None:
+            request.position = position
+        response = await self._call(self._artifacts.CreateNode(request, metadata=self._metadata,
+                                                                timeout=self._timeout))
+        return response.node
+
+    async def delete_node(self, node_id: str, request_id: str | None = None) -> artifact_pb2.Artifact:
+        """Deletes a section and everything under it; returns the artifact after it."""
+        request = artifact_service_pb2.DeleteNodeRequest(node_id=node_id, request_id=_request_id(request_id))
+        response = await self._call(self._artifacts.DeleteNode(request, metadata=self._metadata,
+                                                                timeout=self._timeout))
+        return response.artifact
+
+    async def move_node(self, node_id: str, *, parent_id: str = "", position: int | None = None,
+                        request_id: str | None = None) -> artifact_pb2.Node:
+        """Moves a section (with its subtree) under `parent_id` (empty: the same parent) at `position`."""
+        request = artifact_service_pb2.MoveNodeRequest(node_id=node_id, parent_id=parent_id,
+                                                       request_id=_request_id(request_id))
+        if position is not None:
+            request.position = position
+        response = await self._call(self._artifacts.MoveNode(request, metadata=self._metadata,
+                                                              timeout=self._timeout))
+        return response.node
+
     async def block_history(self, block_id: str, page_size: int = 0) -> AsyncIterator[artifact_pb2.ChangeEvent]:
         """Every change of a block, oldest first."""
         def fetch(token: str) -> Awaitable[artifact_service_pb2.ListBlockChangesResponse]:
@@ -335,7 +384,8 @@ class LaceClient:
 
     async def resume_run(self, run_id: str, request_id: str | None = None, *,
                          options: run_pb2.RunOptions | None = None) -> run_pb2.Run:
-        """Resumes a pausing, paused or failed run; `options` (zero fields kept) apply to the rest of it."""
+        """Resumes a pausing, paused, awaiting-review or failed run; `options` (zero fields kept) apply to the
+        rest of it. A run that awaits review then writes its outline as it now is."""
         request = run_service_pb2.ResumeRunRequest(run_id=run_id, request_id=_request_id(request_id),
                                                    options=options)
         response = await self._call(self._runs.ResumeRun(request, metadata=self._metadata, timeout=self._timeout))
