@@ -66,9 +66,6 @@ def counts(url: str, artifact_id: str, run_id: str) -> dict[str, int]:
             "events": one("SELECT count(*) FROM run_events WHERE run_id = %s", run_id),
             "version": one("SELECT version FROM artifacts WHERE id = %s", artifact_id),
             "keys": one("SELECT count(*) FROM idempotency_keys"),
-            "state": one("SELECT md5(string_agg(id::text || parent_id::text || ordinal || depth || title || intent "
-                         "|| target_words || state, ',' ORDER BY id)) IS NOT NULL::int FROM nodes "
-                         "WHERE artifact_id = %s", artifact_id),
         }
 
 
