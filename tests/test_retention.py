@@ -25,15 +25,18 @@ if TYPE_CHECKING:
     from lace.v1.run_service_pb2_grpc import RunServiceAsyncStub
 
 
-def age(url: str, run_id: str, days: float) -> None:
-    with psycopg.connect(url) as conn:
-        conn.execute("UPDATE runs SET end_time = now() - make_interval(secs => %s) WHERE id = %s",
-                     (days * 86400, run_id))
+# Async: the server shares this event loop, and a blocking UPDATE waiting on a row lock the server
+# holds would wait for ever.
+async def age(url: str, run_id: str, days: float) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("UPDATE runs SET end_time = now() - make_interval(secs => %s) WHERE id = %s",
+                           (days * 86400, run_id))
 
 
-def kept(url: str, run_id: str) -> list[int]:
-    with psycopg.connect(url) as conn:
-        return [r[0] for r in conn.execute("SELECT seq FROM run_events WHERE run_id = %s ORDER BY seq", (run_id,))]
+async def kept(url: str, run_id: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute("SELECT seq FROM run_events WHERE run_id = %s ORDER BY seq", (run_id,))
+        return [r[0] for r in await cur.fetchall()]
 
 
 async def refused(runs: RunServiceAsyncStub, run_id: str, cursor: int) -> dict[str, str]:
@@ -58,8 +61,8 @@ async def test_old_finished_runs_are_pruned_and_a_stale_cursor_gets_a_typed_resy
         other = await create_artifact(artifacts, 600)
         recent = await start_run(runs, other.id)
         await watch(runs, recent.id)
-        age(url, old.id, 10)
-        age(url, recent.id, 0.5)
+        await age(url, old.id, 10)
+        await age(url, recent.id, 0.5)
 
         db = Database(url, pool_size=2)
         await db.open()
@@ -71,8 +74,8 @@ async def test_old_finished_runs_are_pruned_and_a_stale_cursor_gets_a_typed_resy
             assert await prune(db, cutoff, batch=3, pause_s=0) == 0  # nothing left
         finally:
             await db.aclose()
-        assert kept(url, old.id) == [head]  # the terminal event stays
-        assert len(kept(url, recent.id)) > 1  # ended too recently
+        assert await kept(url, old.id) == [head]  # the terminal event stays
+        assert len(await kept(url, recent.id)) > 1  # ended too recently
 
         # A cursor into the pruned part: OUT_OF_RANGE, with where to resume; GetArtifact still answers.
         for cursor in (0, head - 2):
@@ -98,13 +101,13 @@ async def test_an_active_run_is_never_pruned_and_the_server_prunes_on_its_own(pg
         head = len(await watch(runs, finished.id))
         active = await start_run(runs, (await create_artifact(artifacts, 3000)).id, leaf_words=1000)
         # An active run with an old end_time (as a resumed FAILED run would keep) is left alone.
-        age(url, active.id, 10)
-        age(url, finished.id, 10)
+        await age(url, active.id, 10)
+        await age(url, finished.id, 10)
         for _ in range(200):
-            if kept(url, finished.id) == [head]:
+            if await kept(url, finished.id) == [head]:
                 break
             await asyncio.sleep(0.05)
-        assert kept(url, finished.id) == [head]
+        assert await kept(url, finished.id) == [head]
         done = await watch(runs, active.id)  # from cursor 0: nothing of the active run was pruned
         assert final_state(done) == run_pb2.RUN_STATE_COMPLETED
         assert [e.seq for e in done] == list(range(1, len(done) + 1))
