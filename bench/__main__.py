@@ -35,6 +35,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("scale_out", "8. Scale-out (JetStream, workers)"),
     ("db_outage", "9. Database outages under a run"),
     ("sources", "10. Sources: retrieval, AddSource, prompt share, citation validity"),
+    ("peers", "11. Peers: the same job with LACE, LangGraph and DBOS"),
 )
 
 
