@@ -99,15 +99,20 @@ async def start_run(target: str, artifact_id: uuid.UUID) -> str:
         return str(started.run.id)
 
 
-async def wait_run(target: str, artifact_id: uuid.UUID, poll_s: float = 0.02) -> str:
-    """Polls GetRun (through ListRuns for the artifact's run) until the run is terminal; its state name."""
+async def wait_run(target: str, artifact_id: uuid.UUID) -> str:
+    """Watches the artifact's run through StreamRun until it ends (as a LACE client waits); its state."""
     async with grpc.aio.insecure_channel(target) as channel:
         runs = run_service_pb2_grpc.RunServiceStub(channel)
-        while True:
-            listed = await runs.ListRuns(run_service_pb2.ListRunsRequest(artifact_id=str(artifact_id)))
-            if listed.runs and all(r.state in TERMINAL for r in listed.runs):
-                return str(run_pb2.RunState.Name(listed.runs[0].state))
-            await asyncio.sleep(poll_s)
+        listed = await runs.ListRuns(run_service_pb2.ListRunsRequest(artifact_id=str(artifact_id)))
+        run = listed.runs[0]
+        state = run.state
+        if state in TERMINAL:
+            return str(run_pb2.RunState.Name(state))
+        async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id, cursor=run.head_seq)):
+            for event in response.events:
+                if event.WhichOneof("payload") == "run_state_changed":
+                    state = event.run_state_changed.to_state
+        return str(run_pb2.RunState.Name(state))
 
 
 async def document(db: Database, artifact_id: uuid.UUID, sections: list[Section]) -> list[list[dict[str, Any]]]:

@@ -61,7 +61,7 @@ class DeltaDoc(TypedDict):
 async def saver(url: str) -> AsyncIterator[AsyncPostgresSaver]:
     kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
     async with AsyncConnectionPool(url, max_size=20, open=False, kwargs=kwargs) as pool:
-        yield AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        yield AsyncPostgresSaver(pool)  # type: ignore[arg-type, unused-ignore]
 
 
 def graph(variant: Variant, checkpointer: AsyncPostgresSaver, generator: TextGenerator | None) -> Any:
