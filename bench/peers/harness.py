@@ -40,7 +40,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench.common import Child, Context, Row, not_measured, percentile
+from bench.common import Child, Context, Row, not_measured, percentile, python_env
 from bench.peers import job
 from tests.support.database import fresh_database
 
@@ -70,6 +70,7 @@ class SystemResult:
     skipped: dict[int, str] = field(default_factory=dict)
     slow_wall_ms: float | None = None  # per leaf at the follow run's latency
     crash: dict[str, Any] = field(default_factory=dict)
+    crash_short_lease: dict[str, Any] = field(default_factory=dict)
     follow: dict[str, float] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
 
@@ -111,10 +112,11 @@ def wal_since(url: str, lsn: str) -> float:
 
 
 async def writer(ctx: Context, system: str, url: str, leaves: int, latency_ms: float, calls: Path,
-                 resume: bool = False) -> Child:
+                 resume: bool = False, env: dict[str, str] | None = None) -> Child:
     args = ["run", system, "--db", url, "--leaves", str(leaves), "--latency-ms", str(latency_ms),
             "--calls", str(calls)]
-    return await Child.python("bench.peers.worker", *args, *(["--resume"] if resume else []))
+    return await Child.python("bench.peers.worker", *args, *(["--resume"] if resume else []),
+                              env={**python_env(), **(env or {})})
 
 
 def done_json(line: str) -> dict[str, Any]:
@@ -138,7 +140,7 @@ async def step_cost(ctx: Context, system: str, url: str, leaves: int, timeout_s:
         raise RuntimeError(f"{system} wrote {result['leaves']} leaves with {len(job.read_calls(calls))} calls, "
                            f"expected {leaves}")
     return Cost(leaves, result["wall_s"] * 1000 / leaves, result["cpu_s"] * 1000 / leaves,
-                (pg1 - pg0) * 1000 / leaves, wal / leaves, result["digest"] == job.expected_digest(leaves))
+                max(0.0, pg1 - pg0) * 1000 / leaves, wal / leaves, result["digest"] == job.expected_digest(leaves))
 
 
 async def history(system: str, url: str, leaves: int) -> dict[str, Any]:
@@ -156,11 +158,11 @@ async def durable(conn: psycopg.AsyncConnection[Any], system: str) -> int:
     return 0
 
 
-async def crash(ctx: Context, system: str, url: str, leaves: int, latency_ms: float, timeout_s: float) \
-        -> dict[str, Any]:
+async def crash(ctx: Context, system: str, url: str, leaves: int, latency_ms: float, timeout_s: float,
+                env: dict[str, str] | None = None) -> dict[str, Any]:
     """SIGKILL at half the leaves, restart, time to the next durable leaf, calls twice, same document."""
     calls = ctx.workdir / f"calls-crash-{system}-{time.monotonic_ns()}"
-    child = await writer(ctx, system, url, leaves, latency_ms, calls)
+    child = await writer(ctx, system, url, leaves, latency_ms, calls, env=env)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         try:
             await child.expect("READY", 120)
@@ -180,7 +182,7 @@ async def crash(ctx: Context, system: str, url: str, leaves: int, latency_ms: fl
             raise RuntimeError(f"{system} finished all {leaves} leaves before the SIGKILL")
         calls_before = len(job.read_calls(calls))
         spawned = time.monotonic()
-        resumed = await writer(ctx, system, url, leaves, latency_ms, calls, resume=True)
+        resumed = await writer(ctx, system, url, leaves, latency_ms, calls, resume=True, env=env)
         try:
             while await durable(conn, system) <= at_kill:
                 if time.monotonic() - spawned > timeout_s or resumed.proc.returncode is not None:
@@ -243,6 +245,11 @@ async def run_system(ctx: Context, system: str, sizes: tuple[int, ...], history_
     ctx.log(f"  peers: {SYSTEMS[system]}, crash at 50% of {crash_at:,} leaves")
     with database(ctx, system) as url:
         res.crash = await crash(ctx, system, url, crash_at, crash_latency, timeout_s=1800)
+    if system == "lace":  # the same with a 2 s lease: how much of the wait is the lease's expiry
+        ctx.log(f"  peers: LACE, crash at 50% of {crash_at:,} leaves, LACE_LEASE_TTL_S=2")
+        with database(ctx, system) as url:
+            res.crash_short_lease = await crash(ctx, system, url, crash_at, crash_latency, timeout_s=1800,
+                                                env={"LACE_PEERS_LEASE_TTL_S": "2"})
     n, latency = follow_at
     ctx.log(f"  peers: {SYSTEMS[system]}, followed from another process, {n} leaves at {latency:g} ms")
     with database(ctx, system) as url:
@@ -296,7 +303,8 @@ async def run_peers(ctx: Context) -> list[Row]:
 
 def _json(r: SystemResult) -> dict[str, Any]:
     return {"cost": {str(n): vars(c) for n, c in r.cost.items()}, "skipped": {str(n): s for n, s in r.skipped.items()},
-            "slow_wall_ms": r.slow_wall_ms, "crash": r.crash, "follow": r.follow, "history": r.history}
+            "slow_wall_ms": r.slow_wall_ms, "crash": r.crash, "crash_short_lease": r.crash_short_lease,
+            "follow": r.follow, "history": r.history}
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -323,6 +331,10 @@ def _figures(report: dict[str, Any]) -> list[tuple[str, str, dict[str, float | N
     c = report["crash_at"]
     out.append((f"2. crash at 50% of {c:,} leaves: restart -> next durable leaf", "s",
                 {s: res[s]["crash"].get("next_leaf_s") for s in SYSTEMS}, "<= 0.5x best peer"))
+    short = res["lace"].get("crash_short_lease") or {}
+    out.append(("2. same, LACE with LACE_LEASE_TTL_S=2 (default 15)", "s",
+                {s: (short.get("next_leaf_s") if s == "lace" else res[s]["crash"].get("next_leaf_s")) for s in SYSTEMS},
+                "<= 0.5x best peer"))
     out.append((f"2. LLM calls made twice ({c:,} leaves)", "calls",
                 {s: res[s]["crash"].get("calls_twice") for s in SYSTEMS}, "<= 0.5x best peer"))
     out.append((f"2. document identical to an uninterrupted run ({c:,} leaves)", "1=yes",

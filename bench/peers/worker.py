@@ -54,7 +54,11 @@ async def run_lace(args: argparse.Namespace, sections: list[job.Section], genera
     from bench.peers import lace_job
 
     by_title = {leaf.title: leaf for leaf in job.leaves_of(sections)}
-    async with lace_in_process(args.db) as (target, running):
+    # LACE_PEERS_LEASE_TTL_S: the crash row's second LACE figure, with a shorter lease than the default.
+    overrides: dict[str, Any] = {}
+    if os.environ.get("LACE_PEERS_LEASE_TTL_S"):
+        overrides["lease_ttl_s"] = float(os.environ["LACE_PEERS_LEASE_TTL_S"])
+    async with lace_in_process(args.db, **overrides) as (target, running):
         engine: Any = running.engine  # type: ignore[attr-defined]
         engine.executor.provider = lace_job.PeerProvider(generator, by_title)
         if args.resume:
