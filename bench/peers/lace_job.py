@@ -23,7 +23,7 @@ from lace_engine.domain import Node, NodeState, Origin
 from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMBadRequest, LLMRequest, LLMResponse
 from lace_engine.pipeline import apply
-from lace_engine.pipeline.apply import Mutation, NewArtifact, NodePatch, Provenance
+from lace_engine.pipeline.apply import MAX_TARGET_WORDS, Mutation, NewArtifact, NodePatch, Provenance
 from lace_engine.storage import apply_store, ir_store
 from lace_engine.storage.database import Database
 
@@ -63,10 +63,12 @@ class PeerProvider:
 async def create_tree(db: Database, sections: list[Section]) -> uuid.UUID:
     """The artifact with the plan as its tree (untimed set-up)."""
     artifact_id = new_id()
+    # LACE accepts artifacts of at most apply.MAX_TARGET_WORDS (200,000) words: 250 leaves of 800. Larger plans
+    # declare that maximum and carry the rest in the tree (the final validation then reports the length).
     total = sum(leaf.words for s in sections for leaf in s.leaves)
     create = apply.plan_create_artifact(artifact_id, NewArtifact(
         title=BRIEF_TITLE, brief="A handbook on grid-scale energy storage for regional planners.", style="",
-        target_words=total))
+        target_words=min(total, MAX_TARGET_WORDS)))
     root = create.node_inserts[0]
     tops: list[Node] = []
     kids: list[Node] = []
