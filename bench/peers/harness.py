@@ -47,7 +47,7 @@ from tests.support.database import fresh_database
 SYSTEMS: dict[str, str] = {
     "lace": "LACE",
     "langgraph-state": "LangGraph, document in state",
-    "langgraph-delta": "LangGraph, DeltaChannel",
+    "langgraph-delta": "LangGraph, DeltaChannel, sync",
     "dbos": "DBOS",
 }
 PEERS = [s for s in SYSTEMS if s != "lace"]

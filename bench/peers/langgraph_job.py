@@ -9,7 +9,11 @@ leaf per super-step, so the checkpointer saves the state after every leaf (defau
 * `state` (the idiomatic one): `leaves: Annotated[list, operator.add]`, an appending reducer; each
   checkpoint stores the channel's whole value, so the bytes per step grow with the document;
 * `delta`: the same list in a `DeltaChannel` (beta in LangGraph 1.2), which stores the writes and a
-  full snapshot every 100 updates: what a careful LangGraph user picks for a growing document.
+  full snapshot every 100 updates, run with `durability="sync"` (each checkpoint written before the
+  next step starts): what a careful LangGraph user picks for a growing document whose steps cost
+  money. Under the default "async" durability the graph runs ahead of its checkpoints when they are
+  slower than the steps: a SIGKILL at 500 durable leaves found 1,000 leaves already generated, so
+  499 LLM calls were made again after the restart (the first full run, docs/performance.md).
 
 Resuming after a crash is `ainvoke(None, config)` on the same thread, as the docs describe.
 Following from another process: LangGraph without its server offers the checkpointer; the follower
@@ -34,6 +38,7 @@ from psycopg_pool import AsyncConnectionPool
 from bench.peers.job import DOC_KEY, Leaf, TextGenerator
 
 Variant = Literal["state", "delta"]
+DURABILITY: dict[str, Literal["sync", "async"]] = {"state": "async", "delta": "sync"}
 POLL_S = 0.01
 CONFIG: dict[str, Any] = {"configurable": {"thread_id": DOC_KEY}}
 
@@ -85,12 +90,13 @@ def config(leaves: int) -> dict[str, Any]:
     return {**CONFIG, "recursion_limit": leaves + 10}
 
 
-async def run(app: Any, plan: list[Leaf]) -> None:
-    await app.ainvoke({"plan": [leaf.to_json() for leaf in plan], "next": 0, "leaves": []}, config(len(plan)))
+async def run(app: Any, variant: Variant, plan: list[Leaf]) -> None:
+    await app.ainvoke({"plan": [leaf.to_json() for leaf in plan], "next": 0, "leaves": []}, config(len(plan)),
+                      durability=DURABILITY[variant])
 
 
-async def resume(app: Any, leaves: int) -> None:
-    await app.ainvoke(None, config(leaves))
+async def resume(app: Any, variant: Variant, leaves: int) -> None:
+    await app.ainvoke(None, config(leaves), durability=DURABILITY[variant])
 
 
 async def document(app: Any) -> list[list[dict[str, Any]]]:

@@ -14,9 +14,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 
 LABELS = {"lace": "LACE", "langgraph-state": "LangGraph, document in state (operator.add)",
-          "langgraph-delta": "LangGraph, DeltaChannel (beta)", "dbos": "DBOS, one step per leaf"}
+          "langgraph-delta": "LangGraph, DeltaChannel (beta), durability=sync", "dbos": "DBOS, one step per leaf"}
 STYLE = {"lace": ("tab:blue", "o"), "langgraph-state": ("tab:red", "s"), "langgraph-delta": ("tab:orange", "D"),
          "dbos": ("tab:green", "^")}
 
@@ -27,7 +28,7 @@ def plot(report: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(18, 4.8))
     for ax, (key, title, scale) in zip(axes, panels, strict=True):
         for system, result in report["results"].items():
-            points = sorted((int(n), c[key] * scale) for n, c in result["cost"].items())
+            points = sorted((int(n), c[key] * scale) for n, c in result["cost"].items() if c[key] > 0)
             if not points:
                 continue
             color, marker = STYLE.get(system, ("black", "x"))
@@ -35,6 +36,11 @@ def plot(report: dict[str, Any], out: Path) -> None:
                     label=LABELS.get(system, system))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        sizes = [int(n) for n in report["sizes"]]
+        ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}" if str(v)[0] in "25" else ""))
         ax.set_xlabel("leaves in the document (800 words each)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)

@@ -80,7 +80,7 @@ async def run_lace(args: argparse.Namespace, sections: list[job.Section], genera
 async def run_langgraph(args: argparse.Namespace, leaves: list[job.Leaf], generator: job.TextGenerator) -> None:
     from bench.peers import langgraph_job
 
-    variant = args.system.split("-", 1)[1]
+    variant: Any = args.system.split("-", 1)[1]
     async with langgraph_job.saver(args.db) as checkpointer:
         await checkpointer.setup()
         app = langgraph_job.graph(variant, checkpointer, generator)
@@ -89,9 +89,9 @@ async def run_langgraph(args: argparse.Namespace, leaves: list[job.Leaf], genera
             await wait_go()
         clock = Clock()
         if args.resume:
-            await langgraph_job.resume(app, len(leaves))
+            await langgraph_job.resume(app, variant, len(leaves))
         else:
-            await langgraph_job.run(app, leaves)
+            await langgraph_job.run(app, variant, leaves)
         result = clock.result()
         say("FINISHED")
         document = await langgraph_job.document(app)
