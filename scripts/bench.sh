@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (docs/performance.md): every figure beside a baseline measured in the same run,
 # on a fresh database of one PostgreSQL (embedded in a temporary directory unless --database-url).
-#   scripts/bench.sh                full run (about 7 minutes on 2 cores)
+#   scripts/bench.sh                full run (about 7 minutes on 2 cores, plus ~15 for the peers)
 #   scripts/bench.sh --quick        fewer iterations and smaller scenarios, the same table (under a minute)
 #   scripts/bench.sh --peers        only the peers (LACE beside LangGraph and DBOS, bench/peers/; about 15 minutes)
 # The harness itself is tested at its smallest size (--smoke) by tests/test_bench_quick.py in the suite.

@@ -44,12 +44,13 @@ def plot(report: dict[str, Any], out: Path) -> None:
         ax.set_xlabel("leaves in the document (800 words each)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
     v = report.get("versions", {})
     fig.suptitle("Durable step cost as the document grows (0 ms per LLM call, sequential writes, one PostgreSQL) — "
                  f"langgraph {v.get('langgraph', '?')}, langgraph-checkpoint-postgres "
                  f"{v.get('langgraph-checkpoint-postgres', '?')}, dbos {v.get('dbos', '?')}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
