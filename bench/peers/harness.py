@@ -139,8 +139,10 @@ async def step_cost(ctx: Context, system: str, url: str, leaves: int, timeout_s:
     if result["leaves"] != leaves or len(job.read_calls(calls)) != leaves:
         raise RuntimeError(f"{system} wrote {result['leaves']} leaves with {len(job.read_calls(calls))} calls, "
                            f"expected {leaves}")
+    if result["digest"] != job.expected_digest(leaves):
+        raise RuntimeError(f"{system} stored a different document than the generator's ({leaves} leaves)")
     return Cost(leaves, result["wall_s"] * 1000 / leaves, result["cpu_s"] * 1000 / leaves,
-                max(0.0, pg1 - pg0) * 1000 / leaves, wal / leaves, result["digest"] == job.expected_digest(leaves))
+                max(0.0, pg1 - pg0) * 1000 / leaves, wal / leaves, True)
 
 
 async def history(system: str, url: str, leaves: int) -> dict[str, Any]:
