@@ -1,4 +1,4 @@
-"""10. Peers: the same job written with LACE, LangGraph (AsyncPostgresSaver) and DBOS (see harness.py)."""
+"""11. Peers: the same job written with LACE, LangGraph (AsyncPostgresSaver) and DBOS (see harness.py)."""
 
 from __future__ import annotations
 

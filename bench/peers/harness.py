@@ -1,4 +1,4 @@
-"""10. Peers: LACE beside LangGraph and DBOS on the same job, the same PostgreSQL, in one run.
+"""11. Peers: LACE beside LangGraph and DBOS on the same job, the same PostgreSQL, in one run.
 
 The job (bench/peers/job.py): a planned tree, root -> sections -> leaves of 800 words, every leaf
 written one after another by the same deterministic offline generator, the document stored
@@ -277,7 +277,7 @@ async def run_peers(ctx: Context) -> list[Row]:
         import dbos  # noqa: F401
         import langgraph.checkpoint.postgres  # noqa: F401
     except ImportError as exc:
-        return [not_measured("10. peers", "", "", f"the peers extra is not installed ({exc.name}); "
+        return [not_measured("11. peers", "", "", f"the peers extra is not installed ({exc.name}); "
                              "scripts/bench.sh --peers installs it")]
     sizes = ctx.size((100, 1000, 5000), (100, 300), (10, 30))
     history_at = ctx.size(1000, 300, 30)
@@ -391,11 +391,11 @@ def rows(report: dict[str, Any]) -> list[Row]:
         peers = {s: v for s, v in values.items() if s != "lace" and v is not None}
         lace = values["lace"]
         if not peers or lace is None:
-            out.append(Row(f"10. {measure}", lace, None, unit, goal, None, note="no peer figure"))
+            out.append(Row(f"11. {measure}", lace, None, unit, goal, None, note="no peer figure"))
             continue
         best = min(peers, key=lambda s: peers[s])
         note = "; ".join(f"{SYSTEMS[s]} {_fmt(v)}" for s, v in peers.items())
-        out.append(Row(f"10. {measure}", lace, peers[best], unit, goal,
+        out.append(Row(f"11. {measure}", lace, peers[best], unit, goal,
                        _met(goal, lace, peers[best]) if goal else None, baseline_label=SYSTEMS[best], note=note))
     return out
 
