@@ -93,8 +93,13 @@ class Settings:
     # Finished runs' events older than this many days are pruned; 0 keeps them forever.
     retention_days: float = 0.0
     retention_interval_s: float = 3600.0
+    # Events one run may have; a warning event at 80%, and the run fails before a step could pass it.
+    max_events_per_run: int = 100_000
 
     def __post_init__(self) -> None:
+        if self.max_events_per_run < 0:
+            raise InvalidArgument("LACE_MAX_EVENTS_PER_RUN must not be negative (0 is no limit)",
+                                  metadata={"variable": "LACE_MAX_EVENTS_PER_RUN"})
         if self.retention_days < 0:
             raise InvalidArgument(f"LACE_RETENTION_DAYS={self.retention_days:g} must not be negative (0 keeps "
                                   "events forever)", metadata={"variable": "LACE_RETENTION_DAYS"})
@@ -141,4 +146,5 @@ class Settings:
             tls_client_ca=e.get("LACE_TLS_CLIENT_CA", "").strip(),
             retention_days=_float(e, "LACE_RETENTION_DAYS", 0.0),
             retention_interval_s=_float(e, "LACE_RETENTION_INTERVAL_S", 3600.0),
+            max_events_per_run=_int(e, "LACE_MAX_EVENTS_PER_RUN", 100_000),
         )

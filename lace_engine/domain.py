@@ -81,6 +81,7 @@ class EventType(enum.StrEnum):
     RUN_FAILED = "run_failed"
     NODE_SKIPPED = "node_skipped"
     PLAN_READY = "plan_ready"
+    HISTORY_LIMIT_APPROACHING = "history_limit_approaching"
     OUTLINE_EDITED = "outline_edited"
 
 

@@ -129,7 +129,7 @@ class Engine:
                 owner_id=settings.owner_id, lease_ttl_s=settings.lease_ttl_s,
                 max_concurrent_runs=settings.max_concurrent_runs, llm_concurrency=settings.llm_concurrency,
                 context_budget_tokens=settings.context_budget_tokens, db_outage_s=settings.db_outage_s,
-                content_style=self.content_style,
+                content_style=self.content_style, max_events_per_run=settings.max_events_per_run,
             ), llm_limit=self.cluster.llm_limit)
 
     async def start(self) -> None:

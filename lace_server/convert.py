@@ -265,6 +265,10 @@ def _fill_outline_edited(m: run_pb2.OutlineEdited, p: dict[str, Any]) -> None:
     m.artifact_version = p.get("artifact_version", 0)
 
 
+def _fill_history_limit(m: run_pb2.HistoryLimitApproaching, p: dict[str, Any]) -> None:
+    m.events, m.limit = p["events"], p["limit"]
+
+
 _FILLERS: dict[EventType, Callable[[Any, dict[str, Any]], None]] = {
     EventType.RUN_STATE_CHANGED: _fill_state,
     EventType.STEP_STARTED: _fill_step_started,
@@ -279,6 +283,7 @@ _FILLERS: dict[EventType, Callable[[Any, dict[str, Any]], None]] = {
     EventType.NODE_SKIPPED: _fill_skipped,
     EventType.PLAN_READY: _fill_plan_ready,
     EventType.OUTLINE_EDITED: _fill_outline_edited,
+    EventType.HISTORY_LIMIT_APPROACHING: _fill_history_limit,
 }
 
 

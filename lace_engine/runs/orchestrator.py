@@ -94,10 +94,16 @@ class ExecutorConfig:
     content_style: str = "blocks"
     # Source passages retrieved for each section written; as many as fit the context budget go in.
     passages_per_section: int = 6
+    # Events a run may have (0: no limit): a warning event at 80%, and no step starts that could pass it.
+    max_events_per_run: int = 100_000
 
     def __post_init__(self) -> None:
         if self.max_concurrent_runs <= 0:
             self.max_concurrent_runs = 2 * self.llm_concurrency
+
+
+HISTORY_WARNING_SHARE = 80  # percent of max_events_per_run
+STEP_EVENTS_PER_ATTEMPT = 4  # step_started, llm_call_completed, a verdict (applied or rejected), slack
 
 
 class RunControl:
@@ -140,6 +146,8 @@ class RunExecution:
         self.planning = False  # review_plan and the plan is not ready yet: split only, then await review
         self._sibling_limit = asyncio.Semaphore(max(1, run.options.sibling_concurrency))
         self.journal = RunJournal(db, run.id, fence, run.head_seq)
+        limit = config.max_events_per_run
+        self._history_warned = bool(limit) and run.head_seq >= limit * HISTORY_WARNING_SHARE // 100
         self.budget = RunBudget(run.options, tokens_spent=run.prompt_tokens + run.completion_tokens,
                                 calls_made=run.llm_calls, started_at=run.start_time or datetime.now(UTC))
 
@@ -380,6 +388,7 @@ class RunExecution:
             if number == 1:
                 started.insert(0, NewEvent(EventType.STRATEGY_DECIDED, {
                     "node_id": str(node.id), "strategy": decision.step.value, "reason": decision.reason}))
+            started = self._history_room(node, started)
             # The whole budget of the call counts before it starts: its prompt and its longest answer.
             reservation = self._reserve(node, ctx.estimated_tokens + call.max_output_tokens)
             try:
@@ -426,6 +435,24 @@ class RunExecution:
         raise RunFailure(
             f"section {node.title!r} failed: {max_attempts} proposals were rejected; last problems: "
             + "; ".join(feedback[:5]), node.id, code="PROPOSALS_REJECTED")
+
+    def _history_room(self, node: Node, started: list[NewEvent]) -> list[NewEvent]:
+        """`started`, with the history warning when the run crosses 80% of its event limit;
+        RunFailure (EVENT_LIMIT) when the rest of this step could take it past the limit."""
+        limit = self.config.max_events_per_run
+        if not limit:
+            return started
+        head = self.journal.seen_head
+        # What the rest of the step may commit: each attempt's call and verdict, its end, the failure.
+        step_events = STEP_EVENTS_PER_ATTEMPT * (self.run.options.max_proposal_retries + 1) + 4
+        if head + len(started) + step_events > limit:
+            raise RunFailure(f"the run has {head} events and the next step could take it past the limit of "
+                             f"{limit} (LACE_MAX_EVENTS_PER_RUN); split the work into smaller runs (regenerate "
+                             "subtrees) or raise the limit", node.id, code="EVENT_LIMIT")
+        if not self._history_warned and head + len(started) >= limit * HISTORY_WARNING_SHARE // 100:
+            self._history_warned = True
+            return [*started, NewEvent(EventType.HISTORY_LIMIT_APPROACHING, {"events": head, "limit": limit})]
+        return started
 
     def _reserve(self, node: Node, tokens: int) -> Reservation:
         try:

@@ -47,6 +47,7 @@ class RunEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_EVENT_TYPE_NODE_SKIPPED: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_PLAN_READY: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_OUTLINE_EDITED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_HISTORY_LIMIT_APPROACHING: _ClassVar[RunEventType]
 
 class OutlineEditKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -82,6 +83,7 @@ RUN_EVENT_TYPE_RUN_FAILED: RunEventType
 RUN_EVENT_TYPE_NODE_SKIPPED: RunEventType
 RUN_EVENT_TYPE_PLAN_READY: RunEventType
 RUN_EVENT_TYPE_OUTLINE_EDITED: RunEventType
+RUN_EVENT_TYPE_HISTORY_LIMIT_APPROACHING: RunEventType
 OUTLINE_EDIT_KIND_UNSPECIFIED: OutlineEditKind
 OUTLINE_EDIT_KIND_UPDATE: OutlineEditKind
 OUTLINE_EDIT_KIND_CREATE: OutlineEditKind
@@ -400,6 +402,14 @@ class PlannedNode(_message.Message):
     state: _artifact_pb2.NodeState
     def __init__(self, node_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., depth: _Optional[int] = ..., title: _Optional[str] = ..., intent: _Optional[str] = ..., target_words: _Optional[int] = ..., state: _Optional[_Union[_artifact_pb2.NodeState, str]] = ...) -> None: ...
 
+class HistoryLimitApproaching(_message.Message):
+    __slots__ = ("events", "limit")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    events: int
+    limit: int
+    def __init__(self, events: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
 class PlanReady(_message.Message):
     __slots__ = ("outline", "artifact_version")
     OUTLINE_FIELD_NUMBER: _ClassVar[int]
@@ -421,7 +431,7 @@ class OutlineEdited(_message.Message):
     def __init__(self, kind: _Optional[_Union[OutlineEditKind, str]] = ..., node_id: _Optional[str] = ..., outline: _Optional[_Iterable[_Union[PlannedNode, _Mapping]]] = ..., artifact_version: _Optional[int] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "seq", "create_time", "run_state_changed", "step_started", "step_completed", "strategy_decided", "node_split", "blocks_applied", "proposal_rejected", "llm_call_completed", "validation_reported", "run_failed", "node_skipped", "plan_ready", "outline_edited")
+    __slots__ = ("run_id", "seq", "create_time", "run_state_changed", "step_started", "step_completed", "strategy_decided", "node_split", "blocks_applied", "proposal_rejected", "llm_call_completed", "validation_reported", "run_failed", "node_skipped", "plan_ready", "outline_edited", "history_limit_approaching")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -438,6 +448,7 @@ class RunEvent(_message.Message):
     NODE_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     PLAN_READY_FIELD_NUMBER: _ClassVar[int]
     OUTLINE_EDITED_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_LIMIT_APPROACHING_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     seq: int
     create_time: _timestamp_pb2.Timestamp
@@ -454,4 +465,5 @@ class RunEvent(_message.Message):
     node_skipped: NodeSkipped
     plan_ready: PlanReady
     outline_edited: OutlineEdited
-    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_state_changed: _Optional[_Union[RunStateChanged, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., strategy_decided: _Optional[_Union[StrategyDecided, _Mapping]] = ..., node_split: _Optional[_Union[NodeSplit, _Mapping]] = ..., blocks_applied: _Optional[_Union[BlocksApplied, _Mapping]] = ..., proposal_rejected: _Optional[_Union[ProposalRejected, _Mapping]] = ..., llm_call_completed: _Optional[_Union[LlmCallCompleted, _Mapping]] = ..., validation_reported: _Optional[_Union[ValidationReported, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., node_skipped: _Optional[_Union[NodeSkipped, _Mapping]] = ..., plan_ready: _Optional[_Union[PlanReady, _Mapping]] = ..., outline_edited: _Optional[_Union[OutlineEdited, _Mapping]] = ...) -> None: ...
+    history_limit_approaching: HistoryLimitApproaching
+    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_state_changed: _Optional[_Union[RunStateChanged, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., strategy_decided: _Optional[_Union[StrategyDecided, _Mapping]] = ..., node_split: _Optional[_Union[NodeSplit, _Mapping]] = ..., blocks_applied: _Optional[_Union[BlocksApplied, _Mapping]] = ..., proposal_rejected: _Optional[_Union[ProposalRejected, _Mapping]] = ..., llm_call_completed: _Optional[_Union[LlmCallCompleted, _Mapping]] = ..., validation_reported: _Optional[_Union[ValidationReported, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., node_skipped: _Optional[_Union[NodeSkipped, _Mapping]] = ..., plan_ready: _Optional[_Union[PlanReady, _Mapping]] = ..., outline_edited: _Optional[_Union[OutlineEdited, _Mapping]] = ..., history_limit_approaching: _Optional[_Union[HistoryLimitApproaching, _Mapping]] = ...) -> None: ...
