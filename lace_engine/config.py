@@ -69,6 +69,8 @@ class Settings:
     metrics_listen: str = ""
     # Committed batches a live stream may have queued before it falls back to reading Postgres.
     stream_queue_batches: int = 256
+    # Who holds a run's lease. Unique among live processes: a process takes back, at start, the leases
+    # a dead process of the same id left (LACE_OWNER_ID; an embedded server uses its data directory).
     owner_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     event_bus: str = "postgres"
     nats_url: str = "nats://127.0.0.1:4222"
@@ -147,4 +149,5 @@ class Settings:
             retention_days=_float(e, "LACE_RETENTION_DAYS", 0.0),
             retention_interval_s=_float(e, "LACE_RETENTION_INTERVAL_S", 3600.0),
             max_events_per_run=_int(e, "LACE_MAX_EVENTS_PER_RUN", 100_000),
+            **({"owner_id": e["LACE_OWNER_ID"].strip()} if e.get("LACE_OWNER_ID", "").strip() else {}),
         )

@@ -8,7 +8,8 @@ import gc
 import logging
 import os
 import signal
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -112,6 +113,10 @@ async def start(settings: Settings, listen: str, *, migrate_db: bool = True,
     """Prepares the database, starts the engine and the server; returns once it is serving."""
     credentials = server_credentials(settings)  # a bad TLS setting fails before anything starts
     url, embedded = await asyncio.to_thread(resolve_database, settings)
+    if embedded is not None and not (env if env is not None else os.environ).get("LACE_OWNER_ID"):
+        # One process per data directory (its lock): an id that a restart keeps, so the restarted
+        # server takes back its runs at once instead of waiting for their leases to expire.
+        settings = replace(settings, owner_id=f"{socket.gethostname()}:{settings.data_dir.resolve()}")
     if migrate_db:
         from lace_engine.storage import migrate
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -65,3 +66,32 @@ async def test_sigkill_mid_run_then_restart(own_database: str) -> None:
     assert nodes == len(planned) + 1  # root + every planned child, once
     assert {n for n, _, _ in per_node} == set(written)
     assert all(count == top + 1 for _, count, top in per_node)  # ordinals 0..k-1, no duplicate blocks
+
+
+@pytest.mark.timeout(240)
+async def test_a_restarted_embedded_server_takes_back_its_runs_without_waiting_for_their_leases(
+        tmp_path: Path) -> None:
+    # Leases of 10 minutes: the run can only finish within this test's time if the restarted server
+    # (same data directory, so the same owner id) takes back its own lease instead of waiting.
+    env = {"LACE_DATA_DIR": str(tmp_path / "lace"), "LACE_LEASE_TTL_S": "600", "LACE_OFFLINE_LATENCY_MS": "100"}
+    a = ServerProcess(None, env=env).start(timeout=120)
+    async with grpc.aio.insecure_channel(a.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        run = await start_run(runs, (await create_artifact(ArtifactServiceStub(channel), 4000)).id)
+        seen: list[run_pb2.RunEvent] = []
+        with pytest.raises(grpc.aio.AioRpcError):
+            async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run.id)):
+                seen.extend(response.events)
+                if any(e.WhichOneof("payload") == "blocks_applied" for e in seen) and a.proc:
+                    a.kill()
+    assert seen[-1].run_state_changed.to_state != run_pb2.RUN_STATE_COMPLETED  # killed while it held the lease
+    b = ServerProcess(None, env=env).start(timeout=120)
+    try:
+        async with grpc.aio.insecure_channel(b.target) as channel:
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            rest = await asyncio.wait_for(watch(runs, run.id, seen[-1].seq), 120)
+    finally:
+        b.stop()
+    received = seen + rest
+    assert [e.seq for e in received] == list(range(1, len(received) + 1))
+    assert received[-1].run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED

@@ -628,7 +628,20 @@ class Executor:
             return
         self.steer(run_id, state)
 
+    async def _take_back_own_leases(self) -> None:
+        """Runs leased to this owner id were left by a dead process (ids are unique among live ones):
+        claimable now, not when their leases would have expired."""
+        try:
+            async with self.db.transaction() as tx:
+                taken = await run_store.expire_own_leases(tx.conn, self.config.owner_id)
+        except Exception:
+            log.exception("could not take back the leases of owner %s; they expire on their own", self.config.owner_id)
+            return
+        if taken:
+            log.info("taking back %d runs leased to %s before a restart", taken, self.config.owner_id)
+
     async def _claim_loop(self) -> None:
+        await self._take_back_own_leases()
         while not self._closing:
             try:
                 while len(self._running) < self.config.max_concurrent_runs and not self._closing:

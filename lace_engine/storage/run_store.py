@@ -260,3 +260,12 @@ async def release_lease(conn: AsyncConnection, run_id: uuid.UUID, fence: Fence) 
         .where(runs.c.id == run_id, runs.c.lease_owner == fence.owner, runs.c.lease_token == fence.token)
         .values(lease_owner=None, lease_expires=None)
     )
+
+
+async def expire_own_leases(conn: AsyncConnection, owner: str) -> int:
+    """Ends the leases `owner` still holds: left by a dead process of the same id, they are ours to
+    take back now rather than after they expire. The runs they fenced; how many."""
+    result = await conn.execute(
+        sa.update(runs).where(runs.c.lease_owner == owner, runs.c.lease_expires > sa.func.now())
+        .values(lease_expires=sa.func.now()).returning(runs.c.id))
+    return len(result.all())
