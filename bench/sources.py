@@ -39,13 +39,6 @@ from lace_engine.tokens import estimate_tokens
 NAME = "sources"
 TOPICS = ["lithium-ion batteries", "pumped hydro", "flow batteries", "grid interconnection", "capacity markets",
           "siting and permitting", "fire safety", "levelized cost", "degradation and warranties", "solar pairing"]
-# The SQL source_store.retrieve issues, written out for psycopg.
-_RAW_RETRIEVE = """
-SELECT p.id, p.source_id, p.ordinal, p.start_offset, p.end_offset, p.text, p.content_hash, s.title
-FROM passages p JOIN sources s ON s.id = p.source_id
-WHERE p.artifact_id = %(a)s AND p.retrievable AND p.tsv @@ websearch_to_tsquery('english'::regconfig, %(q)s)
-ORDER BY ts_rank(p.tsv, websearch_to_tsquery('english'::regconfig, %(q)s)) DESC, p.source_id, p.ordinal
-LIMIT %(n)s"""
 
 
 def source_text(passages: int) -> str:
@@ -130,7 +123,8 @@ async def run(ctx: Context) -> list[Row]:
                     async def raw_q() -> float:
                         started = time.perf_counter()
                         for q in qs:
-                            await (await conn.execute(_RAW_RETRIEVE, {"a": artifact_id, "q": q, "n": 6})).fetchall()
+                            await (await conn.execute(source_store.RETRIEVE_SQL,  # the engine's own SQL
+                                                      {"artifact": artifact_id, "query": q, "limit": 6})).fetchall()
                         return (time.perf_counter() - started) * 1000 / len(qs)
 
                     lace_r, raw_r = await interleaved(ctx.size(6, 2, 1), lace_q, raw_q)

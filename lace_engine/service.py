@@ -270,19 +270,15 @@ class Engine:
         return pagination.page(items, size, query, lambda change: change.id)
 
     async def passages_cited_by(self, changes: Sequence[ChangeEvent]) -> list[Passage]:
-        """The passages that the before and after snapshots of `changes` cite, each once, in order of citation."""
-        ids: dict[uuid.UUID, uuid.UUID] = {}  # passage -> artifact, in order of first citation
-        for change in changes:
-            for snapshot in (change.before, change.after):
-                for passage_id in BlockContent.from_json(snapshot["content"]).citations if snapshot else ():
-                    ids.setdefault(passage_id, change.artifact_id)
+        """The passages that the before and after snapshots of one block's `changes` cite, each once,
+        in order of citation."""
+        ids = list(dict.fromkeys(
+            passage_id for change in changes for snapshot in (change.before, change.after) if snapshot
+            for passage_id in BlockContent.from_json(snapshot["content"]).citations))
         if not ids:
             return []
-        async with self.db.read() as conn:
-            found: dict[uuid.UUID, Passage] = {}
-            for artifact_id in set(ids.values()):
-                found |= await source_store.passages_by_id(conn, artifact_id, [p for p, a in ids.items()
-                                                                               if a == artifact_id])
+        async with self.db.read() as conn:  # a block's changes all belong to its artifact
+            found = await source_store.passages_by_id(conn, changes[0].artifact_id, ids)
         return [found[p] for p in ids if p in found]
 
     # Outline edits -------------------------------------------------------------------------

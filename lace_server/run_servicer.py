@@ -97,10 +97,12 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         opened = datetime.now(UTC)
         async for batch in self.engine.stream_run(run_id, request.cursor):
             response = self._stream_response(batch)
-            now = datetime.now(UTC)
-            for event in batch.events:
-                if event.create_time >= opened:  # live, not history replayed from the cursor
-                    metrics.DELIVERY_LAG.observe((now - event.create_time).total_seconds())
+            events = batch.events
+            if events and events[-1].create_time >= opened:  # replayed history is skipped in one check
+                now = datetime.now(UTC)
+                for event in events:
+                    if event.create_time >= opened:  # live, not history replayed from the cursor
+                        metrics.DELIVERY_LAG.observe((now - event.create_time).total_seconds())
             yield response
 
     def _stream_response(self, batch: StreamBatch) -> run_service_pb2.StreamRunResponse:

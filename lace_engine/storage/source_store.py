@@ -116,7 +116,7 @@ async def has_retrievable(conn: AsyncConnection, artifact_id: uuid.UUID) -> bool
 
 # Plain SQL, prepared once per connection: retrieval runs before every section written, and
 # building this statement through SQLAlchemy cost more CPU than PostgreSQL's answer with no sources.
-_RETRIEVE_SQL = """
+RETRIEVE_SQL = """
 SELECT p.id, p.source_id, p.ordinal, p.start_offset, p.end_offset, p.text, p.content_hash, s.title
 FROM passages p JOIN sources s ON s.id = p.source_id
 WHERE p.artifact_id = %(artifact)s AND p.retrievable AND p.tsv @@ websearch_to_tsquery('english', %(query)s)
@@ -129,7 +129,7 @@ async def retrieve(conn: AsyncConnection, artifact_id: uuid.UUID, query_text: st
     if not query_text:
         return []
     driver = await driver_connection(conn)
-    cur = await driver.execute(_RETRIEVE_SQL, {"artifact": artifact_id, "query": query_text, "limit": limit},
+    cur = await driver.execute(RETRIEVE_SQL, {"artifact": artifact_id, "query": query_text, "limit": limit},
                                prepare=True)
     return [Passage(id=r[0], source_id=r[1], ordinal=r[2], start_offset=r[3], end_offset=r[4], text=r[5],
                     content_hash=r[6], source_title=r[7]) for r in await cur.fetchall()]
