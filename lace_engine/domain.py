@@ -92,6 +92,7 @@ class OutlineEditKind(enum.StrEnum):
     CREATE = "create"
     DELETE = "delete"
     MOVE = "move"
+    UPDATE_ARTIFACT = "update_artifact"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
-from lace_engine import tracing
+from lace_engine import list_query, tracing
 from lace_engine.cluster import ClusterServices
 from lace_engine.config import Settings
 from lace_engine.domain import (
@@ -35,7 +36,7 @@ from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMProvider
 from lace_engine.llm.content_style import default_content_style
 from lace_engine.pipeline import apply
-from lace_engine.pipeline.apply import Mutation, NewArtifact, NodeFields, OutlineRules
+from lace_engine.pipeline.apply import ArtifactFields, Mutation, NewArtifact, NodeFields, OutlineRules
 from lace_engine.pipeline.compiler import compile_html, compile_json, compile_markdown
 from lace_engine.pipeline.estimate import preflight
 from lace_engine.pipeline.pandoc_ast import document_ast
@@ -100,9 +101,26 @@ def resolve_options(requested: dict[str, int], defaults: RunOptions) -> RunOptio
     return RunOptions.from_json(values)
 
 
-def _newest_first(item: Artifact | Run) -> list[str]:
-    """The page position of a newest-first listing: (create_time, id) of its last item."""
-    return [item.create_time.isoformat(), str(item.id)]
+# What ListArtifacts and ListRuns filter and order on (AIP-160, AIP-132); see docs/api.md.
+_TIMESTAMP = list_query.Field(list_query.FieldKind.TIMESTAMP)
+ARTIFACT_FILTER_FIELDS = {"create_time": _TIMESTAMP, "update_time": _TIMESTAMP}
+ARTIFACT_ORDER_FIELDS = ("create_time", "update_time")
+RUN_FILTER_FIELDS = {
+    "state": list_query.Field(list_query.FieldKind.ENUM, {s.name: s.value for s in RunState}, prefix="RUN_STATE_"),
+    "artifact_id": list_query.Field(list_query.FieldKind.ID),
+    "create_time": _TIMESTAMP,
+}
+RUN_ORDER_FIELDS = ("create_time",)
+NEWEST_FIRST = list_query.Ordering("create_time", descending=True)
+
+
+def _page_position(order: list_query.Ordering) -> Callable[[Artifact | Run], list[str]]:
+    """The page position of an item in this order: (its order field, its id)."""
+    def position(item: Artifact | Run) -> list[str]:
+        stamp = getattr(item, order.field)
+        assert isinstance(stamp, datetime)
+        return [stamp.isoformat(), str(item.id)]
+    return position
 
 
 class Engine:
@@ -196,14 +214,52 @@ class Engine:
         ordered = list(tree.preorder())
         return ArtifactView(artifact, ordered, [b for n in ordered for b in by_node.get(n.id, [])])
 
-    async def list_artifacts(self, page_size: int, page_token: str) -> tuple[list[Artifact], str]:
+    async def list_artifacts(self, page_size: int, page_token: str, *, filter: str = "",
+                             order_by: str = "") -> tuple[list[Artifact], str]:
         size = pagination.page_size(page_size, default=50, maximum=500)
-        query = "artifacts"
-        position = pagination.decode(page_token, query)
+        query = list_query.parse(filter, order_by, ARTIFACT_FILTER_FIELDS, ARTIFACT_ORDER_FIELDS, NEWEST_FIRST)
+        key = ["artifacts", *query.key(filter)]
+        position = pagination.decode(page_token, key)
         async with self.db.read() as conn:
-            items = await ir_store.list_artifacts(conn, limit=size + 1,
-                                                  before=tuple(position) if position else None)
-        return pagination.page(items, size, query, _newest_first)
+            items = await ir_store.list_artifacts(conn, query, limit=size + 1,
+                                                  after=tuple(position) if position else None)
+        return pagination.page(items, size, key, _page_position(query.order))
+
+    async def update_artifact(self, artifact_id: uuid.UUID, fields: ArtifactFields, *,
+                              request_id: str = "") -> Artifact:
+        """AIP-134: the fields that are not None, through Apply, under the outline edits' rules."""
+        req = idempotency.request("UpdateArtifact", request_id, {
+            "artifact_id": str(artifact_id), "title": fields.title, "brief": fields.brief, "style": fields.style,
+            "target_words": fields.target_words})
+
+        async def write(tx: Tx) -> Artifact:
+            artifact, tree, rules, run = await self._outline_edit(tx, artifact_id)
+            await self._write_outline(tx, apply.plan_update_artifact(tree, artifact, fields, rules), run)
+            return await ir_store.get_artifact(tx.conn, artifact_id)
+
+        return (await idempotency.once(self.db, req, artifact_id, write, ir_store.get_artifact)).value
+
+    async def delete_artifact(self, artifact_id: uuid.UUID, *, allow_missing: bool = False,
+                              request_id: str = "") -> None:
+        """AIP-135: the artifact and everything it owns, in one transaction; refused while a run is active."""
+        req = idempotency.request("DeleteArtifact", request_id, {"artifact_id": str(artifact_id),
+                                                                 "allow_missing": allow_missing})
+
+        async def write(tx: Tx) -> None:
+            # Every run's row first (the writers' lock order): a ResumeRun of a failed run that
+            # commits meanwhile is seen active here, never deleted under its executor.
+            active = [r for r in await run_store.lock_runs_of(tx.conn, artifact_id) if r.state.active]
+            try:
+                await ir_store.get_artifact(tx.conn, artifact_id, for_update=True)
+            except NotFound:
+                if allow_missing:
+                    return
+                raise
+            if active:
+                raise run_store.active_run_error(artifact_id, active[0].id)
+            await apply_store.delete_artifact(tx, artifact_id)
+
+        await idempotency.once(self.db, req, artifact_id, write, idempotency.no_result)
 
     async def compile(self, artifact_id: uuid.UUID, fmt: str) -> CompiledDocument:
         if fmt not in FORMATS:
@@ -415,17 +471,22 @@ class Engine:
         async with self.db.read() as conn:
             return await run_store.get_run(conn, run_id)
 
-    async def list_runs(self, artifact_id: uuid.UUID | None, page_size: int,
-                        page_token: str) -> tuple[list[Run], str]:
+    async def list_runs(self, artifact_id: uuid.UUID | None, page_size: int, page_token: str, *,
+                        filter: str = "", order_by: str = "") -> tuple[list[Run], str]:
         size = pagination.page_size(page_size, default=50, maximum=500)
-        query = ["runs", str(artifact_id)]
-        position = pagination.decode(page_token, query)
+        query = list_query.parse(filter, order_by, RUN_FILTER_FIELDS, RUN_ORDER_FIELDS, NEWEST_FIRST)
+        if artifact_id is not None:  # the request's own field: one more condition
+            of_artifact = list_query.Comparison("artifact_id", "=", artifact_id)
+            query = replace(query, where=of_artifact if query.where is None
+                            else list_query.AllOf((of_artifact, query.where)))
+        key = ["runs", str(artifact_id), *query.key(filter)]
+        position = pagination.decode(page_token, key)
         async with self.db.read() as conn:
             if artifact_id is not None:
                 await ir_store.get_artifact(conn, artifact_id)
-            items = await run_store.list_runs(conn, artifact_id=artifact_id, limit=size + 1,
-                                              before=tuple(position) if position else None)
-        return pagination.page(items, size, query, _newest_first)
+            items = await run_store.list_runs(conn, query, limit=size + 1,
+                                              after=tuple(position) if position else None)
+        return pagination.page(items, size, key, _page_position(query.order))
 
     async def control_run(self, run_id: uuid.UUID, action: RunAction, request_id: str = "",
                           options: dict[str, int] | None = None) -> Run:

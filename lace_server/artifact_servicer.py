@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeAlias
 
 import grpc
@@ -9,13 +10,27 @@ import grpc
 from lace.v1 import artifact_pb2, artifact_service_pb2, artifact_service_pb2_grpc
 from lace_engine.errors import InvalidArgument
 from lace_engine.ids import parse_id
-from lace_engine.pipeline.apply import NewArtifact, NodeFields
+from lace_engine.pipeline.apply import ArtifactFields, NewArtifact, NodeFields
 from lace_engine.service import Engine
 from lace_server import convert
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 _NODE_FIELDS = ("title", "intent", "target_words")
+_ARTIFACT_FIELDS = ("title", "brief", "style", "target_words")
+
+
+def _mask(paths: Iterable[str], allowed: tuple[str, ...]) -> list[str]:
+    """An update_mask's paths, or InvalidArgument when it is empty or names a field that cannot change."""
+    given = list(paths)
+    if not given:
+        raise InvalidArgument(f"update_mask is required: name the fields to change ({', '.join(allowed)})",
+                              reason="MISSING_FIELD", metadata={"field": "update_mask"})
+    unknown = [p for p in given if p not in allowed]
+    if unknown:
+        raise InvalidArgument(f"update_mask names {unknown}; only {', '.join(allowed)} can be changed",
+                              reason="INVALID_FIELD_MASK", metadata={"field": "update_mask"})
+    return given
 
 _FORMATS = {
     artifact_service_pb2.COMPILE_FORMAT_MARKDOWN: "markdown",
@@ -60,9 +75,30 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
     async def ListArtifacts(
         self, request: artifact_service_pb2.ListArtifactsRequest, context: Context
     ) -> artifact_service_pb2.ListArtifactsResponse:
-        items, token = await self.engine.list_artifacts(request.page_size, request.page_token)
+        items, token = await self.engine.list_artifacts(request.page_size, request.page_token,
+                                                        filter=request.filter, order_by=request.order_by)
         return artifact_service_pb2.ListArtifactsResponse(
             artifacts=[convert.artifact_to_pb(a) for a in items], next_page_token=token)
+
+    async def UpdateArtifact(
+        self, request: artifact_service_pb2.UpdateArtifactRequest, context: Context
+    ) -> artifact_service_pb2.UpdateArtifactResponse:
+        artifact_id = parse_id(request.artifact.id, "artifact.id")
+        paths = _mask(request.update_mask.paths, _ARTIFACT_FIELDS)
+        a = request.artifact
+        fields = ArtifactFields(title=a.title if "title" in paths else None,
+                                brief=a.brief if "brief" in paths else None,
+                                style=a.style if "style" in paths else None,
+                                target_words=a.target_words if "target_words" in paths else None)
+        artifact = await self.engine.update_artifact(artifact_id, fields, request_id=request.request_id)
+        return artifact_service_pb2.UpdateArtifactResponse(artifact=convert.artifact_to_pb(artifact))
+
+    async def DeleteArtifact(
+        self, request: artifact_service_pb2.DeleteArtifactRequest, context: Context
+    ) -> artifact_service_pb2.DeleteArtifactResponse:
+        await self.engine.delete_artifact(parse_id(request.artifact_id, "artifact_id"),
+                                          allow_missing=request.allow_missing, request_id=request.request_id)
+        return artifact_service_pb2.DeleteArtifactResponse()
 
     async def CompileArtifact(
         self, request: artifact_service_pb2.CompileArtifactRequest, context: Context
@@ -115,14 +151,7 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         self, request: artifact_service_pb2.UpdateNodeRequest, context: Context
     ) -> artifact_service_pb2.UpdateNodeResponse:
         node_id = parse_id(request.node.id, "node.id")
-        paths = list(request.update_mask.paths)
-        if not paths:
-            raise InvalidArgument("update_mask is required: name the fields to change (title, intent, target_words)",
-                                  reason="MISSING_FIELD", metadata={"field": "update_mask"})
-        unknown = [p for p in paths if p not in _NODE_FIELDS]
-        if unknown:
-            raise InvalidArgument(f"update_mask names {unknown}; only {', '.join(_NODE_FIELDS)} can be changed",
-                                  reason="INVALID_FIELD_MASK", metadata={"field": "update_mask"})
+        paths = _mask(request.update_mask.paths, _NODE_FIELDS)
         n = request.node
         fields = NodeFields(title=n.title if "title" in paths else None, intent=n.intent if "intent" in paths else None,
                             target_words=n.target_words if "target_words" in paths else None)

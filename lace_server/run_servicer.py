@@ -47,7 +47,8 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         self, request: run_service_pb2.ListRunsRequest, context: Context
     ) -> run_service_pb2.ListRunsResponse:
         artifact_id = parse_id(request.artifact_id, "artifact_id") if request.artifact_id else None
-        items, token = await self.engine.list_runs(artifact_id, request.page_size, request.page_token)
+        items, token = await self.engine.list_runs(artifact_id, request.page_size, request.page_token,
+                                                   filter=request.filter, order_by=request.order_by)
         return run_service_pb2.ListRunsResponse(runs=[convert.run_to_pb(r) for r in items], next_page_token=token)
 
     async def _control(self, run_id: str, action: RunAction, request_id: str,

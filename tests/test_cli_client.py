@@ -201,3 +201,24 @@ async def test_review_flow_start_outline_node_edits_resume(lace: Lace) -> None:
     code, out, _ = await lace("outline", artifact_id)
     assert all("[written, " in line for line in out.splitlines()[1:])
     assert [line.strip().split("  [")[0] for line in out.splitlines()[1:]] == titles
+
+
+async def test_update_list_filtered_and_delete(lace: Lace) -> None:
+    code, out, _ = await lace("create", "--title", "Windbreaks", "--brief", BRIEF, "--words", "900")
+    artifact_id = out.strip()
+    code, _, err = await lace("update", artifact_id)
+    assert code == 2 and "--title" in err  # nothing to change
+    code, out, err = await lace("update", artifact_id, "--title", "Windbreaks and turbines", "--words", "1100")
+    assert code == 0 and "version 2, 1100 words planned" in out, err
+    code, out, _ = await lace("artifacts", "--order-by", "update_time desc")
+    assert code == 0 and out.splitlines()[1].startswith(artifact_id) and "Windbreaks and turbines" in out
+    code, out, _ = await lace("runs", "--filter", "state = AWAITING_REVIEW AND state = COMPLETED")
+    assert code == 0 and out.splitlines()[1:] == []  # no run is in both states: only the header
+    code, _, err = await lace("runs", "--filter", "state = LATE")
+    assert code == 2 and "(INVALID_FILTER)" in err
+    code, out, _ = await lace("delete", artifact_id)
+    assert code == 0 and "deleted" in out
+    code, _, err = await lace("delete", artifact_id)
+    assert code == 2 and "(ARTIFACT_NOT_FOUND)" in err
+    code, _, _ = await lace("delete", artifact_id, "--allow-missing")
+    assert code == 0

@@ -68,9 +68,17 @@ async def test_artifact_and_run_round_trip(client: LaceClient) -> None:
     assert done.state == run_pb2.RUN_STATE_COMPLETED and done.head_seq == len(events)
     assert run.id in [r.id async for r in client.list_runs(artifact.id)]
     assert run.id in [r.id async for r in client.list_runs()]
+    assert [r.id async for r in client.list_runs(artifact.id, filter="state = COMPLETED")] == [run.id]
+    assert [r.id async for r in client.list_runs(artifact.id, filter="state != COMPLETED")] == []
+
+    written = (await client.get_artifact(artifact.id)).artifact
+    updated = await client.update_artifact(artifact.id, title="Heat pumps in old homes")
+    assert updated.title == "Heat pumps in old homes" and updated.version == written.version + 1
+    since = updated.update_time.ToJsonString()
+    assert artifact.id in [a.id async for a in client.list_artifacts(filter=f'update_time >= "{since}"')]
 
     markdown = await client.compile(artifact.id)
-    assert markdown.startswith("---") and "\n## " in markdown
+    assert markdown.startswith("---") and "\n## " in markdown and "# Heat pumps in old homes" in markdown
     assert "<html" in (await client.compile(artifact.id, "html")).lower()
     assert artifact.id in await client.compile(artifact.id, "json")
     with pytest.raises(ValueError, match="compile_document"):
@@ -90,6 +98,11 @@ async def test_artifact_and_run_round_trip(client: LaceClient) -> None:
     assert [c.operation for c in history][-1] == artifact_pb2.CHANGE_OPERATION_UPDATE
     assert history[-1].after.text == "A sentence written by a person."
     assert "A sentence written by a person." in await client.compile(artifact.id)
+
+    await client.delete_artifact(artifact.id)
+    with pytest.raises(NotFoundError):
+        await client.get_run(run.id)  # its runs went with it
+    await client.delete_artifact(artifact.id, allow_missing=True)
 
 
 def done_artifact_version(markdown: str) -> int:

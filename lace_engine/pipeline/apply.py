@@ -136,6 +136,10 @@ class Mutation:
     # Outline edits: nodes removed (with their subtrees, listed whole) and the artifact's new target.
     node_deletes: tuple[uuid.UUID, ...] = ()
     artifact_target_words: int | None = None
+    # UpdateArtifact: the artifact's new title, brief or style (None: unchanged).
+    artifact_title: str | None = None
+    artifact_brief: str | None = None
+    artifact_style: str | None = None
 
 
 def tree_after(tree: Tree, mutation: Mutation) -> Tree:
@@ -737,6 +741,46 @@ def _renumbered(nodes: dict[uuid.UUID, Node], ordered: Sequence[Node]) -> None:
         current = nodes[n.id]
         if current.ordinal != i:
             nodes[n.id] = replace(current, ordinal=i)
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactFields:
+    """The fields UpdateArtifact sets; None leaves a field as it is."""
+
+    title: str | None = None
+    brief: str | None = None
+    style: str | None = None
+    target_words: int | None = None
+
+
+def plan_update_artifact(tree: Tree, artifact: Artifact, fields: ArtifactFields, rules: OutlineRules) -> Mutation:
+    """A person changes the artifact's title, brief, style or length (AIP-134).
+
+    The root section follows: its title is the artifact's, its intent the brief's start (unless a
+    person gave it another), its budget the target (only while it has no sections: a split root's
+    target is the sum of its children's)."""
+    merged = NewArtifact(
+        title=artifact.title if fields.title is None else fields.title,
+        brief=artifact.brief if fields.brief is None else fields.brief,
+        style=artifact.style if fields.style is None else fields.style,
+        target_words=artifact.target_words if fields.target_words is None else fields.target_words)
+    validate_new_artifact(merged)
+    title, brief, style = merged.title.strip(), merged.brief.strip(), merged.style.strip()
+    root = tree.root
+    if fields.target_words is not None and fields.target_words != root.target_words and tree.children(root.id):
+        raise InvalidArgument("the document is planned into sections: its target_words is the sum of theirs; "
+                              "change the sections' budgets (UpdateNode)", reason="TARGET_FOLLOWS_CHILDREN",
+                              metadata={"field": "artifact.target_words"})
+    if fields.target_words is not None:
+        _frozen(tree, root.id, rules)
+    intent = brief[:1000] if root.intent == artifact.brief[:1000] else root.intent
+    nodes = {n.id: n for n in tree.preorder()}
+    nodes[root.id] = replace(root, title=title, intent=intent, target_words=merged.target_words)
+    outline = _outline_mutation(tree, artifact, nodes, kind=OutlineEditKind.UPDATE_ARTIFACT, subject=root.id,
+                                rules=rules, touched=[root.id])
+    return replace(outline, artifact_title=title if title != artifact.title else None,
+                   artifact_brief=brief if brief != artifact.brief else None,
+                   artifact_style=style if style != artifact.style else None)
 
 
 def plan_update_node(tree: Tree, artifact: Artifact, node_id: uuid.UUID, fields: NodeFields,

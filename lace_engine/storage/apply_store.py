@@ -131,10 +131,20 @@ async def write_mutation(
     return Written(artifact_version=version, events=written, head_seq=head)
 
 
+async def delete_artifact(tx: Tx, artifact_id: uuid.UUID) -> None:
+    """Removes the artifact with everything it owns (nodes, blocks, change events, runs with their events
+    and calls, sources), by the schema's cascades, in the caller's transaction."""
+    driver = await driver_connection(tx.conn)
+    await driver.execute("DELETE FROM artifacts WHERE id = %s", (artifact_id,))
+
+
 _INSERT_ARTIFACT = ("INSERT INTO artifacts (id, title, brief, style, target_words, root_node_id, version, word_count, "
                     "create_time, update_time) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, %s)")
 _BUMP_ARTIFACT = ("UPDATE artifacts SET version = version + 1, word_count = word_count + %s, update_time = now(), "
                   "target_words = coalesce(%s, target_words) WHERE id = %s RETURNING version")
+_UPDATE_ARTIFACT = ("UPDATE artifacts SET version = version + 1, word_count = word_count + %s, update_time = now(), "
+                    "target_words = coalesce(%s, target_words), title = coalesce(%s, title), "
+                    "brief = coalesce(%s, brief), style = coalesce(%s, style) WHERE id = %s RETURNING version")
 _LOCK_NODE = "SELECT state FROM nodes WHERE id = %s FOR UPDATE"
 _LOCK_BLOCKS = "SELECT id, version, pinned FROM blocks WHERE node_id = %s FOR UPDATE"
 _INSERT_NODE = ("INSERT INTO nodes (id, artifact_id, parent_id, ordinal, depth, title, intent, target_words, state, "
@@ -156,7 +166,11 @@ async def _bump_artifact(driver: psycopg.AsyncConnection[Any], m: Mutation) -> p
                                                 a.version, a.create_time, a.update_time))
         return None
     cur = driver.cursor()
-    await cur.execute(_BUMP_ARTIFACT, (m.word_delta, m.artifact_target_words, m.artifact_id))
+    if m.artifact_title is None and m.artifact_brief is None and m.artifact_style is None:
+        await cur.execute(_BUMP_ARTIFACT, (m.word_delta, m.artifact_target_words, m.artifact_id))
+    else:
+        await cur.execute(_UPDATE_ARTIFACT, (m.word_delta, m.artifact_target_words, m.artifact_title,
+                                             m.artifact_brief, m.artifact_style, m.artifact_id))
     return cur
 
 

@@ -90,6 +90,11 @@ async def once(db: Database, req: Request, resource_id: uuid.UUID,
         return Outcome(await replay(conn, existing), replayed=True)
 
 
+async def no_result(conn: AsyncConnection, resource_id: uuid.UUID) -> None:
+    """The replay of a request with nothing to return (a delete): its repeat succeeds again."""
+    return None
+
+
 async def lookup(conn: AsyncConnection, req: Request) -> uuid.UUID | None:
     """The resource an earlier identical request recorded, None if new (for a replay that must not
     read the request's own target first, e.g. a delete's)."""

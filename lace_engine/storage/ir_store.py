@@ -21,6 +21,8 @@ from lace_engine.domain import (
     RunState,
 )
 from lace_engine.errors import NotFound
+from lace_engine.list_query import ListQuery
+from lace_engine.storage import list_sql
 from lace_engine.storage.schema import artifacts, blocks, change_events, nodes, runs
 
 _ACTIVE = [s.value for s in RunState if not s.terminal]
@@ -72,14 +74,12 @@ async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_upd
     return row_to_artifact(row)
 
 
-async def list_artifacts(conn: AsyncConnection, *, limit: int, before: tuple[str, str] | None) -> list[Artifact]:
-    """Newest first; `before` is the (create_time, id) of the last artifact of the previous page."""
+async def list_artifacts(conn: AsyncConnection, query: ListQuery, *, limit: int,
+                         after: tuple[str, str] | None) -> list[Artifact]:
+    """A page in the query's order; `after` is the (order field, id) of the previous page's last artifact."""
     stmt = sa.select(artifacts, _active_run_subquery().label("active_run_id"))
-    if before is not None:
-        stmt = stmt.where(sa.tuple_(artifacts.c.create_time, artifacts.c.id)
-                          < sa.tuple_(sa.cast(before[0], sa.DateTime(timezone=True)),
-                                      sa.cast(before[1], artifacts.c.id.type)))
-    stmt = stmt.order_by(artifacts.c.create_time.desc(), artifacts.c.id.desc()).limit(limit)
+    columns = {"create_time": artifacts.c.create_time, "update_time": artifacts.c.update_time}
+    stmt = list_sql.apply(stmt, query, columns, artifacts.c.id, after, limit)
     return [row_to_artifact(r) for r in await conn.execute(stmt)]
 
 

@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lace_engine.domain import EventType, NewEvent, Run, RunOptions, RunState
 from lace_engine.errors import Aborted, FailedPrecondition, NotFound
+from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.quality import CallRecord
-from lace_engine.storage import event_log
+from lace_engine.storage import event_log, list_sql
 from lace_engine.storage.database import Tx, driver_connection
 from lace_engine.storage.event_log import Appended, Fence
 from lace_engine.storage.schema import RUN_IS_ACTIVE, llm_calls, runs
@@ -91,17 +92,11 @@ async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, for_update: bool 
     return row_to_run(row)
 
 
-async def list_runs(
-    conn: AsyncConnection, *, artifact_id: uuid.UUID | None, limit: int, before: tuple[str, str] | None
-) -> list[Run]:
-    stmt = sa.select(runs)
-    if artifact_id is not None:
-        stmt = stmt.where(runs.c.artifact_id == artifact_id)
-    if before is not None:
-        stmt = stmt.where(sa.tuple_(runs.c.create_time, runs.c.id)
-                          < sa.tuple_(sa.cast(before[0], sa.DateTime(timezone=True)),
-                                      sa.cast(before[1], runs.c.id.type)))
-    stmt = stmt.order_by(runs.c.create_time.desc(), runs.c.id.desc()).limit(limit)
+async def list_runs(conn: AsyncConnection, query: ListQuery, *, limit: int,
+                    after: tuple[str, str] | None) -> list[Run]:
+    """A page in the query's order; `after` is the (order field, id) of the previous page's last run."""
+    columns = {"state": runs.c.state, "artifact_id": runs.c.artifact_id, "create_time": runs.c.create_time}
+    stmt = list_sql.apply(sa.select(runs), query, columns, runs.c.id, after, limit)
     return [row_to_run(r) for r in await conn.execute(stmt)]
 
 
@@ -209,6 +204,13 @@ async def active_run_for_update(conn: AsyncConnection, artifact_id: uuid.UUID) -
         sa.select(runs).where(runs.c.artifact_id == artifact_id, sa.text(RUN_IS_ACTIVE)).with_for_update()
     )).first()
     return None if row is None else row_to_run(row)
+
+
+async def lock_runs_of(conn: AsyncConnection, artifact_id: uuid.UUID) -> list[Run]:
+    """Every run of the artifact, their rows locked (runs first: the writers' lock order), oldest first."""
+    rows = await conn.execute(sa.select(runs).where(runs.c.artifact_id == artifact_id)
+                              .order_by(runs.c.create_time, runs.c.id).with_for_update())
+    return [row_to_run(r) for r in rows]
 
 
 async def call_records(conn: AsyncConnection, run_id: uuid.UUID) -> list[CallRecord]:

@@ -306,8 +306,25 @@ async def _create(client: LaceClient, args: argparse.Namespace) -> int:
 
 async def _artifacts(client: LaceClient, args: argparse.Namespace) -> int:
     rows = [[a.id, _short(a.title, 40), f"{a.word_count}/{a.target_words}", str(a.version),
-             a.active_run_id or "-", _when(a.create_time)] async for a in client.list_artifacts()]
+             a.active_run_id or "-", _when(a.create_time)]
+            async for a in client.list_artifacts(filter=args.filter, order_by=args.order_by)]
     _print_rows(["ID", "TITLE", "WORDS", "VERSION", "ACTIVE RUN", "CREATED"], rows)
+    return 0
+
+
+async def _update(client: LaceClient, args: argparse.Namespace) -> int:
+    if args.title is None and args.brief is None and args.style is None and args.words is None:
+        print("lace update: give at least one of --title, --brief, --style, --words", file=sys.stderr)
+        return 2
+    artifact = await client.update_artifact(args.artifact_id, title=args.title, brief=args.brief, style=args.style,
+                                            target_words=args.words, request_id=args.request_id)
+    print(f"artifact {artifact.id}: version {artifact.version}, {artifact.target_words} words planned")
+    return 0
+
+
+async def _delete(client: LaceClient, args: argparse.Namespace) -> int:
+    await client.delete_artifact(args.artifact_id, allow_missing=args.allow_missing, request_id=args.request_id)
+    print(f"artifact {args.artifact_id}: deleted")
     return 0
 
 
@@ -334,7 +351,7 @@ async def _watch(client: LaceClient, args: argparse.Namespace) -> int:
 async def _runs(client: LaceClient, args: argparse.Namespace) -> int:
     rows = [[r.id, r.artifact_id, state_name(r.state), f"{r.nodes_written}/{r.nodes_planned}",
              str(r.words_written), str(r.usage.prompt_tokens + r.usage.completion_tokens), _when(r.create_time)]
-            async for r in client.list_runs(args.artifact)]
+            async for r in client.list_runs(args.artifact, filter=args.filter, order_by=args.order_by)]
     _print_rows(["ID", "ARTIFACT", "STATE", "NODES", "WORDS", "TOKENS", "CREATED"], rows)
     return 0
 
@@ -526,7 +543,22 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.add_argument("--style", default="", help="optional style guidance")
     p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
 
-    command("artifacts", _artifacts, "list artifacts, newest first")
+    p = command("artifacts", _artifacts, "list artifacts, newest first")
+    p.add_argument("--filter", default="", help='AIP-160 filter, e.g. \'create_time > "2026-12-01T00:00:00Z"\'')
+    p.add_argument("--order-by", default="", help="create_time or update_time, optionally followed by ' desc'")
+
+    p = command("update", _update, "change an artifact's title, brief, style or length")
+    p.add_argument("artifact_id")
+    p.add_argument("--title")
+    p.add_argument("--brief")
+    p.add_argument("--style")
+    p.add_argument("--words", type=int, help="target length in words (only before the document is planned)")
+    p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
+
+    p = command("delete", _delete, "delete an artifact with its runs, events, history and sources")
+    p.add_argument("artifact_id")
+    p.add_argument("--allow-missing", action="store_true", help="succeed when there is no such artifact")
+    p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
 
     p = command("start", _start, "start a run over an artifact; prints the run id")
     p.add_argument("artifact_id")
@@ -556,6 +588,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     p = command("runs", _runs, "list runs, newest first")
     p.add_argument("--artifact", metavar="ID", help="only runs of this artifact")
+    p.add_argument("--filter", default="", help="AIP-160 filter, e.g. 'state = RUNNING OR state = PAUSED'")
+    p.add_argument("--order-by", default="", help="create_time, optionally followed by ' desc' (the default)")
 
     for action in ("pause", "resume", "cancel"):
         p = command(action, _control(action), "resume a paused, failed or reviewed run (a failed one goes on from "

@@ -204,14 +204,38 @@ class LaceClient:
         request = artifact_service_pb2.GetArtifactRequest(artifact_id=artifact_id, view=view)
         return await self._call(self._artifacts.GetArtifact(request, metadata=self._metadata, timeout=self._timeout))
 
-    async def list_artifacts(self, page_size: int = 0) -> AsyncIterator[artifact_pb2.Artifact]:
-        """Every artifact, newest first, fetching pages as needed."""
+    async def list_artifacts(self, page_size: int = 0, *, filter: str = "",
+                             order_by: str = "") -> AsyncIterator[artifact_pb2.Artifact]:
+        """Every artifact matching `filter` (AIP-160, see ListArtifactsRequest), newest first unless
+        `order_by` says otherwise, fetching pages as needed."""
         def fetch(token: str) -> Awaitable[artifact_service_pb2.ListArtifactsResponse]:
-            request = artifact_service_pb2.ListArtifactsRequest(page_size=page_size, page_token=token)
+            request = artifact_service_pb2.ListArtifactsRequest(page_size=page_size, page_token=token,
+                                                                filter=filter, order_by=order_by)
             return self._artifacts.ListArtifacts(request, metadata=self._metadata, timeout=self._timeout)
 
         async for artifact in self._every(fetch, lambda page: page.artifacts):
             yield artifact
+
+    async def update_artifact(self, artifact_id: str, *, title: str | None = None, brief: str | None = None,
+                              style: str | None = None, target_words: int | None = None,
+                              request_id: str | None = None) -> artifact_pb2.Artifact:
+        """Changes the artifact's title, brief, style and/or target_words (only the ones given)."""
+        given = (("title", title), ("brief", brief), ("style", style), ("target_words", target_words))
+        request = artifact_service_pb2.UpdateArtifactRequest(
+            artifact=artifact_pb2.Artifact(id=artifact_id, title=title or "", brief=brief or "", style=style or "",
+                                           target_words=target_words or 0),
+            update_mask=field_mask_pb2.FieldMask(paths=[name for name, value in given if value is not None]),
+            request_id=_request_id(request_id))
+        response = await self._call(self._artifacts.UpdateArtifact(request, metadata=self._metadata,
+                                                                    timeout=self._timeout))
+        return response.artifact
+
+    async def delete_artifact(self, artifact_id: str, *, allow_missing: bool = False,
+                              request_id: str | None = None) -> None:
+        """Deletes the artifact with its runs, events, history and sources; refused while a run is active."""
+        request = artifact_service_pb2.DeleteArtifactRequest(artifact_id=artifact_id, allow_missing=allow_missing,
+                                                             request_id=_request_id(request_id))
+        await self._call(self._artifacts.DeleteArtifact(request, metadata=self._metadata, timeout=self._timeout))
 
     async def compile(self, artifact_id: str, format: CompileFormatName = "markdown") -> str:
         """The artifact rendered as Markdown, HTML or JSON; `compile_document` gives every format as bytes."""
@@ -366,11 +390,13 @@ class LaceClient:
         response = await self._call(self._runs.GetRun(request, metadata=self._metadata, timeout=self._timeout))
         return response.run
 
-    async def list_runs(self, artifact_id: str | None = None, page_size: int = 0) -> AsyncIterator[run_pb2.Run]:
-        """Every run (of one artifact, when given), newest first."""
+    async def list_runs(self, artifact_id: str | None = None, page_size: int = 0, *, filter: str = "",
+                        order_by: str = "") -> AsyncIterator[run_pb2.Run]:
+        """Every run (of one artifact, when given) matching `filter` (AIP-160, see ListRunsRequest),
+        newest first unless `order_by` says otherwise."""
         def fetch(token: str) -> Awaitable[run_service_pb2.ListRunsResponse]:
             request = run_service_pb2.ListRunsRequest(artifact_id=artifact_id or "", page_size=page_size,
-                                                      page_token=token)
+                                                      page_token=token, filter=filter, order_by=order_by)
             return self._runs.ListRuns(request, metadata=self._metadata, timeout=self._timeout)
 
         async for run in self._every(fetch, lambda page: page.runs):

@@ -102,9 +102,22 @@ class LaceSyncClient:
         """See LaceClient.get_artifact."""
         return self._run(self._client.get_artifact(artifact_id, full))
 
-    def list_artifacts(self, page_size: int = 0) -> Iterator[artifact_pb2.Artifact]:
+    def list_artifacts(self, page_size: int = 0, *, filter: str = "",
+                       order_by: str = "") -> Iterator[artifact_pb2.Artifact]:
         """See LaceClient.list_artifacts."""
-        return self._iterate(self._client.list_artifacts(page_size))
+        return self._iterate(self._client.list_artifacts(page_size, filter=filter, order_by=order_by))
+
+    def update_artifact(self, artifact_id: str, *, title: str | None = None, brief: str | None = None,
+                        style: str | None = None, target_words: int | None = None,
+                        request_id: str | None = None) -> artifact_pb2.Artifact:
+        """See LaceClient.update_artifact."""
+        return self._run(self._client.update_artifact(artifact_id, title=title, brief=brief, style=style,
+                                                      target_words=target_words, request_id=request_id))
+
+    def delete_artifact(self, artifact_id: str, *, allow_missing: bool = False,
+                        request_id: str | None = None) -> None:
+        """See LaceClient.delete_artifact."""
+        self._run(self._client.delete_artifact(artifact_id, allow_missing=allow_missing, request_id=request_id))
 
     def compile(self, artifact_id: str, format: CompileFormatName = "markdown") -> str:
         """See LaceClient.compile."""
@@ -134,9 +147,10 @@ class LaceSyncClient:
         """See LaceClient.get_run."""
         return self._run(self._client.get_run(run_id))
 
-    def list_runs(self, artifact_id: str | None = None, page_size: int = 0) -> Iterator[run_pb2.Run]:
+    def list_runs(self, artifact_id: str | None = None, page_size: int = 0, *, filter: str = "",
+                  order_by: str = "") -> Iterator[run_pb2.Run]:
         """See LaceClient.list_runs."""
-        return self._iterate(self._client.list_runs(artifact_id, page_size))
+        return self._iterate(self._client.list_runs(artifact_id, page_size, filter=filter, order_by=order_by))
 
     def pause_run(self, run_id: str, request_id: str | None = None) -> run_pb2.Run:
         """See LaceClient.pause_run."""

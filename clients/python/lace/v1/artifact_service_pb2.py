@@ -27,17 +27,17 @@ from lace.v1 import artifact_pb2 as lace_dot_v1_dot_artifact__pb2
 from lace.v1 import source_pb2 as lace_dot_v1_dot_source__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elace/v1/artifact_service.proto\x12\x07lace.v1\x1a google/protobuf/field_mask.proto\x1a\x16lace/v1/artifact.proto\x1a\x14lace/v1/source.proto\"P\n\x15\x43reateArtifactRequest\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"=\n\x16\x43reateArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"N\n\x12GetArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.lace.v1.ArtifactView\"x\n\x13GetArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12\x1c\n\x05nodes\x18\x02 \x03(\x0b\x32\r.lace.v1.Node\x12\x1e\n\x06\x62locks\x18\x03 \x03(\x0b\x32\x0e.lace.v1.Block\"=\n\x14ListArtifactsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x15ListArtifactsResponse\x12$\n\tartifacts\x18\x01 \x03(\x0b\x32\x11.lace.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x16\x43ompileArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.lace.v1.CompileFormat\"\x83\x01\n\x17\x43ompileArtifactResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\x12\x16\n\x0e\x62inary_content\x18\x04 \x01(\x0c\x12\x11\n\tfile_name\x18\x05 \x01(\t\"q\n\x10\x45\x64itBlockRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x1d\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x0e.lace.v1.Block\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"2\n\x11\x45\x64itBlockResponse\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.lace.v1.Block\"R\n\x17ListBlockChangesRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x8a\x01\n\x18ListBlockChangesResponse\x12+\n\rchange_events\x18\x01 \x03(\x0b\x32\x14.lace.v1.ChangeEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12(\n\x0e\x63ited_passages\x18\x03 \x03(\x0b\x32\x10.lace.v1.Passage\"u\n\x11UpdateNodeRequest\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"1\n\x12UpdateNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\"{\n\x11\x43reateNodeRequest\x12\x11\n\tparent_id\x18\x01 \x01(\t\x12\x1b\n\x04node\x18\x02 \x01(\x0b\x32\r.lace.v1.Node\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x0b\n\t_position\"1\n\x12\x43reateNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\"8\n\x11\x44\x65leteNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"9\n\x12\x44\x65leteNodeResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"m\n\x0fMoveNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x0b\n\t_position\"/\n\x10MoveNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node*^\n\x0c\x41rtifactView\x12\x1d\n\x19\x41RTIFACT_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RTIFACT_VIEW_BASIC\x10\x01\x12\x16\n\x12\x41RTIFACT_VIEW_FULL\x10\x02*\xe0\x01\n\rCompileFormat\x12\x1e\n\x1a\x43OMPILE_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPILE_FORMAT_MARKDOWN\x10\x01\x12\x17\n\x13\x43OMPILE_FORMAT_HTML\x10\x02\x12\x17\n\x13\x43OMPILE_FORMAT_JSON\x10\x03\x12\x17\n\x13\x43OMPILE_FORMAT_DOCX\x10\x04\x12\x16\n\x12\x43OMPILE_FORMAT_ODT\x10\x05\x12\x17\n\x13\x43OMPILE_FORMAT_EPUB\x10\x06\x12\x16\n\x12\x43OMPILE_FORMAT_PDF\x10\x07\x32\x87\x06\n\x0f\x41rtifactService\x12Q\n\x0e\x43reateArtifact\x12\x1e.lace.v1.CreateArtifactRequest\x1a\x1f.lace.v1.CreateArtifactResponse\x12H\n\x0bGetArtifact\x12\x1b.lace.v1.GetArtifactRequest\x1a\x1c.lace.v1.GetArtifactResponse\x12N\n\rListArtifacts\x12\x1d.lace.v1.ListArtifactsRequest\x1a\x1e.lace.v1.ListArtifactsResponse\x12T\n\x0f\x43ompileArtifact\x12\x1f.lace.v1.CompileArtifactRequest\x1a .lace.v1.CompileArtifactResponse\x12\x42\n\tEditBlock\x12\x19.lace.v1.EditBlockRequest\x1a\x1a.lace.v1.EditBlockResponse\x12W\n\x10ListBlockChanges\x12 .lace.v1.ListBlockChangesRequest\x1a!.lace.v1.ListBlockChangesResponse\x12\x45\n\nUpdateNode\x12\x1a.lace.v1.UpdateNodeRequest\x1a\x1b.lace.v1.UpdateNodeResponse\x12\x45\n\nCreateNode\x12\x1a.lace.v1.CreateNodeRequest\x1a\x1b.lace.v1.CreateNodeResponse\x12\x45\n\nDeleteNode\x12\x1a.lace.v1.DeleteNodeRequest\x1a\x1b.lace.v1.DeleteNodeResponse\x12?\n\x08MoveNode\x12\x18.lace.v1.MoveNodeRequest\x1a\x19.lace.v1.MoveNodeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elace/v1/artifact_service.proto\x12\x07lace.v1\x1a google/protobuf/field_mask.proto\x1a\x16lace/v1/artifact.proto\x1a\x14lace/v1/source.proto\"P\n\x15\x43reateArtifactRequest\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"=\n\x16\x43reateArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"N\n\x12GetArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.lace.v1.ArtifactView\"x\n\x13GetArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12\x1c\n\x05nodes\x18\x02 \x03(\x0b\x32\r.lace.v1.Node\x12\x1e\n\x06\x62locks\x18\x03 \x03(\x0b\x32\x0e.lace.v1.Block\"_\n\x14ListArtifactsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"V\n\x15ListArtifactsResponse\x12$\n\tartifacts\x18\x01 \x03(\x0b\x32\x11.lace.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x15UpdateArtifactRequest\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x16UpdateArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"W\n\x15\x44\x65leteArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x18\n\x16\x44\x65leteArtifactResponse\"U\n\x16\x43ompileArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.lace.v1.CompileFormat\"\x83\x01\n\x17\x43ompileArtifactResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\x12\x16\n\x0e\x62inary_content\x18\x04 \x01(\x0c\x12\x11\n\tfile_name\x18\x05 \x01(\t\"q\n\x10\x45\x64itBlockRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x1d\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x0e.lace.v1.Block\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"2\n\x11\x45\x64itBlockResponse\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.lace.v1.Block\"R\n\x17ListBlockChangesRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x8a\x01\n\x18ListBlockChangesResponse\x12+\n\rchange_events\x18\x01 \x03(\x0b\x32\x14.lace.v1.ChangeEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12(\n\x0e\x63ited_passages\x18\x03 \x03(\x0b\x32\x10.lace.v1.Passage\"u\n\x11UpdateNodeRequest\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"1\n\x12UpdateNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\"{\n\x11\x43reateNodeRequest\x12\x11\n\tparent_id\x18\x01 \x01(\t\x12\x1b\n\x04node\x18\x02 \x01(\x0b\x32\r.lace.v1.Node\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x0b\n\t_position\"1\n\x12\x43reateNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\"8\n\x11\x44\x65leteNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"9\n\x12\x44\x65leteNodeResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"m\n\x0fMoveNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x0b\n\t_position\"/\n\x10MoveNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node*^\n\x0c\x41rtifactView\x12\x1d\n\x19\x41RTIFACT_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RTIFACT_VIEW_BASIC\x10\x01\x12\x16\n\x12\x41RTIFACT_VIEW_FULL\x10\x02*\xe0\x01\n\rCompileFormat\x12\x1e\n\x1a\x43OMPILE_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPILE_FORMAT_MARKDOWN\x10\x01\x12\x17\n\x13\x43OMPILE_FORMAT_HTML\x10\x02\x12\x17\n\x13\x43OMPILE_FORMAT_JSON\x10\x03\x12\x17\n\x13\x43OMPILE_FORMAT_DOCX\x10\x04\x12\x16\n\x12\x43OMPILE_FORMAT_ODT\x10\x05\x12\x17\n\x13\x43OMPILE_FORMAT_EPUB\x10\x06\x12\x16\n\x12\x43OMPILE_FORMAT_PDF\x10\x07\x32\xad\x07\n\x0f\x41rtifactService\x12Q\n\x0e\x43reateArtifact\x12\x1e.lace.v1.CreateArtifactRequest\x1a\x1f.lace.v1.CreateArtifactResponse\x12H\n\x0bGetArtifact\x12\x1b.lace.v1.GetArtifactRequest\x1a\x1c.lace.v1.GetArtifactResponse\x12N\n\rListArtifacts\x12\x1d.lace.v1.ListArtifactsRequest\x1a\x1e.lace.v1.ListArtifactsResponse\x12Q\n\x0eUpdateArtifact\x12\x1e.lace.v1.UpdateArtifactRequest\x1a\x1f.lace.v1.UpdateArtifactResponse\x12Q\n\x0e\x44\x65leteArtifact\x12\x1e.lace.v1.DeleteArtifactRequest\x1a\x1f.lace.v1.DeleteArtifactResponse\x12T\n\x0f\x43ompileArtifact\x12\x1f.lace.v1.CompileArtifactRequest\x1a .lace.v1.CompileArtifactResponse\x12\x42\n\tEditBlock\x12\x19.lace.v1.EditBlockRequest\x1a\x1a.lace.v1.EditBlockResponse\x12W\n\x10ListBlockChanges\x12 .lace.v1.ListBlockChangesRequest\x1a!.lace.v1.ListBlockChangesResponse\x12\x45\n\nUpdateNode\x12\x1a.lace.v1.UpdateNodeRequest\x1a\x1b.lace.v1.UpdateNodeResponse\x12\x45\n\nCreateNode\x12\x1a.lace.v1.CreateNodeRequest\x1a\x1b.lace.v1.CreateNodeResponse\x12\x45\n\nDeleteNode\x12\x1a.lace.v1.DeleteNodeRequest\x1a\x1b.lace.v1.DeleteNodeResponse\x12?\n\x08MoveNode\x12\x18.lace.v1.MoveNodeRequest\x1a\x19.lace.v1.MoveNodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lace.v1.artifact_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ARTIFACTVIEW']._serialized_start=1857
-  _globals['_ARTIFACTVIEW']._serialized_end=1951
-  _globals['_COMPILEFORMAT']._serialized_start=1954
-  _globals['_COMPILEFORMAT']._serialized_end=2178
+  _globals['_ARTIFACTVIEW']._serialized_start=2201
+  _globals['_ARTIFACTVIEW']._serialized_end=2295
+  _globals['_COMPILEFORMAT']._serialized_start=2298
+  _globals['_COMPILEFORMAT']._serialized_end=2522
   _globals['_CREATEARTIFACTREQUEST']._serialized_start=123
   _globals['_CREATEARTIFACTREQUEST']._serialized_end=203
   _globals['_CREATEARTIFACTRESPONSE']._serialized_start=205
@@ -47,37 +47,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETARTIFACTRESPONSE']._serialized_start=348
   _globals['_GETARTIFACTRESPONSE']._serialized_end=468
   _globals['_LISTARTIFACTSREQUEST']._serialized_start=470
-  _globals['_LISTARTIFACTSREQUEST']._serialized_end=531
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=533
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=619
-  _globals['_COMPILEARTIFACTREQUEST']._serialized_start=621
-  _globals['_COMPILEARTIFACTREQUEST']._serialized_end=706
-  _globals['_COMPILEARTIFACTRESPONSE']._serialized_start=709
-  _globals['_COMPILEARTIFACTRESPONSE']._serialized_end=840
-  _globals['_EDITBLOCKREQUEST']._serialized_start=842
-  _globals['_EDITBLOCKREQUEST']._serialized_end=955
-  _globals['_EDITBLOCKRESPONSE']._serialized_start=957
-  _globals['_EDITBLOCKRESPONSE']._serialized_end=1007
-  _globals['_LISTBLOCKCHANGESREQUEST']._serialized_start=1009
-  _globals['_LISTBLOCKCHANGESREQUEST']._serialized_end=1091
-  _globals['_LISTBLOCKCHANGESRESPONSE']._serialized_start=1094
-  _globals['_LISTBLOCKCHANGESRESPONSE']._serialized_end=1232
-  _globals['_UPDATENODEREQUEST']._serialized_start=1234
-  _globals['_UPDATENODEREQUEST']._serialized_end=1351
-  _globals['_UPDATENODERESPONSE']._serialized_start=1353
-  _globals['_UPDATENODERESPONSE']._serialized_end=1402
-  _globals['_CREATENODEREQUEST']._serialized_start=1404
-  _globals['_CREATENODEREQUEST']._serialized_end=1527
-  _globals['_CREATENODERESPONSE']._serialized_start=1529
-  _globals['_CREATENODERESPONSE']._serialized_end=1578
-  _globals['_DELETENODEREQUEST']._serialized_start=1580
-  _globals['_DELETENODEREQUEST']._serialized_end=1636
-  _globals['_DELETENODERESPONSE']._serialized_start=1638
-  _globals['_DELETENODERESPONSE']._serialized_end=1695
-  _globals['_MOVENODEREQUEST']._serialized_start=1697
-  _globals['_MOVENODEREQUEST']._serialized_end=1806
-  _globals['_MOVENODERESPONSE']._serialized_start=1808
-  _globals['_MOVENODERESPONSE']._serialized_end=1855
-  _globals['_ARTIFACTSERVICE']._serialized_start=2181
-  _globals['_ARTIFACTSERVICE']._serialized_end=2956
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=565
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=567
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=653
+  _globals['_UPDATEARTIFACTREQUEST']._serialized_start=656
+  _globals['_UPDATEARTIFACTREQUEST']._serialized_end=785
+  _globals['_UPDATEARTIFACTRESPONSE']._serialized_start=787
+  _globals['_UPDATEARTIFACTRESPONSE']._serialized_end=848
+  _globals['_DELETEARTIFACTREQUEST']._serialized_start=850
+  _globals['_DELETEARTIFACTREQUEST']._serialized_end=937
+  _globals['_DELETEARTIFACTRESPONSE']._serialized_start=939
+  _globals['_DELETEARTIFACTRESPONSE']._serialized_end=963
+  _globals['_COMPILEARTIFACTREQUEST']._serialized_start=965
+  _globals['_COMPILEARTIFACTREQUEST']._serialized_end=1050
+  _globals['_COMPILEARTIFACTRESPONSE']._serialized_start=1053
+  _globals['_COMPILEARTIFACTRESPONSE']._serialized_end=1184
+  _globals['_EDITBLOCKREQUEST']._serialized_start=1186
+  _globals['_EDITBLOCKREQUEST']._serialized_end=1299
+  _globals['_EDITBLOCKRESPONSE']._serialized_start=1301
+  _globals['_EDITBLOCKRESPONSE']._serialized_end=1351
+  _globals['_LISTBLOCKCHANGESREQUEST']._serialized_start=1353
+  _globals['_LISTBLOCKCHANGESREQUEST']._serialized_end=1435
+  _globals['_LISTBLOCKCHANGESRESPONSE']._serialized_start=1438
+  _globals['_LISTBLOCKCHANGESRESPONSE']._serialized_end=1576
+  _globals['_UPDATENODEREQUEST']._serialized_start=1578
+  _globals['_UPDATENODEREQUEST']._serialized_end=1695
+  _globals['_UPDATENODERESPONSE']._serialized_start=1697
+  _globals['_UPDATENODERESPONSE']._serialized_end=1746
+  _globals['_CREATENODEREQUEST']._serialized_start=1748
+  _globals['_CREATENODEREQUEST']._serialized_end=1871
+  _globals['_CREATENODERESPONSE']._serialized_start=1873
+  _globals['_CREATENODERESPONSE']._serialized_end=1922
+  _globals['_DELETENODEREQUEST']._serialized_start=1924
+  _globals['_DELETENODEREQUEST']._serialized_end=1980
+  _globals['_DELETENODERESPONSE']._serialized_start=1982
+  _globals['_DELETENODERESPONSE']._serialized_end=2039
+  _globals['_MOVENODEREQUEST']._serialized_start=2041
+  _globals['_MOVENODEREQUEST']._serialized_end=2150
+  _globals['_MOVENODERESPONSE']._serialized_start=2152
+  _globals['_MOVENODERESPONSE']._serialized_end=2199
+  _globals['_ARTIFACTSERVICE']._serialized_start=2525
+  _globals['_ARTIFACTSERVICE']._serialized_end=3466
 # @@protoc_insertion_point(module_scope)

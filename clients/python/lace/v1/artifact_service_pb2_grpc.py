@@ -54,6 +54,16 @@ class ArtifactServiceStub:
                 request_serializer=lace_dot_v1_dot_artifact__service__pb2.ListArtifactsRequest.SerializeToString,
                 response_deserializer=lace_dot_v1_dot_artifact__service__pb2.ListArtifactsResponse.FromString,
                 _registered_method=True)
+        self.UpdateArtifact = channel.unary_unary(
+                '/lace.v1.ArtifactService/UpdateArtifact',
+                request_serializer=lace_dot_v1_dot_artifact__service__pb2.UpdateArtifactRequest.SerializeToString,
+                response_deserializer=lace_dot_v1_dot_artifact__service__pb2.UpdateArtifactResponse.FromString,
+                _registered_method=True)
+        self.DeleteArtifact = channel.unary_unary(
+                '/lace.v1.ArtifactService/DeleteArtifact',
+                request_serializer=lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactRequest.SerializeToString,
+                response_deserializer=lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactResponse.FromString,
+                _registered_method=True)
         self.CompileArtifact = channel.unary_unary(
                 '/lace.v1.ArtifactService/CompileArtifact',
                 request_serializer=lace_dot_v1_dot_artifact__service__pb2.CompileArtifactRequest.SerializeToString,
@@ -114,7 +124,26 @@ class ArtifactServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListArtifacts(self, request, context):
-        """Lists artifacts, newest first (AIP-158 pagination).
+        """Lists artifacts, newest first unless `order_by` says otherwise, with an optional `filter`
+        (AIP-160 subset) and AIP-158 pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateArtifact(self, request, context):
+        """Changes an artifact's title, brief, style or target_words (AIP-134, with a field mask), through
+        Deterministic Apply: a new IR version, origin HUMAN. Allowed when the outline edits below are
+        (no active run, or one that awaits review: then also an OutlineEdited event of that run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteArtifact(self, request, context):
+        """Deletes an artifact with everything it owns: nodes, blocks, their change events, runs with
+        their events and LLM calls, sources (AIP-135), in one transaction. FAILED_PRECONDITION
+        (ARTIFACT_HAS_ACTIVE_RUN) while a run is active: cancel it first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +225,16 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.ListArtifacts,
                     request_deserializer=lace_dot_v1_dot_artifact__service__pb2.ListArtifactsRequest.FromString,
                     response_serializer=lace_dot_v1_dot_artifact__service__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+            'UpdateArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateArtifact,
+                    request_deserializer=lace_dot_v1_dot_artifact__service__pb2.UpdateArtifactRequest.FromString,
+                    response_serializer=lace_dot_v1_dot_artifact__service__pb2.UpdateArtifactResponse.SerializeToString,
+            ),
+            'DeleteArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteArtifact,
+                    request_deserializer=lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactRequest.FromString,
+                    response_serializer=lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactResponse.SerializeToString,
             ),
             'CompileArtifact': grpc.unary_unary_rpc_method_handler(
                     servicer.CompileArtifact,
@@ -319,6 +358,60 @@ class ArtifactService:
             '/lace.v1.ArtifactService/ListArtifacts',
             lace_dot_v1_dot_artifact__service__pb2.ListArtifactsRequest.SerializeToString,
             lace_dot_v1_dot_artifact__service__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lace.v1.ArtifactService/UpdateArtifact',
+            lace_dot_v1_dot_artifact__service__pb2.UpdateArtifactRequest.SerializeToString,
+            lace_dot_v1_dot_artifact__service__pb2.UpdateArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lace.v1.ArtifactService/DeleteArtifact',
+            lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactRequest.SerializeToString,
+            lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

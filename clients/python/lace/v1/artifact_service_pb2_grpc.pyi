@@ -43,7 +43,19 @@ class ArtifactServiceStub:
     GetArtifact: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.GetArtifactRequest, _artifact_service_pb2.GetArtifactResponse]
     """Returns one artifact; with view FULL, also its nodes and blocks."""
     ListArtifacts: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.ListArtifactsRequest, _artifact_service_pb2.ListArtifactsResponse]
-    """Lists artifacts, newest first (AIP-158 pagination)."""
+    """Lists artifacts, newest first unless `order_by` says otherwise, with an optional `filter`
+    (AIP-160 subset) and AIP-158 pagination.
+    """
+    UpdateArtifact: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.UpdateArtifactRequest, _artifact_service_pb2.UpdateArtifactResponse]
+    """Changes an artifact's title, brief, style or target_words (AIP-134, with a field mask), through
+    Deterministic Apply: a new IR version, origin HUMAN. Allowed when the outline edits below are
+    (no active run, or one that awaits review: then also an OutlineEdited event of that run).
+    """
+    DeleteArtifact: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.DeleteArtifactRequest, _artifact_service_pb2.DeleteArtifactResponse]
+    """Deletes an artifact with everything it owns: nodes, blocks, their change events, runs with
+    their events and LLM calls, sources (AIP-135), in one transaction. FAILED_PRECONDITION
+    (ARTIFACT_HAS_ACTIVE_RUN) while a run is active: cancel it first.
+    """
     CompileArtifact: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.CompileArtifactRequest, _artifact_service_pb2.CompileArtifactResponse]
     """Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
     The same IR version always compiles to the same document. A document larger than
@@ -87,7 +99,19 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     GetArtifact: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.GetArtifactRequest, _artifact_service_pb2.GetArtifactResponse]  # type: ignore[assignment]
     """Returns one artifact; with view FULL, also its nodes and blocks."""
     ListArtifacts: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.ListArtifactsRequest, _artifact_service_pb2.ListArtifactsResponse]  # type: ignore[assignment]
-    """Lists artifacts, newest first (AIP-158 pagination)."""
+    """Lists artifacts, newest first unless `order_by` says otherwise, with an optional `filter`
+    (AIP-160 subset) and AIP-158 pagination.
+    """
+    UpdateArtifact: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.UpdateArtifactRequest, _artifact_service_pb2.UpdateArtifactResponse]  # type: ignore[assignment]
+    """Changes an artifact's title, brief, style or target_words (AIP-134, with a field mask), through
+    Deterministic Apply: a new IR version, origin HUMAN. Allowed when the outline edits below are
+    (no active run, or one that awaits review: then also an OutlineEdited event of that run).
+    """
+    DeleteArtifact: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.DeleteArtifactRequest, _artifact_service_pb2.DeleteArtifactResponse]  # type: ignore[assignment]
+    """Deletes an artifact with everything it owns: nodes, blocks, their change events, runs with
+    their events and LLM calls, sources (AIP-135), in one transaction. FAILED_PRECONDITION
+    (ARTIFACT_HAS_ACTIVE_RUN) while a run is active: cancel it first.
+    """
     CompileArtifact: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.CompileArtifactRequest, _artifact_service_pb2.CompileArtifactResponse]  # type: ignore[assignment]
     """Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
     The same IR version always compiles to the same document. A document larger than
@@ -146,7 +170,31 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _artifact_service_pb2.ListArtifactsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_artifact_service_pb2.ListArtifactsResponse, _abc.Awaitable[_artifact_service_pb2.ListArtifactsResponse]]:
-        """Lists artifacts, newest first (AIP-158 pagination)."""
+        """Lists artifacts, newest first unless `order_by` says otherwise, with an optional `filter`
+        (AIP-160 subset) and AIP-158 pagination.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateArtifact(
+        self,
+        request: _artifact_service_pb2.UpdateArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.UpdateArtifactResponse, _abc.Awaitable[_artifact_service_pb2.UpdateArtifactResponse]]:
+        """Changes an artifact's title, brief, style or target_words (AIP-134, with a field mask), through
+        Deterministic Apply: a new IR version, origin HUMAN. Allowed when the outline edits below are
+        (no active run, or one that awaits review: then also an OutlineEdited event of that run).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteArtifact(
+        self,
+        request: _artifact_service_pb2.DeleteArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.DeleteArtifactResponse, _abc.Awaitable[_artifact_service_pb2.DeleteArtifactResponse]]:
+        """Deletes an artifact with everything it owns: nodes, blocks, their change events, runs with
+        their events and LLM calls, sources (AIP-135), in one transaction. FAILED_PRECONDITION
+        (ARTIFACT_HAS_ACTIVE_RUN) while a run is active: cancel it first.
+        """
 
     @_abc_1.abstractmethod
     def CompileArtifact(

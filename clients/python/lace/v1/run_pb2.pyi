@@ -56,6 +56,7 @@ class OutlineEditKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTLINE_EDIT_KIND_CREATE: _ClassVar[OutlineEditKind]
     OUTLINE_EDIT_KIND_DELETE: _ClassVar[OutlineEditKind]
     OUTLINE_EDIT_KIND_MOVE: _ClassVar[OutlineEditKind]
+    OUTLINE_EDIT_KIND_UPDATE_ARTIFACT: _ClassVar[OutlineEditKind]
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_PENDING: RunState
 RUN_STATE_RUNNING: RunState
@@ -89,6 +90,7 @@ OUTLINE_EDIT_KIND_UPDATE: OutlineEditKind
 OUTLINE_EDIT_KIND_CREATE: OutlineEditKind
 OUTLINE_EDIT_KIND_DELETE: OutlineEditKind
 OUTLINE_EDIT_KIND_MOVE: OutlineEditKind
+OUTLINE_EDIT_KIND_UPDATE_ARTIFACT: OutlineEditKind
 
 class RunOptions(_message.Message):
     __slots__ = ("leaf_words", "max_depth", "sibling_concurrency", "max_proposal_retries", "max_total_tokens", "max_llm_calls", "max_duration", "review_plan")

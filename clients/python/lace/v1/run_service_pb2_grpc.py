@@ -106,7 +106,8 @@ class RunServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListRuns(self, request, context):
-        """Lists runs, newest first, optionally of one artifact (AIP-158 pagination).
+        """Lists runs, newest first unless `order_by` says otherwise, optionally of one artifact, with an
+        optional `filter` (AIP-160 subset) and AIP-158 pagination.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

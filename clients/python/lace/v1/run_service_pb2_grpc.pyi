@@ -46,7 +46,9 @@ class RunServiceStub:
     GetRun: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.GetRunRequest, _run_service_pb2.GetRunResponse]
     """Returns one run."""
     ListRuns: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.ListRunsRequest, _run_service_pb2.ListRunsResponse]
-    """Lists runs, newest first, optionally of one artifact (AIP-158 pagination)."""
+    """Lists runs, newest first unless `order_by` says otherwise, optionally of one artifact, with an
+    optional `filter` (AIP-160 subset) and AIP-158 pagination.
+    """
     PauseRun: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.PauseRunRequest, _run_service_pb2.PauseRunResponse]
     """Asks a run to pause: no new LLM call starts, in-flight calls finish and apply,
     then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING (an AWAITING_REVIEW
@@ -103,7 +105,9 @@ class RunServiceAsyncStub(RunServiceStub):
     GetRun: _aio.UnaryUnaryMultiCallable[_run_service_pb2.GetRunRequest, _run_service_pb2.GetRunResponse]  # type: ignore[assignment]
     """Returns one run."""
     ListRuns: _aio.UnaryUnaryMultiCallable[_run_service_pb2.ListRunsRequest, _run_service_pb2.ListRunsResponse]  # type: ignore[assignment]
-    """Lists runs, newest first, optionally of one artifact (AIP-158 pagination)."""
+    """Lists runs, newest first unless `order_by` says otherwise, optionally of one artifact, with an
+    optional `filter` (AIP-160 subset) and AIP-158 pagination.
+    """
     PauseRun: _aio.UnaryUnaryMultiCallable[_run_service_pb2.PauseRunRequest, _run_service_pb2.PauseRunResponse]  # type: ignore[assignment]
     """Asks a run to pause: no new LLM call starts, in-flight calls finish and apply,
     then the run is PAUSED. FAILED_PRECONDITION unless RUNNING or PENDING (an AWAITING_REVIEW
@@ -175,7 +179,9 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _run_service_pb2.ListRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_run_service_pb2.ListRunsResponse, _abc.Awaitable[_run_service_pb2.ListRunsResponse]]:
-        """Lists runs, newest first, optionally of one artifact (AIP-158 pagination)."""
+        """Lists runs, newest first unless `order_by` says otherwise, optionally of one artifact, with an
+        optional `filter` (AIP-160 subset) and AIP-158 pagination.
+        """
 
     @_abc_1.abstractmethod
     def PauseRun(

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lace/v1/artifact_service.proto.
  */
 export const file_lace_v1_artifact_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ik4KEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcieAoTR2V0QXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSHAoFbm9kZXMYAiADKAsyDS5sYWNlLnYxLk5vZGUSHgoGYmxvY2tzGAMgAygLMg4ubGFjZS52MS5CbG9jayI9ChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJWChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USJAoJYXJ0aWZhY3RzGAEgAygLMhEubGFjZS52MS5BcnRpZmFjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVQoWQ29tcGlsZUFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRImCgZmb3JtYXQYAiABKA4yFi5sYWNlLnYxLkNvbXBpbGVGb3JtYXQigwEKF0NvbXBpbGVBcnRpZmFjdFJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEgoKbWVkaWFfdHlwZRgCIAEoCRIYChBhcnRpZmFjdF92ZXJzaW9uGAMgASgDEhYKDmJpbmFyeV9jb250ZW50GAQgASgMEhEKCWZpbGVfbmFtZRgFIAEoCSJxChBFZGl0QmxvY2tSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEh0KBWJsb2NrGAIgASgLMg4ubGFjZS52MS5CbG9jaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDEhIKCnJlcXVlc3RfaWQYBCABKAkiMgoRRWRpdEJsb2NrUmVzcG9uc2USHQoFYmxvY2sYASABKAsyDi5sYWNlLnYxLkJsb2NrIlIKF0xpc3RCbG9ja0NoYW5nZXNSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIooBChhMaXN0QmxvY2tDaGFuZ2VzUmVzcG9uc2USKwoNY2hhbmdlX2V2ZW50cxgBIAMoCzIULmxhY2UudjEuQ2hhbmdlRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEigKDmNpdGVkX3Bhc3NhZ2VzGAMgAygLMhAubGFjZS52MS5QYXNzYWdlInUKEVVwZGF0ZU5vZGVSZXF1ZXN0EhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhIKCnJlcXVlc3RfaWQYAyABKAkiMQoSVXBkYXRlTm9kZVJlc3BvbnNlEhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUiewoRQ3JlYXRlTm9kZVJlcXVlc3QSEQoJcGFyZW50X2lkGAEgASgJEhsKBG5vZGUYAiABKAsyDS5sYWNlLnYxLk5vZGUSFQoIcG9zaXRpb24YAyABKAVIAIgBARISCgpyZXF1ZXN0X2lkGAQgASgJQgsKCV9wb3NpdGlvbiIxChJDcmVhdGVOb2RlUmVzcG9uc2USGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZSI4ChFEZWxldGVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiOQoSRGVsZXRlTm9kZVJlc3BvbnNlEiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdCJtCg9Nb3ZlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCRIRCglwYXJlbnRfaWQYAiABKAkSFQoIcG9zaXRpb24YAyABKAVIAIgBARISCgpyZXF1ZXN0X2lkGAQgASgJQgsKCV9wb3NpdGlvbiIvChBNb3ZlTm9kZVJlc3BvbnNlEhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUqXgoMQXJ0aWZhY3RWaWV3Eh0KGUFSVElGQUNUX1ZJRVdfVU5TUEVDSUZJRUQQABIXChNBUlRJRkFDVF9WSUVXX0JBU0lDEAESFgoSQVJUSUZBQ1RfVklFV19GVUxMEAIq4AEKDUNvbXBpbGVGb3JtYXQSHgoaQ09NUElMRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIbChdDT01QSUxFX0ZPUk1BVF9NQVJLRE9XThABEhcKE0NPTVBJTEVfRk9STUFUX0hUTUwQAhIXChNDT01QSUxFX0ZPUk1BVF9KU09OEAMSFwoTQ09NUElMRV9GT1JNQVRfRE9DWBAEEhYKEkNPTVBJTEVfRk9STUFUX09EVBAFEhcKE0NPTVBJTEVfRk9STUFUX0VQVUIQBhIWChJDT01QSUxFX0ZPUk1BVF9QREYQBzKHBgoPQXJ0aWZhY3RTZXJ2aWNlElEKDkNyZWF0ZUFydGlmYWN0Eh4ubGFjZS52MS5DcmVhdGVBcnRpZmFjdFJlcXVlc3QaHy5sYWNlLnYxLkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USSAoLR2V0QXJ0aWZhY3QSGy5sYWNlLnYxLkdldEFydGlmYWN0UmVxdWVzdBocLmxhY2UudjEuR2V0QXJ0aWZhY3RSZXNwb25zZRJOCg1MaXN0QXJ0aWZhY3RzEh0ubGFjZS52MS5MaXN0QXJ0aWZhY3RzUmVxdWVzdBoeLmxhY2UudjEuTGlzdEFydGlmYWN0c1Jlc3BvbnNlElQKD0NvbXBpbGVBcnRpZmFjdBIfLmxhY2UudjEuQ29tcGlsZUFydGlmYWN0UmVxdWVzdBogLmxhY2UudjEuQ29tcGlsZUFydGlmYWN0UmVzcG9uc2USQgoJRWRpdEJsb2NrEhkubGFjZS52MS5FZGl0QmxvY2tSZXF1ZXN0GhoubGFjZS52MS5FZGl0QmxvY2tSZXNwb25zZRJXChBMaXN0QmxvY2tDaGFuZ2VzEiAubGFjZS52MS5MaXN0QmxvY2tDaGFuZ2VzUmVxdWVzdBohLmxhY2UudjEuTGlzdEJsb2NrQ2hhbmdlc1Jlc3BvbnNlEkUKClVwZGF0ZU5vZGUSGi5sYWNlLnYxLlVwZGF0ZU5vZGVSZXF1ZXN0GhsubGFjZS52MS5VcGRhdGVOb2RlUmVzcG9uc2USRQoKQ3JlYXRlTm9kZRIaLmxhY2UudjEuQ3JlYXRlTm9kZVJlcXVlc3QaGy5sYWNlLnYxLkNyZWF0ZU5vZGVSZXNwb25zZRJFCgpEZWxldGVOb2RlEhoubGFjZS52MS5EZWxldGVOb2RlUmVxdWVzdBobLmxhY2UudjEuRGVsZXRlTm9kZVJlc3BvbnNlEj8KCE1vdmVOb2RlEhgubGFjZS52MS5Nb3ZlTm9kZVJlcXVlc3QaGS5sYWNlLnYxLk1vdmVOb2RlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_lace_v1_artifact, file_lace_v1_source]);
+  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ik4KEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcieAoTR2V0QXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSHAoFbm9kZXMYAiADKAsyDS5sYWNlLnYxLk5vZGUSHgoGYmxvY2tzGAMgAygLMg4ubGFjZS52MS5CbG9jayJfChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkSEAoIb3JkZXJfYnkYBCABKAkiVgoVTGlzdEFydGlmYWN0c1Jlc3BvbnNlEiQKCWFydGlmYWN0cxgBIAMoCzIRLmxhY2UudjEuQXJ0aWZhY3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIoEBChVVcGRhdGVBcnRpZmFjdFJlcXVlc3QSIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxISCgpyZXF1ZXN0X2lkGAMgASgJIj0KFlVwZGF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0IlcKFURlbGV0ZUFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIVCg1hbGxvd19taXNzaW5nGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkiGAoWRGVsZXRlQXJ0aWZhY3RSZXNwb25zZSJVChZDb21waWxlQXJ0aWZhY3RSZXF1ZXN0EhMKC2FydGlmYWN0X2lkGAEgASgJEiYKBmZvcm1hdBgCIAEoDjIWLmxhY2UudjEuQ29tcGlsZUZvcm1hdCKDAQoXQ29tcGlsZUFydGlmYWN0UmVzcG9uc2USDwoHY29udGVudBgBIAEoCRISCgptZWRpYV90eXBlGAIgASgJEhgKEGFydGlmYWN0X3ZlcnNpb24YAyABKAMSFgoOYmluYXJ5X2NvbnRlbnQYBCABKAwSEQoJZmlsZV9uYW1lGAUgASgJInEKEEVkaXRCbG9ja1JlcXVlc3QSEAoIYmxvY2tfaWQYASABKAkSHQoFYmxvY2sYAiABKAsyDi5sYWNlLnYxLkJsb2NrEhgKEGV4cGVjdGVkX3ZlcnNpb24YAyABKAMSEgoKcmVxdWVzdF9pZBgEIAEoCSIyChFFZGl0QmxvY2tSZXNwb25zZRIdCgVibG9jaxgBIAEoCzIOLmxhY2UudjEuQmxvY2siUgoXTGlzdEJsb2NrQ2hhbmdlc1JlcXVlc3QSEAoIYmxvY2tfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiigEKGExpc3RCbG9ja0NoYW5nZXNSZXNwb25zZRIrCg1jaGFuZ2VfZXZlbnRzGAEgAygLMhQubGFjZS52MS5DaGFuZ2VFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSKAoOY2l0ZWRfcGFzc2FnZXMYAyADKAsyEC5sYWNlLnYxLlBhc3NhZ2UidQoRVXBkYXRlTm9kZVJlcXVlc3QSGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZRIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSEgoKcmVxdWVzdF9pZBgDIAEoCSIxChJVcGRhdGVOb2RlUmVzcG9uc2USGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZSJ7ChFDcmVhdGVOb2RlUmVxdWVzdBIRCglwYXJlbnRfaWQYASABKAkSGwoEbm9kZRgCIAEoCzINLmxhY2UudjEuTm9kZRIVCghwb3NpdGlvbhgDIAEoBUgAiAEBEhIKCnJlcXVlc3RfaWQYBCABKAlCCwoJX3Bvc2l0aW9uIjEKEkNyZWF0ZU5vZGVSZXNwb25zZRIbCgRub2RlGAEgASgLMg0ubGFjZS52MS5Ob2RlIjgKEURlbGV0ZU5vZGVSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSI5ChJEZWxldGVOb2RlUmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Im0KD01vdmVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEhEKCXBhcmVudF9pZBgCIAEoCRIVCghwb3NpdGlvbhgDIAEoBUgAiAEBEhIKCnJlcXVlc3RfaWQYBCABKAlCCwoJX3Bvc2l0aW9uIi8KEE1vdmVOb2RlUmVzcG9uc2USGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZSpeCgxBcnRpZmFjdFZpZXcSHQoZQVJUSUZBQ1RfVklFV19VTlNQRUNJRklFRBAAEhcKE0FSVElGQUNUX1ZJRVdfQkFTSUMQARIWChJBUlRJRkFDVF9WSUVXX0ZVTEwQAirgAQoNQ29tcGlsZUZvcm1hdBIeChpDT01QSUxFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhsKF0NPTVBJTEVfRk9STUFUX01BUktET1dOEAESFwoTQ09NUElMRV9GT1JNQVRfSFRNTBACEhcKE0NPTVBJTEVfRk9STUFUX0pTT04QAxIXChNDT01QSUxFX0ZPUk1BVF9ET0NYEAQSFgoSQ09NUElMRV9GT1JNQVRfT0RUEAUSFwoTQ09NUElMRV9GT1JNQVRfRVBVQhAGEhYKEkNPTVBJTEVfRk9STUFUX1BERhAHMq0HCg9BcnRpZmFjdFNlcnZpY2USUQoOQ3JlYXRlQXJ0aWZhY3QSHi5sYWNlLnYxLkNyZWF0ZUFydGlmYWN0UmVxdWVzdBofLmxhY2UudjEuQ3JlYXRlQXJ0aWZhY3RSZXNwb25zZRJICgtHZXRBcnRpZmFjdBIbLmxhY2UudjEuR2V0QXJ0aWZhY3RSZXF1ZXN0GhwubGFjZS52MS5HZXRBcnRpZmFjdFJlc3BvbnNlEk4KDUxpc3RBcnRpZmFjdHMSHS5sYWNlLnYxLkxpc3RBcnRpZmFjdHNSZXF1ZXN0Gh4ubGFjZS52MS5MaXN0QXJ0aWZhY3RzUmVzcG9uc2USUQoOVXBkYXRlQXJ0aWZhY3QSHi5sYWNlLnYxLlVwZGF0ZUFydGlmYWN0UmVxdWVzdBofLmxhY2UudjEuVXBkYXRlQXJ0aWZhY3RSZXNwb25zZRJRCg5EZWxldGVBcnRpZmFjdBIeLmxhY2UudjEuRGVsZXRlQXJ0aWZhY3RSZXF1ZXN0Gh8ubGFjZS52MS5EZWxldGVBcnRpZmFjdFJlc3BvbnNlElQKD0NvbXBpbGVBcnRpZmFjdBIfLmxhY2UudjEuQ29tcGlsZUFydGlmYWN0UmVxdWVzdBogLmxhY2UudjEuQ29tcGlsZUFydGlmYWN0UmVzcG9uc2USQgoJRWRpdEJsb2NrEhkubGFjZS52MS5FZGl0QmxvY2tSZXF1ZXN0GhoubGFjZS52MS5FZGl0QmxvY2tSZXNwb25zZRJXChBMaXN0QmxvY2tDaGFuZ2VzEiAubGFjZS52MS5MaXN0QmxvY2tDaGFuZ2VzUmVxdWVzdBohLmxhY2UudjEuTGlzdEJsb2NrQ2hhbmdlc1Jlc3BvbnNlEkUKClVwZGF0ZU5vZGUSGi5sYWNlLnYxLlVwZGF0ZU5vZGVSZXF1ZXN0GhsubGFjZS52MS5VcGRhdGVOb2RlUmVzcG9uc2USRQoKQ3JlYXRlTm9kZRIaLmxhY2UudjEuQ3JlYXRlTm9kZVJlcXVlc3QaGy5sYWNlLnYxLkNyZWF0ZU5vZGVSZXNwb25zZRJFCgpEZWxldGVOb2RlEhoubGFjZS52MS5EZWxldGVOb2RlUmVxdWVzdBobLmxhY2UudjEuRGVsZXRlTm9kZVJlc3BvbnNlEj8KCE1vdmVOb2RlEhgubGFjZS52MS5Nb3ZlTm9kZVJlcXVlc3QaGS5sYWNlLnYxLk1vdmVOb2RlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_lace_v1_artifact, file_lace_v1_source]);
 
 /**
  * Request of ArtifactService.CreateArtifact.
@@ -151,6 +151,24 @@ export type ListArtifactsRequest = Message<"lace.v1.ListArtifactsRequest"> & {
    * @generated from field: string page_token = 2;
    */
   pageToken: string;
+
+  /**
+   * Optional AIP-160 filter on `create_time` and `update_time` (operators = != < <= > >=, RFC 3339
+   * timestamps in double quotes), joined by AND, OR, NOT and parentheses; for example
+   * `create_time >= "2026-12-01T00:00:00Z" AND create_time < "2026-12-02T00:00:00Z"`.
+   * INVALID_ARGUMENT (INVALID_FILTER) says what cannot be read.
+   *
+   * @generated from field: string filter = 3;
+   */
+  filter: string;
+
+  /**
+   * `create_time` or `update_time`, optionally followed by ` desc` (AIP-132); empty means
+   * `create_time desc`. Ties are ordered by id. A page token belongs to one filter and order.
+   *
+   * @generated from field: string order_by = 4;
+   */
+  orderBy: string;
 };
 
 /**
@@ -167,7 +185,7 @@ export const ListArtifactsRequestSchema: GenMessage<ListArtifactsRequest> = /*@_
  */
 export type ListArtifactsResponse = Message<"lace.v1.ListArtifactsResponse"> & {
   /**
-   * A page of artifacts, newest first.
+   * A page of artifacts, in the requested order.
    *
    * @generated from field: repeated lace.v1.Artifact artifacts = 1;
    */
@@ -187,6 +205,116 @@ export type ListArtifactsResponse = Message<"lace.v1.ListArtifactsResponse"> & {
  */
 export const ListArtifactsResponseSchema: GenMessage<ListArtifactsResponse> = /*@__PURE__*/
   messageDesc(file_lace_v1_artifact_service, 5);
+
+/**
+ * Request of ArtifactService.UpdateArtifact.
+ *
+ * @generated from message lace.v1.UpdateArtifactRequest
+ */
+export type UpdateArtifactRequest = Message<"lace.v1.UpdateArtifactRequest"> & {
+  /**
+   * The artifact: `id` names it; the fields named by `update_mask` are its new values, with the
+   * ranges CreateArtifact checks.
+   *
+   * @generated from field: lace.v1.Artifact artifact = 1;
+   */
+  artifact?: Artifact | undefined;
+
+  /**
+   * Which fields to change: any of "title", "brief", "style", "target_words"; required. The root
+   * section follows: its title is the artifact's; its intent follows the brief unless a person
+   * changed it; a target_words is taken only while the document has no planned sections (a
+   * planned document's length is the sum of its sections', INVALID_ARGUMENT TARGET_FOLLOWS_CHILDREN).
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Idempotency key (AIP-155); a repeat returns the artifact as it is now.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message lace.v1.UpdateArtifactRequest.
+ * Use `create(UpdateArtifactRequestSchema)` to create a new message.
+ */
+export const UpdateArtifactRequestSchema: GenMessage<UpdateArtifactRequest> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 6);
+
+/**
+ * Response of ArtifactService.UpdateArtifact.
+ *
+ * @generated from message lace.v1.UpdateArtifactResponse
+ */
+export type UpdateArtifactResponse = Message<"lace.v1.UpdateArtifactResponse"> & {
+  /**
+   * The artifact after the change (a new `version`).
+   *
+   * @generated from field: lace.v1.Artifact artifact = 1;
+   */
+  artifact?: Artifact | undefined;
+};
+
+/**
+ * Describes the message lace.v1.UpdateArtifactResponse.
+ * Use `create(UpdateArtifactResponseSchema)` to create a new message.
+ */
+export const UpdateArtifactResponseSchema: GenMessage<UpdateArtifactResponse> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 7);
+
+/**
+ * Request of ArtifactService.DeleteArtifact.
+ *
+ * @generated from message lace.v1.DeleteArtifactRequest
+ */
+export type DeleteArtifactRequest = Message<"lace.v1.DeleteArtifactRequest"> & {
+  /**
+   * Identifier of the artifact.
+   *
+   * @generated from field: string artifact_id = 1;
+   */
+  artifactId: string;
+
+  /**
+   * When true, deleting an artifact that does not exist succeeds instead of NOT_FOUND.
+   *
+   * @generated from field: bool allow_missing = 2;
+   */
+  allowMissing: boolean;
+
+  /**
+   * Idempotency key (AIP-155); a repeat of a delete that succeeded succeeds again.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message lace.v1.DeleteArtifactRequest.
+ * Use `create(DeleteArtifactRequestSchema)` to create a new message.
+ */
+export const DeleteArtifactRequestSchema: GenMessage<DeleteArtifactRequest> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 8);
+
+/**
+ * Response of ArtifactService.DeleteArtifact.
+ *
+ * @generated from message lace.v1.DeleteArtifactResponse
+ */
+export type DeleteArtifactResponse = Message<"lace.v1.DeleteArtifactResponse"> & {
+};
+
+/**
+ * Describes the message lace.v1.DeleteArtifactResponse.
+ * Use `create(DeleteArtifactResponseSchema)` to create a new message.
+ */
+export const DeleteArtifactResponseSchema: GenMessage<DeleteArtifactResponse> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 9);
 
 /**
  * Request of ArtifactService.CompileArtifact.
@@ -214,7 +342,7 @@ export type CompileArtifactRequest = Message<"lace.v1.CompileArtifactRequest"> &
  * Use `create(CompileArtifactRequestSchema)` to create a new message.
  */
 export const CompileArtifactRequestSchema: GenMessage<CompileArtifactRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 6);
+  messageDesc(file_lace_v1_artifact_service, 10);
 
 /**
  * Response of ArtifactService.CompileArtifact.
@@ -265,7 +393,7 @@ export type CompileArtifactResponse = Message<"lace.v1.CompileArtifactResponse">
  * Use `create(CompileArtifactResponseSchema)` to create a new message.
  */
 export const CompileArtifactResponseSchema: GenMessage<CompileArtifactResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 7);
+  messageDesc(file_lace_v1_artifact_service, 11);
 
 /**
  * Request of ArtifactService.EditBlock.
@@ -309,7 +437,7 @@ export type EditBlockRequest = Message<"lace.v1.EditBlockRequest"> & {
  * Use `create(EditBlockRequestSchema)` to create a new message.
  */
 export const EditBlockRequestSchema: GenMessage<EditBlockRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 8);
+  messageDesc(file_lace_v1_artifact_service, 12);
 
 /**
  * Response of ArtifactService.EditBlock.
@@ -330,7 +458,7 @@ export type EditBlockResponse = Message<"lace.v1.EditBlockResponse"> & {
  * Use `create(EditBlockResponseSchema)` to create a new message.
  */
 export const EditBlockResponseSchema: GenMessage<EditBlockResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 9);
+  messageDesc(file_lace_v1_artifact_service, 13);
 
 /**
  * Request of ArtifactService.ListBlockChanges.
@@ -365,7 +493,7 @@ export type ListBlockChangesRequest = Message<"lace.v1.ListBlockChangesRequest">
  * Use `create(ListBlockChangesRequestSchema)` to create a new message.
  */
 export const ListBlockChangesRequestSchema: GenMessage<ListBlockChangesRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 10);
+  messageDesc(file_lace_v1_artifact_service, 14);
 
 /**
  * Response of ArtifactService.ListBlockChanges.
@@ -400,7 +528,7 @@ export type ListBlockChangesResponse = Message<"lace.v1.ListBlockChangesResponse
  * Use `create(ListBlockChangesResponseSchema)` to create a new message.
  */
 export const ListBlockChangesResponseSchema: GenMessage<ListBlockChangesResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 11);
+  messageDesc(file_lace_v1_artifact_service, 15);
 
 /**
  * Request of ArtifactService.UpdateNode.
@@ -437,7 +565,7 @@ export type UpdateNodeRequest = Message<"lace.v1.UpdateNodeRequest"> & {
  * Use `create(UpdateNodeRequestSchema)` to create a new message.
  */
 export const UpdateNodeRequestSchema: GenMessage<UpdateNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 12);
+  messageDesc(file_lace_v1_artifact_service, 16);
 
 /**
  * Response of ArtifactService.UpdateNode.
@@ -458,7 +586,7 @@ export type UpdateNodeResponse = Message<"lace.v1.UpdateNodeResponse"> & {
  * Use `create(UpdateNodeResponseSchema)` to create a new message.
  */
 export const UpdateNodeResponseSchema: GenMessage<UpdateNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 13);
+  messageDesc(file_lace_v1_artifact_service, 17);
 
 /**
  * Request of ArtifactService.CreateNode.
@@ -501,7 +629,7 @@ export type CreateNodeRequest = Message<"lace.v1.CreateNodeRequest"> & {
  * Use `create(CreateNodeRequestSchema)` to create a new message.
  */
 export const CreateNodeRequestSchema: GenMessage<CreateNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 14);
+  messageDesc(file_lace_v1_artifact_service, 18);
 
 /**
  * Response of ArtifactService.CreateNode.
@@ -522,7 +650,7 @@ export type CreateNodeResponse = Message<"lace.v1.CreateNodeResponse"> & {
  * Use `create(CreateNodeResponseSchema)` to create a new message.
  */
 export const CreateNodeResponseSchema: GenMessage<CreateNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 15);
+  messageDesc(file_lace_v1_artifact_service, 19);
 
 /**
  * Request of ArtifactService.DeleteNode.
@@ -550,7 +678,7 @@ export type DeleteNodeRequest = Message<"lace.v1.DeleteNodeRequest"> & {
  * Use `create(DeleteNodeRequestSchema)` to create a new message.
  */
 export const DeleteNodeRequestSchema: GenMessage<DeleteNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 16);
+  messageDesc(file_lace_v1_artifact_service, 20);
 
 /**
  * Response of ArtifactService.DeleteNode.
@@ -571,7 +699,7 @@ export type DeleteNodeResponse = Message<"lace.v1.DeleteNodeResponse"> & {
  * Use `create(DeleteNodeResponseSchema)` to create a new message.
  */
 export const DeleteNodeResponseSchema: GenMessage<DeleteNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 17);
+  messageDesc(file_lace_v1_artifact_service, 21);
 
 /**
  * Request of ArtifactService.MoveNode.
@@ -613,7 +741,7 @@ export type MoveNodeRequest = Message<"lace.v1.MoveNodeRequest"> & {
  * Use `create(MoveNodeRequestSchema)` to create a new message.
  */
 export const MoveNodeRequestSchema: GenMessage<MoveNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 18);
+  messageDesc(file_lace_v1_artifact_service, 22);
 
 /**
  * Response of ArtifactService.MoveNode.
@@ -634,7 +762,7 @@ export type MoveNodeResponse = Message<"lace.v1.MoveNodeResponse"> & {
  * Use `create(MoveNodeResponseSchema)` to create a new message.
  */
 export const MoveNodeResponseSchema: GenMessage<MoveNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 19);
+  messageDesc(file_lace_v1_artifact_service, 23);
 
 /**
  * How much of an artifact GetArtifact returns.
@@ -770,7 +898,8 @@ export const ArtifactService: GenService<{
     output: typeof GetArtifactResponseSchema;
   },
   /**
-   * Lists artifacts, newest first (AIP-158 pagination).
+   * Lists artifacts, newest first unless `order_by` says otherwise, with an optional `filter`
+   * (AIP-160 subset) and AIP-158 pagination.
    *
    * @generated from rpc lace.v1.ArtifactService.ListArtifacts
    */
@@ -778,6 +907,30 @@ export const ArtifactService: GenService<{
     methodKind: "unary";
     input: typeof ListArtifactsRequestSchema;
     output: typeof ListArtifactsResponseSchema;
+  },
+  /**
+   * Changes an artifact's title, brief, style or target_words (AIP-134, with a field mask), through
+   * Deterministic Apply: a new IR version, origin HUMAN. Allowed when the outline edits below are
+   * (no active run, or one that awaits review: then also an OutlineEdited event of that run).
+   *
+   * @generated from rpc lace.v1.ArtifactService.UpdateArtifact
+   */
+  updateArtifact: {
+    methodKind: "unary";
+    input: typeof UpdateArtifactRequestSchema;
+    output: typeof UpdateArtifactResponseSchema;
+  },
+  /**
+   * Deletes an artifact with everything it owns: nodes, blocks, their change events, runs with
+   * their events and LLM calls, sources (AIP-135), in one transaction. FAILED_PRECONDITION
+   * (ARTIFACT_HAS_ACTIVE_RUN) while a run is active: cancel it first.
+   *
+   * @generated from rpc lace.v1.ArtifactService.DeleteArtifact
+   */
+  deleteArtifact: {
+    methodKind: "unary";
+    input: typeof DeleteArtifactRequestSchema;
+    output: typeof DeleteArtifactResponseSchema;
   },
   /**
    * Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.

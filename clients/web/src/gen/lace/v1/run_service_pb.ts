@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lace/v1/run_service.proto.
  */
 export const file_lace_v1_run_service: GenFile = /*@__PURE__*/
-  fileDesc("ChlsYWNlL3YxL3J1bl9zZXJ2aWNlLnByb3RvEgdsYWNlLnYxIowBCg9TdGFydFJ1blJlcXVlc3QSEwoLYXJ0aWZhY3RfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIVCg1zY29wZV9ub2RlX2lkGAMgASgJEhMKC2luc3RydWN0aW9uGAQgASgJEiQKB29wdGlvbnMYBSABKAsyEy5sYWNlLnYxLlJ1bk9wdGlvbnMiLQoQU3RhcnRSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC5sYWNlLnYxLlJ1biIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIrCg5HZXRSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC5sYWNlLnYxLlJ1biJNCg9MaXN0UnVuc1JlcXVlc3QSEwoLYXJ0aWZhY3RfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiRwoQTGlzdFJ1bnNSZXNwb25zZRIaCgRydW5zGAEgAygLMgwubGFjZS52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjUKD1BhdXNlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSItChBQYXVzZVJ1blJlc3BvbnNlEhkKA3J1bhgBIAEoCzIMLmxhY2UudjEuUnVuIlwKEFJlc3VtZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSJAoHb3B0aW9ucxgDIAEoCzITLmxhY2UudjEuUnVuT3B0aW9ucyIuChFSZXN1bWVSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC5sYWNlLnYxLlJ1biI2ChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIi4KEUNhbmNlbFJ1blJlc3BvbnNlEhkKA3J1bhgBIAEoCzIMLmxhY2UudjEuUnVuIowBChRMaXN0UnVuRXZlbnRzUmVxdWVzdBIOCgZydW5faWQYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgDEioKC2V2ZW50X3R5cGVzGAMgAygOMhUubGFjZS52MS5SdW5FdmVudFR5cGUSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiUwoVTGlzdFJ1bkV2ZW50c1Jlc3BvbnNlEiEKBmV2ZW50cxgBIAMoCzIRLmxhY2UudjEuUnVuRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjIKEFN0cmVhbVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBmN1cnNvchgCIAEoAyJuChFTdHJlYW1SdW5SZXNwb25zZRIhCgZldmVudHMYASADKAsyES5sYWNlLnYxLlJ1bkV2ZW50EhAKCGhlYWRfc2VxGAIgASgDEiQKCXJ1bl9zdGF0ZRgDIAEoDjIRLmxhY2UudjEuUnVuU3RhdGUyqAQKClJ1blNlcnZpY2USPwoIU3RhcnRSdW4SGC5sYWNlLnYxLlN0YXJ0UnVuUmVxdWVzdBoZLmxhY2UudjEuU3RhcnRSdW5SZXNwb25zZRI5CgZHZXRSdW4SFi5sYWNlLnYxLkdldFJ1blJlcXVlc3QaFy5sYWNlLnYxLkdldFJ1blJlc3BvbnNlEj8KCExpc3RSdW5zEhgubGFjZS52MS5MaXN0UnVuc1JlcXVlc3QaGS5sYWNlLnYxLkxpc3RSdW5zUmVzcG9uc2USPwoIUGF1c2VSdW4SGC5sYWNlLnYxLlBhdXNlUnVuUmVxdWVzdBoZLmxhY2UudjEuUGF1c2VSdW5SZXNwb25zZRJCCglSZXN1bWVSdW4SGS5sYWNlLnYxLlJlc3VtZVJ1blJlcXVlc3QaGi5sYWNlLnYxLlJlc3VtZVJ1blJlc3BvbnNlEkIKCUNhbmNlbFJ1bhIZLmxhY2UudjEuQ2FuY2VsUnVuUmVxdWVzdBoaLmxhY2UudjEuQ2FuY2VsUnVuUmVzcG9uc2USTgoNTGlzdFJ1bkV2ZW50cxIdLmxhY2UudjEuTGlzdFJ1bkV2ZW50c1JlcXVlc3QaHi5sYWNlLnYxLkxpc3RSdW5FdmVudHNSZXNwb25zZRJECglTdHJlYW1SdW4SGS5sYWNlLnYxLlN0cmVhbVJ1blJlcXVlc3QaGi5sYWNlLnYxLlN0cmVhbVJ1blJlc3BvbnNlMAFiBnByb3RvMw", [file_lace_v1_run]);
+  fileDesc("ChlsYWNlL3YxL3J1bl9zZXJ2aWNlLnByb3RvEgdsYWNlLnYxIowBCg9TdGFydFJ1blJlcXVlc3QSEwoLYXJ0aWZhY3RfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIVCg1zY29wZV9ub2RlX2lkGAMgASgJEhMKC2luc3RydWN0aW9uGAQgASgJEiQKB29wdGlvbnMYBSABKAsyEy5sYWNlLnYxLlJ1bk9wdGlvbnMiLQoQU3RhcnRSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC5sYWNlLnYxLlJ1biIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIrCg5HZXRSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC5sYWNlLnYxLlJ1biJvCg9MaXN0UnVuc1JlcXVlc3QSEwoLYXJ0aWZhY3RfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSDgoGZmlsdGVyGAQgASgJEhAKCG9yZGVyX2J5GAUgASgJIkcKEExpc3RSdW5zUmVzcG9uc2USGgoEcnVucxgBIAMoCzIMLmxhY2UudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI1Cg9QYXVzZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiLQoQUGF1c2VSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC5sYWNlLnYxLlJ1biJcChBSZXN1bWVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEiQKB29wdGlvbnMYAyABKAsyEy5sYWNlLnYxLlJ1bk9wdGlvbnMiLgoRUmVzdW1lUnVuUmVzcG9uc2USGQoDcnVuGAEgASgLMgwubGFjZS52MS5SdW4iNgoQQ2FuY2VsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSIuChFDYW5jZWxSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC5sYWNlLnYxLlJ1biKMAQoUTGlzdFJ1bkV2ZW50c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIqCgtldmVudF90eXBlcxgDIAMoDjIVLmxhY2UudjEuUnVuRXZlbnRUeXBlEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJIlMKFUxpc3RSdW5FdmVudHNSZXNwb25zZRIhCgZldmVudHMYASADKAsyES5sYWNlLnYxLlJ1bkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIyChBTdHJlYW1SdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAMibgoRU3RyZWFtUnVuUmVzcG9uc2USIQoGZXZlbnRzGAEgAygLMhEubGFjZS52MS5SdW5FdmVudBIQCghoZWFkX3NlcRgCIAEoAxIkCglydW5fc3RhdGUYAyABKA4yES5sYWNlLnYxLlJ1blN0YXRlMqgECgpSdW5TZXJ2aWNlEj8KCFN0YXJ0UnVuEhgubGFjZS52MS5TdGFydFJ1blJlcXVlc3QaGS5sYWNlLnYxLlN0YXJ0UnVuUmVzcG9uc2USOQoGR2V0UnVuEhYubGFjZS52MS5HZXRSdW5SZXF1ZXN0GhcubGFjZS52MS5HZXRSdW5SZXNwb25zZRI/CghMaXN0UnVucxIYLmxhY2UudjEuTGlzdFJ1bnNSZXF1ZXN0GhkubGFjZS52MS5MaXN0UnVuc1Jlc3BvbnNlEj8KCFBhdXNlUnVuEhgubGFjZS52MS5QYXVzZVJ1blJlcXVlc3QaGS5sYWNlLnYxLlBhdXNlUnVuUmVzcG9uc2USQgoJUmVzdW1lUnVuEhkubGFjZS52MS5SZXN1bWVSdW5SZXF1ZXN0GhoubGFjZS52MS5SZXN1bWVSdW5SZXNwb25zZRJCCglDYW5jZWxSdW4SGS5sYWNlLnYxLkNhbmNlbFJ1blJlcXVlc3QaGi5sYWNlLnYxLkNhbmNlbFJ1blJlc3BvbnNlEk4KDUxpc3RSdW5FdmVudHMSHS5sYWNlLnYxLkxpc3RSdW5FdmVudHNSZXF1ZXN0Gh4ubGFjZS52MS5MaXN0UnVuRXZlbnRzUmVzcG9uc2USRAoJU3RyZWFtUnVuEhkubGFjZS52MS5TdHJlYW1SdW5SZXF1ZXN0GhoubGFjZS52MS5TdHJlYW1SdW5SZXNwb25zZTABYgZwcm90bzM", [file_lace_v1_run]);
 
 /**
  * Request of RunService.StartRun.
@@ -135,7 +135,7 @@ export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
  */
 export type ListRunsRequest = Message<"lace.v1.ListRunsRequest"> & {
   /**
-   * Only runs of this artifact, when set.
+   * Only runs of this artifact, when set (NOT_FOUND if there is no such artifact).
    *
    * @generated from field: string artifact_id = 1;
    */
@@ -154,6 +154,25 @@ export type ListRunsRequest = Message<"lace.v1.ListRunsRequest"> & {
    * @generated from field: string page_token = 3;
    */
   pageToken: string;
+
+  /**
+   * Optional AIP-160 filter on `state` (= !=, a RunState name with or without its prefix),
+   * `artifact_id` (= !=, a UUID) and `create_time` (= != < <= > >=, an RFC 3339 timestamp in double
+   * quotes), joined by AND, OR (which binds tighter), NOT and parentheses; for example
+   * `(state = RUNNING OR state = PAUSED) AND create_time > "2026-12-01T00:00:00Z"`.
+   * INVALID_ARGUMENT (INVALID_FILTER) says what cannot be read.
+   *
+   * @generated from field: string filter = 4;
+   */
+  filter: string;
+
+  /**
+   * `create_time` or `create_time desc` (AIP-132); empty means `create_time desc`. Ties are
+   * ordered by id. A page token belongs to one filter and order.
+   *
+   * @generated from field: string order_by = 5;
+   */
+  orderBy: string;
 };
 
 /**
@@ -170,7 +189,7 @@ export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
  */
 export type ListRunsResponse = Message<"lace.v1.ListRunsResponse"> & {
   /**
-   * A page of runs, newest first.
+   * A page of runs, in the requested order.
    *
    * @generated from field: repeated lace.v1.Run runs = 1;
    */
@@ -520,7 +539,8 @@ export const RunService: GenService<{
     output: typeof GetRunResponseSchema;
   },
   /**
-   * Lists runs, newest first, optionally of one artifact (AIP-158 pagination).
+   * Lists runs, newest first unless `order_by` says otherwise, optionally of one artifact, with an
+   * optional `filter` (AIP-160 subset) and AIP-158 pagination.
    *
    * @generated from rpc lace.v1.RunService.ListRuns
    */
