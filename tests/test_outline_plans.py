@@ -209,3 +209,32 @@ def test_the_review_states_of_the_lifecycle() -> None:
     assert raised.value.reason == "ILLEGAL_RUN_TRANSITION"
     assert RunState.AWAITING_REVIEW not in CLAIMABLE and RunState.AWAITING_REVIEW.active
     assert {RunState.AWAITING_REVIEW} == OUTLINE_EDITABLE
+
+
+def test_update_artifact_moves_the_root_with_it() -> None:
+    tree, artifact = outline()
+    m = apply.plan_update_artifact(tree, artifact, apply.ArtifactFields(title=" New doc ", style="Terse."), RULES)
+    assert (m.artifact_title, m.artifact_brief, m.artifact_style) == ("New doc", None, "Terse.")
+    assert after(tree, m).root.title == "New doc" and after(tree, m).root.intent == "about Doc"  # a person's intent
+    assert m.events == () and m.artifact_target_words is None
+
+    # An unsplit root: the brief's start is its intent, and the target its budget.
+    root = Node(id=ROOT, artifact_id=ART, parent_id=None, ordinal=0, depth=0, title="Doc", intent="brief",
+                target_words=3000, state=NodeState.PLANNED)
+    m = apply.plan_update_artifact(Tree([root]), artifact, apply.ArtifactFields(brief="Other brief",
+                                                                                target_words=5000), RULES)
+    assert (after(Tree([root]), m).root.intent, m.artifact_target_words, m.artifact_brief) == \
+        ("Other brief", 5000, "Other brief")
+
+    with pytest.raises(InvalidArgument) as raised:
+        apply.plan_update_artifact(tree, artifact, apply.ArtifactFields(target_words=5000), RULES)
+    assert raised.value.reason == "TARGET_FOLLOWS_CHILDREN"
+    with pytest.raises(InvalidArgument) as raised:
+        apply.plan_update_artifact(tree, artifact, apply.ArtifactFields(title=""), RULES)
+    assert raised.value.reason == "EMPTY_TITLE"
+    # Awaiting review: an event of the run, with the outline after the edit.
+    m = apply.plan_update_artifact(tree, artifact, apply.ArtifactFields(title="Reviewed"),
+                                   OutlineRules(max_depth=3, run_id=RUN))
+    [event] = m.events
+    assert event.type is EventType.OUTLINE_EDITED and event.payload["kind"] == "update_artifact"
+    assert event.payload["outline"][0]["title"] == "Reviewed"
