@@ -313,6 +313,33 @@ class Engine:
 
         return (await idempotency.once(self.db, req, block_id, write, ir_store.get_block)).value
 
+    async def revert_block(self, block_id: uuid.UUID, block_version: int, *, expected_version: int = 0,
+                           request_id: str = "") -> Block:
+        """Restores the block's content at `block_version` as a new version: a human edit, through Apply."""
+        if block_version <= 0:
+            raise InvalidArgument("block_version must be positive", reason="INVALID_ARGUMENT",
+                                  metadata={"field": "block_version"})
+        req = idempotency.request("RevertBlock", request_id, {
+            "block_id": str(block_id), "block_version": block_version, "expected_version": expected_version})
+
+        async def write(tx: Tx) -> Block:
+            block = await ir_store.get_block(tx.conn, block_id)
+            stored = await ir_store.block_content_at(tx.conn, block_id, block_version) \
+                if block_version <= block.version else None
+            if stored is None:
+                raise NotFound(f"block {block_id} has no version {block_version}; it is at version {block.version}",
+                               reason="BLOCK_VERSION_NOT_FOUND",
+                               metadata={"block_id": str(block_id), "current_version": str(block.version)})
+            content = BlockContent.from_json(stored)
+            node = await ir_store.get_node(tx.conn, block.node_id)
+            known = await source_store.passages_by_id(tx.conn, block.artifact_id, content.citations)
+            mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version,
+                                             known_passages=known.keys())
+            await apply_store.write_mutation(tx, mutation)
+            return await ir_store.get_block(tx.conn, block_id)
+
+        return (await idempotency.once(self.db, req, block_id, write, ir_store.get_block)).value
+
     async def list_block_changes(self, block_id: uuid.UUID, page_size: int,
                                  page_token: str) -> tuple[list[ChangeEvent], str]:
         size = pagination.page_size(page_size, default=50, maximum=500)

@@ -145,6 +145,17 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
             change_events=[convert.change_event_to_pb(c) for c in items], next_page_token=token,
             cited_passages=[convert.passage_to_pb(p) for p in cited])
 
+    async def RevertBlock(
+        self, request: artifact_service_pb2.RevertBlockRequest, context: Context
+    ) -> artifact_service_pb2.RevertBlockResponse:
+        if request.expected_version < 0:
+            raise InvalidArgument("expected_version must not be negative", reason="INVALID_ARGUMENT",
+                                  metadata={"field": "expected_version"})
+        block = await self.engine.revert_block(parse_id(request.block_id, "block_id"), request.block_version,
+                                               expected_version=request.expected_version,
+                                               request_id=request.request_id)
+        return artifact_service_pb2.RevertBlockResponse(block=convert.block_to_pb(block))
+
     # Outline edits
 
     async def UpdateNode(

@@ -282,3 +282,49 @@ async def test_list_artifacts_filters_by_time_and_orders_by_update(server: Stubs
     assert await listed("create_time") == ids
     assert await listed("update_time desc") == [ids[1], ids[3], ids[2], ids[0]]
     await expect(INVALID, "INVALID_FILTER", artifacts.ListArtifacts(A.ListArtifactsRequest(filter="state = RUNNING")))
+
+
+async def test_revert_block_restores_an_earlier_version_as_a_new_one(server: Stubs) -> None:
+    artifacts, runs, _, url = server
+    artifact = await create_artifact(artifacts, 1200)
+    run = await start_run(runs, artifact.id)
+    await watch(runs, run.id)
+    view = await artifacts.GetArtifact(A.GetArtifactRequest(artifact_id=artifact.id, view=A.ARTIFACT_VIEW_FULL))
+    original = next(b for b in view.blocks if b.kind == artifact_pb2.BLOCK_KIND_PARAGRAPH)
+    assert original.version == 1 and original.origin == artifact_pb2.CHANGE_ORIGIN_LLM
+    for text in ("First by hand.", "Second by hand."):
+        await artifacts.EditBlock(A.EditBlockRequest(block_id=original.id, block=artifact_pb2.Block(
+            kind=artifact_pb2.BLOCK_KIND_PARAGRAPH, text=text), request_id=str(uuid.uuid4())))
+
+    request = A.RevertBlockRequest(block_id=original.id, block_version=1, expected_version=3,
+                                   request_id=str(uuid.uuid4()))
+    reverted = (await artifacts.RevertBlock(request)).block
+    assert (reverted.text, reverted.version, reverted.origin, reverted.pinned) == \
+        (original.text, 4, artifact_pb2.CHANGE_ORIGIN_HUMAN, True)
+    assert (await artifacts.RevertBlock(request)).block.version == 4  # a repeat writes nothing more
+    # And a revert can be reverted: version 3's text at version 5.
+    again = (await artifacts.RevertBlock(A.RevertBlockRequest(block_id=original.id, block_version=3,
+                                                              request_id=str(uuid.uuid4())))).block
+    assert (again.text, again.version) == ("Second by hand.", 5)
+    history = (await artifacts.ListBlockChanges(A.ListBlockChangesRequest(block_id=original.id))).change_events
+    assert [(c.operation, c.after.version, c.after.text) for c in history] == [
+        (artifact_pb2.CHANGE_OPERATION_CREATE, 1, original.text),
+        (artifact_pb2.CHANGE_OPERATION_UPDATE, 2, "First by hand."),
+        (artifact_pb2.CHANGE_OPERATION_UPDATE, 3, "Second by hand."),
+        (artifact_pb2.CHANGE_OPERATION_UPDATE, 4, original.text),
+        (artifact_pb2.CHANGE_OPERATION_UPDATE, 5, "Second by hand."),
+    ]
+    compiled = await artifacts.CompileArtifact(A.CompileArtifactRequest(artifact_id=artifact.id,
+                                                                        format=A.COMPILE_FORMAT_MARKDOWN))
+    assert "Second by hand." in compiled.content
+
+    version = (await artifacts.GetArtifact(A.GetArtifactRequest(artifact_id=artifact.id))).artifact.version
+    for bad, code, reason in (
+        (A.RevertBlockRequest(block_id=original.id, block_version=6), NOT_FOUND, "BLOCK_VERSION_NOT_FOUND"),
+        (A.RevertBlockRequest(block_id=original.id, block_version=0), INVALID, "INVALID_ARGUMENT"),
+        (A.RevertBlockRequest(block_id=original.id, block_version=1, expected_version=4), grpc.StatusCode.ABORTED,
+         "STALE_VERSION"),
+        (A.RevertBlockRequest(block_id=str(uuid.uuid4()), block_version=1), NOT_FOUND, "BLOCK_NOT_FOUND"),
+    ):
+        await expect(code, reason, artifacts.RevertBlock(bad))
+    assert (await artifacts.GetArtifact(A.GetArtifactRequest(artifact_id=artifact.id))).artifact.version == version

@@ -102,6 +102,16 @@ async def test_create_start_watch_compile(lace: Lace, tmp_path: Path) -> None:
     assert code == 0, err
     code, out, _ = await lace("history", block_id)
     assert code == 0 and "HUMAN" in out and "Written by hand." in out
+    first = out.splitlines()[1].split()
+    assert first[1:4] == ["CREATE", "LLM", "1"]  # operation, origin, the block's version
+
+    code, out, err = await lace("revert", block_id, "--version", "1")
+    assert code == 0 and "has the content of version 1" in out, err
+    code, out, _ = await lace("history", block_id)
+    assert out.splitlines()[-1].split()[1:4] == ["UPDATE", "HUMAN", "3"] and "Written by hand." not in \
+        out.splitlines()[-1]
+    code, _, err = await lace("revert", block_id, "--version", "9")
+    assert code == 2 and "(BLOCK_VERSION_NOT_FOUND)" in err
 
 
 async def test_watch_exits_1_when_the_run_is_cancelled(lace: Lace) -> None:

@@ -133,6 +133,18 @@ async def block_exists_in_history(conn: AsyncConnection, block_id: uuid.UUID) ->
     return row is not None
 
 
+async def block_content_at(conn: AsyncConnection, block_id: uuid.UUID, version: int) -> dict[str, Any] | None:
+    """The block's stored content (BlockContent JSON) at `version`: from the newest change that left it at
+    that version (a block deleted and written again restarts at 1), None if no change did."""
+    row = (await conn.execute(
+        sa.select(change_events.c.after["content"])
+        .where(change_events.c.block_id == block_id,
+               change_events.c.after["version"].as_integer() == version)
+        .order_by(change_events.c.id.desc()).limit(1)
+    )).first()
+    return None if row is None else dict(row[0])
+
+
 async def list_block_changes(
     conn: AsyncConnection, block_id: uuid.UUID, *, limit: int, after_id: int
 ) -> list[ChangeEvent]:

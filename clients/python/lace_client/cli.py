@@ -328,6 +328,12 @@ async def _delete(client: LaceClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _revert(client: LaceClient, args: argparse.Namespace) -> int:
+    block = await client.revert_block(args.block_id, args.version, expected_version=args.expected_version)
+    print(f"block {block.id}: version {block.version} has the content of version {args.version}")
+    return 0
+
+
 async def _start(client: LaceClient, args: argparse.Namespace) -> int:
     options = run_pb2.RunOptions(sibling_concurrency=args.sibling_concurrency, leaf_words=args.leaf_words,
                                  max_depth=args.max_depth, max_total_tokens=args.max_total_tokens,
@@ -464,8 +470,10 @@ async def _history(client: LaceClient, args: argparse.Namespace) -> int:
         text = after.text or " | ".join(after.items)
         rows.append([str(change.id), artifact_pb2.ChangeOperation.Name(change.operation).removeprefix(
             "CHANGE_OPERATION_"), artifact_pb2.ChangeOrigin.Name(change.origin).removeprefix("CHANGE_ORIGIN_"),
-            str(change.artifact_version), change.run_id or "-", _when(change.create_time), _short(text, 50)])
-    _print_rows(["CHANGE", "OPERATION", "ORIGIN", "VERSION", "RUN", "TIME", "TEXT"], rows)
+            str(change.after.version) if change.HasField("after") else "-", str(change.artifact_version),
+            change.run_id or "-", _when(change.create_time), _short(text, 50)])
+    # BLOCK: the block's version after the change (what `lace revert --version` takes); ARTIFACT: the IR's.
+    _print_rows(["CHANGE", "OPERATION", "ORIGIN", "BLOCK", "ARTIFACT", "RUN", "TIME", "TEXT"], rows)
     return 0
 
 
@@ -627,6 +635,12 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     p = command("history", _history, "list a block's changes, oldest first")
     p.add_argument("block_id")
+
+    p = command("revert", _revert, "restore a block's content at an earlier version (a human edit: pins it)")
+    p.add_argument("block_id")
+    p.add_argument("--version", type=int, required=True, metavar="N", help="the version to restore (see history)")
+    p.add_argument("--expected-version", type=_non_negative, default=0, metavar="N",
+                   help="fail with ABORTED unless the block is still at this version")
 
     p = command("outline", _outline, "print an artifact's outline: sections with state, budget and id")
     p.add_argument("artifact_id")

@@ -278,6 +278,16 @@ class LaceClient:
                                                                timeout=self._timeout))
         return response.block
 
+    async def revert_block(self, block_id: str, block_version: int, *, expected_version: int = 0,
+                           request_id: str | None = None) -> artifact_pb2.Block:
+        """Restores the block's content at `block_version` as a new version (a human edit: pinned)."""
+        request = artifact_service_pb2.RevertBlockRequest(block_id=block_id, block_version=block_version,
+                                                          expected_version=expected_version,
+                                                          request_id=_request_id(request_id))
+        response = await self._call(self._artifacts.RevertBlock(request, metadata=self._metadata,
+                                                                 timeout=self._timeout))
+        return response.block
+
     # Outline edits: allowed while the artifact has no active run, or its run awaits review.
 
     async def outline(self, artifact_id: str) -> list[artifact_pb2.Node]:

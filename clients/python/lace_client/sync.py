@@ -133,6 +133,12 @@ class LaceSyncClient:
         return self._run(self._client.edit_block(block_id, block, expected_version=expected_version,
                                                  request_id=request_id))
 
+    def revert_block(self, block_id: str, block_version: int, *, expected_version: int = 0,
+                     request_id: str | None = None) -> artifact_pb2.Block:
+        """See LaceClient.revert_block."""
+        return self._run(self._client.revert_block(block_id, block_version, expected_version=expected_version,
+                                                   request_id=request_id))
+
     def block_history(self, block_id: str, page_size: int = 0) -> Iterator[artifact_pb2.ChangeEvent]:
         """See LaceClient.block_history."""
         return self._iterate(self._client.block_history(block_id, page_size))

@@ -180,6 +180,24 @@ class ListBlockChangesResponse(_message.Message):
     cited_passages: _containers.RepeatedCompositeFieldContainer[_source_pb2.Passage]
     def __init__(self, change_events: _Optional[_Iterable[_Union[_artifact_pb2.ChangeEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., cited_passages: _Optional[_Iterable[_Union[_source_pb2.Passage, _Mapping]]] = ...) -> None: ...
 
+class RevertBlockRequest(_message.Message):
+    __slots__ = ("block_id", "block_version", "expected_version", "request_id")
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    block_id: str
+    block_version: int
+    expected_version: int
+    request_id: str
+    def __init__(self, block_id: _Optional[str] = ..., block_version: _Optional[int] = ..., expected_version: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RevertBlockResponse(_message.Message):
+    __slots__ = ("block",)
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    block: _artifact_pb2.Block
+    def __init__(self, block: _Optional[_Union[_artifact_pb2.Block, _Mapping]] = ...) -> None: ...
+
 class UpdateNodeRequest(_message.Message):
     __slots__ = ("node", "update_mask", "request_id")
     NODE_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,11 @@ class ArtifactServiceStub:
                 request_serializer=lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesRequest.SerializeToString,
                 response_deserializer=lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesResponse.FromString,
                 _registered_method=True)
+        self.RevertBlock = channel.unary_unary(
+                '/lace.v1.ArtifactService/RevertBlock',
+                request_serializer=lace_dot_v1_dot_artifact__service__pb2.RevertBlockRequest.SerializeToString,
+                response_deserializer=lace_dot_v1_dot_artifact__service__pb2.RevertBlockResponse.FromString,
+                _registered_method=True)
         self.UpdateNode = channel.unary_unary(
                 '/lace.v1.ArtifactService/UpdateNode',
                 request_serializer=lace_dot_v1_dot_artifact__service__pb2.UpdateNodeRequest.SerializeToString,
@@ -173,6 +178,15 @@ class ArtifactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevertBlock(self, request, context):
+        """Restores a block's content as it was at an earlier version, as a new version: a human edit
+        through Deterministic Apply (origin HUMAN, pinned, a change event), so the history keeps every
+        version and a revert can itself be reverted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateNode(self, request, context):
         """Outline edits. Each is a human Apply mutation (origin HUMAN, change events for the blocks
         it deletes), idempotent by `request_id`, allowed while the artifact has no active run or its
@@ -250,6 +264,11 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.ListBlockChanges,
                     request_deserializer=lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesRequest.FromString,
                     response_serializer=lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesResponse.SerializeToString,
+            ),
+            'RevertBlock': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevertBlock,
+                    request_deserializer=lace_dot_v1_dot_artifact__service__pb2.RevertBlockRequest.FromString,
+                    response_serializer=lace_dot_v1_dot_artifact__service__pb2.RevertBlockResponse.SerializeToString,
             ),
             'UpdateNode': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateNode,
@@ -493,6 +512,33 @@ class ArtifactService:
             '/lace.v1.ArtifactService/ListBlockChanges',
             lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesRequest.SerializeToString,
             lace_dot_v1_dot_artifact__service__pb2.ListBlockChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevertBlock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lace.v1.ArtifactService/RevertBlock',
+            lace_dot_v1_dot_artifact__service__pb2.RevertBlockRequest.SerializeToString,
+            lace_dot_v1_dot_artifact__service__pb2.RevertBlockResponse.FromString,
             options,
             channel_credentials,
             insecure,

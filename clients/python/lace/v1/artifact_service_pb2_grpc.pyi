@@ -67,6 +67,11 @@ class ArtifactServiceStub:
     """
     ListBlockChanges: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.ListBlockChangesRequest, _artifact_service_pb2.ListBlockChangesResponse]
     """Lists a block's history (its change events), oldest first."""
+    RevertBlock: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.RevertBlockRequest, _artifact_service_pb2.RevertBlockResponse]
+    """Restores a block's content as it was at an earlier version, as a new version: a human edit
+    through Deterministic Apply (origin HUMAN, pinned, a change event), so the history keeps every
+    version and a revert can itself be reverted.
+    """
     UpdateNode: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.UpdateNodeRequest, _artifact_service_pb2.UpdateNodeResponse]
     """Outline edits. Each is a human Apply mutation (origin HUMAN, change events for the blocks
     it deletes), idempotent by `request_id`, allowed while the artifact has no active run or its
@@ -123,6 +128,11 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     """
     ListBlockChanges: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.ListBlockChangesRequest, _artifact_service_pb2.ListBlockChangesResponse]  # type: ignore[assignment]
     """Lists a block's history (its change events), oldest first."""
+    RevertBlock: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.RevertBlockRequest, _artifact_service_pb2.RevertBlockResponse]  # type: ignore[assignment]
+    """Restores a block's content as it was at an earlier version, as a new version: a human edit
+    through Deterministic Apply (origin HUMAN, pinned, a change event), so the history keeps every
+    version and a revert can itself be reverted.
+    """
     UpdateNode: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.UpdateNodeRequest, _artifact_service_pb2.UpdateNodeResponse]  # type: ignore[assignment]
     """Outline edits. Each is a human Apply mutation (origin HUMAN, change events for the blocks
     it deletes), idempotent by `request_id`, allowed while the artifact has no active run or its
@@ -224,6 +234,17 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_artifact_service_pb2.ListBlockChangesResponse, _abc.Awaitable[_artifact_service_pb2.ListBlockChangesResponse]]:
         """Lists a block's history (its change events), oldest first."""
+
+    @_abc_1.abstractmethod
+    def RevertBlock(
+        self,
+        request: _artifact_service_pb2.RevertBlockRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.RevertBlockResponse, _abc.Awaitable[_artifact_service_pb2.RevertBlockResponse]]:
+        """Restores a block's content as it was at an earlier version, as a new version: a human edit
+        through Deterministic Apply (origin HUMAN, pinned, a change event), so the history keeps every
+        version and a revert can itself be reverted.
+        """
 
     @_abc_1.abstractmethod
     def UpdateNode(

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lace/v1/artifact_service.proto.
  */
 export const file_lace_v1_artifact_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ik4KEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcieAoTR2V0QXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSHAoFbm9kZXMYAiADKAsyDS5sYWNlLnYxLk5vZGUSHgoGYmxvY2tzGAMgAygLMg4ubGFjZS52MS5CbG9jayJfChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkSEAoIb3JkZXJfYnkYBCABKAkiVgoVTGlzdEFydGlmYWN0c1Jlc3BvbnNlEiQKCWFydGlmYWN0cxgBIAMoCzIRLmxhY2UudjEuQXJ0aWZhY3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIoEBChVVcGRhdGVBcnRpZmFjdFJlcXVlc3QSIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxISCgpyZXF1ZXN0X2lkGAMgASgJIj0KFlVwZGF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0IlcKFURlbGV0ZUFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIVCg1hbGxvd19taXNzaW5nGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkiGAoWRGVsZXRlQXJ0aWZhY3RSZXNwb25zZSJVChZDb21waWxlQXJ0aWZhY3RSZXF1ZXN0EhMKC2FydGlmYWN0X2lkGAEgASgJEiYKBmZvcm1hdBgCIAEoDjIWLmxhY2UudjEuQ29tcGlsZUZvcm1hdCKDAQoXQ29tcGlsZUFydGlmYWN0UmVzcG9uc2USDwoHY29udGVudBgBIAEoCRISCgptZWRpYV90eXBlGAIgASgJEhgKEGFydGlmYWN0X3ZlcnNpb24YAyABKAMSFgoOYmluYXJ5X2NvbnRlbnQYBCABKAwSEQoJZmlsZV9uYW1lGAUgASgJInEKEEVkaXRCbG9ja1JlcXVlc3QSEAoIYmxvY2tfaWQYASABKAkSHQoFYmxvY2sYAiABKAsyDi5sYWNlLnYxLkJsb2NrEhgKEGV4cGVjdGVkX3ZlcnNpb24YAyABKAMSEgoKcmVxdWVzdF9pZBgEIAEoCSIyChFFZGl0QmxvY2tSZXNwb25zZRIdCgVibG9jaxgBIAEoCzIOLmxhY2UudjEuQmxvY2siUgoXTGlzdEJsb2NrQ2hhbmdlc1JlcXVlc3QSEAoIYmxvY2tfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiigEKGExpc3RCbG9ja0NoYW5nZXNSZXNwb25zZRIrCg1jaGFuZ2VfZXZlbnRzGAEgAygLMhQubGFjZS52MS5DaGFuZ2VFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSKAoOY2l0ZWRfcGFzc2FnZXMYAyADKAsyEC5sYWNlLnYxLlBhc3NhZ2UidQoRVXBkYXRlTm9kZVJlcXVlc3QSGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZRIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSEgoKcmVxdWVzdF9pZBgDIAEoCSIxChJVcGRhdGVOb2RlUmVzcG9uc2USGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZSJ7ChFDcmVhdGVOb2RlUmVxdWVzdBIRCglwYXJlbnRfaWQYASABKAkSGwoEbm9kZRgCIAEoCzINLmxhY2UudjEuTm9kZRIVCghwb3NpdGlvbhgDIAEoBUgAiAEBEhIKCnJlcXVlc3RfaWQYBCABKAlCCwoJX3Bvc2l0aW9uIjEKEkNyZWF0ZU5vZGVSZXNwb25zZRIbCgRub2RlGAEgASgLMg0ubGFjZS52MS5Ob2RlIjgKEURlbGV0ZU5vZGVSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSI5ChJEZWxldGVOb2RlUmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Im0KD01vdmVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEhEKCXBhcmVudF9pZBgCIAEoCRIVCghwb3NpdGlvbhgDIAEoBUgAiAEBEhIKCnJlcXVlc3RfaWQYBCABKAlCCwoJX3Bvc2l0aW9uIi8KEE1vdmVOb2RlUmVzcG9uc2USGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZSpeCgxBcnRpZmFjdFZpZXcSHQoZQVJUSUZBQ1RfVklFV19VTlNQRUNJRklFRBAAEhcKE0FSVElGQUNUX1ZJRVdfQkFTSUMQARIWChJBUlRJRkFDVF9WSUVXX0ZVTEwQAirgAQoNQ29tcGlsZUZvcm1hdBIeChpDT01QSUxFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhsKF0NPTVBJTEVfRk9STUFUX01BUktET1dOEAESFwoTQ09NUElMRV9GT1JNQVRfSFRNTBACEhcKE0NPTVBJTEVfRk9STUFUX0pTT04QAxIXChNDT01QSUxFX0ZPUk1BVF9ET0NYEAQSFgoSQ09NUElMRV9GT1JNQVRfT0RUEAUSFwoTQ09NUElMRV9GT1JNQVRfRVBVQhAGEhYKEkNPTVBJTEVfRk9STUFUX1BERhAHMq0HCg9BcnRpZmFjdFNlcnZpY2USUQoOQ3JlYXRlQXJ0aWZhY3QSHi5sYWNlLnYxLkNyZWF0ZUFydGlmYWN0UmVxdWVzdBofLmxhY2UudjEuQ3JlYXRlQXJ0aWZhY3RSZXNwb25zZRJICgtHZXRBcnRpZmFjdBIbLmxhY2UudjEuR2V0QXJ0aWZhY3RSZXF1ZXN0GhwubGFjZS52MS5HZXRBcnRpZmFjdFJlc3BvbnNlEk4KDUxpc3RBcnRpZmFjdHMSHS5sYWNlLnYxLkxpc3RBcnRpZmFjdHNSZXF1ZXN0Gh4ubGFjZS52MS5MaXN0QXJ0aWZhY3RzUmVzcG9uc2USUQoOVXBkYXRlQXJ0aWZhY3QSHi5sYWNlLnYxLlVwZGF0ZUFydGlmYWN0UmVxdWVzdBofLmxhY2UudjEuVXBkYXRlQXJ0aWZhY3RSZXNwb25zZRJRCg5EZWxldGVBcnRpZmFjdBIeLmxhY2UudjEuRGVsZXRlQXJ0aWZhY3RSZXF1ZXN0Gh8ubGFjZS52MS5EZWxldGVBcnRpZmFjdFJlc3BvbnNlElQKD0NvbXBpbGVBcnRpZmFjdBIfLmxhY2UudjEuQ29tcGlsZUFydGlmYWN0UmVxdWVzdBogLmxhY2UudjEuQ29tcGlsZUFydGlmYWN0UmVzcG9uc2USQgoJRWRpdEJsb2NrEhkubGFjZS52MS5FZGl0QmxvY2tSZXF1ZXN0GhoubGFjZS52MS5FZGl0QmxvY2tSZXNwb25zZRJXChBMaXN0QmxvY2tDaGFuZ2VzEiAubGFjZS52MS5MaXN0QmxvY2tDaGFuZ2VzUmVxdWVzdBohLmxhY2UudjEuTGlzdEJsb2NrQ2hhbmdlc1Jlc3BvbnNlEkUKClVwZGF0ZU5vZGUSGi5sYWNlLnYxLlVwZGF0ZU5vZGVSZXF1ZXN0GhsubGFjZS52MS5VcGRhdGVOb2RlUmVzcG9uc2USRQoKQ3JlYXRlTm9kZRIaLmxhY2UudjEuQ3JlYXRlTm9kZVJlcXVlc3QaGy5sYWNlLnYxLkNyZWF0ZU5vZGVSZXNwb25zZRJFCgpEZWxldGVOb2RlEhoubGFjZS52MS5EZWxldGVOb2RlUmVxdWVzdBobLmxhY2UudjEuRGVsZXRlTm9kZVJlc3BvbnNlEj8KCE1vdmVOb2RlEhgubGFjZS52MS5Nb3ZlTm9kZVJlcXVlc3QaGS5sYWNlLnYxLk1vdmVOb2RlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_lace_v1_artifact, file_lace_v1_source]);
+  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ik4KEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcieAoTR2V0QXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSHAoFbm9kZXMYAiADKAsyDS5sYWNlLnYxLk5vZGUSHgoGYmxvY2tzGAMgAygLMg4ubGFjZS52MS5CbG9jayJfChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkSEAoIb3JkZXJfYnkYBCABKAkiVgoVTGlzdEFydGlmYWN0c1Jlc3BvbnNlEiQKCWFydGlmYWN0cxgBIAMoCzIRLmxhY2UudjEuQXJ0aWZhY3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIoEBChVVcGRhdGVBcnRpZmFjdFJlcXVlc3QSIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxISCgpyZXF1ZXN0X2lkGAMgASgJIj0KFlVwZGF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0IlcKFURlbGV0ZUFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIVCg1hbGxvd19taXNzaW5nGAIgASgIEhIKCnJlcXVlc3RfaWQYAyABKAkiGAoWRGVsZXRlQXJ0aWZhY3RSZXNwb25zZSJVChZDb21waWxlQXJ0aWZhY3RSZXF1ZXN0EhMKC2FydGlmYWN0X2lkGAEgASgJEiYKBmZvcm1hdBgCIAEoDjIWLmxhY2UudjEuQ29tcGlsZUZvcm1hdCKDAQoXQ29tcGlsZUFydGlmYWN0UmVzcG9uc2USDwoHY29udGVudBgBIAEoCRISCgptZWRpYV90eXBlGAIgASgJEhgKEGFydGlmYWN0X3ZlcnNpb24YAyABKAMSFgoOYmluYXJ5X2NvbnRlbnQYBCABKAwSEQoJZmlsZV9uYW1lGAUgASgJInEKEEVkaXRCbG9ja1JlcXVlc3QSEAoIYmxvY2tfaWQYASABKAkSHQoFYmxvY2sYAiABKAsyDi5sYWNlLnYxLkJsb2NrEhgKEGV4cGVjdGVkX3ZlcnNpb24YAyABKAMSEgoKcmVxdWVzdF9pZBgEIAEoCSIyChFFZGl0QmxvY2tSZXNwb25zZRIdCgVibG9jaxgBIAEoCzIOLmxhY2UudjEuQmxvY2siUgoXTGlzdEJsb2NrQ2hhbmdlc1JlcXVlc3QSEAoIYmxvY2tfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiigEKGExpc3RCbG9ja0NoYW5nZXNSZXNwb25zZRIrCg1jaGFuZ2VfZXZlbnRzGAEgAygLMhQubGFjZS52MS5DaGFuZ2VFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSKAoOY2l0ZWRfcGFzc2FnZXMYAyADKAsyEC5sYWNlLnYxLlBhc3NhZ2UiawoSUmV2ZXJ0QmxvY2tSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEhUKDWJsb2NrX3ZlcnNpb24YAiABKAMSGAoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoAxISCgpyZXF1ZXN0X2lkGAQgASgJIjQKE1JldmVydEJsb2NrUmVzcG9uc2USHQoFYmxvY2sYASABKAsyDi5sYWNlLnYxLkJsb2NrInUKEVVwZGF0ZU5vZGVSZXF1ZXN0EhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhIKCnJlcXVlc3RfaWQYAyABKAkiMQoSVXBkYXRlTm9kZVJlc3BvbnNlEhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUiewoRQ3JlYXRlTm9kZVJlcXVlc3QSEQoJcGFyZW50X2lkGAEgASgJEhsKBG5vZGUYAiABKAsyDS5sYWNlLnYxLk5vZGUSFQoIcG9zaXRpb24YAyABKAVIAIgBARISCgpyZXF1ZXN0X2lkGAQgASgJQgsKCV9wb3NpdGlvbiIxChJDcmVhdGVOb2RlUmVzcG9uc2USGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZSI4ChFEZWxldGVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiOQoSRGVsZXRlTm9kZVJlc3BvbnNlEiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdCJtCg9Nb3ZlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCRIRCglwYXJlbnRfaWQYAiABKAkSFQoIcG9zaXRpb24YAyABKAVIAIgBARISCgpyZXF1ZXN0X2lkGAQgASgJQgsKCV9wb3NpdGlvbiIvChBNb3ZlTm9kZVJlc3BvbnNlEhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUqXgoMQXJ0aWZhY3RWaWV3Eh0KGUFSVElGQUNUX1ZJRVdfVU5TUEVDSUZJRUQQABIXChNBUlRJRkFDVF9WSUVXX0JBU0lDEAESFgoSQVJUSUZBQ1RfVklFV19GVUxMEAIq4AEKDUNvbXBpbGVGb3JtYXQSHgoaQ09NUElMRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIbChdDT01QSUxFX0ZPUk1BVF9NQVJLRE9XThABEhcKE0NPTVBJTEVfRk9STUFUX0hUTUwQAhIXChNDT01QSUxFX0ZPUk1BVF9KU09OEAMSFwoTQ09NUElMRV9GT1JNQVRfRE9DWBAEEhYKEkNPTVBJTEVfRk9STUFUX09EVBAFEhcKE0NPTVBJTEVfRk9STUFUX0VQVUIQBhIWChJDT01QSUxFX0ZPUk1BVF9QREYQBzL3BwoPQXJ0aWZhY3RTZXJ2aWNlElEKDkNyZWF0ZUFydGlmYWN0Eh4ubGFjZS52MS5DcmVhdGVBcnRpZmFjdFJlcXVlc3QaHy5sYWNlLnYxLkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USSAoLR2V0QXJ0aWZhY3QSGy5sYWNlLnYxLkdldEFydGlmYWN0UmVxdWVzdBocLmxhY2UudjEuR2V0QXJ0aWZhY3RSZXNwb25zZRJOCg1MaXN0QXJ0aWZhY3RzEh0ubGFjZS52MS5MaXN0QXJ0aWZhY3RzUmVxdWVzdBoeLmxhY2UudjEuTGlzdEFydGlmYWN0c1Jlc3BvbnNlElEKDlVwZGF0ZUFydGlmYWN0Eh4ubGFjZS52MS5VcGRhdGVBcnRpZmFjdFJlcXVlc3QaHy5sYWNlLnYxLlVwZGF0ZUFydGlmYWN0UmVzcG9uc2USUQoORGVsZXRlQXJ0aWZhY3QSHi5sYWNlLnYxLkRlbGV0ZUFydGlmYWN0UmVxdWVzdBofLmxhY2UudjEuRGVsZXRlQXJ0aWZhY3RSZXNwb25zZRJUCg9Db21waWxlQXJ0aWZhY3QSHy5sYWNlLnYxLkNvbXBpbGVBcnRpZmFjdFJlcXVlc3QaIC5sYWNlLnYxLkNvbXBpbGVBcnRpZmFjdFJlc3BvbnNlEkIKCUVkaXRCbG9jaxIZLmxhY2UudjEuRWRpdEJsb2NrUmVxdWVzdBoaLmxhY2UudjEuRWRpdEJsb2NrUmVzcG9uc2USVwoQTGlzdEJsb2NrQ2hhbmdlcxIgLmxhY2UudjEuTGlzdEJsb2NrQ2hhbmdlc1JlcXVlc3QaIS5sYWNlLnYxLkxpc3RCbG9ja0NoYW5nZXNSZXNwb25zZRJICgtSZXZlcnRCbG9jaxIbLmxhY2UudjEuUmV2ZXJ0QmxvY2tSZXF1ZXN0GhwubGFjZS52MS5SZXZlcnRCbG9ja1Jlc3BvbnNlEkUKClVwZGF0ZU5vZGUSGi5sYWNlLnYxLlVwZGF0ZU5vZGVSZXF1ZXN0GhsubGFjZS52MS5VcGRhdGVOb2RlUmVzcG9uc2USRQoKQ3JlYXRlTm9kZRIaLmxhY2UudjEuQ3JlYXRlTm9kZVJlcXVlc3QaGy5sYWNlLnYxLkNyZWF0ZU5vZGVSZXNwb25zZRJFCgpEZWxldGVOb2RlEhoubGFjZS52MS5EZWxldGVOb2RlUmVxdWVzdBobLmxhY2UudjEuRGVsZXRlTm9kZVJlc3BvbnNlEj8KCE1vdmVOb2RlEhgubGFjZS52MS5Nb3ZlTm9kZVJlcXVlc3QaGS5sYWNlLnYxLk1vdmVOb2RlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_lace_v1_artifact, file_lace_v1_source]);
 
 /**
  * Request of ArtifactService.CreateArtifact.
@@ -531,6 +531,73 @@ export const ListBlockChangesResponseSchema: GenMessage<ListBlockChangesResponse
   messageDesc(file_lace_v1_artifact_service, 15);
 
 /**
+ * Request of ArtifactService.RevertBlock.
+ *
+ * @generated from message lace.v1.RevertBlockRequest
+ */
+export type RevertBlockRequest = Message<"lace.v1.RevertBlockRequest"> & {
+  /**
+   * Identifier of the block (it must still exist).
+   *
+   * @generated from field: string block_id = 1;
+   */
+  blockId: string;
+
+  /**
+   * The version whose content to restore, from 1 to the block's current version (the `version` of
+   * a change event's `after`). A block that a regeneration removed and wrote again restarts at 1;
+   * the newest change that left the block at this version counts. NOT_FOUND
+   * (BLOCK_VERSION_NOT_FOUND) when no change did.
+   *
+   * @generated from field: int64 block_version = 2;
+   */
+  blockVersion: bigint;
+
+  /**
+   * Optional optimistic-concurrency check: when non-zero, the revert fails with ABORTED
+   * (STALE_VERSION) unless the block is still at this version.
+   *
+   * @generated from field: int64 expected_version = 3;
+   */
+  expectedVersion: bigint;
+
+  /**
+   * Idempotency key (AIP-155); a repeat returns the block as it is now.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message lace.v1.RevertBlockRequest.
+ * Use `create(RevertBlockRequestSchema)` to create a new message.
+ */
+export const RevertBlockRequestSchema: GenMessage<RevertBlockRequest> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 16);
+
+/**
+ * Response of ArtifactService.RevertBlock.
+ *
+ * @generated from message lace.v1.RevertBlockResponse
+ */
+export type RevertBlockResponse = Message<"lace.v1.RevertBlockResponse"> & {
+  /**
+   * The block after the revert: the old content at a new version, origin HUMAN, pinned.
+   *
+   * @generated from field: lace.v1.Block block = 1;
+   */
+  block?: Block | undefined;
+};
+
+/**
+ * Describes the message lace.v1.RevertBlockResponse.
+ * Use `create(RevertBlockResponseSchema)` to create a new message.
+ */
+export const RevertBlockResponseSchema: GenMessage<RevertBlockResponse> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 17);
+
+/**
  * Request of ArtifactService.UpdateNode.
  *
  * @generated from message lace.v1.UpdateNodeRequest
@@ -565,7 +632,7 @@ export type UpdateNodeRequest = Message<"lace.v1.UpdateNodeRequest"> & {
  * Use `create(UpdateNodeRequestSchema)` to create a new message.
  */
 export const UpdateNodeRequestSchema: GenMessage<UpdateNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 16);
+  messageDesc(file_lace_v1_artifact_service, 18);
 
 /**
  * Response of ArtifactService.UpdateNode.
@@ -586,7 +653,7 @@ export type UpdateNodeResponse = Message<"lace.v1.UpdateNodeResponse"> & {
  * Use `create(UpdateNodeResponseSchema)` to create a new message.
  */
 export const UpdateNodeResponseSchema: GenMessage<UpdateNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 17);
+  messageDesc(file_lace_v1_artifact_service, 19);
 
 /**
  * Request of ArtifactService.CreateNode.
@@ -629,7 +696,7 @@ export type CreateNodeRequest = Message<"lace.v1.CreateNodeRequest"> & {
  * Use `create(CreateNodeRequestSchema)` to create a new message.
  */
 export const CreateNodeRequestSchema: GenMessage<CreateNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 18);
+  messageDesc(file_lace_v1_artifact_service, 20);
 
 /**
  * Response of ArtifactService.CreateNode.
@@ -650,7 +717,7 @@ export type CreateNodeResponse = Message<"lace.v1.CreateNodeResponse"> & {
  * Use `create(CreateNodeResponseSchema)` to create a new message.
  */
 export const CreateNodeResponseSchema: GenMessage<CreateNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 19);
+  messageDesc(file_lace_v1_artifact_service, 21);
 
 /**
  * Request of ArtifactService.DeleteNode.
@@ -678,7 +745,7 @@ export type DeleteNodeRequest = Message<"lace.v1.DeleteNodeRequest"> & {
  * Use `create(DeleteNodeRequestSchema)` to create a new message.
  */
 export const DeleteNodeRequestSchema: GenMessage<DeleteNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 20);
+  messageDesc(file_lace_v1_artifact_service, 22);
 
 /**
  * Response of ArtifactService.DeleteNode.
@@ -699,7 +766,7 @@ export type DeleteNodeResponse = Message<"lace.v1.DeleteNodeResponse"> & {
  * Use `create(DeleteNodeResponseSchema)` to create a new message.
  */
 export const DeleteNodeResponseSchema: GenMessage<DeleteNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 21);
+  messageDesc(file_lace_v1_artifact_service, 23);
 
 /**
  * Request of ArtifactService.MoveNode.
@@ -741,7 +808,7 @@ export type MoveNodeRequest = Message<"lace.v1.MoveNodeRequest"> & {
  * Use `create(MoveNodeRequestSchema)` to create a new message.
  */
 export const MoveNodeRequestSchema: GenMessage<MoveNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 22);
+  messageDesc(file_lace_v1_artifact_service, 24);
 
 /**
  * Response of ArtifactService.MoveNode.
@@ -762,7 +829,7 @@ export type MoveNodeResponse = Message<"lace.v1.MoveNodeResponse"> & {
  * Use `create(MoveNodeResponseSchema)` to create a new message.
  */
 export const MoveNodeResponseSchema: GenMessage<MoveNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 23);
+  messageDesc(file_lace_v1_artifact_service, 25);
 
 /**
  * How much of an artifact GetArtifact returns.
@@ -964,6 +1031,18 @@ export const ArtifactService: GenService<{
     methodKind: "unary";
     input: typeof ListBlockChangesRequestSchema;
     output: typeof ListBlockChangesResponseSchema;
+  },
+  /**
+   * Restores a block's content as it was at an earlier version, as a new version: a human edit
+   * through Deterministic Apply (origin HUMAN, pinned, a change event), so the history keeps every
+   * version and a revert can itself be reverted.
+   *
+   * @generated from rpc lace.v1.ArtifactService.RevertBlock
+   */
+  revertBlock: {
+    methodKind: "unary";
+    input: typeof RevertBlockRequestSchema;
+    output: typeof RevertBlockResponseSchema;
   },
   /**
    * Changes a node's title, intent or target_words (AIP-134, with a field mask).
