@@ -285,7 +285,7 @@ async def test_list_artifacts_filters_by_time_and_orders_by_update(server: Stubs
 
 
 async def test_revert_block_restores_an_earlier_version_as_a_new_one(server: Stubs) -> None:
-    artifacts, runs, _, url = server
+    artifacts, runs, _, _ = server
     artifact = await create_artifact(artifacts, 1200)
     run = await start_run(runs, artifact.id)
     await watch(runs, run.id)
