@@ -92,6 +92,11 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # `lace serve --web` with TLS: the CA Envoy trusts for the gRPC upstream (default LACE_TLS_CERT
+    # itself, right for a self-signed one), and the certificate it presents under mutual TLS.
+    web_upstream_ca: str = ""
+    web_client_cert: str = ""
+    web_client_key: str = ""
     # Finished runs' events older than this many days are pruned; 0 keeps them forever.
     retention_days: float = 0.0
     retention_interval_s: float = 3600.0
@@ -146,6 +151,9 @@ class Settings:
             tls_cert=e.get("LACE_TLS_CERT", "").strip(),
             tls_key=e.get("LACE_TLS_KEY", "").strip(),
             tls_client_ca=e.get("LACE_TLS_CLIENT_CA", "").strip(),
+            web_upstream_ca=e.get("LACE_WEB_UPSTREAM_CA", "").strip(),
+            web_client_cert=e.get("LACE_WEB_CLIENT_CERT", "").strip(),
+            web_client_key=e.get("LACE_WEB_CLIENT_KEY", "").strip(),
             retention_days=_float(e, "LACE_RETENTION_DAYS", 0.0),
             retention_interval_s=_float(e, "LACE_RETENTION_INTERVAL_S", 3600.0),
             max_events_per_run=_int(e, "LACE_MAX_EVENTS_PER_RUN", 100_000),

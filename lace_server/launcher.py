@@ -92,11 +92,11 @@ async def serve_with_extras(settings: Settings, listen: str, *, web: bool, web_p
         print(f"lace: serving lace.v1 on {target} (LLM provider: {running.engine.provider.name}; Ctrl-C to stop)",
               flush=True)
         if web:
-            from lace_server.web import WebFrontend
+            from lace_server.web import WebFrontend, upstream_tls
 
             if not WEB_DIST.is_dir():
                 raise SystemExit(f"lace: the web UI is not built ({WEB_DIST} is missing); run scripts/build-web.sh")
-            frontend = WebFrontend(running.port, web_port, WEB_DIST)
+            frontend = WebFrontend(running.port, web_port, WEB_DIST, grpc_tls=upstream_tls(settings))
             await frontend.start()
             print(f"lace: browser UI on http://127.0.0.1:{web_port}/ (grpc-web through Envoy)", flush=True)
         if demo and running.engine.provider.name == LOCAL_PROVIDER:

@@ -102,7 +102,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
           explicit_http_config:
             http2_protocol_options: {{}}
-      load_assignment:
+{grpc_transport_socket}      load_assignment:
         cluster_name: lace_grpc
         endpoints:
           - lb_endpoints:
@@ -145,6 +145,60 @@ _GRPC_ROUTE_TEMPLATE = """\
 """
 
 
+_UPSTREAM_TLS_TEMPLATE = """\
+      # The LACE server speaks TLS (LACE_TLS_CERT): Envoy verifies it against trusted_ca{client_note}.
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+{sni}          common_tls_context:
+            alpn_protocols: ["h2"]
+            validation_context:
+              trusted_ca: {{ filename: "{ca_file}" }}
+{certificates}"""
+
+_CLIENT_CERT_TEMPLATE = """\
+            tls_certificates:
+              - certificate_chain: {{ filename: "{cert_file}" }}
+                private_key: {{ filename: "{key_file}" }}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """How Envoy reaches a gRPC port that speaks TLS: the CA it trusts, and (mutual TLS) its own certificate."""
+
+    ca_file: str
+    cert_file: str = ""
+    key_file: str = ""
+
+
+def upstream_tls(settings: Any) -> UpstreamTls | None:
+    """Envoy's upstream TLS for a server with these settings (lace_engine.config.Settings); None for plaintext."""
+    if not settings.tls_cert:
+        return None
+    if settings.tls_client_ca and not (settings.web_client_cert and settings.web_client_key):
+        raise RuntimeError("the gRPC port requires client certificates (LACE_TLS_CLIENT_CA): give Envoy one with "
+                           "LACE_WEB_CLIENT_CERT and LACE_WEB_CLIENT_KEY, issued by that CA")
+    if bool(settings.web_client_cert) != bool(settings.web_client_key):
+        raise RuntimeError("LACE_WEB_CLIENT_CERT and LACE_WEB_CLIENT_KEY go together")
+    return UpstreamTls(ca_file=str(Path(settings.web_upstream_ca or settings.tls_cert).resolve()),
+                       cert_file=str(Path(settings.web_client_cert).resolve()) if settings.web_client_cert else "",
+                       key_file=str(Path(settings.web_client_key).resolve()) if settings.web_client_key else "")
+
+
+def _transport_socket(tls: UpstreamTls | None, host: str) -> str:
+    if tls is None:
+        return ""
+    certificates = _CLIENT_CERT_TEMPLATE.format(cert_file=tls.cert_file, key_file=tls.key_file) \
+        if tls.cert_file else ""
+    # SNI for a host name, so a server behind a name-routed proxy gets the right certificate.
+    sni = "" if _cluster_type(host) == "STATIC" else f"          sni: {host}\n"
+    return _UPSTREAM_TLS_TEMPLATE.format(
+        ca_file=tls.ca_file, sni=sni, certificates=certificates,
+        client_note=", and shows its own certificate (mutual TLS)" if tls.cert_file else "")
+
+
 def _cluster_type(host: str) -> str:
     """STATIC for an IP literal, STRICT_DNS for a name (e.g. a docker-compose service)."""
     try:
@@ -155,7 +209,8 @@ def _cluster_type(host: str) -> str:
 
 
 def render_envoy_config(*, grpc_host: str, grpc_port: int, web_host: str, web_port: int, static_host: str,
-                        static_port: int, stream_idle_timeout_s: int = STREAM_IDLE_TIMEOUT_S) -> str:
+                        static_port: int, stream_idle_timeout_s: int = STREAM_IDLE_TIMEOUT_S,
+                        grpc_tls: UpstreamTls | None = None) -> str:
     """Envoy v3 bootstrap YAML for the web port; see the module docstring for the routes."""
     routes = "".join(_GRPC_ROUTE_TEMPLATE.format(service=service, allow_headers=CORS_ALLOW_HEADERS,
                                                  expose_headers=CORS_EXPOSE_HEADERS)
@@ -164,6 +219,7 @@ def render_envoy_config(*, grpc_host: str, grpc_port: int, web_host: str, web_po
         hcm_type=_HCM_TYPE, web_host=web_host, web_port=web_port, idle_timeout=stream_idle_timeout_s,
         grpc_routes=routes.rstrip("\n"),
         grpc_host=grpc_host, grpc_port=grpc_port, grpc_cluster_type=_cluster_type(grpc_host),
+        grpc_transport_socket=_transport_socket(grpc_tls, grpc_host),
         static_host=static_host, static_port=static_port, static_cluster_type=_cluster_type(static_host),
     )
 
@@ -233,8 +289,10 @@ class WebFrontend:
     """Envoy (grpc-web -> gRPC on ``grpc_port``) and the static UI of ``static_dir``, both on ``web_port``."""
 
     def __init__(self, grpc_port: int, web_port: int, static_dir: Path, *, grpc_host: str = "127.0.0.1",
-                 web_host: str = "127.0.0.1", ready_timeout_s: float = 30.0) -> None:
+                 web_host: str = "127.0.0.1", ready_timeout_s: float = 30.0,
+                 grpc_tls: UpstreamTls | None = None) -> None:
         self.grpc_port = grpc_port
+        self.grpc_tls = grpc_tls
         self.web_port = web_port
         self.static_dir = Path(static_dir)
         self.grpc_host = grpc_host
@@ -265,7 +323,7 @@ class WebFrontend:
         config.write_text(render_envoy_config(
             grpc_host=self.grpc_host, grpc_port=self.grpc_port,
             web_host=self.web_host, web_port=self.web_port,
-            static_host="127.0.0.1", static_port=self._static.port))
+            static_host="127.0.0.1", static_port=self._static.port, grpc_tls=self.grpc_tls))
         try:
             with (workdir / "envoy.log").open("wb") as log_file:
                 self._envoy = await asyncio.create_subprocess_exec(
