@@ -36,6 +36,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("db_outage", "9. Database outages under a run"),
     ("sources", "10. Sources: retrieval, AddSource, prompt share, citation validity"),
     ("peers", "11. Peers: the same job with LACE, LangGraph and DBOS"),
+    ("versions", "12. Versions: an artifact as it was at a past version, against now"),
 )
 
 

@@ -204,7 +204,17 @@ class Engine:
 
         return (await idempotency.once(self.db, req, mutation.artifact_id, write, ir_store.get_artifact)).value
 
-    async def get_artifact(self, artifact_id: uuid.UUID, *, full: bool) -> ArtifactView:
+    async def get_artifact(self, artifact_id: uuid.UUID, *, full: bool, version: int = 0) -> ArtifactView:
+        """The artifact now, or with `version` as it was then (rebuilt from its history)."""
+        if version:
+            async with self.db.read() as conn, conn.begin():
+                await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                past = await ir_store.ir_at(conn, artifact_id, version)
+            if not full:
+                return ArtifactView(past.artifact, [], [])
+            tree = Tree(past.nodes)
+            ordered = list(tree.preorder())
+            return ArtifactView(past.artifact, ordered, [b for n in ordered for b in past.blocks.get(n.id, [])])
         async with self.db.read() as conn:
             artifact = await ir_store.get_artifact(conn, artifact_id)
             if not full:
@@ -261,16 +271,21 @@ class Engine:
 
         await idempotency.once(self.db, req, artifact_id, write, idempotency.no_result)
 
-    async def compile(self, artifact_id: uuid.UUID, fmt: str) -> CompiledDocument:
+    async def compile(self, artifact_id: uuid.UUID, fmt: str, *, version: int = 0) -> CompiledDocument:
+        """The artifact rendered in `fmt`, now or (with `version`) as it was at that version."""
         if fmt not in FORMATS:
             raise InvalidArgument(f"format must be one of {sorted(FORMATS)}", reason="INVALID_FORMAT",
                                   metadata={"field": "format"})
         async with self.db.read() as conn, conn.begin():  # one snapshot: the IR at one version
             await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            artifact = await ir_store.get_artifact(conn, artifact_id)
-            tree = Tree(await ir_store.get_nodes(conn, artifact_id))
-            blocks = await ir_store.get_blocks_by_node(conn, artifact_id)
-            providers = await ir_store.providers_of(conn, artifact_id)
+            if version:
+                past = await ir_store.ir_at(conn, artifact_id, version)
+                artifact, tree, blocks = past.artifact, Tree(past.nodes), past.blocks
+            else:
+                artifact = await ir_store.get_artifact(conn, artifact_id)
+                tree = Tree(await ir_store.get_nodes(conn, artifact_id))
+                blocks = await ir_store.get_blocks_by_node(conn, artifact_id)
+            providers = await ir_store.providers_of(conn, artifact_id, artifact.update_time)
             passages = await source_store.passages_by_id(
                 conn, artifact_id, (p for bs in blocks.values() for b in bs for p in b.content.citations))
         metadata = {

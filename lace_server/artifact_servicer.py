@@ -20,6 +20,13 @@ _NODE_FIELDS = ("title", "intent", "target_words")
 _ARTIFACT_FIELDS = ("title", "brief", "style", "target_words")
 
 
+def _version(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument("artifact_version must not be negative", reason="INVALID_ARGUMENT",
+                              metadata={"field": "artifact_version"})
+    return value
+
+
 def _mask(paths: Iterable[str], allowed: tuple[str, ...]) -> list[str]:
     """An update_mask's paths, or InvalidArgument when it is empty or names a field that cannot change."""
     given = list(paths)
@@ -64,7 +71,7 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
     ) -> artifact_service_pb2.GetArtifactResponse:
         view = await self.engine.get_artifact(
             parse_id(request.artifact_id, "artifact_id"),
-            full=request.view == artifact_service_pb2.ARTIFACT_VIEW_FULL,
+            full=request.view == artifact_service_pb2.ARTIFACT_VIEW_FULL, version=_version(request.artifact_version),
         )
         return artifact_service_pb2.GetArtifactResponse(
             artifact=convert.artifact_to_pb(view.artifact),
@@ -108,7 +115,7 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         if fmt is None:
             raise InvalidArgument("format is required: COMPILE_FORMAT_MARKDOWN, _HTML, _JSON, _DOCX, _ODT, _EPUB "
                                   "or _PDF", reason="INVALID_FORMAT", metadata={"field": "format"})
-        doc = await self.engine.compile(artifact_id, fmt)
+        doc = await self.engine.compile(artifact_id, fmt, version=_version(request.artifact_version))
         response = artifact_service_pb2.CompileArtifactResponse(
             media_type=doc.media_type, artifact_version=doc.artifact_version, file_name=doc.file_name)
         if isinstance(doc.content, bytes):

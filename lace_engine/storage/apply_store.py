@@ -112,6 +112,7 @@ async def write_mutation(
     async with driver.pipeline():
         await _write_nodes(driver, mutation)
         await _write_blocks(driver, mutation, version)
+        await _record_versions(driver, mutation, version)
         if run_id is not None and events:
             now = datetime.now(UTC)
             first = head - len(events) + 1
@@ -219,6 +220,28 @@ async def _write_nodes(driver: psycopg.AsyncConnection[Any], m: Mutation) -> Non
                  n.state.value, n.summary, n.word_count, n.last_run_id)
                 for n in m.node_inserts
             ])
+
+
+# The history GetArtifact/CompileArtifact at a version read (blocks: change_events): each node this
+# mutation wrote, as it now is, and the artifact's fields when they changed.
+_RECORD_NODES = ("INSERT INTO node_versions (artifact_id, node_id, artifact_version, node) "
+                 "SELECT artifact_id, id, %s, to_jsonb(nodes) FROM nodes WHERE id = ANY(%s)")
+_RECORD_DELETED_NODES = ("INSERT INTO node_versions (artifact_id, node_id, artifact_version, node) "
+                         "SELECT %s, deleted, %s, NULL FROM unnest(%s::uuid[]) AS deleted")
+_RECORD_ARTIFACT = ("INSERT INTO artifact_versions (artifact_id, artifact_version, title, brief, style, target_words) "
+                    "SELECT id, version, title, brief, style, target_words FROM artifacts WHERE id = %s")
+
+
+async def _record_versions(driver: psycopg.AsyncConnection[Any], m: Mutation, version: int) -> None:
+    written = [n.id for n in m.node_inserts] + [p.node_id for p in m.node_patches]
+    if written:
+        await driver.execute(_RECORD_NODES, (version, written))
+    if m.node_deletes:
+        await driver.execute(_RECORD_DELETED_NODES, (m.artifact_id, version, list(m.node_deletes)))
+    # A version that recorded nothing else records the artifact, so every version has a row (its time).
+    if m.artifact_insert is not None or not (written or m.node_deletes) or any(v is not None for v in (
+            m.artifact_target_words, m.artifact_title, m.artifact_brief, m.artifact_style)):
+        await driver.execute(_RECORD_ARTIFACT, (m.artifact_id,))
 
 
 async def _write_blocks(driver: psycopg.AsyncConnection[Any], m: Mutation, version: int) -> None:

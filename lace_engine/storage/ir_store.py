@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +22,7 @@ from lace_engine.domain import (
     Origin,
     RunState,
 )
-from lace_engine.errors import NotFound
+from lace_engine.errors import FailedPrecondition, NotFound, OutOfRange
 from lace_engine.list_query import ListQuery
 from lace_engine.storage import list_sql
 from lace_engine.storage.schema import artifacts, blocks, change_events, nodes, runs
@@ -165,11 +167,85 @@ async def list_block_changes(
     ]
 
 
-async def providers_of(conn: AsyncConnection, artifact_id: uuid.UUID) -> list[str]:
-    """Distinct LLM providers of the runs that wrote this artifact (for compiled metadata)."""
+async def providers_of(conn: AsyncConnection, artifact_id: uuid.UUID, upto: datetime) -> list[str]:
+    """Distinct LLM providers of the runs that could have written this artifact as of `upto` (its
+    update_time at the version compiled: runs created later cannot have), for compiled metadata."""
     result = await conn.execute(
         sa.select(runs.c.provider).distinct()
-        .where(runs.c.artifact_id == artifact_id, runs.c.provider != "")
+        .where(runs.c.artifact_id == artifact_id, runs.c.provider != "", runs.c.create_time <= upto)
         .order_by(runs.c.provider)
     )
     return [r.provider for r in result]
+
+
+@dataclass(frozen=True, slots=True)
+class IrAt:
+    """An artifact's IR as it was at one version: the artifact, its tree's nodes, its blocks by node."""
+
+    artifact: Artifact
+    nodes: list[Node]
+    blocks: dict[uuid.UUID, list[Block]]
+
+
+_FIELDS_AT = sa.text(
+    "SELECT title, brief, style, target_words FROM artifact_versions "
+    "WHERE artifact_id = :a AND artifact_version <= :v ORDER BY artifact_version DESC LIMIT 1")
+_NODES_AT = sa.text(
+    "SELECT node FROM (SELECT DISTINCT ON (node_id) node FROM node_versions "
+    "WHERE artifact_id = :a AND artifact_version <= :v ORDER BY node_id, id DESC) newest WHERE node IS NOT NULL")
+_BLOCKS_AT = sa.text(
+    "SELECT after, create_time FROM (SELECT DISTINCT ON (block_id) after, create_time FROM change_events "
+    "WHERE artifact_id = :a AND artifact_version <= :v ORDER BY block_id, id DESC) newest WHERE after IS NOT NULL")
+# When version :v was made: the newest history row at or below it (every Apply writes one).
+_TIME_AT = sa.text(
+    "SELECT greatest((SELECT max(create_time) FROM node_versions WHERE artifact_id = :a AND artifact_version <= :v),"
+    " (SELECT max(create_time) FROM artifact_versions WHERE artifact_id = :a AND artifact_version <= :v))")
+_OLDEST_KEPT = sa.text("SELECT min(artifact_version) FROM artifact_versions WHERE artifact_id = :a")
+
+
+def _node_from_json(d: dict[str, Any]) -> Node:
+    def stamp(key: str) -> datetime | None:
+        return datetime.fromisoformat(d[key]) if d.get(key) else None
+
+    return Node(
+        id=uuid.UUID(d["id"]), artifact_id=uuid.UUID(d["artifact_id"]),
+        parent_id=uuid.UUID(d["parent_id"]) if d["parent_id"] else None, ordinal=d["ordinal"], depth=d["depth"],
+        title=d["title"], intent=d["intent"], target_words=d["target_words"], state=NodeState(d["state"]),
+        summary=d["summary"], word_count=d["word_count"],
+        last_run_id=uuid.UUID(d["last_run_id"]) if d["last_run_id"] else None,
+        create_time=stamp("create_time"), update_time=stamp("update_time"))
+
+
+async def ir_at(conn: AsyncConnection, artifact_id: uuid.UUID, version: int) -> IrAt:
+    """The artifact as Apply left it at `version`, rebuilt from its history (nodes and artifact fields from
+    node_versions and artifact_versions, blocks from change_events): OutOfRange past the current version,
+    FailedPrecondition for a version older than the history kept."""
+    current = await get_artifact(conn, artifact_id)
+    if not 1 <= version <= current.version:
+        raise OutOfRange(f"artifact {artifact_id} has versions 1 to {current.version}, not {version}",
+                         reason="ARTIFACT_VERSION_OUT_OF_RANGE",
+                         metadata={"artifact_id": str(artifact_id), "current_version": str(current.version)})
+    params = {"a": artifact_id, "v": version}
+    fields = (await conn.execute(_FIELDS_AT, params)).first()
+    if fields is None:
+        oldest = (await conn.execute(_OLDEST_KEPT, params)).scalar()
+        raise FailedPrecondition(
+            f"artifact {artifact_id} keeps its history from version {oldest} (when this server began keeping it); "
+            f"version {version} is older", reason="VERSION_NOT_RETAINED",
+            metadata={"artifact_id": str(artifact_id), "oldest_version": str(oldest)})
+    nodes = [_node_from_json(r.node) for r in await conn.execute(_NODES_AT, params)]
+    by_node: dict[uuid.UUID, list[Block]] = defaultdict(list)
+    for r in await conn.execute(_BLOCKS_AT, params):
+        b = r.after
+        block = Block(id=uuid.UUID(b["id"]), artifact_id=artifact_id, node_id=uuid.UUID(b["node_id"]),
+                      ordinal=b["ordinal"], content=BlockContent.from_json(b["content"]), origin=Origin(b["origin"]),
+                      pinned=b["pinned"], version=b["version"], update_time=r.create_time)
+        by_node[block.node_id].append(block)
+    for blocks_of_node in by_node.values():
+        blocks_of_node.sort(key=lambda b: b.ordinal)
+    words = sum(b.content.words() for bs in by_node.values() for b in bs)
+    when = (await conn.execute(_TIME_AT, params)).scalar() or current.create_time
+    artifact = replace(current, title=fields.title, brief=fields.brief, style=fields.style,
+                       target_words=fields.target_words, version=version, word_count=words, active_run_id=None,
+                       update_time=when)
+    return IrAt(artifact, nodes, dict(by_node))

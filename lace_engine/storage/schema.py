@@ -255,3 +255,32 @@ passages = sa.Table(
     sa.Index("passages_tsv_idx", "tsv", postgresql_using="gin"),
     sa.Index("passages_artifact_idx", "artifact_id"),
 )
+
+# Migration 0007. The IR's history besides blocks (which change_events hold): every node as an Apply
+# left it (NULL: deleted), and the artifact's own fields whenever they changed, each at its
+# artifact version. GetArtifact/CompileArtifact at a version read the newest row of each at or below it.
+node_versions = sa.Table(
+    "node_versions",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("artifact_id", UUID(as_uuid=True), sa.ForeignKey("artifacts.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("node_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("artifact_version", sa.BigInteger, nullable=False),
+    sa.Column("node", JSONB, nullable=True),
+    _ts("create_time"),
+    sa.Index("node_versions_artifact_idx", "artifact_id", "artifact_version"),
+)
+
+artifact_versions = sa.Table(
+    "artifact_versions",
+    metadata,
+    sa.Column("artifact_id", UUID(as_uuid=True), sa.ForeignKey("artifacts.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("artifact_version", sa.BigInteger, primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("brief", sa.Text, nullable=False),
+    sa.Column("style", sa.Text, nullable=False),
+    sa.Column("target_words", sa.Integer, nullable=False),
+    _ts("create_time"),
+)

@@ -398,7 +398,7 @@ async def _compile(client: LaceClient, args: argparse.Namespace) -> int:
         print(f"lace: {args.format} is a binary format; write it to a file with -o FILE "
               f"(or -o - to send it to a pipe)", file=sys.stderr)
         return 2
-    doc = await client.compile_document(args.artifact_id, args.format)
+    doc = await client.compile_document(args.artifact_id, args.format, version=args.version)
     if args.output is None or str(args.output) == "-":
         if binary:
             sys.stdout.buffer.write(doc.data)
@@ -621,6 +621,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.add_argument("artifact_id")
     p.add_argument("--format", choices=["markdown", "html", "json", "docx", "odt", "epub", "pdf"],
                    default="markdown")
+    p.add_argument("--version", type=_non_negative, default=0, metavar="N",
+                   help="the document as it was at this IR version (history: `lace history`, run events)")
     p.add_argument("-o", "--output", type=Path, metavar="FILE",
                    help="write to FILE instead of stdout (binary formats need it on a terminal; - is stdout)")
 

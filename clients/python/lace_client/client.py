@@ -198,10 +198,11 @@ class LaceClient:
             request, metadata=self._metadata, timeout=self._timeout))
         return response.artifact
 
-    async def get_artifact(self, artifact_id: str, full: bool = False) -> artifact_service_pb2.GetArtifactResponse:
-        """Returns the artifact; with `full`, also its nodes and blocks."""
+    async def get_artifact(self, artifact_id: str, full: bool = False, *,
+                           version: int = 0) -> artifact_service_pb2.GetArtifactResponse:
+        """Returns the artifact (as it was at IR `version`, when given); with `full`, also its nodes and blocks."""
         view = artifact_service_pb2.ARTIFACT_VIEW_FULL if full else artifact_service_pb2.ARTIFACT_VIEW_BASIC
-        request = artifact_service_pb2.GetArtifactRequest(artifact_id=artifact_id, view=view)
+        request = artifact_service_pb2.GetArtifactRequest(artifact_id=artifact_id, view=view, artifact_version=version)
         return await self._call(self._artifacts.GetArtifact(request, metadata=self._metadata, timeout=self._timeout))
 
     async def list_artifacts(self, page_size: int = 0, *, filter: str = "",
@@ -244,8 +245,10 @@ class LaceClient:
             raise ValueError(f"format must be one of {', '.join(sorted(TEXT_FORMATS))}, not {format!r}{hint}")
         return (await self.compile_document(artifact_id, format)).data.decode("utf-8")
 
-    async def compile_document(self, artifact_id: str, format: DocumentFormatName = "markdown") -> CompiledDocument:
-        """The artifact rendered in any format (markdown, html, json, docx, odt, epub, pdf), as bytes.
+    async def compile_document(self, artifact_id: str, format: DocumentFormatName = "markdown", *,
+                               version: int = 0) -> CompiledDocument:
+        """The artifact rendered in any format (markdown, html, json, docx, odt, epub, pdf), as bytes; with
+        `version`, as it was at that IR version.
 
         A document over the server's response limit raises ResourceExhaustedError (COMPILED_TOO_LARGE).
         """
@@ -253,7 +256,8 @@ class LaceClient:
             fmt = _FORMATS[format]
         except KeyError:
             raise ValueError(f"format must be one of {', '.join(_FORMATS)}, not {format!r}") from None
-        request = artifact_service_pb2.CompileArtifactRequest(artifact_id=artifact_id, format=fmt)
+        request = artifact_service_pb2.CompileArtifactRequest(artifact_id=artifact_id, format=fmt,
+                                                              artifact_version=version)
         response = await self._call(self._artifacts.CompileArtifact(
             request, metadata=self._metadata, timeout=self._timeout))
         binary = format not in TEXT_FORMATS

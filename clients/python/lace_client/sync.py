@@ -98,9 +98,10 @@ class LaceSyncClient:
         """See LaceClient.create_artifact."""
         return self._run(self._client.create_artifact(title, brief, target_words, style, request_id))
 
-    def get_artifact(self, artifact_id: str, full: bool = False) -> artifact_service_pb2.GetArtifactResponse:
+    def get_artifact(self, artifact_id: str, full: bool = False, *,
+                     version: int = 0) -> artifact_service_pb2.GetArtifactResponse:
         """See LaceClient.get_artifact."""
-        return self._run(self._client.get_artifact(artifact_id, full))
+        return self._run(self._client.get_artifact(artifact_id, full, version=version))
 
     def list_artifacts(self, page_size: int = 0, *, filter: str = "",
                        order_by: str = "") -> Iterator[artifact_pb2.Artifact]:
@@ -123,9 +124,10 @@ class LaceSyncClient:
         """See LaceClient.compile."""
         return self._run(self._client.compile(artifact_id, format))
 
-    def compile_document(self, artifact_id: str, format: DocumentFormatName = "markdown") -> CompiledDocument:
+    def compile_document(self, artifact_id: str, format: DocumentFormatName = "markdown", *,
+                         version: int = 0) -> CompiledDocument:
         """See LaceClient.compile_document."""
-        return self._run(self._client.compile_document(artifact_id, format))
+        return self._run(self._client.compile_document(artifact_id, format, version=version))
 
     def edit_block(self, block_id: str, block: artifact_pb2.Block | str, *, expected_version: int = 0,
                    request_id: str | None = None) -> artifact_pb2.Block:

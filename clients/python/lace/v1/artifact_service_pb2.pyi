@@ -53,12 +53,14 @@ class CreateArtifactResponse(_message.Message):
     def __init__(self, artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ...) -> None: ...
 
 class GetArtifactRequest(_message.Message):
-    __slots__ = ("artifact_id", "view")
+    __slots__ = ("artifact_id", "view", "artifact_version")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     view: ArtifactView
-    def __init__(self, artifact_id: _Optional[str] = ..., view: _Optional[_Union[ArtifactView, str]] = ...) -> None: ...
+    artifact_version: int
+    def __init__(self, artifact_id: _Optional[str] = ..., view: _Optional[_Union[ArtifactView, str]] = ..., artifact_version: _Optional[int] = ...) -> None: ...
 
 class GetArtifactResponse(_message.Message):
     __slots__ = ("artifact", "nodes", "blocks")
@@ -121,12 +123,14 @@ class DeleteArtifactResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CompileArtifactRequest(_message.Message):
-    __slots__ = ("artifact_id", "format")
+    __slots__ = ("artifact_id", "format", "artifact_version")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     format: CompileFormat
-    def __init__(self, artifact_id: _Optional[str] = ..., format: _Optional[_Union[CompileFormat, str]] = ...) -> None: ...
+    artifact_version: int
+    def __init__(self, artifact_id: _Optional[str] = ..., format: _Optional[_Union[CompileFormat, str]] = ..., artifact_version: _Optional[int] = ...) -> None: ...
 
 class CompileArtifactResponse(_message.Message):
     __slots__ = ("content", "media_type", "artifact_version", "binary_content", "file_name")
