@@ -108,6 +108,9 @@ class Artifact:
     active_run_id: uuid.UUID | None
     create_time: datetime
     update_time: datetime
+    # ForkArtifact: the artifact and version this one was copied from.
+    forked_from_id: uuid.UUID | None = None
+    forked_from_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from lace_engine import list_query, tracing
@@ -248,6 +248,25 @@ class Engine:
             return await ir_store.get_artifact(tx.conn, artifact_id)
 
         return (await idempotency.once(self.db, req, artifact_id, write, ir_store.get_artifact)).value
+
+    async def fork_artifact(self, artifact_id: uuid.UUID, *, version: int = 0, request_id: str = "") -> Artifact:
+        """A new artifact with a copy of this one's IR, now or at `version`, linked back to it."""
+        req = idempotency.request("ForkArtifact", request_id, {"artifact_id": str(artifact_id), "version": version})
+        fork_id = new_id()
+
+        async def write(tx: Tx) -> Artifact:
+            if version:
+                past = await ir_store.ir_at(tx.conn, artifact_id, version)
+                source, tree, blocks = past.artifact, Tree(past.nodes), past.blocks
+            else:
+                source = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True)  # one version
+                tree = Tree(await ir_store.get_nodes(tx.conn, artifact_id))
+                blocks = await ir_store.get_blocks_by_node(tx.conn, artifact_id)
+            mutation = apply.plan_fork_artifact(fork_id, source, tree, blocks, datetime.now(UTC))
+            await apply_store.write_mutation(tx, mutation)
+            return await ir_store.get_artifact(tx.conn, fork_id)
+
+        return (await idempotency.once(self.db, req, fork_id, write, ir_store.get_artifact)).value
 
     async def delete_artifact(self, artifact_id: uuid.UUID, *, allow_missing: bool = False,
                               request_id: str = "") -> None:

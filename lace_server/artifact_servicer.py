@@ -107,6 +107,14 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
                                           allow_missing=request.allow_missing, request_id=request.request_id)
         return artifact_service_pb2.DeleteArtifactResponse()
 
+    async def ForkArtifact(
+        self, request: artifact_service_pb2.ForkArtifactRequest, context: Context
+    ) -> artifact_service_pb2.ForkArtifactResponse:
+        artifact = await self.engine.fork_artifact(parse_id(request.artifact_id, "artifact_id"),
+                                                   version=_version(request.artifact_version),
+                                                   request_id=request.request_id)
+        return artifact_service_pb2.ForkArtifactResponse(artifact=convert.artifact_to_pb(artifact))
+
     async def CompileArtifact(
         self, request: artifact_service_pb2.CompileArtifactRequest, context: Context
     ) -> artifact_service_pb2.CompileArtifactResponse:

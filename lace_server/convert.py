@@ -66,7 +66,8 @@ def artifact_to_pb(a: Artifact) -> artifact_pb2.Artifact:
         id=str(a.id), title=a.title, brief=a.brief, style=a.style, target_words=a.target_words,
         root_node_id=str(a.root_node_id), version=a.version, word_count=a.word_count,
         active_run_id=_id(a.active_run_id), create_time=timestamp(a.create_time),
-        update_time=timestamp(a.update_time),
+        update_time=timestamp(a.update_time), forked_from_artifact_id=_id(a.forked_from_id),
+        forked_from_version=a.forked_from_version,
     )
 
 

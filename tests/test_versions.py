@@ -125,3 +125,51 @@ async def test_a_version_older_than_the_kept_history_is_refused(server: Stubs) -
     kept = await at(artifacts, artifact.id, current)
     assert kept.artifact.version == current and kept.blocks and len(kept.nodes) > 1
     assert await markdown(artifacts, artifact.id, current) == await markdown(artifacts, artifact.id)
+
+
+async def test_fork_copies_a_version_into_an_artifact_of_its_own(server: Stubs) -> None:
+    artifacts, runs, url = server
+    artifact = await create_artifact(artifacts, 2500)
+    await watch(runs, (await start_run(runs, artifact.id, leaf_words=600)).id)
+    written, version = await markdown(artifacts, artifact.id)
+    original = await at(artifacts, artifact.id, version)
+    person = await artifacts.CreateNode(A.CreateNodeRequest(
+        parent_id=original.artifact.root_node_id, node=artifact_pb2.Node(title="Appendix", target_words=300),
+        request_id=str(uuid.uuid4())))
+    edited = original.blocks[0]
+    await artifacts.EditBlock(A.EditBlockRequest(block_id=edited.id, block=artifact_pb2.Block(
+        kind=artifact_pb2.BLOCK_KIND_PARAGRAPH, text="Only in the original."), request_id=str(uuid.uuid4())))
+
+    request = A.ForkArtifactRequest(artifact_id=artifact.id, artifact_version=version, request_id=str(uuid.uuid4()))
+    fork = (await artifacts.ForkArtifact(request)).artifact
+    assert (await artifacts.ForkArtifact(request)).artifact.id == fork.id  # idempotent
+    assert fork.id != artifact.id and (fork.forked_from_artifact_id, fork.forked_from_version) == (artifact.id, version)
+    assert fork.version == 1 and fork.word_count == original.artifact.word_count
+    copy = await at(artifacts, fork.id, 1)
+    # The same document, under ids of its own; the original's later edits are not in it.
+    assert [(n.title, n.state, n.depth, n.target_words) for n in copy.nodes] == \
+        [(n.title, n.state, n.depth, n.target_words) for n in original.nodes]
+    assert [(b.kind, b.text, b.origin) for b in copy.blocks] == [(b.kind, b.text, b.origin) for b in original.blocks]
+    assert not {n.id for n in copy.nodes} & {n.id for n in original.nodes}
+    assert not {b.id for b in copy.blocks} & {b.id for b in original.blocks}
+    forked_md, _ = await markdown(artifacts, fork.id)
+    body = written.split("\n---\n", 1)[1]  # the front matter names the artifact and its version
+    assert forked_md.split("\n---\n", 1)[1] == body and "Only in the original." not in forked_md
+    # Forking now takes the person's section and edit too; either copy lives on by itself.
+    now_fork = (await artifacts.ForkArtifact(A.ForkArtifactRequest(artifact_id=artifact.id,
+                                                                   request_id=str(uuid.uuid4())))).artifact
+    now_copy = await at(artifacts, now_fork.id, 1)
+    assert "Appendix" in {n.title for n in now_copy.nodes} and person.node.id not in {n.id for n in now_copy.nodes}
+    assert "Only in the original." in {b.text for b in now_copy.blocks}
+    run = await start_run(runs, now_fork.id)  # the appendix is written in the fork only
+    assert (await watch(runs, run.id))[-1].run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED
+    appendix = next(n for n in (await at(artifacts, now_fork.id, 0)).nodes if n.title == "Appendix")
+    assert appendix.state == artifact_pb2.NODE_STATE_WRITTEN
+    assert next(n for n in (await at(artifacts, artifact.id, version + 2)).nodes
+                if n.title == "Appendix").state == artifact_pb2.NODE_STATE_PLANNED
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*), bool_and(operation = 'create') FROM change_events WHERE artifact_id = %s",
+                           (fork.id,)).fetchone()
+    assert row == (len(copy.blocks), True)
+    await expect(grpc.StatusCode.NOT_FOUND, "ARTIFACT_NOT_FOUND", artifacts.ForkArtifact(A.ForkArtifactRequest(
+        artifact_id=str(uuid.uuid4()))))

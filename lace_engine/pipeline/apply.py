@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from lace_engine.domain import (
     Artifact,
@@ -239,6 +240,36 @@ def plan_create_artifact(artifact_id: uuid.UUID, new: NewArtifact, now: object =
         artifact_id=artifact_id, provenance=Provenance(origin=Origin.HUMAN),
         artifact_insert=artifact, node_inserts=(root,),
     )
+
+
+FORK_NAMESPACE = uuid.UUID("6f1c1e2a-6c1d-4a8e-9a57-0c4b1f6d1a03")
+
+
+def plan_fork_artifact(artifact_id: uuid.UUID, source: Artifact, tree: Tree,
+                       blocks: Mapping[uuid.UUID, Sequence[Block]], now: datetime) -> Mutation:
+    """A new artifact holding a copy of `source`'s IR (as of `source.version`): its nodes and blocks under
+    ids of its own, derived the way splits and writes derive them, so runs on the copy go on as on the
+    original; every block a CREATE change event of the copy's first version."""
+    ids: dict[uuid.UUID, uuid.UUID] = {}
+    for node in tree.preorder():  # parents first: a child's id derives from its parent's new id
+        if node.parent_id is None:
+            ids[node.id] = root_node_id(artifact_id)
+        elif node.id == child_node_id(node.parent_id, node.ordinal):
+            ids[node.id] = child_node_id(ids[node.parent_id], node.ordinal)
+        else:  # a person's node (a fresh id): another fresh one, the same for every replay of the fork
+            ids[node.id] = uuid.uuid5(FORK_NAMESPACE, f"{artifact_id}/{node.id}")
+    copies = [replace(n, id=ids[n.id], artifact_id=artifact_id, parent_id=ids[n.parent_id] if n.parent_id else None,
+                      last_run_id=None, create_time=now, update_time=now) for n in tree.preorder()]
+    new_blocks = [replace(b, id=block_id_for(ids[b.node_id], b.ordinal), artifact_id=artifact_id,
+                          node_id=ids[b.node_id], version=1, create_time=now, update_time=now)
+                  for n in tree.preorder() for b in blocks.get(n.id, ())]
+    words = sum(b.content.words() for b in new_blocks)
+    artifact = replace(source, id=artifact_id, root_node_id=ids[tree.root.id], version=1, word_count=words,
+                       active_run_id=None, create_time=now, update_time=now, forked_from_id=source.id,
+                       forked_from_version=source.version)
+    return Mutation(artifact_id=artifact_id, provenance=Provenance(origin=Origin.HUMAN), artifact_insert=artifact,
+                    node_inserts=tuple(copies),
+                    block_changes=tuple(BlockChange(ChangeOp.CREATE, None, b) for b in new_blocks))
 
 
 def rescale_budgets(targets: Sequence[int], total: int) -> list[int]:

@@ -44,6 +44,7 @@ def row_to_artifact(r: Any) -> Artifact:
         id=r.id, title=r.title, brief=r.brief, style=r.style, target_words=r.target_words,
         root_node_id=r.root_node_id, version=int(r.version), word_count=r.word_count,
         active_run_id=r.active_run_id, create_time=r.create_time, update_time=r.update_time,
+        forked_from_id=r.forked_from_id, forked_from_version=int(r.forked_from_version),
     )
 
 

@@ -30,6 +30,9 @@ artifacts = sa.Table(
     sa.Column("word_count", sa.Integer, nullable=False, server_default="0"),
     _ts("create_time"),
     _ts("update_time"),
+    # Migration 0007: ForkArtifact's link back (no foreign key: the source may be deleted later).
+    sa.Column("forked_from_id", UUID(as_uuid=True), nullable=True),
+    sa.Column("forked_from_version", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 nodes = sa.Table(

@@ -1,4 +1,5 @@
-"""Node and artifact history, so an artifact can be read and compiled as it was at any version
+"""ForkArtifact's link back on artifacts; node and artifact history, so an artifact can be read and
+compiled as it was at any version
 (blocks already have theirs in change_events). Existing artifacts get their current state as the
 first version kept.
 
@@ -29,6 +30,8 @@ BACKFILL_ARTIFACTS = ("INSERT INTO artifact_versions (artifact_id, artifact_vers
 
 
 def upgrade() -> None:
+    op.add_column("artifacts", sa.Column("forked_from_id", UUID(as_uuid=True), nullable=True))
+    op.add_column("artifacts", sa.Column("forked_from_version", sa.BigInteger, nullable=False, server_default="0"))
     op.create_table(
         "node_versions",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
@@ -58,3 +61,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("artifact_versions")
     op.drop_table("node_versions")
+    op.drop_column("artifacts", "forked_from_version")
+    op.drop_column("artifacts", "forked_from_id")

@@ -322,6 +322,12 @@ async def _update(client: LaceClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _fork(client: LaceClient, args: argparse.Namespace) -> int:
+    fork = await client.fork_artifact(args.artifact_id, version=args.version, request_id=args.request_id)
+    print(fork.id)
+    return 0
+
+
 async def _delete(client: LaceClient, args: argparse.Namespace) -> int:
     await client.delete_artifact(args.artifact_id, allow_missing=args.allow_missing, request_id=args.request_id)
     print(f"artifact {args.artifact_id}: deleted")
@@ -561,6 +567,11 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.add_argument("--brief")
     p.add_argument("--style")
     p.add_argument("--words", type=int, help="target length in words (only before the document is planned)")
+    p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
+
+    p = command("fork", _fork, "copy an artifact (now, or as it was at --version) into a new one; prints its id")
+    p.add_argument("artifact_id")
+    p.add_argument("--version", type=_non_negative, default=0, metavar="N", help="the IR version to copy")
     p.add_argument("--request-id", help="idempotency key (a fresh one by default)")
 
     p = command("delete", _delete, "delete an artifact with its runs, events, history and sources")

@@ -231,6 +231,15 @@ class LaceClient:
                                                                     timeout=self._timeout))
         return response.artifact
 
+    async def fork_artifact(self, artifact_id: str, *, version: int = 0,
+                            request_id: str | None = None) -> artifact_pb2.Artifact:
+        """A new artifact with a copy of this one's IR, now or at IR `version`."""
+        request = artifact_service_pb2.ForkArtifactRequest(artifact_id=artifact_id, artifact_version=version,
+                                                           request_id=_request_id(request_id))
+        response = await self._call(self._artifacts.ForkArtifact(request, metadata=self._metadata,
+                                                                  timeout=self._timeout))
+        return response.artifact
+
     async def delete_artifact(self, artifact_id: str, *, allow_missing: bool = False,
                               request_id: str | None = None) -> None:
         """Deletes the artifact with its runs, events, history and sources; refused while a run is active."""

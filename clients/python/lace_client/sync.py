@@ -115,6 +115,11 @@ class LaceSyncClient:
         return self._run(self._client.update_artifact(artifact_id, title=title, brief=brief, style=style,
                                                       target_words=target_words, request_id=request_id))
 
+    def fork_artifact(self, artifact_id: str, *, version: int = 0,
+                      request_id: str | None = None) -> artifact_pb2.Artifact:
+        """See LaceClient.fork_artifact."""
+        return self._run(self._client.fork_artifact(artifact_id, version=version, request_id=request_id))
+
     def delete_artifact(self, artifact_id: str, *, allow_missing: bool = False,
                         request_id: str | None = None) -> None:
         """See LaceClient.delete_artifact."""

@@ -63,7 +63,7 @@ CHANGE_OPERATION_UPDATE: ChangeOperation
 CHANGE_OPERATION_DELETE: ChangeOperation
 
 class Artifact(_message.Message):
-    __slots__ = ("id", "title", "brief", "style", "target_words", "root_node_id", "version", "word_count", "active_run_id", "create_time", "update_time")
+    __slots__ = ("id", "title", "brief", "style", "target_words", "root_node_id", "version", "word_count", "active_run_id", "create_time", "update_time", "forked_from_artifact_id", "forked_from_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     BRIEF_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,8 @@ class Artifact(_message.Message):
     ACTIVE_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     title: str
     brief: str
@@ -86,7 +88,9 @@ class Artifact(_message.Message):
     active_run_id: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., brief: _Optional[str] = ..., style: _Optional[str] = ..., target_words: _Optional[int] = ..., root_node_id: _Optional[str] = ..., version: _Optional[int] = ..., word_count: _Optional[int] = ..., active_run_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    forked_from_artifact_id: str
+    forked_from_version: int
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., brief: _Optional[str] = ..., style: _Optional[str] = ..., target_words: _Optional[int] = ..., root_node_id: _Optional[str] = ..., version: _Optional[int] = ..., word_count: _Optional[int] = ..., active_run_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., forked_from_artifact_id: _Optional[str] = ..., forked_from_version: _Optional[int] = ...) -> None: ...
 
 class Node(_message.Message):
     __slots__ = ("id", "artifact_id", "parent_id", "ordinal", "depth", "title", "intent", "target_words", "state", "summary", "word_count", "last_run_id", "create_time", "update_time")

@@ -27,17 +27,17 @@ from lace.v1 import artifact_pb2 as lace_dot_v1_dot_artifact__pb2
 from lace.v1 import source_pb2 as lace_dot_v1_dot_source__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elace/v1/artifact_service.proto\x12\x07lace.v1\x1a google/protobuf/field_mask.proto\x1a\x16lace/v1/artifact.proto\x1a\x14lace/v1/source.proto\"P\n\x15\x43reateArtifactRequest\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"=\n\x16\x43reateArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"h\n\x12GetArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.lace.v1.ArtifactView\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\"x\n\x13GetArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12\x1c\n\x05nodes\x18\x02 \x03(\x0b\x32\r.lace.v1.Node\x12\x1e\n\x06\x62locks\x18\x03 \x03(\x0b\x32\x0e.lace.v1.Block\"_\n\x14ListArtifactsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"V\n\x15ListArtifactsResponse\x12$\n\tartifacts\x18\x01 \x03(\x0b\x32\x11.lace.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x15UpdateArtifactRequest\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x16UpdateArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"W\n\x15\x44\x65leteArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x18\n\x16\x44\x65leteArtifactResponse\"o\n\x16\x43ompileArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.lace.v1.CompileFormat\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\"\x83\x01\n\x17\x43ompileArtifactResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\x12\x16\n\x0e\x62inary_content\x18\x04 \x01(\x0c\x12\x11\n\tfile_name\x18\x05 \x01(\t\"q\n\x10\x45\x64itBlockRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x1d\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x0e.lace.v1.Block\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"2\n\x11\x45\x64itBlockResponse\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.lace.v1.Block\"R\n\x17ListBlockChangesRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x8a\x01\n\x18ListBlockChangesResponse\x12+\n\rchange_events\x18\x01 \x03(\x0b\x32\x14.lace.v1.ChangeEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12(\n\x0e\x63ited_passages\x18\x03 \x03(\x0b\x32\x10.lace.v1.Passage\"k\n\x12RevertBlockRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x15\n\rblock_version\x18\x02 \x01(\x03\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"4\n\x13RevertBlockResponse\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.lace.v1.Block\"u\n\x11UpdateNodeRequest\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"1\n\x12UpdateNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\"{\n\x11\x43reateNodeRequest\x12\x11\n\tparent_id\x18\x01 \x01(\t\x12\x1b\n\x04node\x18\x02 \x01(\x0b\x32\r.lace.v1.Node\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x0b\n\t_position\"1\n\x12\x43reateNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\"8\n\x11\x44\x65leteNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"9\n\x12\x44\x65leteNodeResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"m\n\x0fMoveNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x0b\n\t_position\"/\n\x10MoveNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node*^\n\x0c\x41rtifactView\x12\x1d\n\x19\x41RTIFACT_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RTIFACT_VIEW_BASIC\x10\x01\x12\x16\n\x12\x41RTIFACT_VIEW_FULL\x10\x02*\xe0\x01\n\rCompileFormat\x12\x1e\n\x1a\x43OMPILE_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPILE_FORMAT_MARKDOWN\x10\x01\x12\x17\n\x13\x43OMPILE_FORMAT_HTML\x10\x02\x12\x17\n\x13\x43OMPILE_FORMAT_JSON\x10\x03\x12\x17\n\x13\x43OMPILE_FORMAT_DOCX\x10\x04\x12\x16\n\x12\x43OMPILE_FORMAT_ODT\x10\x05\x12\x17\n\x13\x43OMPILE_FORMAT_EPUB\x10\x06\x12\x16\n\x12\x43OMPILE_FORMAT_PDF\x10\x07\x32\xf7\x07\n\x0f\x41rtifactService\x12Q\n\x0e\x43reateArtifact\x12\x1e.lace.v1.CreateArtifactRequest\x1a\x1f.lace.v1.CreateArtifactResponse\x12H\n\x0bGetArtifact\x12\x1b.lace.v1.GetArtifactRequest\x1a\x1c.lace.v1.GetArtifactResponse\x12N\n\rListArtifacts\x12\x1d.lace.v1.ListArtifactsRequest\x1a\x1e.lace.v1.ListArtifactsResponse\x12Q\n\x0eUpdateArtifact\x12\x1e.lace.v1.UpdateArtifactRequest\x1a\x1f.lace.v1.UpdateArtifactResponse\x12Q\n\x0e\x44\x65leteArtifact\x12\x1e.lace.v1.DeleteArtifactRequest\x1a\x1f.lace.v1.DeleteArtifactResponse\x12T\n\x0f\x43ompileArtifact\x12\x1f.lace.v1.CompileArtifactRequest\x1a .lace.v1.CompileArtifactResponse\x12\x42\n\tEditBlock\x12\x19.lace.v1.EditBlockRequest\x1a\x1a.lace.v1.EditBlockResponse\x12W\n\x10ListBlockChanges\x12 .lace.v1.ListBlockChangesRequest\x1a!.lace.v1.ListBlockChangesResponse\x12H\n\x0bRevertBlock\x12\x1b.lace.v1.RevertBlockRequest\x1a\x1c.lace.v1.RevertBlockResponse\x12\x45\n\nUpdateNode\x12\x1a.lace.v1.UpdateNodeRequest\x1a\x1b.lace.v1.UpdateNodeResponse\x12\x45\n\nCreateNode\x12\x1a.lace.v1.CreateNodeRequest\x1a\x1b.lace.v1.CreateNodeResponse\x12\x45\n\nDeleteNode\x12\x1a.lace.v1.DeleteNodeRequest\x1a\x1b.lace.v1.DeleteNodeResponse\x12?\n\x08MoveNode\x12\x18.lace.v1.MoveNodeRequest\x1a\x19.lace.v1.MoveNodeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elace/v1/artifact_service.proto\x12\x07lace.v1\x1a google/protobuf/field_mask.proto\x1a\x16lace/v1/artifact.proto\x1a\x14lace/v1/source.proto\"P\n\x15\x43reateArtifactRequest\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"=\n\x16\x43reateArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"h\n\x12GetArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.lace.v1.ArtifactView\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\"x\n\x13GetArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12\x1c\n\x05nodes\x18\x02 \x03(\x0b\x32\r.lace.v1.Node\x12\x1e\n\x06\x62locks\x18\x03 \x03(\x0b\x32\x0e.lace.v1.Block\"_\n\x14ListArtifactsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"V\n\x15ListArtifactsResponse\x12$\n\tartifacts\x18\x01 \x03(\x0b\x32\x11.lace.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x15UpdateArtifactRequest\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x16UpdateArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"W\n\x15\x44\x65leteArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x18\n\x16\x44\x65leteArtifactResponse\"X\n\x13\x46orkArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x18\n\x10\x61rtifact_version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\";\n\x14\x46orkArtifactResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"o\n\x16\x43ompileArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.lace.v1.CompileFormat\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\"\x83\x01\n\x17\x43ompileArtifactResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x18\n\x10\x61rtifact_version\x18\x03 \x01(\x03\x12\x16\n\x0e\x62inary_content\x18\x04 \x01(\x0c\x12\x11\n\tfile_name\x18\x05 \x01(\t\"q\n\x10\x45\x64itBlockRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x1d\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x0e.lace.v1.Block\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"2\n\x11\x45\x64itBlockResponse\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.lace.v1.Block\"R\n\x17ListBlockChangesRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x8a\x01\n\x18ListBlockChangesResponse\x12+\n\rchange_events\x18\x01 \x03(\x0b\x32\x14.lace.v1.ChangeEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12(\n\x0e\x63ited_passages\x18\x03 \x03(\x0b\x32\x10.lace.v1.Passage\"k\n\x12RevertBlockRequest\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x15\n\rblock_version\x18\x02 \x01(\x03\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"4\n\x13RevertBlockResponse\x12\x1d\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x0e.lace.v1.Block\"u\n\x11UpdateNodeRequest\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"1\n\x12UpdateNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\"{\n\x11\x43reateNodeRequest\x12\x11\n\tparent_id\x18\x01 \x01(\t\x12\x1b\n\x04node\x18\x02 \x01(\x0b\x32\r.lace.v1.Node\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x0b\n\t_position\"1\n\x12\x43reateNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node\"8\n\x11\x44\x65leteNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"9\n\x12\x44\x65leteNodeResponse\x12#\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x11.lace.v1.Artifact\"m\n\x0fMoveNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x0b\n\t_position\"/\n\x10MoveNodeResponse\x12\x1b\n\x04node\x18\x01 \x01(\x0b\x32\r.lace.v1.Node*^\n\x0c\x41rtifactView\x12\x1d\n\x19\x41RTIFACT_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RTIFACT_VIEW_BASIC\x10\x01\x12\x16\n\x12\x41RTIFACT_VIEW_FULL\x10\x02*\xe0\x01\n\rCompileFormat\x12\x1e\n\x1a\x43OMPILE_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMPILE_FORMAT_MARKDOWN\x10\x01\x12\x17\n\x13\x43OMPILE_FORMAT_HTML\x10\x02\x12\x17\n\x13\x43OMPILE_FORMAT_JSON\x10\x03\x12\x17\n\x13\x43OMPILE_FORMAT_DOCX\x10\x04\x12\x16\n\x12\x43OMPILE_FORMAT_ODT\x10\x05\x12\x17\n\x13\x43OMPILE_FORMAT_EPUB\x10\x06\x12\x16\n\x12\x43OMPILE_FORMAT_PDF\x10\x07\x32\xc4\x08\n\x0f\x41rtifactService\x12Q\n\x0e\x43reateArtifact\x12\x1e.lace.v1.CreateArtifactRequest\x1a\x1f.lace.v1.CreateArtifactResponse\x12H\n\x0bGetArtifact\x12\x1b.lace.v1.GetArtifactRequest\x1a\x1c.lace.v1.GetArtifactResponse\x12N\n\rListArtifacts\x12\x1d.lace.v1.ListArtifactsRequest\x1a\x1e.lace.v1.ListArtifactsResponse\x12Q\n\x0eUpdateArtifact\x12\x1e.lace.v1.UpdateArtifactRequest\x1a\x1f.lace.v1.UpdateArtifactResponse\x12Q\n\x0e\x44\x65leteArtifact\x12\x1e.lace.v1.DeleteArtifactRequest\x1a\x1f.lace.v1.DeleteArtifactResponse\x12K\n\x0c\x46orkArtifact\x12\x1c.lace.v1.ForkArtifactRequest\x1a\x1d.lace.v1.ForkArtifactResponse\x12T\n\x0f\x43ompileArtifact\x12\x1f.lace.v1.CompileArtifactRequest\x1a .lace.v1.CompileArtifactResponse\x12\x42\n\tEditBlock\x12\x19.lace.v1.EditBlockRequest\x1a\x1a.lace.v1.EditBlockResponse\x12W\n\x10ListBlockChanges\x12 .lace.v1.ListBlockChangesRequest\x1a!.lace.v1.ListBlockChangesResponse\x12H\n\x0bRevertBlock\x12\x1b.lace.v1.RevertBlockRequest\x1a\x1c.lace.v1.RevertBlockResponse\x12\x45\n\nUpdateNode\x12\x1a.lace.v1.UpdateNodeRequest\x1a\x1b.lace.v1.UpdateNodeResponse\x12\x45\n\nCreateNode\x12\x1a.lace.v1.CreateNodeRequest\x1a\x1b.lace.v1.CreateNodeResponse\x12\x45\n\nDeleteNode\x12\x1a.lace.v1.DeleteNodeRequest\x1a\x1b.lace.v1.DeleteNodeResponse\x12?\n\x08MoveNode\x12\x18.lace.v1.MoveNodeRequest\x1a\x19.lace.v1.MoveNodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lace.v1.artifact_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ARTIFACTVIEW']._serialized_start=2416
-  _globals['_ARTIFACTVIEW']._serialized_end=2510
-  _globals['_COMPILEFORMAT']._serialized_start=2513
-  _globals['_COMPILEFORMAT']._serialized_end=2737
+  _globals['_ARTIFACTVIEW']._serialized_start=2567
+  _globals['_ARTIFACTVIEW']._serialized_end=2661
+  _globals['_COMPILEFORMAT']._serialized_start=2664
+  _globals['_COMPILEFORMAT']._serialized_end=2888
   _globals['_CREATEARTIFACTREQUEST']._serialized_start=123
   _globals['_CREATEARTIFACTREQUEST']._serialized_end=203
   _globals['_CREATEARTIFACTRESPONSE']._serialized_start=205
@@ -58,38 +58,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEARTIFACTREQUEST']._serialized_end=963
   _globals['_DELETEARTIFACTRESPONSE']._serialized_start=965
   _globals['_DELETEARTIFACTRESPONSE']._serialized_end=989
-  _globals['_COMPILEARTIFACTREQUEST']._serialized_start=991
-  _globals['_COMPILEARTIFACTREQUEST']._serialized_end=1102
-  _globals['_COMPILEARTIFACTRESPONSE']._serialized_start=1105
-  _globals['_COMPILEARTIFACTRESPONSE']._serialized_end=1236
-  _globals['_EDITBLOCKREQUEST']._serialized_start=1238
-  _globals['_EDITBLOCKREQUEST']._serialized_end=1351
-  _globals['_EDITBLOCKRESPONSE']._serialized_start=1353
-  _globals['_EDITBLOCKRESPONSE']._serialized_end=1403
-  _globals['_LISTBLOCKCHANGESREQUEST']._serialized_start=1405
-  _globals['_LISTBLOCKCHANGESREQUEST']._serialized_end=1487
-  _globals['_LISTBLOCKCHANGESRESPONSE']._serialized_start=1490
-  _globals['_LISTBLOCKCHANGESRESPONSE']._serialized_end=1628
-  _globals['_REVERTBLOCKREQUEST']._serialized_start=1630
-  _globals['_REVERTBLOCKREQUEST']._serialized_end=1737
-  _globals['_REVERTBLOCKRESPONSE']._serialized_start=1739
-  _globals['_REVERTBLOCKRESPONSE']._serialized_end=1791
-  _globals['_UPDATENODEREQUEST']._serialized_start=1793
-  _globals['_UPDATENODEREQUEST']._serialized_end=1910
-  _globals['_UPDATENODERESPONSE']._serialized_start=1912
-  _globals['_UPDATENODERESPONSE']._serialized_end=1961
-  _globals['_CREATENODEREQUEST']._serialized_start=1963
-  _globals['_CREATENODEREQUEST']._serialized_end=2086
-  _globals['_CREATENODERESPONSE']._serialized_start=2088
-  _globals['_CREATENODERESPONSE']._serialized_end=2137
-  _globals['_DELETENODEREQUEST']._serialized_start=2139
-  _globals['_DELETENODEREQUEST']._serialized_end=2195
-  _globals['_DELETENODERESPONSE']._serialized_start=2197
-  _globals['_DELETENODERESPONSE']._serialized_end=2254
-  _globals['_MOVENODEREQUEST']._serialized_start=2256
-  _globals['_MOVENODEREQUEST']._serialized_end=2365
-  _globals['_MOVENODERESPONSE']._serialized_start=2367
-  _globals['_MOVENODERESPONSE']._serialized_end=2414
-  _globals['_ARTIFACTSERVICE']._serialized_start=2740
-  _globals['_ARTIFACTSERVICE']._serialized_end=3755
+  _globals['_FORKARTIFACTREQUEST']._serialized_start=991
+  _globals['_FORKARTIFACTREQUEST']._serialized_end=1079
+  _globals['_FORKARTIFACTRESPONSE']._serialized_start=1081
+  _globals['_FORKARTIFACTRESPONSE']._serialized_end=1140
+  _globals['_COMPILEARTIFACTREQUEST']._serialized_start=1142
+  _globals['_COMPILEARTIFACTREQUEST']._serialized_end=1253
+  _globals['_COMPILEARTIFACTRESPONSE']._serialized_start=1256
+  _globals['_COMPILEARTIFACTRESPONSE']._serialized_end=1387
+  _globals['_EDITBLOCKREQUEST']._serialized_start=1389
+  _globals['_EDITBLOCKREQUEST']._serialized_end=1502
+  _globals['_EDITBLOCKRESPONSE']._serialized_start=1504
+  _globals['_EDITBLOCKRESPONSE']._serialized_end=1554
+  _globals['_LISTBLOCKCHANGESREQUEST']._serialized_start=1556
+  _globals['_LISTBLOCKCHANGESREQUEST']._serialized_end=1638
+  _globals['_LISTBLOCKCHANGESRESPONSE']._serialized_start=1641
+  _globals['_LISTBLOCKCHANGESRESPONSE']._serialized_end=1779
+  _globals['_REVERTBLOCKREQUEST']._serialized_start=1781
+  _globals['_REVERTBLOCKREQUEST']._serialized_end=1888
+  _globals['_REVERTBLOCKRESPONSE']._serialized_start=1890
+  _globals['_REVERTBLOCKRESPONSE']._serialized_end=1942
+  _globals['_UPDATENODEREQUEST']._serialized_start=1944
+  _globals['_UPDATENODEREQUEST']._serialized_end=2061
+  _globals['_UPDATENODERESPONSE']._serialized_start=2063
+  _globals['_UPDATENODERESPONSE']._serialized_end=2112
+  _globals['_CREATENODEREQUEST']._serialized_start=2114
+  _globals['_CREATENODEREQUEST']._serialized_end=2237
+  _globals['_CREATENODERESPONSE']._serialized_start=2239
+  _globals['_CREATENODERESPONSE']._serialized_end=2288
+  _globals['_DELETENODEREQUEST']._serialized_start=2290
+  _globals['_DELETENODEREQUEST']._serialized_end=2346
+  _globals['_DELETENODERESPONSE']._serialized_start=2348
+  _globals['_DELETENODERESPONSE']._serialized_end=2405
+  _globals['_MOVENODEREQUEST']._serialized_start=2407
+  _globals['_MOVENODEREQUEST']._serialized_end=2516
+  _globals['_MOVENODERESPONSE']._serialized_start=2518
+  _globals['_MOVENODERESPONSE']._serialized_end=2565
+  _globals['_ARTIFACTSERVICE']._serialized_start=2891
+  _globals['_ARTIFACTSERVICE']._serialized_end=3983
 # @@protoc_insertion_point(module_scope)

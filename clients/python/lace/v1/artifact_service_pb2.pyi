@@ -122,6 +122,22 @@ class DeleteArtifactResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ForkArtifactRequest(_message.Message):
+    __slots__ = ("artifact_id", "artifact_version", "request_id")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    artifact_version: int
+    request_id: str
+    def __init__(self, artifact_id: _Optional[str] = ..., artifact_version: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ForkArtifactResponse(_message.Message):
+    __slots__ = ("artifact",)
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    artifact: _artifact_pb2.Artifact
+    def __init__(self, artifact: _Optional[_Union[_artifact_pb2.Artifact, _Mapping]] = ...) -> None: ...
+
 class CompileArtifactRequest(_message.Message):
     __slots__ = ("artifact_id", "format", "artifact_version")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]

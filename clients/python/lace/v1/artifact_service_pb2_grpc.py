@@ -64,6 +64,11 @@ class ArtifactServiceStub:
                 request_serializer=lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactRequest.SerializeToString,
                 response_deserializer=lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactResponse.FromString,
                 _registered_method=True)
+        self.ForkArtifact = channel.unary_unary(
+                '/lace.v1.ArtifactService/ForkArtifact',
+                request_serializer=lace_dot_v1_dot_artifact__service__pb2.ForkArtifactRequest.SerializeToString,
+                response_deserializer=lace_dot_v1_dot_artifact__service__pb2.ForkArtifactResponse.FromString,
+                _registered_method=True)
         self.CompileArtifact = channel.unary_unary(
                 '/lace.v1.ArtifactService/CompileArtifact',
                 request_serializer=lace_dot_v1_dot_artifact__service__pb2.CompileArtifactRequest.SerializeToString,
@@ -149,6 +154,16 @@ class ArtifactServiceServicer:
         """Deletes an artifact with everything it owns: nodes, blocks, their change events, runs with
         their events and LLM calls, sources (AIP-135), in one transaction. FAILED_PRECONDITION
         (ARTIFACT_HAS_ACTIVE_RUN) while a run is active: cancel it first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForkArtifact(self, request, context):
+        """Creates a new artifact holding a copy of this one's IR, now or at an earlier `artifact_version`:
+        every node and block under ids of its own, linked back by `forked_from_artifact_id` and
+        `forked_from_version`. The copy starts at version 1 with a CREATE change event (origin HUMAN)
+        per block; runs, events and sources are not copied. Idempotent by `request_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -249,6 +264,11 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.DeleteArtifact,
                     request_deserializer=lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactRequest.FromString,
                     response_serializer=lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactResponse.SerializeToString,
+            ),
+            'ForkArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkArtifact,
+                    request_deserializer=lace_dot_v1_dot_artifact__service__pb2.ForkArtifactRequest.FromString,
+                    response_serializer=lace_dot_v1_dot_artifact__service__pb2.ForkArtifactResponse.SerializeToString,
             ),
             'CompileArtifact': grpc.unary_unary_rpc_method_handler(
                     servicer.CompileArtifact,
@@ -431,6 +451,33 @@ class ArtifactService:
             '/lace.v1.ArtifactService/DeleteArtifact',
             lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactRequest.SerializeToString,
             lace_dot_v1_dot_artifact__service__pb2.DeleteArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForkArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lace.v1.ArtifactService/ForkArtifact',
+            lace_dot_v1_dot_artifact__service__pb2.ForkArtifactRequest.SerializeToString,
+            lace_dot_v1_dot_artifact__service__pb2.ForkArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,12 @@ class ArtifactServiceStub:
     their events and LLM calls, sources (AIP-135), in one transaction. FAILED_PRECONDITION
     (ARTIFACT_HAS_ACTIVE_RUN) while a run is active: cancel it first.
     """
+    ForkArtifact: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.ForkArtifactRequest, _artifact_service_pb2.ForkArtifactResponse]
+    """Creates a new artifact holding a copy of this one's IR, now or at an earlier `artifact_version`:
+    every node and block under ids of its own, linked back by `forked_from_artifact_id` and
+    `forked_from_version`. The copy starts at version 1 with a CREATE change event (origin HUMAN)
+    per block; runs, events and sources are not copied. Idempotent by `request_id`.
+    """
     CompileArtifact: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.CompileArtifactRequest, _artifact_service_pb2.CompileArtifactResponse]
     """Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
     The same IR version always compiles to the same document. A document larger than
@@ -116,6 +122,12 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     """Deletes an artifact with everything it owns: nodes, blocks, their change events, runs with
     their events and LLM calls, sources (AIP-135), in one transaction. FAILED_PRECONDITION
     (ARTIFACT_HAS_ACTIVE_RUN) while a run is active: cancel it first.
+    """
+    ForkArtifact: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.ForkArtifactRequest, _artifact_service_pb2.ForkArtifactResponse]  # type: ignore[assignment]
+    """Creates a new artifact holding a copy of this one's IR, now or at an earlier `artifact_version`:
+    every node and block under ids of its own, linked back by `forked_from_artifact_id` and
+    `forked_from_version`. The copy starts at version 1 with a CREATE change event (origin HUMAN)
+    per block; runs, events and sources are not copied. Idempotent by `request_id`.
     """
     CompileArtifact: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.CompileArtifactRequest, _artifact_service_pb2.CompileArtifactResponse]  # type: ignore[assignment]
     """Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
@@ -204,6 +216,18 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes an artifact with everything it owns: nodes, blocks, their change events, runs with
         their events and LLM calls, sources (AIP-135), in one transaction. FAILED_PRECONDITION
         (ARTIFACT_HAS_ACTIVE_RUN) while a run is active: cancel it first.
+        """
+
+    @_abc_1.abstractmethod
+    def ForkArtifact(
+        self,
+        request: _artifact_service_pb2.ForkArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.ForkArtifactResponse, _abc.Awaitable[_artifact_service_pb2.ForkArtifactResponse]]:
+        """Creates a new artifact holding a copy of this one's IR, now or at an earlier `artifact_version`:
+        every node and block under ids of its own, linked back by `forked_from_artifact_id` and
+        `forked_from_version`. The copy starts at version 1 with a CREATE change event (origin HUMAN)
+        per block; runs, events and sources are not copied. Idempotent by `request_id`.
         """
 
     @_abc_1.abstractmethod

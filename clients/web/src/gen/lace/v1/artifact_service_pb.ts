@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lace/v1/artifact_service.proto.
  */
 export const file_lace_v1_artifact_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0ImgKEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcSGAoQYXJ0aWZhY3RfdmVyc2lvbhgDIAEoAyJ4ChNHZXRBcnRpZmFjdFJlc3BvbnNlEiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBIcCgVub2RlcxgCIAMoCzINLmxhY2UudjEuTm9kZRIeCgZibG9ja3MYAyADKAsyDi5sYWNlLnYxLkJsb2NrIl8KFExpc3RBcnRpZmFjdHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIQCghvcmRlcl9ieRgEIAEoCSJWChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USJAoJYXJ0aWZhY3RzGAEgAygLMhEubGFjZS52MS5BcnRpZmFjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkigQEKFVVwZGF0ZUFydGlmYWN0UmVxdWVzdBIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhIKCnJlcXVlc3RfaWQYAyABKAkiPQoWVXBkYXRlQXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QiVwoVRGVsZXRlQXJ0aWZhY3RSZXF1ZXN0EhMKC2FydGlmYWN0X2lkGAEgASgJEhUKDWFsbG93X21pc3NpbmcYAiABKAgSEgoKcmVxdWVzdF9pZBgDIAEoCSIYChZEZWxldGVBcnRpZmFjdFJlc3BvbnNlIm8KFkNvbXBpbGVBcnRpZmFjdFJlcXVlc3QSEwoLYXJ0aWZhY3RfaWQYASABKAkSJgoGZm9ybWF0GAIgASgOMhYubGFjZS52MS5Db21waWxlRm9ybWF0EhgKEGFydGlmYWN0X3ZlcnNpb24YAyABKAMigwEKF0NvbXBpbGVBcnRpZmFjdFJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEgoKbWVkaWFfdHlwZRgCIAEoCRIYChBhcnRpZmFjdF92ZXJzaW9uGAMgASgDEhYKDmJpbmFyeV9jb250ZW50GAQgASgMEhEKCWZpbGVfbmFtZRgFIAEoCSJxChBFZGl0QmxvY2tSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEh0KBWJsb2NrGAIgASgLMg4ubGFjZS52MS5CbG9jaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDEhIKCnJlcXVlc3RfaWQYBCABKAkiMgoRRWRpdEJsb2NrUmVzcG9uc2USHQoFYmxvY2sYASABKAsyDi5sYWNlLnYxLkJsb2NrIlIKF0xpc3RCbG9ja0NoYW5nZXNSZXF1ZXN0EhAKCGJsb2NrX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIooBChhMaXN0QmxvY2tDaGFuZ2VzUmVzcG9uc2USKwoNY2hhbmdlX2V2ZW50cxgBIAMoCzIULmxhY2UudjEuQ2hhbmdlRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEigKDmNpdGVkX3Bhc3NhZ2VzGAMgAygLMhAubGFjZS52MS5QYXNzYWdlImsKElJldmVydEJsb2NrUmVxdWVzdBIQCghibG9ja19pZBgBIAEoCRIVCg1ibG9ja192ZXJzaW9uGAIgASgDEhgKEGV4cGVjdGVkX3ZlcnNpb24YAyABKAMSEgoKcmVxdWVzdF9pZBgEIAEoCSI0ChNSZXZlcnRCbG9ja1Jlc3BvbnNlEh0KBWJsb2NrGAEgASgLMg4ubGFjZS52MS5CbG9jayJ1ChFVcGRhdGVOb2RlUmVxdWVzdBIbCgRub2RlGAEgASgLMg0ubGFjZS52MS5Ob2RlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxISCgpyZXF1ZXN0X2lkGAMgASgJIjEKElVwZGF0ZU5vZGVSZXNwb25zZRIbCgRub2RlGAEgASgLMg0ubGFjZS52MS5Ob2RlInsKEUNyZWF0ZU5vZGVSZXF1ZXN0EhEKCXBhcmVudF9pZBgBIAEoCRIbCgRub2RlGAIgASgLMg0ubGFjZS52MS5Ob2RlEhUKCHBvc2l0aW9uGAMgASgFSACIAQESEgoKcmVxdWVzdF9pZBgEIAEoCUILCglfcG9zaXRpb24iMQoSQ3JlYXRlTm9kZVJlc3BvbnNlEhsKBG5vZGUYASABKAsyDS5sYWNlLnYxLk5vZGUiOAoRRGVsZXRlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIjkKEkRlbGV0ZU5vZGVSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QibQoPTW92ZU5vZGVSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSEQoJcGFyZW50X2lkGAIgASgJEhUKCHBvc2l0aW9uGAMgASgFSACIAQESEgoKcmVxdWVzdF9pZBgEIAEoCUILCglfcG9zaXRpb24iLwoQTW92ZU5vZGVSZXNwb25zZRIbCgRub2RlGAEgASgLMg0ubGFjZS52MS5Ob2RlKl4KDEFydGlmYWN0VmlldxIdChlBUlRJRkFDVF9WSUVXX1VOU1BFQ0lGSUVEEAASFwoTQVJUSUZBQ1RfVklFV19CQVNJQxABEhYKEkFSVElGQUNUX1ZJRVdfRlVMTBACKuABCg1Db21waWxlRm9ybWF0Eh4KGkNPTVBJTEVfRk9STUFUX1VOU1BFQ0lGSUVEEAASGwoXQ09NUElMRV9GT1JNQVRfTUFSS0RPV04QARIXChNDT01QSUxFX0ZPUk1BVF9IVE1MEAISFwoTQ09NUElMRV9GT1JNQVRfSlNPThADEhcKE0NPTVBJTEVfRk9STUFUX0RPQ1gQBBIWChJDT01QSUxFX0ZPUk1BVF9PRFQQBRIXChNDT01QSUxFX0ZPUk1BVF9FUFVCEAYSFgoSQ09NUElMRV9GT1JNQVRfUERGEAcy9wcKD0FydGlmYWN0U2VydmljZRJRCg5DcmVhdGVBcnRpZmFjdBIeLmxhY2UudjEuQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0Gh8ubGFjZS52MS5DcmVhdGVBcnRpZmFjdFJlc3BvbnNlEkgKC0dldEFydGlmYWN0EhsubGFjZS52MS5HZXRBcnRpZmFjdFJlcXVlc3QaHC5sYWNlLnYxLkdldEFydGlmYWN0UmVzcG9uc2USTgoNTGlzdEFydGlmYWN0cxIdLmxhY2UudjEuTGlzdEFydGlmYWN0c1JlcXVlc3QaHi5sYWNlLnYxLkxpc3RBcnRpZmFjdHNSZXNwb25zZRJRCg5VcGRhdGVBcnRpZmFjdBIeLmxhY2UudjEuVXBkYXRlQXJ0aWZhY3RSZXF1ZXN0Gh8ubGFjZS52MS5VcGRhdGVBcnRpZmFjdFJlc3BvbnNlElEKDkRlbGV0ZUFydGlmYWN0Eh4ubGFjZS52MS5EZWxldGVBcnRpZmFjdFJlcXVlc3QaHy5sYWNlLnYxLkRlbGV0ZUFydGlmYWN0UmVzcG9uc2USVAoPQ29tcGlsZUFydGlmYWN0Eh8ubGFjZS52MS5Db21waWxlQXJ0aWZhY3RSZXF1ZXN0GiAubGFjZS52MS5Db21waWxlQXJ0aWZhY3RSZXNwb25zZRJCCglFZGl0QmxvY2sSGS5sYWNlLnYxLkVkaXRCbG9ja1JlcXVlc3QaGi5sYWNlLnYxLkVkaXRCbG9ja1Jlc3BvbnNlElcKEExpc3RCbG9ja0NoYW5nZXMSIC5sYWNlLnYxLkxpc3RCbG9ja0NoYW5nZXNSZXF1ZXN0GiEubGFjZS52MS5MaXN0QmxvY2tDaGFuZ2VzUmVzcG9uc2USSAoLUmV2ZXJ0QmxvY2sSGy5sYWNlLnYxLlJldmVydEJsb2NrUmVxdWVzdBocLmxhY2UudjEuUmV2ZXJ0QmxvY2tSZXNwb25zZRJFCgpVcGRhdGVOb2RlEhoubGFjZS52MS5VcGRhdGVOb2RlUmVxdWVzdBobLmxhY2UudjEuVXBkYXRlTm9kZVJlc3BvbnNlEkUKCkNyZWF0ZU5vZGUSGi5sYWNlLnYxLkNyZWF0ZU5vZGVSZXF1ZXN0GhsubGFjZS52MS5DcmVhdGVOb2RlUmVzcG9uc2USRQoKRGVsZXRlTm9kZRIaLmxhY2UudjEuRGVsZXRlTm9kZVJlcXVlc3QaGy5sYWNlLnYxLkRlbGV0ZU5vZGVSZXNwb25zZRI/CghNb3ZlTm9kZRIYLmxhY2UudjEuTW92ZU5vZGVSZXF1ZXN0GhkubGFjZS52MS5Nb3ZlTm9kZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask, file_lace_v1_artifact, file_lace_v1_source]);
+  fileDesc("Ch5sYWNlL3YxL2FydGlmYWN0X3NlcnZpY2UucHJvdG8SB2xhY2UudjEiUAoVQ3JlYXRlQXJ0aWZhY3RSZXF1ZXN0EiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBISCgpyZXF1ZXN0X2lkGAIgASgJIj0KFkNyZWF0ZUFydGlmYWN0UmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0ImgKEkdldEFydGlmYWN0UmVxdWVzdBITCgthcnRpZmFjdF9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUubGFjZS52MS5BcnRpZmFjdFZpZXcSGAoQYXJ0aWZhY3RfdmVyc2lvbhgDIAEoAyJ4ChNHZXRBcnRpZmFjdFJlc3BvbnNlEiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdBIcCgVub2RlcxgCIAMoCzINLmxhY2UudjEuTm9kZRIeCgZibG9ja3MYAyADKAsyDi5sYWNlLnYxLkJsb2NrIl8KFExpc3RBcnRpZmFjdHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIQCghvcmRlcl9ieRgEIAEoCSJWChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USJAoJYXJ0aWZhY3RzGAEgAygLMhEubGFjZS52MS5BcnRpZmFjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkigQEKFVVwZGF0ZUFydGlmYWN0UmVxdWVzdBIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhIKCnJlcXVlc3RfaWQYAyABKAkiPQoWVXBkYXRlQXJ0aWZhY3RSZXNwb25zZRIjCghhcnRpZmFjdBgBIAEoCzIRLmxhY2UudjEuQXJ0aWZhY3QiVwoVRGVsZXRlQXJ0aWZhY3RSZXF1ZXN0EhMKC2FydGlmYWN0X2lkGAEgASgJEhUKDWFsbG93X21pc3NpbmcYAiABKAgSEgoKcmVxdWVzdF9pZBgDIAEoCSIYChZEZWxldGVBcnRpZmFjdFJlc3BvbnNlIlgKE0ZvcmtBcnRpZmFjdFJlcXVlc3QSEwoLYXJ0aWZhY3RfaWQYASABKAkSGAoQYXJ0aWZhY3RfdmVyc2lvbhgCIAEoAxISCgpyZXF1ZXN0X2lkGAMgASgJIjsKFEZvcmtBcnRpZmFjdFJlc3BvbnNlEiMKCGFydGlmYWN0GAEgASgLMhEubGFjZS52MS5BcnRpZmFjdCJvChZDb21waWxlQXJ0aWZhY3RSZXF1ZXN0EhMKC2FydGlmYWN0X2lkGAEgASgJEiYKBmZvcm1hdBgCIAEoDjIWLmxhY2UudjEuQ29tcGlsZUZvcm1hdBIYChBhcnRpZmFjdF92ZXJzaW9uGAMgASgDIoMBChdDb21waWxlQXJ0aWZhY3RSZXNwb25zZRIPCgdjb250ZW50GAEgASgJEhIKCm1lZGlhX3R5cGUYAiABKAkSGAoQYXJ0aWZhY3RfdmVyc2lvbhgDIAEoAxIWCg5iaW5hcnlfY29udGVudBgEIAEoDBIRCglmaWxlX25hbWUYBSABKAkicQoQRWRpdEJsb2NrUmVxdWVzdBIQCghibG9ja19pZBgBIAEoCRIdCgVibG9jaxgCIAEoCzIOLmxhY2UudjEuQmxvY2sSGAoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoAxISCgpyZXF1ZXN0X2lkGAQgASgJIjIKEUVkaXRCbG9ja1Jlc3BvbnNlEh0KBWJsb2NrGAEgASgLMg4ubGFjZS52MS5CbG9jayJSChdMaXN0QmxvY2tDaGFuZ2VzUmVxdWVzdBIQCghibG9ja19pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSKKAQoYTGlzdEJsb2NrQ2hhbmdlc1Jlc3BvbnNlEisKDWNoYW5nZV9ldmVudHMYASADKAsyFC5sYWNlLnYxLkNoYW5nZUV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIoCg5jaXRlZF9wYXNzYWdlcxgDIAMoCzIQLmxhY2UudjEuUGFzc2FnZSJrChJSZXZlcnRCbG9ja1JlcXVlc3QSEAoIYmxvY2tfaWQYASABKAkSFQoNYmxvY2tfdmVyc2lvbhgCIAEoAxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgDEhIKCnJlcXVlc3RfaWQYBCABKAkiNAoTUmV2ZXJ0QmxvY2tSZXNwb25zZRIdCgVibG9jaxgBIAEoCzIOLmxhY2UudjEuQmxvY2sidQoRVXBkYXRlTm9kZVJlcXVlc3QSGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZRIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSEgoKcmVxdWVzdF9pZBgDIAEoCSIxChJVcGRhdGVOb2RlUmVzcG9uc2USGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZSJ7ChFDcmVhdGVOb2RlUmVxdWVzdBIRCglwYXJlbnRfaWQYASABKAkSGwoEbm9kZRgCIAEoCzINLmxhY2UudjEuTm9kZRIVCghwb3NpdGlvbhgDIAEoBUgAiAEBEhIKCnJlcXVlc3RfaWQYBCABKAlCCwoJX3Bvc2l0aW9uIjEKEkNyZWF0ZU5vZGVSZXNwb25zZRIbCgRub2RlGAEgASgLMg0ubGFjZS52MS5Ob2RlIjgKEURlbGV0ZU5vZGVSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCSI5ChJEZWxldGVOb2RlUmVzcG9uc2USIwoIYXJ0aWZhY3QYASABKAsyES5sYWNlLnYxLkFydGlmYWN0Im0KD01vdmVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEhEKCXBhcmVudF9pZBgCIAEoCRIVCghwb3NpdGlvbhgDIAEoBUgAiAEBEhIKCnJlcXVlc3RfaWQYBCABKAlCCwoJX3Bvc2l0aW9uIi8KEE1vdmVOb2RlUmVzcG9uc2USGwoEbm9kZRgBIAEoCzINLmxhY2UudjEuTm9kZSpeCgxBcnRpZmFjdFZpZXcSHQoZQVJUSUZBQ1RfVklFV19VTlNQRUNJRklFRBAAEhcKE0FSVElGQUNUX1ZJRVdfQkFTSUMQARIWChJBUlRJRkFDVF9WSUVXX0ZVTEwQAirgAQoNQ29tcGlsZUZvcm1hdBIeChpDT01QSUxFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhsKF0NPTVBJTEVfRk9STUFUX01BUktET1dOEAESFwoTQ09NUElMRV9GT1JNQVRfSFRNTBACEhcKE0NPTVBJTEVfRk9STUFUX0pTT04QAxIXChNDT01QSUxFX0ZPUk1BVF9ET0NYEAQSFgoSQ09NUElMRV9GT1JNQVRfT0RUEAUSFwoTQ09NUElMRV9GT1JNQVRfRVBVQhAGEhYKEkNPTVBJTEVfRk9STUFUX1BERhAHMsQICg9BcnRpZmFjdFNlcnZpY2USUQoOQ3JlYXRlQXJ0aWZhY3QSHi5sYWNlLnYxLkNyZWF0ZUFydGlmYWN0UmVxdWVzdBofLmxhY2UudjEuQ3JlYXRlQXJ0aWZhY3RSZXNwb25zZRJICgtHZXRBcnRpZmFjdBIbLmxhY2UudjEuR2V0QXJ0aWZhY3RSZXF1ZXN0GhwubGFjZS52MS5HZXRBcnRpZmFjdFJlc3BvbnNlEk4KDUxpc3RBcnRpZmFjdHMSHS5sYWNlLnYxLkxpc3RBcnRpZmFjdHNSZXF1ZXN0Gh4ubGFjZS52MS5MaXN0QXJ0aWZhY3RzUmVzcG9uc2USUQoOVXBkYXRlQXJ0aWZhY3QSHi5sYWNlLnYxLlVwZGF0ZUFydGlmYWN0UmVxdWVzdBofLmxhY2UudjEuVXBkYXRlQXJ0aWZhY3RSZXNwb25zZRJRCg5EZWxldGVBcnRpZmFjdBIeLmxhY2UudjEuRGVsZXRlQXJ0aWZhY3RSZXF1ZXN0Gh8ubGFjZS52MS5EZWxldGVBcnRpZmFjdFJlc3BvbnNlEksKDEZvcmtBcnRpZmFjdBIcLmxhY2UudjEuRm9ya0FydGlmYWN0UmVxdWVzdBodLmxhY2UudjEuRm9ya0FydGlmYWN0UmVzcG9uc2USVAoPQ29tcGlsZUFydGlmYWN0Eh8ubGFjZS52MS5Db21waWxlQXJ0aWZhY3RSZXF1ZXN0GiAubGFjZS52MS5Db21waWxlQXJ0aWZhY3RSZXNwb25zZRJCCglFZGl0QmxvY2sSGS5sYWNlLnYxLkVkaXRCbG9ja1JlcXVlc3QaGi5sYWNlLnYxLkVkaXRCbG9ja1Jlc3BvbnNlElcKEExpc3RCbG9ja0NoYW5nZXMSIC5sYWNlLnYxLkxpc3RCbG9ja0NoYW5nZXNSZXF1ZXN0GiEubGFjZS52MS5MaXN0QmxvY2tDaGFuZ2VzUmVzcG9uc2USSAoLUmV2ZXJ0QmxvY2sSGy5sYWNlLnYxLlJldmVydEJsb2NrUmVxdWVzdBocLmxhY2UudjEuUmV2ZXJ0QmxvY2tSZXNwb25zZRJFCgpVcGRhdGVOb2RlEhoubGFjZS52MS5VcGRhdGVOb2RlUmVxdWVzdBobLmxhY2UudjEuVXBkYXRlTm9kZVJlc3BvbnNlEkUKCkNyZWF0ZU5vZGUSGi5sYWNlLnYxLkNyZWF0ZU5vZGVSZXF1ZXN0GhsubGFjZS52MS5DcmVhdGVOb2RlUmVzcG9uc2USRQoKRGVsZXRlTm9kZRIaLmxhY2UudjEuRGVsZXRlTm9kZVJlcXVlc3QaGy5sYWNlLnYxLkRlbGV0ZU5vZGVSZXNwb25zZRI/CghNb3ZlTm9kZRIYLmxhY2UudjEuTW92ZU5vZGVSZXF1ZXN0GhkubGFjZS52MS5Nb3ZlTm9kZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask, file_lace_v1_artifact, file_lace_v1_source]);
 
 /**
  * Request of ArtifactService.CreateArtifact.
@@ -327,6 +327,62 @@ export const DeleteArtifactResponseSchema: GenMessage<DeleteArtifactResponse> = 
   messageDesc(file_lace_v1_artifact_service, 9);
 
 /**
+ * Request of ArtifactService.ForkArtifact.
+ *
+ * @generated from message lace.v1.ForkArtifactRequest
+ */
+export type ForkArtifactRequest = Message<"lace.v1.ForkArtifactRequest"> & {
+  /**
+   * Identifier of the artifact to copy.
+   *
+   * @generated from field: string artifact_id = 1;
+   */
+  artifactId: string;
+
+  /**
+   * The IR version to copy (see GetArtifactRequest.artifact_version); 0 means now.
+   *
+   * @generated from field: int64 artifact_version = 2;
+   */
+  artifactVersion: bigint;
+
+  /**
+   * Idempotency key (AIP-155); a repeat returns the artifact the first request created.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message lace.v1.ForkArtifactRequest.
+ * Use `create(ForkArtifactRequestSchema)` to create a new message.
+ */
+export const ForkArtifactRequestSchema: GenMessage<ForkArtifactRequest> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 10);
+
+/**
+ * Response of ArtifactService.ForkArtifact.
+ *
+ * @generated from message lace.v1.ForkArtifactResponse
+ */
+export type ForkArtifactResponse = Message<"lace.v1.ForkArtifactResponse"> & {
+  /**
+   * The new artifact.
+   *
+   * @generated from field: lace.v1.Artifact artifact = 1;
+   */
+  artifact?: Artifact | undefined;
+};
+
+/**
+ * Describes the message lace.v1.ForkArtifactResponse.
+ * Use `create(ForkArtifactResponseSchema)` to create a new message.
+ */
+export const ForkArtifactResponseSchema: GenMessage<ForkArtifactResponse> = /*@__PURE__*/
+  messageDesc(file_lace_v1_artifact_service, 11);
+
+/**
  * Request of ArtifactService.CompileArtifact.
  *
  * @generated from message lace.v1.CompileArtifactRequest
@@ -360,7 +416,7 @@ export type CompileArtifactRequest = Message<"lace.v1.CompileArtifactRequest"> &
  * Use `create(CompileArtifactRequestSchema)` to create a new message.
  */
 export const CompileArtifactRequestSchema: GenMessage<CompileArtifactRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 10);
+  messageDesc(file_lace_v1_artifact_service, 12);
 
 /**
  * Response of ArtifactService.CompileArtifact.
@@ -411,7 +467,7 @@ export type CompileArtifactResponse = Message<"lace.v1.CompileArtifactResponse">
  * Use `create(CompileArtifactResponseSchema)` to create a new message.
  */
 export const CompileArtifactResponseSchema: GenMessage<CompileArtifactResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 11);
+  messageDesc(file_lace_v1_artifact_service, 13);
 
 /**
  * Request of ArtifactService.EditBlock.
@@ -455,7 +511,7 @@ export type EditBlockRequest = Message<"lace.v1.EditBlockRequest"> & {
  * Use `create(EditBlockRequestSchema)` to create a new message.
  */
 export const EditBlockRequestSchema: GenMessage<EditBlockRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 12);
+  messageDesc(file_lace_v1_artifact_service, 14);
 
 /**
  * Response of ArtifactService.EditBlock.
@@ -476,7 +532,7 @@ export type EditBlockResponse = Message<"lace.v1.EditBlockResponse"> & {
  * Use `create(EditBlockResponseSchema)` to create a new message.
  */
 export const EditBlockResponseSchema: GenMessage<EditBlockResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 13);
+  messageDesc(file_lace_v1_artifact_service, 15);
 
 /**
  * Request of ArtifactService.ListBlockChanges.
@@ -511,7 +567,7 @@ export type ListBlockChangesRequest = Message<"lace.v1.ListBlockChangesRequest">
  * Use `create(ListBlockChangesRequestSchema)` to create a new message.
  */
 export const ListBlockChangesRequestSchema: GenMessage<ListBlockChangesRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 14);
+  messageDesc(file_lace_v1_artifact_service, 16);
 
 /**
  * Response of ArtifactService.ListBlockChanges.
@@ -546,7 +602,7 @@ export type ListBlockChangesResponse = Message<"lace.v1.ListBlockChangesResponse
  * Use `create(ListBlockChangesResponseSchema)` to create a new message.
  */
 export const ListBlockChangesResponseSchema: GenMessage<ListBlockChangesResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 15);
+  messageDesc(file_lace_v1_artifact_service, 17);
 
 /**
  * Request of ArtifactService.RevertBlock.
@@ -592,7 +648,7 @@ export type RevertBlockRequest = Message<"lace.v1.RevertBlockRequest"> & {
  * Use `create(RevertBlockRequestSchema)` to create a new message.
  */
 export const RevertBlockRequestSchema: GenMessage<RevertBlockRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 16);
+  messageDesc(file_lace_v1_artifact_service, 18);
 
 /**
  * Response of ArtifactService.RevertBlock.
@@ -613,7 +669,7 @@ export type RevertBlockResponse = Message<"lace.v1.RevertBlockResponse"> & {
  * Use `create(RevertBlockResponseSchema)` to create a new message.
  */
 export const RevertBlockResponseSchema: GenMessage<RevertBlockResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 17);
+  messageDesc(file_lace_v1_artifact_service, 19);
 
 /**
  * Request of ArtifactService.UpdateNode.
@@ -650,7 +706,7 @@ export type UpdateNodeRequest = Message<"lace.v1.UpdateNodeRequest"> & {
  * Use `create(UpdateNodeRequestSchema)` to create a new message.
  */
 export const UpdateNodeRequestSchema: GenMessage<UpdateNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 18);
+  messageDesc(file_lace_v1_artifact_service, 20);
 
 /**
  * Response of ArtifactService.UpdateNode.
@@ -671,7 +727,7 @@ export type UpdateNodeResponse = Message<"lace.v1.UpdateNodeResponse"> & {
  * Use `create(UpdateNodeResponseSchema)` to create a new message.
  */
 export const UpdateNodeResponseSchema: GenMessage<UpdateNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 19);
+  messageDesc(file_lace_v1_artifact_service, 21);
 
 /**
  * Request of ArtifactService.CreateNode.
@@ -714,7 +770,7 @@ export type CreateNodeRequest = Message<"lace.v1.CreateNodeRequest"> & {
  * Use `create(CreateNodeRequestSchema)` to create a new message.
  */
 export const CreateNodeRequestSchema: GenMessage<CreateNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 20);
+  messageDesc(file_lace_v1_artifact_service, 22);
 
 /**
  * Response of ArtifactService.CreateNode.
@@ -735,7 +791,7 @@ export type CreateNodeResponse = Message<"lace.v1.CreateNodeResponse"> & {
  * Use `create(CreateNodeResponseSchema)` to create a new message.
  */
 export const CreateNodeResponseSchema: GenMessage<CreateNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 21);
+  messageDesc(file_lace_v1_artifact_service, 23);
 
 /**
  * Request of ArtifactService.DeleteNode.
@@ -763,7 +819,7 @@ export type DeleteNodeRequest = Message<"lace.v1.DeleteNodeRequest"> & {
  * Use `create(DeleteNodeRequestSchema)` to create a new message.
  */
 export const DeleteNodeRequestSchema: GenMessage<DeleteNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 22);
+  messageDesc(file_lace_v1_artifact_service, 24);
 
 /**
  * Response of ArtifactService.DeleteNode.
@@ -784,7 +840,7 @@ export type DeleteNodeResponse = Message<"lace.v1.DeleteNodeResponse"> & {
  * Use `create(DeleteNodeResponseSchema)` to create a new message.
  */
 export const DeleteNodeResponseSchema: GenMessage<DeleteNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 23);
+  messageDesc(file_lace_v1_artifact_service, 25);
 
 /**
  * Request of ArtifactService.MoveNode.
@@ -826,7 +882,7 @@ export type MoveNodeRequest = Message<"lace.v1.MoveNodeRequest"> & {
  * Use `create(MoveNodeRequestSchema)` to create a new message.
  */
 export const MoveNodeRequestSchema: GenMessage<MoveNodeRequest> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 24);
+  messageDesc(file_lace_v1_artifact_service, 26);
 
 /**
  * Response of ArtifactService.MoveNode.
@@ -847,7 +903,7 @@ export type MoveNodeResponse = Message<"lace.v1.MoveNodeResponse"> & {
  * Use `create(MoveNodeResponseSchema)` to create a new message.
  */
 export const MoveNodeResponseSchema: GenMessage<MoveNodeResponse> = /*@__PURE__*/
-  messageDesc(file_lace_v1_artifact_service, 25);
+  messageDesc(file_lace_v1_artifact_service, 27);
 
 /**
  * How much of an artifact GetArtifact returns.
@@ -1016,6 +1072,19 @@ export const ArtifactService: GenService<{
     methodKind: "unary";
     input: typeof DeleteArtifactRequestSchema;
     output: typeof DeleteArtifactResponseSchema;
+  },
+  /**
+   * Creates a new artifact holding a copy of this one's IR, now or at an earlier `artifact_version`:
+   * every node and block under ids of its own, linked back by `forked_from_artifact_id` and
+   * `forked_from_version`. The copy starts at version 1 with a CREATE change event (origin HUMAN)
+   * per block; runs, events and sources are not copied. Idempotent by `request_id`.
+   *
+   * @generated from rpc lace.v1.ArtifactService.ForkArtifact
+   */
+  forkArtifact: {
+    methodKind: "unary";
+    input: typeof ForkArtifactRequestSchema;
+    output: typeof ForkArtifactResponseSchema;
   },
   /**
    * Renders the artifact's current IR as Markdown, HTML, JSON, DOCX, ODT, EPUB or PDF.
