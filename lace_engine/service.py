@@ -123,6 +123,16 @@ def _page_position(order: list_query.Ordering) -> Callable[[Artifact | Run], lis
     return position
 
 
+async def _write_human_edit(tx: Tx, block: Block, content: BlockContent, expected_version: int) -> Block:
+    """A person's new content for `block` (EditBlock, RevertBlock), through Apply; the block after it."""
+    node = await ir_store.get_node(tx.conn, block.node_id)
+    known = await source_store.passages_by_id(tx.conn, block.artifact_id, content.citations)
+    mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version,
+                                     known_passages=known.keys())
+    await apply_store.write_mutation(tx, mutation)
+    return await ir_store.get_block(tx.conn, block.id)
+
+
 class Engine:
     """Owns the database pool, the live hub, the LISTEN connection and (optionally) an executor."""
 
@@ -337,13 +347,7 @@ class Engine:
             "block_id": str(block_id), "content": content.to_json(), "expected_version": expected_version})
 
         async def write(tx: Tx) -> Block:
-            block = await ir_store.get_block(tx.conn, block_id)
-            node = await ir_store.get_node(tx.conn, block.node_id)
-            known = await source_store.passages_by_id(tx.conn, block.artifact_id, content.citations)
-            mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version,
-                                             known_passages=known.keys())
-            await apply_store.write_mutation(tx, mutation)
-            return await ir_store.get_block(tx.conn, block_id)
+            return await _write_human_edit(tx, await ir_store.get_block(tx.conn, block_id), content, expected_version)
 
         return (await idempotency.once(self.db, req, block_id, write, ir_store.get_block)).value
 
@@ -364,13 +368,7 @@ class Engine:
                 raise NotFound(f"block {block_id} has no version {block_version}; it is at version {block.version}",
                                reason="BLOCK_VERSION_NOT_FOUND",
                                metadata={"block_id": str(block_id), "current_version": str(block.version)})
-            content = BlockContent.from_json(stored)
-            node = await ir_store.get_node(tx.conn, block.node_id)
-            known = await source_store.passages_by_id(tx.conn, block.artifact_id, content.citations)
-            mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version,
-                                             known_passages=known.keys())
-            await apply_store.write_mutation(tx, mutation)
-            return await ir_store.get_block(tx.conn, block_id)
+            return await _write_human_edit(tx, block, BlockContent.from_json(stored), expected_version)
 
         return (await idempotency.once(self.db, req, block_id, write, ir_store.get_block)).value
 
