@@ -56,7 +56,7 @@ def without(node: artifact_pb2.Node, *fields: str) -> artifact_pb2.Node:
     copy = artifact_pb2.Node()
     copy.CopyFrom(node)
     for f in ("update_time", *fields):
-        copy.ClearField(f)  # type: ignore[arg-type]
+        copy.ClearField(f)
     return copy
 
 
