@@ -83,6 +83,7 @@ class EventType(enum.StrEnum):
     PLAN_READY = "plan_ready"
     HISTORY_LIMIT_APPROACHING = "history_limit_approaching"
     OUTLINE_EDITED = "outline_edited"
+    NODES_MARKED_STALE = "nodes_marked_stale"
 
 
 class OutlineEditKind(enum.StrEnum):
@@ -129,6 +130,9 @@ class Node:
     last_run_id: uuid.UUID | None = None
     create_time: datetime | None = None
     update_time: datetime | None = None
+    # Why the written text is out of date with what it was written from (pipeline/staleness.py);
+    # "" when fresh. Cleared when a run writes the node again.
+    stale_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +295,8 @@ class Run:
     failure_code: str = ""
     # The W3C trace context (traceparent, tracestate) of the StartRun call, if it was traced.
     trace_context: dict[str, str] | None = None
+    # StartRun's stale_only: the run rewrites exactly the written sections marked stale (in scope).
+    stale_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from lace_engine.export.pandoc import Exporter, ExportLimits
 from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMProvider
 from lace_engine.llm.content_style import default_content_style
-from lace_engine.pipeline import apply
+from lace_engine.pipeline import apply, staleness
 from lace_engine.pipeline.apply import ArtifactFields, Mutation, NewArtifact, NodeFields, OutlineRules
 from lace_engine.pipeline.compiler import compile_html, compile_json, compile_markdown
 from lace_engine.pipeline.estimate import preflight
@@ -129,7 +129,10 @@ async def _write_human_edit(tx: Tx, block: Block, content: BlockContent, expecte
     known = await source_store.passages_by_id(tx.conn, block.artifact_id, content.citations)
     mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version,
                                      known_passages=known.keys())
-    await apply_store.write_mutation(tx, mutation)
+    # The sections whose prompts used this one's summary: it no longer describes its text.
+    refs = await ir_store.dependants(tx.conn, [node.id])
+    marks = staleness.stale_marks(refs, {node.id: staleness.text_edited(node)}, exclude={node.id})
+    await apply_store.write_mutation(tx, staleness.with_marks(mutation, marks, in_run=False))
     return await ir_store.get_block(tx.conn, block.id)
 
 
@@ -254,7 +257,7 @@ class Engine:
 
         async def write(tx: Tx) -> Artifact:
             artifact, tree, rules, run = await self._outline_edit(tx, artifact_id)
-            await self._write_outline(tx, apply.plan_update_artifact(tree, artifact, fields, rules), run)
+            await self._write_outline(tx, tree, apply.plan_update_artifact(tree, artifact, fields, rules), run)
             return await ir_store.get_artifact(tx.conn, artifact_id)
 
         return (await idempotency.once(self.db, req, artifact_id, write, ir_store.get_artifact)).value
@@ -418,8 +421,13 @@ class Engine:
                              scope_node_id=run.scope_node_id if run else None, pinned_nodes=pinned)
         return artifact, tree, rules, run
 
-    async def _write_outline(self, tx: Tx, mutation: Mutation, run: Run | None) -> None:
-        """Writes an outline edit through Apply; on an awaiting run, with its outline_edited event."""
+    async def _write_outline(self, tx: Tx, tree: Tree, mutation: Mutation, run: Run | None) -> None:
+        """Writes an outline edit through Apply with the stale marks it causes; on an awaiting run,
+        with its outline_edited (and nodes_marked_stale) event."""
+        changes, arrivals = staleness.outline_changes(tree, apply.tree_after(tree, mutation))
+        refs = await ir_store.dependants(tx.conn, staleness.referenced_ids(changes, arrivals))
+        mutation = staleness.with_marks(mutation, staleness.stale_marks(refs, changes, arrivals),
+                                        in_run=run is not None)
         await apply_store.write_mutation(tx, mutation, run_id=run.id if run else None,
                                          allowed_states=OUTLINE_EDITABLE)
 
@@ -431,7 +439,7 @@ class Engine:
         async def write(tx: Tx) -> Node:
             node = await ir_store.get_node(tx.conn, node_id)
             artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id)
-            await self._write_outline(tx, apply.plan_update_node(tree, artifact, node_id, fields, rules), run)
+            await self._write_outline(tx, tree, apply.plan_update_node(tree, artifact, node_id, fields, rules), run)
             return await ir_store.get_node(tx.conn, node_id)
 
         return (await idempotency.once(self.db, req, node_id, write, ir_store.get_node)).value
@@ -447,7 +455,7 @@ class Engine:
             parent = await ir_store.get_node(tx.conn, parent_id)
             artifact, tree, rules, run = await self._outline_edit(tx, parent.artifact_id)
             mutation = apply.plan_create_node(tree, artifact, parent_id, node_id, fields, position, rules)
-            await self._write_outline(tx, mutation, run)
+            await self._write_outline(tx, tree, mutation, run)
             return await ir_store.get_node(tx.conn, node_id)
 
         return (await idempotency.once(self.db, req, node_id, write, ir_store.get_node)).value
@@ -464,7 +472,7 @@ class Engine:
             node = await ir_store.get_node(tx.conn, node_id)
             artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id)
             blocks = await ir_store.get_blocks_by_node(tx.conn, node.artifact_id)
-            await self._write_outline(tx, apply.plan_delete_node(tree, artifact, node_id, blocks, rules), run)
+            await self._write_outline(tx, tree, apply.plan_delete_node(tree, artifact, node_id, blocks, rules), run)
             return await ir_store.get_artifact(tx.conn, node.artifact_id)
 
         return (await idempotency.once(self.db, req, artifact_id, write, ir_store.get_artifact)).value
@@ -483,7 +491,7 @@ class Engine:
                                           reason="PARENT_NOT_IN_ARTIFACT", metadata={"field": "parent_id"})
             artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id)
             mutation = apply.plan_move_node(tree, artifact, node_id, parent_id, position, rules)
-            await self._write_outline(tx, mutation, run)
+            await self._write_outline(tx, tree, mutation, run)
             return await ir_store.get_node(tx.conn, node_id)
 
         return (await idempotency.once(self.db, req, node_id, write, ir_store.get_node)).value
@@ -491,10 +499,10 @@ class Engine:
     # Runs ----------------------------------------------------------------------------------
 
     async def start_run(self, artifact_id: uuid.UUID, *, request_id: str = "", scope_node_id: uuid.UUID | None = None,
-                        instruction: str = "", options: dict[str, int] | None = None) -> Run:
+                        instruction: str = "", options: dict[str, int] | None = None, stale_only: bool = False) -> Run:
         req = idempotency.request("StartRun", request_id, {
             "artifact_id": str(artifact_id), "scope": str(scope_node_id), "instruction": instruction,
-            "options": options or {}})
+            "options": options or {}, **({"stale_only": True} if stale_only else {})})
         if len(instruction) > 2000:
             raise InvalidArgument("instruction is longer than 2,000 characters", reason="FIELD_TOO_LONG",
                                   metadata={"field": "instruction"})
@@ -512,12 +520,14 @@ class Engine:
             if artifact.active_run_id is not None:
                 raise run_store.active_run_error(artifact_id, artifact.active_run_id)
             tree = Tree(await ir_store.get_nodes(tx.conn, artifact_id))
+            if stale_only:
+                await self._something_stale(tx, tree, scope_node_id)
             estimate = preflight(tree, scope_node_id, resolved, prompt_tokens=self.settings.context_budget_tokens,
-                                 content_style=self.content_style)
+                                 content_style=self.content_style, stale_only=stale_only)
             return await run_store.insert_run(
                 tx, run_id=run_id, artifact_id=artifact_id, scope_node_id=scope_node_id,
                 instruction=instruction, options=resolved, provider=self.provider.name, model=self.provider.model,
-                estimate=estimate.to_json(), trace_context=tracing.current_context())
+                estimate=estimate.to_json(), trace_context=tracing.current_context(), stale_only=stale_only)
 
         outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)
         if not outcome.replayed:
@@ -525,6 +535,20 @@ class Engine:
             if self.executor is not None:
                 self.executor.look_for_work()
         return outcome.value
+
+    async def _something_stale(self, tx: Tx, tree: Tree, scope_node_id: uuid.UUID | None) -> None:
+        """FAILED_PRECONDITION NOTHING_STALE unless a stale section in scope can be rewritten (one
+        without pinned blocks: a run keeps those as they are)."""
+        in_scope = {n.id for n in tree.subtree(scope_node_id or tree.root.id)}
+        stale = [n for n in tree.preorder() if n.stale_reason and n.id in in_scope]
+        pinned = await ir_store.pinned_nodes(tx.conn, tree.root.artifact_id)
+        if not [n for n in stale if n.id not in pinned]:
+            kept = f"; {len(stale)} stale sections hold blocks a person edited (pinned), which a run keeps" \
+                if stale else ""
+            raise FailedPrecondition(
+                f"no section {'under ' + str(scope_node_id) if scope_node_id else 'of the artifact'} is stale{kept}; "
+                "nothing to rewrite", reason="NOTHING_STALE",
+                metadata={"artifact_id": str(tree.root.artifact_id), "pinned_stale": str(len(stale))})
 
     async def get_run(self, run_id: uuid.UUID) -> Run:
         async with self.db.read() as conn:

@@ -77,7 +77,7 @@ def node_to_pb(n: Node) -> artifact_pb2.Node:
         depth=n.depth, title=n.title, intent=n.intent, target_words=n.target_words,
         state=_NODE_STATE_TO_PB[n.state], summary=n.summary, word_count=n.word_count,
         last_run_id=_id(n.last_run_id), create_time=timestamp(n.create_time),
-        update_time=timestamp(n.update_time),
+        update_time=timestamp(n.update_time), stale_reason=n.stale_reason,
     )
 
 
@@ -159,7 +159,7 @@ def run_to_pb(r: Run) -> run_pb2.Run:
         nodes_written=r.nodes_written, words_written=r.words_written, provider=r.provider, model=r.model,
         create_time=timestamp(r.create_time), start_time=timestamp(r.start_time), end_time=timestamp(r.end_time),
         validation=_validation_to_pb(r.validation),
-        estimate=run_pb2.RunEstimate(**r.estimate) if r.estimate else None,
+        estimate=run_pb2.RunEstimate(**r.estimate) if r.estimate else None, stale_only=r.stale_only,
     )
 
 
@@ -270,6 +270,12 @@ def _fill_history_limit(m: run_pb2.HistoryLimitApproaching, p: dict[str, Any]) -
     m.events, m.limit = p["events"], p["limit"]
 
 
+def _fill_nodes_marked_stale(m: run_pb2.NodesMarkedStale, p: dict[str, Any]) -> None:
+    for n in p["nodes"]:
+        m.nodes.add(node_id=n["node_id"], reason=n["reason"])
+    m.artifact_version = p.get("artifact_version", 0)
+
+
 _FILLERS: dict[EventType, Callable[[Any, dict[str, Any]], None]] = {
     EventType.RUN_STATE_CHANGED: _fill_state,
     EventType.STEP_STARTED: _fill_step_started,
@@ -285,6 +291,7 @@ _FILLERS: dict[EventType, Callable[[Any, dict[str, Any]], None]] = {
     EventType.PLAN_READY: _fill_plan_ready,
     EventType.OUTLINE_EDITED: _fill_outline_edited,
     EventType.HISTORY_LIMIT_APPROACHING: _fill_history_limit,
+    EventType.NODES_MARKED_STALE: _fill_nodes_marked_stale,
 }
 
 

@@ -36,7 +36,8 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         artifact_id = parse_id(request.artifact_id, "artifact_id")
         scope = parse_id(request.scope_node_id, "scope_node_id") if request.scope_node_id else None
         run = await self.engine.start_run(artifact_id, request_id=request.request_id, scope_node_id=scope,
-                                          instruction=request.instruction, options=_options(request.options))
+                                          instruction=request.instruction, options=_options(request.options),
+                                          stale_only=request.stale_only)
         return run_service_pb2.StartRunResponse(run=convert.run_to_pb(run))
 
     async def GetRun(self, request: run_service_pb2.GetRunRequest, context: Context) -> run_service_pb2.GetRunResponse:

@@ -232,3 +232,24 @@ async def test_update_list_filtered_and_delete(lace: Lace) -> None:
     assert code == 2 and "(ARTIFACT_NOT_FOUND)" in err
     code, _, _ = await lace("delete", artifact_id, "--allow-missing")
     assert code == 0
+
+
+async def test_stale_sections_from_the_cli(lace: Lace) -> None:
+    code, out, _ = await lace("create", "--title", "Stale wind", "--brief", BRIEF, "--words", "1600")
+    artifact_id = out.strip()
+    code, _, _ = await lace("start", artifact_id, "--leaf-words", "200", "--watch")
+    assert code == 0
+    code, _, err = await lace("start", artifact_id, "--stale")
+    assert code != 0 and "nothing to rewrite" in err
+    code, out, _ = await lace("outline", artifact_id)
+    assert "stale:" not in out
+    last_written = [line for line in out.splitlines() if "[written," in line][-1]
+    node_id, title = last_written.split()[-1], last_written.strip().split("  [")[0]
+    code, _, _ = await lace("node", "update", node_id, "--title", "A renamed last section")
+    assert code == 0
+    code, out, _ = await lace("outline", artifact_id)
+    assert f"stale: section {title!r} was retitled 'A renamed last section'" in out
+    code, out, err = await lace("start", artifact_id, "--stale", "--watch")
+    assert code == 0, err
+    code, out, _ = await lace("outline", artifact_id)
+    assert "stale:" not in out

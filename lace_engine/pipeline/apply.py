@@ -90,11 +90,13 @@ class NodePatch:
     parent_id: uuid.UUID | None = None
     ordinal: int | None = None
     depth: int | None = None
+    # Staleness (pipeline/staleness.py): a reason marks the node stale, "" clears the mark.
+    stale_reason: str | None = None
 
 
 # NodePatch's optional columns in the order the writer sets them.
 PATCH_COLUMNS = ("summary", "word_count", "last_run_id", "title", "intent", "target_words", "parent_id", "ordinal",
-                 "depth")
+                 "depth", "stale_reason")
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,8 +503,9 @@ def plan_content(
     return Mutation(
         artifact_id=node.artifact_id,
         provenance=provenance,
+        # Written again from the IR as it is now: no longer stale (staleness.own_check may say otherwise).
         node_patches=(NodePatch(node.id, NodeState.WRITTEN, summary=proposal.summary, word_count=words,
-                                last_run_id=provenance.run_id),),
+                                last_run_id=provenance.run_id, stale_reason=""),),
         block_changes=tuple(changes),
         word_delta=words - old_words,
         preconditions=(Precondition(node.id, node.state,

@@ -93,6 +93,26 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def summary_line(node: Node) -> str:
+    """What a written node contributes to a later sibling's prompt as its summary (manifest kind "summary")."""
+    return f"- {_title(node)}: {_clip(node.summary, MAX_SUMMARY_WORDS)}"
+
+
+def covered_line(node: Node) -> str:
+    """What a node contributes to the headings covered elsewhere (manifest kind "covered_heading")."""
+    return f"- {_title(node)}"
+
+
+def contribution_hash(kind: str, node: Node) -> str | None:
+    """The manifest hash of what `node` contributes now to a prompt as `kind`, for the kinds whose
+    text depends on the node alone ("summary", "covered_heading"); None for the others."""
+    if kind == "summary":
+        return content_hash(summary_line(node))
+    if kind == "covered_heading":
+        return content_hash(covered_line(node))
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Piece:
     # `text` is what the prompt holds (ending in a newline); the manifest hashes it without
@@ -277,8 +297,7 @@ def _summary_candidates(siblings: Sequence[Node], index: int) -> _Candidates:
     for i in range(index - 1, -1, -1):
         sibling = siblings[i]
         if sibling.state is NodeState.WRITTEN and sibling.summary.strip():
-            yield ((i, 0),), _Piece(f"- {_title(sibling)}: {_clip(sibling.summary, MAX_SUMMARY_WORDS)}\n",
-                                    "summary", sibling.id)
+            yield ((i, 0),), _Piece(summary_line(sibling) + "\n", "summary", sibling.id)
 
 
 def _passage_candidates(passages: Sequence[Passage]) -> _Candidates:
@@ -291,7 +310,7 @@ def _passage_candidates(passages: Sequence[Passage]) -> _Candidates:
 
 def _covered_candidates(tree: Tree, node: Node, ancestors: Sequence[Node]) -> _Candidates:
     for other, key in _covered_nearest_first(tree, node, ancestors):
-        yield key, _Piece(f"- {_title(other)}\n", "covered_heading", other.id)
+        yield key, _Piece(covered_line(other) + "\n", "covered_heading", other.id)
 
 
 @functools.cache

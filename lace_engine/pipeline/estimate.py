@@ -34,8 +34,9 @@ NOTHING = Estimate(0, 0)
 
 
 def preflight(tree: Tree, scope: uuid.UUID | None, options: RunOptions, *, prompt_tokens: int,
-              content_style: str) -> Estimate:
-    """The calls and tokens of a run over `tree` (a regeneration when `scope` is set), before it starts."""
+              content_style: str, stale_only: bool = False) -> Estimate:
+    """The calls and tokens of a run over `tree` (a regeneration when `scope` is set; with
+    `stale_only`, a rewrite of the sections marked stale only), before it starts."""
 
     def call(node: Node, step: StepKind, child_count: int) -> Estimate:
         schema = STEPS[step].call_schema(node, child_count, content_style)
@@ -63,7 +64,8 @@ def preflight(tree: Tree, scope: uuid.UUID | None, options: RunOptions, *, promp
             return total
         if node.state is NodeState.WRITTEN:
             # A regeneration rewrites written sections in place; a full run leaves them.
-            return call(node, StepKind.WRITE, 0) if scope is not None else NOTHING
-        return planned(node)
+            rewrites = bool(node.stale_reason) if stale_only else scope is not None
+            return call(node, StepKind.WRITE, 0) if rewrites else NOTHING
+        return NOTHING if stale_only else planned(node)
 
     return existing(tree.get(scope) if scope is not None else tree.root)

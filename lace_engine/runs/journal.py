@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from lace_engine import metrics
-from lace_engine.domain import EventType, NewEvent, Node, RunState
+from lace_engine.domain import EventType, NewEvent, Node, NodeState, RunState, StepKind
 from lace_engine.errors import Aborted
 from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse
-from lace_engine.pipeline.apply import Mutation
+from lace_engine.pipeline import staleness
+from lace_engine.pipeline.apply import Mutation, tree_after
 from lace_engine.pipeline.context_builder import PromptContext
 from lace_engine.pipeline.strategy import StrategyDecision
-from lace_engine.storage import apply_store, event_log, run_store
+from lace_engine.pipeline.tree import Tree
+from lace_engine.storage import apply_store, event_log, ir_store, run_store
 from lace_engine.storage.database import Database, Tx
 from lace_engine.storage.event_log import Fence
 
@@ -142,30 +144,44 @@ class RunJournal:
             self._committing_to(appended.head_seq)
         self._wrote(appended.head_seq)
 
-    async def apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
-        """Writes an accepted proposal through Apply with its call's event and row; Aborted on a stale plan."""
+    async def apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation, tree: Tree) -> Mutation:
+        """Writes an accepted proposal through Apply with its call's event and row, and the stale marks
+        it causes (`tree` is the IR it was planned from); returns what was written. Aborted on a stale plan."""
         started = time.perf_counter()
         try:
-            await self._apply(attempt, outcome, mutation)
+            written = await self._apply(attempt, outcome, mutation, tree)
         except Aborted:
             metrics.APPLY_TRANSACTIONS.labels("aborted").inc()
             raise
         metrics.APPLY_TRANSACTIONS.labels("applied").inc()
         metrics.APPLY_DURATION.observe(time.perf_counter() - started)
+        return written
 
-    async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
+    async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation, tree: Tree) -> Mutation:
+        node = attempt.node
+        statements = [run_store.llm_call_insert(call_row(self.run_id, attempt, outcome, "applied"))]
         async with self._transaction() as tx:
+            if attempt.decision.step is StepKind.WRITE:
+                statements += ir_store.dependency_statements(
+                    node.id, attempt.call_id, staleness.dependencies(attempt.context.manifest))
+                if node.state is NodeState.WRITTEN:
+                    # A rewrite: the sections that read this one's summary may be stale now.
+                    refs = await ir_store.dependants(tx.conn, [node.id])
+                    change = staleness.rewritten(node, tree_after(tree, mutation).get(node.id), self.run_id)
+                    marks = staleness.stale_marks(refs, {node.id: change}, exclude={node.id})
+                    mutation = staleness.with_marks(mutation, marks, in_run=True)
             written = await apply_store.write_mutation(
                 tx, mutation, run_id=self.run_id, fence=self.fence,
                 events_before=[call_event(attempt, outcome)],
                 events_after=[NewEvent(EventType.STEP_COMPLETED, {
-                    "node_id": str(attempt.node.id), "step": attempt.decision.step.value,
+                    "node_id": str(node.id), "step": attempt.decision.step.value,
                     "attempts": attempt.number})],
                 run_increments=outcome.increments,
-                statements=[run_store.llm_call_insert(call_row(self.run_id, attempt, outcome, "applied"))],
+                statements=statements,
             )
             self._committing_to(written.head_seq)
         self._wrote(written.head_seq)
+        return mutation
 
 
 def call_event(attempt: Attempt, outcome: CallOutcome) -> NewEvent:

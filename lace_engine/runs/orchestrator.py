@@ -37,7 +37,7 @@ from lace_engine.domain import (
 from lace_engine.errors import Aborted, DatabaseUnavailable, LeaseLost
 from lace_engine.ids import new_id
 from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse, LLMTruncated
-from lace_engine.pipeline import apply
+from lace_engine.pipeline import apply, staleness
 from lace_engine.pipeline.apply import Mutation, Provenance, Rejection
 from lace_engine.pipeline.context_builder import (
     ContextBudgetError,
@@ -313,6 +313,9 @@ class RunExecution:
     def _needs_write(self, node: Node) -> bool:
         if node.state is NodeState.PLANNED or node.state is NodeState.FAILED:
             return True
+        if self.run.stale_only:
+            # A stale run rewrites exactly the written sections marked stale, each once.
+            return node.state is NodeState.WRITTEN and bool(node.stale_reason) and node.last_run_id != self.run.id
         # A regeneration rewrites every written leaf in scope that it has not rewritten yet.
         return (self.run.scope_node_id is not None and node.state is NodeState.WRITTEN
                 and node.last_run_id != self.run.id)
@@ -536,10 +539,12 @@ class RunExecution:
     async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation) -> None:
         assert self.tree is not None
         node = attempt.node
+        if attempt.decision.step is StepKind.WRITE:
+            mutation = _checked_against_the_tree(mutation, node.id, attempt.context, self.tree)
         try:
             with tracing.tracer.start_as_current_span("lace.apply", attributes={
                     "lace.block_changes": len(mutation.block_changes), "lace.attempt": attempt.number}):
-                await self.journal.apply(attempt, outcome, mutation)
+                mutation = await self.journal.apply(attempt, outcome, mutation, self.tree)
         except Aborted as exc:
             if isinstance(exc, LeaseLost):
                 raise
@@ -554,6 +559,16 @@ class RunExecution:
 
 
 _NOT_TERMINAL = frozenset(s for s in RunState if not s.terminal)
+
+
+def _checked_against_the_tree(plan: Mutation, node_id: uuid.UUID, ctx: PromptContext, tree: Tree) -> Mutation:
+    """The write's own patch stays stale when its prompt read a summary that changed since (a sibling
+    rewritten while this one was written, with sibling_concurrency > 1)."""
+    reason = staleness.own_check(ctx.manifest, tree)
+    if not reason:
+        return plan
+    return replace(plan, node_patches=tuple(replace(p, stale_reason=reason) if p.node_id == node_id else p
+                                            for p in plan.node_patches))
 
 
 def _cut_off_feedback(err: LLMError, limit: int) -> str:

@@ -26,7 +26,8 @@ from lace_engine.storage.database import Tx, driver_connection
 from lace_engine.storage.event_log import Fence
 
 _ACTIVE_FOR_APPLY = frozenset({RunState.RUNNING, RunState.PAUSING})
-_VERSIONED_EVENTS = frozenset({EventType.NODE_SPLIT, EventType.BLOCKS_APPLIED, EventType.OUTLINE_EDITED})
+_VERSIONED_EVENTS = frozenset({EventType.NODE_SPLIT, EventType.BLOCKS_APPLIED, EventType.OUTLINE_EDITED,
+                               EventType.NODES_MARKED_STALE})
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -24,8 +25,9 @@ from lace_engine.domain import (
 )
 from lace_engine.errors import FailedPrecondition, NotFound, OutOfRange
 from lace_engine.list_query import ListQuery
+from lace_engine.pipeline.staleness import Reference
 from lace_engine.storage import list_sql
-from lace_engine.storage.schema import artifacts, blocks, change_events, nodes, runs
+from lace_engine.storage.schema import artifacts, blocks, change_events, node_dependencies, nodes, runs
 
 _ACTIVE = [s.value for s in RunState if not s.terminal]
 
@@ -53,7 +55,7 @@ def row_to_node(r: Any) -> Node:
         id=r.id, artifact_id=r.artifact_id, parent_id=r.parent_id, ordinal=r.ordinal, depth=r.depth,
         title=r.title, intent=r.intent, target_words=r.target_words, state=NodeState(r.state),
         summary=r.summary, word_count=r.word_count, last_run_id=r.last_run_id,
-        create_time=r.create_time, update_time=r.update_time,
+        create_time=r.create_time, update_time=r.update_time, stale_reason=r.stale_reason,
     )
 
 
@@ -214,7 +216,7 @@ def _node_from_json(d: dict[str, Any]) -> Node:
         title=d["title"], intent=d["intent"], target_words=d["target_words"], state=NodeState(d["state"]),
         summary=d["summary"], word_count=d["word_count"],
         last_run_id=uuid.UUID(d["last_run_id"]) if d["last_run_id"] else None,
-        create_time=stamp("create_time"), update_time=stamp("update_time"))
+        create_time=stamp("create_time"), update_time=stamp("update_time"), stale_reason=d.get("stale_reason") or "")
 
 
 async def ir_at(conn: AsyncConnection, artifact_id: uuid.UUID, version: int) -> IrAt:
@@ -250,3 +252,32 @@ async def ir_at(conn: AsyncConnection, artifact_id: uuid.UUID, version: int) -> 
                        target_words=fields.target_words, version=version, word_count=words, active_run_id=None,
                        update_time=when)
     return IrAt(artifact, nodes, dict(by_node))
+# Stale sections (pipeline/staleness.py) -------------------------------------------------------
+
+async def dependants(conn: AsyncConnection, node_ids: Sequence[uuid.UUID]) -> list[Reference]:
+    """The references of written nodes' latest write calls to any of `node_ids`, with each
+    dependant's stale_reason as it is now (read in the caller's transaction, before its change)."""
+    if not node_ids:
+        return []
+    result = await conn.execute(
+        sa.select(node_dependencies.c.node_id, node_dependencies.c.depends_on, node_dependencies.c.kind,
+                  node_dependencies.c.content_hash, nodes.c.stale_reason)
+        .join(nodes, nodes.c.id == node_dependencies.c.node_id)
+        .where(node_dependencies.c.depends_on.in_(list(node_ids)), nodes.c.state == NodeState.WRITTEN.value)
+    )
+    return [Reference(r.node_id, r.depends_on, r.kind, r.content_hash, r.stale_reason) for r in result]
+
+
+_DELETE_DEPENDENCIES = "DELETE FROM node_dependencies WHERE node_id = %s"
+_INSERT_DEPENDENCIES = ("INSERT INTO node_dependencies (node_id, depends_on, kind, content_hash, llm_call_id) "
+                        "SELECT %s, d, k, h, %s FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS t(d, k, h)")
+
+
+def dependency_statements(node_id: uuid.UUID, llm_call_id: uuid.UUID,
+                          rows: Sequence[tuple[uuid.UUID, str, str]]) -> list[tuple[str, list[Any]]]:
+    """(sql, params) replacing `node_id`'s dependencies by those of the write call that wrote it
+    (`rows` of staleness.dependencies), for apply_store's write pipeline."""
+    return [(_DELETE_DEPENDENCIES, [node_id]),
+            (_INSERT_DEPENDENCIES, [node_id, llm_call_id, [r[0] for r in rows], [r[1] for r in rows],
+                                    [r[2] for r in rows]])]
+

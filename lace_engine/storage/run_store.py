@@ -34,7 +34,7 @@ def row_to_run(r: Any) -> Run:
         llm_latency_ms=int(r.llm_latency_ms), nodes_planned=r.nodes_planned, nodes_written=r.nodes_written,
         words_written=int(r.words_written), provider=r.provider, model=r.model, create_time=r.create_time,
         start_time=r.start_time, end_time=r.end_time, validation=r.validation, estimate=r.estimate,
-        failure_code=r.failure_code, trace_context=r.trace_context,
+        failure_code=r.failure_code, trace_context=r.trace_context, stale_only=r.stale_only,
     )
 
 
@@ -52,7 +52,7 @@ def active_run_error(artifact_id: uuid.UUID, active: uuid.UUID) -> FailedPrecond
 async def insert_run(
     tx: Tx, *, run_id: uuid.UUID, artifact_id: uuid.UUID, scope_node_id: uuid.UUID | None,
     instruction: str, options: RunOptions, provider: str, model: str, estimate: Mapping[str, int] | None = None,
-    trace_context: Mapping[str, str] | None = None,
+    trace_context: Mapping[str, str] | None = None, stale_only: bool = False,
 ) -> Run:
     """Inserts a PENDING run with its first event; ARTIFACT_HAS_ACTIVE_RUN if the artifact has one."""
     conn = tx.conn
@@ -61,7 +61,7 @@ async def insert_run(
             id=run_id, artifact_id=artifact_id, state=RunState.PENDING.value, scope_node_id=scope_node_id,
             instruction=instruction, options=options.to_json(), provider=provider, model=model,
             estimate=dict(estimate) if estimate is not None else None,
-            trace_context=dict(trace_context) if trace_context else None,
+            trace_context=dict(trace_context) if trace_context else None, stale_only=stale_only,
         )
         .on_conflict_do_nothing(index_elements=[runs.c.artifact_id], index_where=sa.text(RUN_IS_ACTIVE))
         .returning(runs.c.id)

@@ -53,6 +53,8 @@ nodes = sa.Table(
     sa.Column("last_run_id", UUID(as_uuid=True), nullable=True),
     _ts("create_time"),
     _ts("update_time"),
+    # Migration 0008: why the node's text is out of date with what it was written from; "" when fresh.
+    sa.Column("stale_reason", sa.Text, nullable=False, server_default=""),
     sa.Index("nodes_artifact_idx", "artifact_id"),
     sa.UniqueConstraint("parent_id", "ordinal", name="nodes_parent_ordinal_key"),
 )
@@ -111,6 +113,8 @@ runs = sa.Table(
     sa.Column("trace_context", JSONB, nullable=True),
     # Migration 0006: events with seq <= compacted_seq were pruned by retention (LACE_RETENTION_DAYS).
     sa.Column("compacted_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # Migration 0008: StartRun's stale_only: the run rewrites exactly the sections marked stale.
+    sa.Column("stale_only", sa.Boolean, nullable=False, server_default=sa.false()),
     # Ownership: one executor at a time. lease_token is the fencing token: every
     # Apply checks it, so a process that lost the lease can never write again.
     sa.Column("lease_owner", sa.Text, nullable=True),
@@ -183,6 +187,21 @@ llm_calls = sa.Table(
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     _ts("create_time"),
     sa.Index("llm_calls_run_idx", "run_id"),
+)
+
+# Migration 0008. What each written node's latest applied write call read: one row per node id its
+# context manifest names (kind "node" is the node itself). Replaced in the transaction that writes
+# the node, so it always describes the text the node has; looked up by `depends_on` to find the
+# sections a change makes stale.
+node_dependencies = sa.Table(
+    "node_dependencies",
+    metadata,
+    sa.Column("node_id", UUID(as_uuid=True), sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("depends_on", UUID(as_uuid=True), primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("content_hash", sa.Text, nullable=False),
+    sa.Column("llm_call_id", UUID(as_uuid=True), nullable=False),
+    sa.Index("node_dependencies_depends_on_idx", "depends_on"),
 )
 
 idempotency_keys = sa.Table(

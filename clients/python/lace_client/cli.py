@@ -206,6 +206,10 @@ class RunProgress:
                 self.titles[n.node_id] = n.title
             what = run_pb2.OutlineEditKind.Name(edited.kind).removeprefix("OUTLINE_EDIT_KIND_").lower()
             return f"outline edited ({what} '{self.title(edited.node_id)}'): {len(edited.outline)} sections"
+        if kind == "nodes_marked_stale":
+            marked = event.nodes_marked_stale.nodes
+            return f"marked {len(marked)} section(s) stale: " + "; ".join(
+                f"'{self.title(n.node_id)}'" for n in marked)
         return None  # step and strategy events only move the counters above
 
     def summary(self) -> str:
@@ -347,7 +351,7 @@ async def _start(client: LaceClient, args: argparse.Namespace) -> int:
     if args.max_duration:
         options.max_duration.seconds = args.max_duration
     run = await client.start_run(args.artifact_id, scope_node_id=args.scope, instruction=args.instruction,
-                                 options=options, request_id=args.request_id)
+                                 options=options, request_id=args.request_id, stale_only=args.stale)
     print(run.id, flush=True)
     print(f"estimate: {run.estimate.llm_calls} LLM calls, at most {run.estimate.total_tokens} tokens "
           "(without re-asks)", file=sys.stderr, flush=True)
@@ -432,7 +436,8 @@ _NODE_STATES = {artifact_pb2.NODE_STATE_PLANNED: "planned", artifact_pb2.NODE_ST
 
 async def _outline(client: LaceClient, args: argparse.Namespace) -> int:
     for n in await client.outline(args.artifact_id):
-        print(f"{'  ' * n.depth}{n.title}  [{_NODE_STATES.get(n.state, '?')}, {n.target_words} words]  {n.id}")
+        stale = f"\n{'  ' * n.depth}  stale: {n.stale_reason}" if n.stale_reason else ""
+        print(f"{'  ' * n.depth}{n.title}  [{_NODE_STATES.get(n.state, '?')}, {n.target_words} words]  {n.id}{stale}")
     return 0
 
 
@@ -583,6 +588,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.add_argument("artifact_id")
     p.add_argument("--scope", default="", metavar="NODE_ID", help="regenerate only this subtree")
     p.add_argument("--instruction", default="", help="guidance for a regeneration")
+    p.add_argument("--stale", action="store_true",
+                   help="rewrite exactly the sections marked stale (see `lace outline`), within --scope if given")
     p.add_argument("--sibling-concurrency", type=_non_negative, default=0, metavar="N",
                    help="sibling sections worked on at once (server default when omitted)")
     p.add_argument("--leaf-words", type=_non_negative, default=0, metavar="N",
@@ -655,7 +662,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.add_argument("--expected-version", type=_non_negative, default=0, metavar="N",
                    help="fail with ABORTED unless the block is still at this version")
 
-    p = command("outline", _outline, "print an artifact's outline: sections with state, budget and id")
+    p = command("outline", _outline, "print an artifact's outline: sections with state, budget, id and why a "
+                "section is stale")
     p.add_argument("artifact_id")
 
     node = subparsers.add_parser("node", help="edit the outline (no run active, or its run awaits review)",

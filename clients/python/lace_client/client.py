@@ -399,11 +399,13 @@ class LaceClient:
     # Runs
 
     async def start_run(self, artifact_id: str, *, scope_node_id: str = "", instruction: str = "",
-                        options: run_pb2.RunOptions | None = None, request_id: str | None = None) -> run_pb2.Run:
-        """Starts a run over the artifact (or a regeneration of one subtree); idempotent by `request_id`."""
+                        options: run_pb2.RunOptions | None = None, request_id: str | None = None,
+                        stale_only: bool = False) -> run_pb2.Run:
+        """Starts a run over the artifact (or a regeneration of one subtree; with `stale_only`, a rewrite
+        of exactly the sections marked stale); idempotent by `request_id`."""
         request = run_service_pb2.StartRunRequest(artifact_id=artifact_id, request_id=_request_id(request_id),
                                                   scope_node_id=scope_node_id, instruction=instruction,
-                                                  options=options)
+                                                  options=options, stale_only=stale_only)
         response = await self._call(self._runs.StartRun(request, metadata=self._metadata, timeout=self._timeout))
         return response.run
 

@@ -151,10 +151,11 @@ class LaceSyncClient:
         return self._iterate(self._client.block_history(block_id, page_size))
 
     def start_run(self, artifact_id: str, *, scope_node_id: str = "", instruction: str = "",
-                  options: run_pb2.RunOptions | None = None, request_id: str | None = None) -> run_pb2.Run:
+                  options: run_pb2.RunOptions | None = None, request_id: str | None = None,
+                  stale_only: bool = False) -> run_pb2.Run:
         """See LaceClient.start_run."""
         return self._run(self._client.start_run(artifact_id, scope_node_id=scope_node_id, instruction=instruction,
-                                                options=options, request_id=request_id))
+                                                options=options, request_id=request_id, stale_only=stale_only))
 
     def get_run(self, run_id: str) -> run_pb2.Run:
         """See LaceClient.get_run."""

@@ -93,7 +93,7 @@ class Artifact(_message.Message):
     def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., brief: _Optional[str] = ..., style: _Optional[str] = ..., target_words: _Optional[int] = ..., root_node_id: _Optional[str] = ..., version: _Optional[int] = ..., word_count: _Optional[int] = ..., active_run_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., forked_from_artifact_id: _Optional[str] = ..., forked_from_version: _Optional[int] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "artifact_id", "parent_id", "ordinal", "depth", "title", "intent", "target_words", "state", "summary", "word_count", "last_run_id", "create_time", "update_time")
+    __slots__ = ("id", "artifact_id", "parent_id", "ordinal", "depth", "title", "intent", "target_words", "state", "summary", "word_count", "last_run_id", "create_time", "update_time", "stale_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class Node(_message.Message):
     LAST_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    STALE_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     artifact_id: str
     parent_id: str
@@ -122,7 +123,8 @@ class Node(_message.Message):
     last_run_id: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., depth: _Optional[int] = ..., title: _Optional[str] = ..., intent: _Optional[str] = ..., target_words: _Optional[int] = ..., state: _Optional[_Union[NodeState, str]] = ..., summary: _Optional[str] = ..., word_count: _Optional[int] = ..., last_run_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    stale_reason: str
+    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., depth: _Optional[int] = ..., title: _Optional[str] = ..., intent: _Optional[str] = ..., target_words: _Optional[int] = ..., state: _Optional[_Union[NodeState, str]] = ..., summary: _Optional[str] = ..., word_count: _Optional[int] = ..., last_run_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stale_reason: _Optional[str] = ...) -> None: ...
 
 class TableRow(_message.Message):
     __slots__ = ("cells",)

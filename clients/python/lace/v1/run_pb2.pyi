@@ -48,6 +48,7 @@ class RunEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_EVENT_TYPE_PLAN_READY: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_OUTLINE_EDITED: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_HISTORY_LIMIT_APPROACHING: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_NODES_MARKED_STALE: _ClassVar[RunEventType]
 
 class OutlineEditKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -85,6 +86,7 @@ RUN_EVENT_TYPE_NODE_SKIPPED: RunEventType
 RUN_EVENT_TYPE_PLAN_READY: RunEventType
 RUN_EVENT_TYPE_OUTLINE_EDITED: RunEventType
 RUN_EVENT_TYPE_HISTORY_LIMIT_APPROACHING: RunEventType
+RUN_EVENT_TYPE_NODES_MARKED_STALE: RunEventType
 OUTLINE_EDIT_KIND_UNSPECIFIED: OutlineEditKind
 OUTLINE_EDIT_KIND_UPDATE: OutlineEditKind
 OUTLINE_EDIT_KIND_CREATE: OutlineEditKind
@@ -129,7 +131,7 @@ class TokenUsage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "artifact_id", "state", "scope_node_id", "instruction", "options", "head_seq", "failure_reason", "usage", "llm_calls", "llm_latency_ms", "nodes_planned", "nodes_written", "words_written", "provider", "model", "create_time", "start_time", "end_time", "validation", "estimate", "failure_reason_code")
+    __slots__ = ("id", "artifact_id", "state", "scope_node_id", "instruction", "options", "head_seq", "failure_reason", "usage", "llm_calls", "llm_latency_ms", "nodes_planned", "nodes_written", "words_written", "provider", "model", "create_time", "start_time", "end_time", "validation", "estimate", "failure_reason_code", "stale_only")
     ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +154,7 @@ class Run(_message.Message):
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    STALE_ONLY_FIELD_NUMBER: _ClassVar[int]
     id: str
     artifact_id: str
     state: RunState
@@ -174,7 +177,8 @@ class Run(_message.Message):
     validation: ValidationReport
     estimate: RunEstimate
     failure_reason_code: str
-    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., head_seq: _Optional[int] = ..., failure_reason: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., llm_calls: _Optional[int] = ..., llm_latency_ms: _Optional[int] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., words_written: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation: _Optional[_Union[ValidationReport, _Mapping]] = ..., estimate: _Optional[_Union[RunEstimate, _Mapping]] = ..., failure_reason_code: _Optional[str] = ...) -> None: ...
+    stale_only: bool
+    def __init__(self, id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., head_seq: _Optional[int] = ..., failure_reason: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., llm_calls: _Optional[int] = ..., llm_latency_ms: _Optional[int] = ..., nodes_planned: _Optional[int] = ..., nodes_written: _Optional[int] = ..., words_written: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validation: _Optional[_Union[ValidationReport, _Mapping]] = ..., estimate: _Optional[_Union[RunEstimate, _Mapping]] = ..., failure_reason_code: _Optional[str] = ..., stale_only: _Optional[bool] = ...) -> None: ...
 
 class RunStateChanged(_message.Message):
     __slots__ = ("from_state", "to_state", "reason")
@@ -432,8 +436,24 @@ class OutlineEdited(_message.Message):
     artifact_version: int
     def __init__(self, kind: _Optional[_Union[OutlineEditKind, str]] = ..., node_id: _Optional[str] = ..., outline: _Optional[_Iterable[_Union[PlannedNode, _Mapping]]] = ..., artifact_version: _Optional[int] = ...) -> None: ...
 
+class StaleNode(_message.Message):
+    __slots__ = ("node_id", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class NodesMarkedStale(_message.Message):
+    __slots__ = ("nodes", "artifact_version")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[StaleNode]
+    artifact_version: int
+    def __init__(self, nodes: _Optional[_Iterable[_Union[StaleNode, _Mapping]]] = ..., artifact_version: _Optional[int] = ...) -> None: ...
+
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "seq", "create_time", "run_state_changed", "step_started", "step_completed", "strategy_decided", "node_split", "blocks_applied", "proposal_rejected", "llm_call_completed", "validation_reported", "run_failed", "node_skipped", "plan_ready", "outline_edited", "history_limit_approaching")
+    __slots__ = ("run_id", "seq", "create_time", "run_state_changed", "step_started", "step_completed", "strategy_decided", "node_split", "blocks_applied", "proposal_rejected", "llm_call_completed", "validation_reported", "run_failed", "node_skipped", "plan_ready", "outline_edited", "history_limit_approaching", "nodes_marked_stale")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -451,6 +471,7 @@ class RunEvent(_message.Message):
     PLAN_READY_FIELD_NUMBER: _ClassVar[int]
     OUTLINE_EDITED_FIELD_NUMBER: _ClassVar[int]
     HISTORY_LIMIT_APPROACHING_FIELD_NUMBER: _ClassVar[int]
+    NODES_MARKED_STALE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     seq: int
     create_time: _timestamp_pb2.Timestamp
@@ -468,4 +489,5 @@ class RunEvent(_message.Message):
     plan_ready: PlanReady
     outline_edited: OutlineEdited
     history_limit_approaching: HistoryLimitApproaching
-    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_state_changed: _Optional[_Union[RunStateChanged, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., strategy_decided: _Optional[_Union[StrategyDecided, _Mapping]] = ..., node_split: _Optional[_Union[NodeSplit, _Mapping]] = ..., blocks_applied: _Optional[_Union[BlocksApplied, _Mapping]] = ..., proposal_rejected: _Optional[_Union[ProposalRejected, _Mapping]] = ..., llm_call_completed: _Optional[_Union[LlmCallCompleted, _Mapping]] = ..., validation_reported: _Optional[_Union[ValidationReported, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., node_skipped: _Optional[_Union[NodeSkipped, _Mapping]] = ..., plan_ready: _Optional[_Union[PlanReady, _Mapping]] = ..., outline_edited: _Optional[_Union[OutlineEdited, _Mapping]] = ..., history_limit_approaching: _Optional[_Union[HistoryLimitApproaching, _Mapping]] = ...) -> None: ...
+    nodes_marked_stale: NodesMarkedStale
+    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_state_changed: _Optional[_Union[RunStateChanged, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., strategy_decided: _Optional[_Union[StrategyDecided, _Mapping]] = ..., node_split: _Optional[_Union[NodeSplit, _Mapping]] = ..., blocks_applied: _Optional[_Union[BlocksApplied, _Mapping]] = ..., proposal_rejected: _Optional[_Union[ProposalRejected, _Mapping]] = ..., llm_call_completed: _Optional[_Union[LlmCallCompleted, _Mapping]] = ..., validation_reported: _Optional[_Union[ValidationReported, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., node_skipped: _Optional[_Union[NodeSkipped, _Mapping]] = ..., plan_ready: _Optional[_Union[PlanReady, _Mapping]] = ..., outline_edited: _Optional[_Union[OutlineEdited, _Mapping]] = ..., history_limit_approaching: _Optional[_Union[HistoryLimitApproaching, _Mapping]] = ..., nodes_marked_stale: _Optional[_Union[NodesMarkedStale, _Mapping]] = ...) -> None: ...

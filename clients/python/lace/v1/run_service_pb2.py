@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lace.v1 import run_pb2 as lace_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lace/v1/run_service.proto\x12\x07lace.v1\x1a\x11lace/v1/run.proto\"\x8c\x01\n\x0fStartRunRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rscope_node_id\x18\x03 \x01(\t\x12\x13\n\x0binstruction\x18\x04 \x01(\t\x12$\n\x07options\x18\x05 \x01(\x0b\x32\x13.lace.v1.RunOptions\"-\n\x10StartRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"+\n\x0eGetRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"o\n\x0fListRunsRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\"G\n\x10ListRunsResponse\x12\x1a\n\x04runs\x18\x01 \x03(\x0b\x32\x0c.lace.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x0fPauseRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"-\n\x10PauseRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"\\\n\x10ResumeRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12$\n\x07options\x18\x03 \x01(\x0b\x32\x13.lace.v1.RunOptions\".\n\x11ResumeRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"6\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\".\n\x11\x43\x61ncelRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"\x8c\x01\n\x14ListRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12*\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x15.lace.v1.RunEventType\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"S\n\x15ListRunEventsResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.lace.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10StreamRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\"n\n\x11StreamRunResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.lace.v1.RunEvent\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\x12$\n\trun_state\x18\x03 \x01(\x0e\x32\x11.lace.v1.RunState2\xa8\x04\n\nRunService\x12?\n\x08StartRun\x12\x18.lace.v1.StartRunRequest\x1a\x19.lace.v1.StartRunResponse\x12\x39\n\x06GetRun\x12\x16.lace.v1.GetRunRequest\x1a\x17.lace.v1.GetRunResponse\x12?\n\x08ListRuns\x12\x18.lace.v1.ListRunsRequest\x1a\x19.lace.v1.ListRunsResponse\x12?\n\x08PauseRun\x12\x18.lace.v1.PauseRunRequest\x1a\x19.lace.v1.PauseRunResponse\x12\x42\n\tResumeRun\x12\x19.lace.v1.ResumeRunRequest\x1a\x1a.lace.v1.ResumeRunResponse\x12\x42\n\tCancelRun\x12\x19.lace.v1.CancelRunRequest\x1a\x1a.lace.v1.CancelRunResponse\x12N\n\rListRunEvents\x12\x1d.lace.v1.ListRunEventsRequest\x1a\x1e.lace.v1.ListRunEventsResponse\x12\x44\n\tStreamRun\x12\x19.lace.v1.StreamRunRequest\x1a\x1a.lace.v1.StreamRunResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lace/v1/run_service.proto\x12\x07lace.v1\x1a\x11lace/v1/run.proto\"\xa0\x01\n\x0fStartRunRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rscope_node_id\x18\x03 \x01(\t\x12\x13\n\x0binstruction\x18\x04 \x01(\t\x12$\n\x07options\x18\x05 \x01(\x0b\x32\x13.lace.v1.RunOptions\x12\x12\n\nstale_only\x18\x06 \x01(\x08\"-\n\x10StartRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"+\n\x0eGetRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"o\n\x0fListRunsRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\"G\n\x10ListRunsResponse\x12\x1a\n\x04runs\x18\x01 \x03(\x0b\x32\x0c.lace.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x0fPauseRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"-\n\x10PauseRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"\\\n\x10ResumeRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12$\n\x07options\x18\x03 \x01(\x0b\x32\x13.lace.v1.RunOptions\".\n\x11ResumeRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"6\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\".\n\x11\x43\x61ncelRunResponse\x12\x19\n\x03run\x18\x01 \x01(\x0b\x32\x0c.lace.v1.Run\"\x8c\x01\n\x14ListRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12*\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x15.lace.v1.RunEventType\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"S\n\x15ListRunEventsResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.lace.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10StreamRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\"n\n\x11StreamRunResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.lace.v1.RunEvent\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\x12$\n\trun_state\x18\x03 \x01(\x0e\x32\x11.lace.v1.RunState2\xa8\x04\n\nRunService\x12?\n\x08StartRun\x12\x18.lace.v1.StartRunRequest\x1a\x19.lace.v1.StartRunResponse\x12\x39\n\x06GetRun\x12\x16.lace.v1.GetRunRequest\x1a\x17.lace.v1.GetRunResponse\x12?\n\x08ListRuns\x12\x18.lace.v1.ListRunsRequest\x1a\x19.lace.v1.ListRunsResponse\x12?\n\x08PauseRun\x12\x18.lace.v1.PauseRunRequest\x1a\x19.lace.v1.PauseRunResponse\x12\x42\n\tResumeRun\x12\x19.lace.v1.ResumeRunRequest\x1a\x1a.lace.v1.ResumeRunResponse\x12\x42\n\tCancelRun\x12\x19.lace.v1.CancelRunRequest\x1a\x1a.lace.v1.CancelRunResponse\x12N\n\rListRunEvents\x12\x1d.lace.v1.ListRunEventsRequest\x1a\x1e.lace.v1.ListRunEventsResponse\x12\x44\n\tStreamRun\x12\x19.lace.v1.StreamRunRequest\x1a\x1a.lace.v1.StreamRunResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,37 +33,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lace.v1.run_service_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTRUNREQUEST']._serialized_start=58
-  _globals['_STARTRUNREQUEST']._serialized_end=198
-  _globals['_STARTRUNRESPONSE']._serialized_start=200
-  _globals['_STARTRUNRESPONSE']._serialized_end=245
-  _globals['_GETRUNREQUEST']._serialized_start=247
-  _globals['_GETRUNREQUEST']._serialized_end=278
-  _globals['_GETRUNRESPONSE']._serialized_start=280
-  _globals['_GETRUNRESPONSE']._serialized_end=323
-  _globals['_LISTRUNSREQUEST']._serialized_start=325
-  _globals['_LISTRUNSREQUEST']._serialized_end=436
-  _globals['_LISTRUNSRESPONSE']._serialized_start=438
-  _globals['_LISTRUNSRESPONSE']._serialized_end=509
-  _globals['_PAUSERUNREQUEST']._serialized_start=511
-  _globals['_PAUSERUNREQUEST']._serialized_end=564
-  _globals['_PAUSERUNRESPONSE']._serialized_start=566
-  _globals['_PAUSERUNRESPONSE']._serialized_end=611
-  _globals['_RESUMERUNREQUEST']._serialized_start=613
-  _globals['_RESUMERUNREQUEST']._serialized_end=705
-  _globals['_RESUMERUNRESPONSE']._serialized_start=707
-  _globals['_RESUMERUNRESPONSE']._serialized_end=753
-  _globals['_CANCELRUNREQUEST']._serialized_start=755
-  _globals['_CANCELRUNREQUEST']._serialized_end=809
-  _globals['_CANCELRUNRESPONSE']._serialized_start=811
-  _globals['_CANCELRUNRESPONSE']._serialized_end=857
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=860
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1000
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1002
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1085
-  _globals['_STREAMRUNREQUEST']._serialized_start=1087
-  _globals['_STREAMRUNREQUEST']._serialized_end=1137
-  _globals['_STREAMRUNRESPONSE']._serialized_start=1139
-  _globals['_STREAMRUNRESPONSE']._serialized_end=1249
-  _globals['_RUNSERVICE']._serialized_start=1252
-  _globals['_RUNSERVICE']._serialized_end=1804
+  _globals['_STARTRUNREQUEST']._serialized_end=218
+  _globals['_STARTRUNRESPONSE']._serialized_start=220
+  _globals['_STARTRUNRESPONSE']._serialized_end=265
+  _globals['_GETRUNREQUEST']._serialized_start=267
+  _globals['_GETRUNREQUEST']._serialized_end=298
+  _globals['_GETRUNRESPONSE']._serialized_start=300
+  _globals['_GETRUNRESPONSE']._serialized_end=343
+  _globals['_LISTRUNSREQUEST']._serialized_start=345
+  _globals['_LISTRUNSREQUEST']._serialized_end=456
+  _globals['_LISTRUNSRESPONSE']._serialized_start=458
+  _globals['_LISTRUNSRESPONSE']._serialized_end=529
+  _globals['_PAUSERUNREQUEST']._serialized_start=531
+  _globals['_PAUSERUNREQUEST']._serialized_end=584
+  _globals['_PAUSERUNRESPONSE']._serialized_start=586
+  _globals['_PAUSERUNRESPONSE']._serialized_end=631
+  _globals['_RESUMERUNREQUEST']._serialized_start=633
+  _globals['_RESUMERUNREQUEST']._serialized_end=725
+  _globals['_RESUMERUNRESPONSE']._serialized_start=727
+  _globals['_RESUMERUNRESPONSE']._serialized_end=773
+  _globals['_CANCELRUNREQUEST']._serialized_start=775
+  _globals['_CANCELRUNREQUEST']._serialized_end=829
+  _globals['_CANCELRUNRESPONSE']._serialized_start=831
+  _globals['_CANCELRUNRESPONSE']._serialized_end=877
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=880
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1020
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1022
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1105
+  _globals['_STREAMRUNREQUEST']._serialized_start=1107
+  _globals['_STREAMRUNREQUEST']._serialized_end=1157
+  _globals['_STREAMRUNRESPONSE']._serialized_start=1159
+  _globals['_STREAMRUNRESPONSE']._serialized_end=1269
+  _globals['_RUNSERVICE']._serialized_start=1272
+  _globals['_RUNSERVICE']._serialized_end=1824
 # @@protoc_insertion_point(module_scope)

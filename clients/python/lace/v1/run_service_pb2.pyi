@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartRunRequest(_message.Message):
-    __slots__ = ("artifact_id", "request_id", "scope_node_id", "instruction", "options")
+    __slots__ = ("artifact_id", "request_id", "scope_node_id", "instruction", "options", "stale_only")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    STALE_ONLY_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     request_id: str
     scope_node_id: str
     instruction: str
     options: _run_pb2.RunOptions
-    def __init__(self, artifact_id: _Optional[str] = ..., request_id: _Optional[str] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[_run_pb2.RunOptions, _Mapping]] = ...) -> None: ...
+    stale_only: bool
+    def __init__(self, artifact_id: _Optional[str] = ..., request_id: _Optional[str] = ..., scope_node_id: _Optional[str] = ..., instruction: _Optional[str] = ..., options: _Optional[_Union[_run_pb2.RunOptions, _Mapping]] = ..., stale_only: _Optional[bool] = ...) -> None: ...
 
 class StartRunResponse(_message.Message):
     __slots__ = ("run",)
