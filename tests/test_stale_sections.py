@@ -152,7 +152,13 @@ async def test_a_regeneration_marks_the_siblings_that_used_its_summary(
     assert marked.artifact_version == applied.blocks_applied.artifact_version  # type: ignore[attr-defined]
 
     # A stale run scoped elsewhere finds nothing; scoped to the parent, it rewrites the readers.
-    other = next(n for n in after.nodes if n.depth == 1 and n.id != first.parent_id and n.id not in later)
+    # (a top-level section off `first`'s path: the tree's depth depends on how the offline provider splits)
+    parents = {n.id: n.parent_id for n in after.nodes}
+    path, at = set(), first.parent_id
+    while at:
+        path.add(at)
+        at = parents[at]
+    other = next(n for n in after.nodes if n.depth == 1 and n.id not in path and n.id not in later)
     with pytest.raises(grpc.aio.AioRpcError) as nothing:
         await start_stale(runs, artifact_id, scope_node_id=other.id)
     assert error_info(nothing.value).reason == "NOTHING_STALE"
@@ -207,3 +213,21 @@ async def test_the_migration_backfills_what_the_writes_record(
                      (artifact_id,))
         conn.execute(_migration_backfill())
         assert set(conn.execute(rows, (artifact_id,)).fetchall()) == recorded
+
+
+async def test_a_revert_is_a_persons_edit_too(artifacts: ArtifactServiceAsyncStub, runs: RunServiceAsyncStub) -> None:
+    artifact_id, before = await written_document(artifacts, runs)
+    first, second = first_written_pair(before)
+    target = next(b for b in before.blocks if b.node_id == first.id and b.kind == artifact_pb2.BLOCK_KIND_PARAGRAPH)
+    await artifacts.EditBlock(artifact_service_pb2.EditBlockRequest(
+        block_id=target.id, block=artifact_pb2.Block(kind=artifact_pb2.BLOCK_KIND_PARAGRAPH, text="Edited."),
+        request_id=str(uuid.uuid4())))
+    assert {n.id for n in (await full(artifacts, artifact_id)).nodes if n.stale_reason} >= {second.id}
+    await watch(runs, (await start_stale(runs, artifact_id)).id)
+    assert not any(n.stale_reason for n in (await full(artifacts, artifact_id)).nodes)
+
+    # Reverting the block to the model's text changes the section's text again: its readers go stale again.
+    await artifacts.RevertBlock(artifact_service_pb2.RevertBlockRequest(
+        block_id=target.id, block_version=target.version, request_id=str(uuid.uuid4())))
+    stale = {n.id: n.stale_reason for n in (await full(artifacts, artifact_id)).nodes if n.stale_reason}
+    assert stale[second.id].startswith(f"section {first.title!r} was edited by a person")
