@@ -80,7 +80,7 @@ async function waitForRunState(page, state, timeout = 60_000) {
   await page.waitForFunction((s) => document.getElementById("run-state")?.textContent === s, state, { timeout });
 }
 
-describe("LACE web UI over grpc-web (Envoy)", { timeout: 240_000 }, () => {
+describe("LACE web UI over grpc-web (Envoy)", { timeout: 480_000 }, () => {
   before(async () => {
     await stat(join(STATIC_DIR, "index.html")).catch(() => {
       throw new Error(`${STATIC_DIR} is not built: run \`npm run build\` in clients/web first`);
@@ -307,6 +307,180 @@ describe("LACE web UI over grpc-web (Envoy)", { timeout: 240_000 }, () => {
     // Deleting a source takes it off the list; the document keeps its references.
     await page.locator("#source-list li[data-source-id] button", { hasText: "Delete" }).first().click();
     await page.waitForFunction(() => document.querySelectorAll("#source-list li[data-source-id]").length === 1);
+    assert.deepEqual(pageErrors, []);
+    await page.close();
+  });
+
+  test("review the plan: plan, edit two sections, drag one, approve and see the edited outline written", async () => {
+    const page = await context.newPage();
+    /** @type {string[]} */
+    const pageErrors = [];
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    await page.goto(`${baseUrl}/`);
+    await page.fill("#create-form input[name=title]", "Tidal energy review");
+    await page.fill("#create-form textarea[name=brief]", "A review of tidal stream energy for coastal councils: resource, devices, costs, consenting.");
+    await page.fill("#create-form input[name=targetWords]", "3000");
+    await page.click("#btn-create");
+    await page.locator("#a-title", { hasText: "Tidal energy review" }).waitFor();
+
+    // Plan first: the run stops awaiting review with the whole outline planned and nothing written.
+    await page.check("#opt-review");
+    await page.click("#btn-start");
+    await waitForRunState(page, "awaiting_review");
+    await page.locator("#review-banner").waitFor({ state: "visible" });
+    const topLevel = page.locator("#outline li.o-row[data-depth='1']");
+    await page.waitForFunction(() => document.querySelectorAll("#outline li.o-row[data-depth='1'] .o-edit").length >= 3);
+    assert.equal(await page.locator("#outline li.o-row[data-state='written']").count(), 0, "nothing is written before approval");
+    assert.ok(await page.locator("#doc-empty").isVisible(), "the document is still empty");
+    const planned = await topLevel.locator(".o-title").allTextContents();
+    assert.ok(planned.length >= 3, `top-level sections: ${planned}`);
+    // The sections to edit are leaves, at whatever depth the split put them (a leaf takes a budget;
+    // a split section's follows its children).
+    const leaves = page.locator("#outline li.o-row[data-state='planned']");
+    assert.ok((await leaves.count()) >= 3, "3,000 words at 1,000 a leaf plan three leaves at least");
+
+    // 1. Rename the first leaf.
+    const first = leaves.nth(0);
+    const firstId = await first.getAttribute("data-node-id");
+    await first.locator(".o-edit").click();
+    await first.locator(".o-in-title").fill("What a council should ask first");
+    await first.locator(".o-save").click();
+    const renamed = page.locator(`#outline li[data-node-id="${firstId}"]`);
+    await renamed.locator(".o-title", { hasText: "What a council should ask first" }).waitFor();
+
+    // 2. Give the second one a new intent and budget.
+    const second = leaves.nth(1);
+    const secondId = await second.getAttribute("data-node-id");
+    await second.locator(".o-edit").click();
+    await second.locator(".o-in-intent").fill("Explain the levelised cost of tidal stream power with one worked example.");
+    await second.locator(".o-in-words").fill("700");
+    await second.locator(".o-save").click();
+    const rebudgeted = page.locator(`#outline li[data-node-id="${secondId}"]`);
+    await rebudgeted.locator(".o-words", { hasText: /\/ 700 words$/ }).waitFor();
+    assert.match((await rebudgeted.locator(".o-intent").textContent()) ?? "", /worked example/);
+
+    // 3. Drag the last top-level section to the top.
+    const lastTitle = planned[planned.length - 1] ?? "";
+    await topLevel.last().dragTo(topLevel.first());
+    await page.waitForFunction(
+      (title) => document.querySelector("#outline li.o-row[data-depth='1'] .o-title")?.textContent === title,
+      lastTitle,
+    );
+    const edited = await topLevel.locator(".o-title").allTextContents();
+    assert.equal(edited.length, planned.length);
+    assert.equal(edited[0], lastTitle);
+    const sections = await page.locator("#outline li.o-row:not(.o-root) .o-title").allTextContents();
+    assert.ok(sections.includes("What a council should ask first"));
+    const log = await page.locator("#event-log li .ev-text").allTextContents();
+    assert.ok(log.some((t) => /^plan ready for review/.test(t)), "the log shows the plan");
+    assert.ok(log.filter((t) => /^outline edited/.test(t)).length >= 3, `the log shows the three edits: ${log}`);
+
+    await mkdir(join(REPO_ROOT, "test-artifacts"), { recursive: true });
+    await page.screenshot({ path: join(REPO_ROOT, "test-artifacts/web-review.png"), fullPage: true });
+
+    // Approve: the run writes the outline as edited, in its order, with the new budget.
+    await page.click("#btn-approve");
+    await waitForRunState(page, "completed");
+    await page.locator("#review-banner").waitFor({ state: "hidden" });
+    await page.waitForFunction(
+      () => document.querySelectorAll("#outline li.o-row[data-state='planned'], #outline li.o-row[data-state='writing']").length === 0,
+    );
+    await page.waitForFunction(() => {
+      const d = /** @type {HTMLIFrameElement | null} */ (document.getElementById("doc"))?.contentDocument;
+      return (d?.querySelectorAll("section[data-node-id] > h2").length ?? 0) > 0;
+    });
+    const body = page.frameLocator("#doc");
+    const headings = (await body.locator("section[data-node-id] > h2").allTextContents()).map((t) => t.trim());
+    assert.deepEqual(headings, edited, "the document's top-level sections are the edited outline, in order");
+    const allHeadings = (await body.locator("section[data-node-id] > :is(h2, h3, h4, h5, h6)").allTextContents()).map((t) => t.trim());
+    assert.deepEqual([...allHeadings].sort(), [...sections].sort(), "every section of the edited outline is in the document");
+    const words = Number(((await rebudgeted.locator(".o-words").textContent()) ?? "").split(" / ")[0]?.replace(/,/g, ""));
+    assert.ok(words > 0, "the re-budgeted section is written");
+    assert.match((await rebudgeted.locator(".o-words").textContent()) ?? "", /\/ 700 words$/);
+    assert.deepEqual(pageErrors, []);
+    await page.close();
+  });
+
+  test("edit a block in place, revert it from its history, show an earlier version, fork it, regenerate a section", async () => {
+    const page = await context.newPage();
+    /** @type {string[]} */
+    const pageErrors = [];
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    await page.goto(`${baseUrl}/`);
+    await page.fill("#create-form input[name=title]", "Heat pumps at home");
+    await page.fill("#create-form textarea[name=brief]", "A homeowner's guide to heat pumps: sizing, installation, running costs.");
+    await page.fill("#create-form input[name=targetWords]", "2000");
+    await page.click("#btn-create");
+    await page.locator("#a-title", { hasText: "Heat pumps at home" }).waitFor();
+    await page.click("#btn-start");
+    await waitForRunState(page, "completed");
+    const firstRunId = await page.locator("#run-id").textContent();
+    const doc = page.frameLocator("#doc");
+    await page.waitForFunction(() => {
+      const d = /** @type {HTMLIFrameElement | null} */ (document.getElementById("doc"))?.contentDocument;
+      return (d?.querySelectorAll("p[data-block-id]").length ?? 0) > 3 && !!d?.querySelector("style:last-of-type");
+    });
+
+    // Edit a paragraph in place: a human change, the block pinned, the document shows it.
+    const block = doc.locator("p[data-block-id]").nth(1);
+    const blockId = (await block.getAttribute("data-block-id")) ?? "";
+    const original = ((await block.textContent()) ?? "").trim();
+    await block.click();
+    await page.locator("#provenance .btn-edit-block").click();
+    const edit = "A person rewrote this paragraph: size the heat pump from a room-by-room heat-loss survey.";
+    await page.locator("#provenance .block-text").fill(edit);
+    await page.locator("#provenance .btn-save-block").click();
+    await page.waitForFunction(() => document.querySelectorAll("#provenance .change").length === 2);
+    assert.equal(await page.locator("#provenance .change").last().getAttribute("data-origin"), "human");
+    await doc.locator(`[data-block-id="${blockId}"]`, { hasText: edit }).waitFor();
+    await page.locator("#outline li[data-pinned='true'] .o-pinned").first().waitFor();
+    const editVersion = Number(
+      ((await page.locator("#provenance .change").last().locator("dd[data-field='Artifact version']").textContent()) ?? "").slice(1),
+    );
+    assert.ok(editVersion > 1);
+
+    // Revert to v1 from the history: a third change, the original text back.
+    await page.locator("#provenance .btn-revert[data-version='1']").click();
+    await page.waitForFunction(() => document.querySelectorAll("#provenance .change").length === 3);
+    await page.waitForFunction(
+      ([id, text]) => {
+        const d = /** @type {HTMLIFrameElement | null} */ (document.getElementById("doc"))?.contentDocument;
+        return d?.querySelector(`[data-block-id="${id}"]`)?.textContent?.trim() === text;
+      },
+      [blockId, original],
+    );
+
+    // The version picker: the document as it was right after the edit, read-only, then the latest again.
+    await page.fill("#version-input", String(editVersion));
+    await page.click("#btn-version-show");
+    await page.locator("#doc-past").waitFor({ state: "visible" });
+    await page.locator("#doc-version", { hasText: `IR version ${editVersion}` }).waitFor();
+    await doc.locator(`[data-block-id="${blockId}"]`, { hasText: edit }).waitFor();
+    await block.click();
+    await page.waitForFunction(() => document.querySelectorAll("#provenance .change").length === 3);
+    assert.equal(await page.locator("#provenance .btn-edit-block").count(), 0, "a past version is read-only");
+
+    // Fork that version: a new artifact holding the edited text.
+    const artifactsBefore = await page.locator("#artifact-list li[data-artifact-id]").count();
+    await page.click("#btn-fork");
+    await page.waitForFunction((n) => document.querySelectorAll("#artifact-list li[data-artifact-id]").length === n + 1, artifactsBefore);
+    await page.locator("#doc-past").waitFor({ state: "hidden" });
+    await doc.locator("p[data-block-id]", { hasText: edit }).waitFor();
+
+    // Regenerate a section of the fork with an instruction: a new run scoped to it.
+    const section = page.locator("#outline li.o-row[data-state='written']:not([data-pinned='true'])").first();
+    const sectionTitle = (await section.locator(".o-title").textContent()) ?? "";
+    await section.locator(".o-regenerate").click();
+    await section.locator(".o-in-instruction").fill("shorter, with one concrete example");
+    await section.locator(".o-go").click();
+    await page.waitForFunction((id) => {
+      const text = document.getElementById("run-id")?.textContent ?? "";
+      return text !== "" && text !== id;
+    }, firstRunId);
+    await waitForRunState(page, "completed");
+    const texts = await page.locator("#event-log li .ev-text").allTextContents();
+    assert.ok(texts.some((t) => t.startsWith(`wrote “${sectionTitle}”`)), `the regeneration rewrote ${sectionTitle}: ${texts}`);
+    await page.screenshot({ path: join(REPO_ROOT, "test-artifacts/web-edit.png"), fullPage: true });
     assert.deepEqual(pageErrors, []);
     await page.close();
   });

@@ -11,14 +11,17 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
-import { ChangeOperation, ChangeOrigin } from "./gen/lace/v1/artifact_pb.js";
-import type { Artifact, ChangeEvent } from "./gen/lace/v1/artifact_pb.js";
-import { ArtifactService, CompileFormat } from "./gen/lace/v1/artifact_service_pb.js";
-import { RunState, StepKind } from "./gen/lace/v1/run_pb.js";
+import { BlockKind, ChangeOperation, ChangeOrigin } from "./gen/lace/v1/artifact_pb.js";
+import type { Artifact, Block, ChangeEvent, Node as SectionNode } from "./gen/lace/v1/artifact_pb.js";
+import { ArtifactService, ArtifactView, CompileFormat } from "./gen/lace/v1/artifact_service_pb.js";
+import { OutlineEditKind, RunState, StepKind } from "./gen/lace/v1/run_pb.js";
 import type { Run, RunEvent } from "./gen/lace/v1/run_pb.js";
 import { RunService } from "./gen/lace/v1/run_service_pb.js";
 import type { Passage, Source } from "./gen/lace/v1/source_pb.js";
 import { SourceService } from "./gen/lace/v1/source_service_pb.js";
+import { $, button, el } from "./dom.js";
+import { OutlinePanel, outlineRows } from "./outline.js";
+import type { ActiveStep, OutlineActions, SectionFields } from "./outline.js";
 import { watch } from "./watch.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -32,12 +35,6 @@ const sources = createClient(SourceService, transport);
 // ---------------------------------------------------------------------------------------------
 // DOM
 
-function $<T extends HTMLElement = HTMLElement>(id: string): T {
-  const element = document.getElementById(id);
-  if (!element) throw new Error(`missing #${id}`);
-  return element as T;
-}
-
 const ui = {
   conn: $("conn"),
   error: $("error"),
@@ -50,6 +47,7 @@ const ui = {
   title: $("a-title"),
   brief: $("a-brief"),
   meta: $("a-meta"),
+  optReview: $<HTMLInputElement>("opt-review"),
   start: $<HTMLButtonElement>("btn-start"),
   pause: $<HTMLButtonElement>("btn-pause"),
   resume: $<HTMLButtonElement>("btn-resume"),
@@ -68,6 +66,15 @@ const ui = {
   doc: $<HTMLIFrameElement>("doc"),
   docEmpty: $("doc-empty"),
   docVersion: $("doc-version"),
+  docPast: $("doc-past"),
+  versionInput: $<HTMLInputElement>("version-input"),
+  versionShow: $<HTMLButtonElement>("btn-version-show"),
+  versionLatest: $<HTMLButtonElement>("btn-version-latest"),
+  fork: $<HTMLButtonElement>("btn-fork"),
+  outline: $<HTMLOListElement>("outline"),
+  reviewBanner: $("review-banner"),
+  approve: $<HTMLButtonElement>("btn-approve"),
+  rewriteStale: $<HTMLButtonElement>("btn-rewrite-stale"),
   downloadFormat: $<HTMLSelectElement>("download-format"),
   download: $<HTMLButtonElement>("btn-download"),
   provenance: $("provenance"),
@@ -78,20 +85,6 @@ const ui = {
   sourceList: $<HTMLUListElement>("source-list"),
   log: $<HTMLOListElement>("event-log"),
 };
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  props: { className?: string; text?: string; title?: string; data?: Record<string, string> } = {},
-  ...children: (Node | string)[]
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (props.className) node.className = props.className;
-  if (props.text !== undefined) node.textContent = props.text;
-  if (props.title) node.title = props.title;
-  for (const [key, value] of Object.entries(props.data ?? {})) node.dataset[key] = value;
-  node.append(...children);
-  return node;
-}
 
 // ---------------------------------------------------------------------------------------------
 // State (the watched run survives reloads through sessionStorage)
@@ -109,6 +102,7 @@ interface Persisted {
   readonly cursor: number;
   readonly entries: LogEntry[];
   readonly nodeTitles?: [string, string][];
+  readonly active?: [string, ActiveStep][];
 }
 
 const STORAGE_KEY = "lace.watch.v1";
@@ -124,8 +118,15 @@ const state: {
   nodeTitles: Map<string, string>;
   watching?: AbortController;
   docVersion: bigint;
+  /** The IR version the document shows; 0 follows the current one. */
+  viewVersion: bigint;
   selectedBlock?: string;
-} = { entries: [], seen: new Set(), cursor: 0, nodeTitles: new Map(), docVersion: -1n };
+  /** Sections a step of the watched run has started and not finished. */
+  active: Map<string, ActiveStep>;
+  outlineNodes: SectionNode[];
+  outlineBlocks: Block[];
+} = { entries: [], seen: new Set(), cursor: 0, nodeTitles: new Map(), docVersion: -1n, viewVersion: 0n, active: new Map(),
+  outlineNodes: [], outlineBlocks: [] };
 
 function loadPersisted(): Persisted | undefined {
   try {
@@ -153,6 +154,7 @@ function persistNow(): void {
     cursor: state.cursor,
     entries: state.entries,
     nodeTitles: [...state.nodeTitles],
+    active: [...state.active],
   };
   try {
     sessionStorage.setItem(STORAGE_KEY, JSON.stringify(data));
@@ -272,6 +274,20 @@ function describe(event: RunEvent): { kind: string; text: string } {
       return { kind: "reject", text: `run failed: ${p.value.reason}` };
     case "nodeSkipped":
       return { kind: "step", text: `skipped ${nodeLabel(p.value.nodeId)}: ${p.value.reason}` };
+    case "planReady": {
+      for (const planned of p.value.outline) state.nodeTitles.set(planned.nodeId, planned.title);
+      return { kind: "split", text: `plan ready for review: ${p.value.outline.length} sections` };
+    }
+    case "outlineEdited": {
+      for (const planned of p.value.outline) state.nodeTitles.set(planned.nodeId, planned.title);
+      const kind = (OutlineEditKind[p.value.kind] ?? "edit").toLowerCase().replace(/_/g, " ");
+      return { kind: "split", text: `outline edited (${kind}) at ${nodeLabel(p.value.nodeId)}` };
+    }
+    case "nodesMarkedStale":
+      return {
+        kind: "reject",
+        text: `marked stale: ${p.value.nodes.map((n) => nodeLabel(n.nodeId)).join(", ")}`,
+      };
     default:
       return { kind: "other", text: "event" };
   }
@@ -313,6 +329,7 @@ function renderArtifact(a: Artifact): void {
   ui.brief.textContent = a.brief;
   ui.meta.textContent = `${formatNumber(a.wordCount)} of ${formatNumber(a.targetWords)} words · IR version ${a.version} · ${a.id}`;
   state.nodeTitles.set(a.rootNodeId, a.title);
+  ui.versionInput.max = String(a.version);
   for (const li of ui.artifactList.querySelectorAll<HTMLLIElement>("li[data-artifact-id]")) {
     li.classList.toggle("selected", li.dataset["artifactId"] === a.id);
   }
@@ -335,12 +352,19 @@ async function selectArtifact(artifactId: string, resume?: Persisted): Promise<v
     if (!artifact) return;
     state.artifact = artifact;
     state.docVersion = -1n;
+    state.viewVersion = 0n;
+    ui.versionInput.value = "";
     state.selectedBlock = undefined;
+    state.active.clear();
+    state.outlineNodes = [];
+    state.outlineBlocks = [];
+    outline.clear();
     sessionStorage.setItem(SELECTED_KEY, artifact.id);
     renderArtifact(artifact);
     ui.provenance.replaceChildren(el("p", { className: "muted", text: "Click a block of the document to see where it came from." }));
     void compileDocument();
     void loadSources();
+    void loadOutline();
 
     // The run to show: the active one, else the newest; replayed (from the saved cursor after a reload).
     let runId = artifact.activeRunId;
@@ -488,6 +512,7 @@ async function showRun(runId: string, resume: Persisted | undefined): Promise<vo
   resetRunView(run);
   if (resume) {
     for (const [id, title] of resume.nodeTitles ?? []) state.nodeTitles.set(id, title);
+    for (const [id, step] of resume.active ?? []) state.active.set(id, step);
     for (const entry of resume.entries) appendEntry(entry);
     state.cursor = Math.max(state.cursor, resume.cursor);
   }
@@ -522,9 +547,11 @@ async function follow(runId: string): Promise<void> {
     }
     if (controller.signal.aborted) return;
     setStreamStatus("ended", "stream ended");
+    state.active.clear();
     await refreshRun();
     await compileDocument();
     await refreshArtifact();
+    void loadOutline();
     void loadArtifacts();
   } catch (err) {
     if (controller.signal.aborted) return;
@@ -548,12 +575,24 @@ function onEvent(event: RunEvent): void {
   const p = event.payload;
   if (p.case === "runStateChanged" && state.run) {
     state.run.state = p.value.toState;
+    if (p.value.toState !== RunState.RUNNING) state.active.clear();
     renderRun();
     scheduleRunRefresh(0);
+    scheduleOutline(0);
     if (TERMINAL.has(p.value.toState) || p.value.toState === RunState.PAUSED) scheduleCompile(0);
+  } else if (p.case === "stepStarted") {
+    state.active.set(p.value.nodeId, p.value.step === StepKind.SPLIT ? "planning" : "writing");
+    renderOutline();
+  } else if (p.case === "stepCompleted" || p.case === "nodeSkipped") {
+    state.active.delete(p.value.nodeId);
+    renderOutline();
+    scheduleOutline(400);
   } else if (p.case === "blocksApplied" || p.case === "nodeSplit") {
     scheduleCompile(800);
     scheduleRunRefresh(300);
+    scheduleOutline(400);
+  } else if (p.case === "planReady" || p.case === "outlineEdited" || p.case === "nodesMarkedStale") {
+    scheduleOutline(0);
   } else if (p.case === "llmCallCompleted" || p.case === "validationReported") {
     scheduleRunRefresh(300);
   }
@@ -598,6 +637,10 @@ function scheduleCompile(delay: number): void {
   throttle("compile", delay, compileDocument);
 }
 
+function scheduleOutline(delay: number): void {
+  throttle("outline", delay, loadOutline);
+}
+
 async function refreshRun(): Promise<void> {
   const runId = state.runId;
   if (!runId) return;
@@ -615,7 +658,9 @@ function renderRun(): void {
   const active = run !== undefined && !TERMINAL.has(s);
   ui.start.disabled = !state.artifact || active;
   ui.pause.disabled = !(s === RunState.RUNNING || s === RunState.PENDING);
-  ui.resume.disabled = !(s === RunState.PAUSING || s === RunState.PAUSED || s === RunState.FAILED);
+  ui.resume.disabled = !(s === RunState.PAUSING || s === RunState.PAUSED || s === RunState.FAILED || s === RunState.AWAITING_REVIEW);
+  ui.reviewBanner.hidden = s !== RunState.AWAITING_REVIEW;
+  renderOutlineIfModeChanged();
   ui.cancel.disabled = !active;
   ui.runState.textContent = run ? stateName(s) : "no run";
   ui.runState.className = `badge state-${run ? stateName(s) : "none"}`;
@@ -660,12 +705,12 @@ async function control(action: "start" | "pause" | "resume" | "cancel"): Promise
   const runId = state.runId;
   try {
     if (action === "start" && artifact) {
-      const { run } = await runs.startRun({ artifactId: artifact.id, requestId: requestId() });
-      if (!run) return;
-      resetRunView(run);
-      persistNow();
-      void follow(run.id);
-      void loadArtifacts();
+      const { run } = await runs.startRun({
+        artifactId: artifact.id,
+        requestId: requestId(),
+        ...(ui.optReview.checked ? { options: { reviewPlan: true } } : {}),
+      });
+      if (run) beginRun(run);
       return;
     }
     if (!runId) return;
@@ -689,6 +734,127 @@ ui.start.addEventListener("click", () => void control("start"));
 ui.pause.addEventListener("click", () => void control("pause"));
 ui.resume.addEventListener("click", () => void control("resume"));
 ui.cancel.addEventListener("click", () => void control("cancel"));
+ui.approve.addEventListener("click", () => void control("resume"));
+
+/** Shows and follows a run this page just started. */
+function beginRun(run: Run): void {
+  state.active.clear();
+  resetRunView(run);
+  persistNow();
+  void follow(run.id);
+  void loadArtifacts();
+  renderOutline();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outline
+
+/** Runs one outline edit; on success the outline, the artifact and the document are read again. */
+async function outlineEdit(call: () => Promise<unknown>): Promise<boolean> {
+  clearError();
+  try {
+    await call();
+  } catch (err) {
+    showError(err);
+    return false;
+  }
+  await Promise.all([loadOutline(), refreshArtifact(), loadArtifacts()]);
+  scheduleCompile(0);
+  return true;
+}
+
+function maskOf(fields: SectionFields): string[] {
+  return [
+    ...(fields.title !== undefined ? ["title"] : []),
+    ...(fields.intent !== undefined ? ["intent"] : []),
+    ...(fields.targetWords !== undefined ? ["target_words"] : []),
+  ];
+}
+
+const outlineActions: OutlineActions = {
+  update: (node, fields) =>
+    outlineEdit(() =>
+      artifacts.updateNode({
+        node: { id: node.id, title: fields.title ?? "", intent: fields.intent ?? "", targetWords: fields.targetWords ?? 0 },
+        updateMask: { paths: maskOf(fields) },
+        requestId: requestId(),
+      }),
+    ),
+  create: (parentId, position, fields) =>
+    outlineEdit(() =>
+      artifacts.createNode({
+        parentId,
+        ...(position !== undefined ? { position } : {}),
+        node: { title: fields.title, intent: fields.intent, targetWords: fields.targetWords },
+        requestId: requestId(),
+      }),
+    ),
+  remove: (nodeId) => outlineEdit(() => artifacts.deleteNode({ nodeId, requestId: requestId() })),
+  move: (nodeId, parentId, position) =>
+    outlineEdit(() => artifacts.moveNode({ nodeId, parentId, position, requestId: requestId() })),
+  regenerate: async (nodeId, instruction) => {
+    const artifact = state.artifact;
+    if (!artifact) return false;
+    clearError();
+    try {
+      const { run } = await runs.startRun({ artifactId: artifact.id, scopeNodeId: nodeId, instruction, requestId: requestId() });
+      if (run) beginRun(run);
+      return true;
+    } catch (err) {
+      showError(err);
+      return false;
+    }
+  },
+};
+
+const outline = new OutlinePanel(ui.outline, outlineActions);
+
+/** Outline edits while no run is active or the run awaits review; regeneration only with no active run. */
+function outlineMode(): { editable: boolean; canRegenerate: boolean } {
+  const s = state.run?.state;
+  const idle = s === undefined || TERMINAL.has(s);
+  return { editable: idle || s === RunState.AWAITING_REVIEW, canRegenerate: idle };
+}
+
+let renderedMode = "";
+function renderOutline(): void {
+  const mode = outlineMode();
+  renderedMode = JSON.stringify(mode);
+  const rows = outlineRows(state.outlineNodes, state.outlineBlocks, state.active);
+  outline.show(rows, mode);
+  ui.rewriteStale.hidden = !(mode.canRegenerate && rows.some((r) => r.stale));
+}
+
+function renderOutlineIfModeChanged(): void {
+  if (JSON.stringify(outlineMode()) !== renderedMode) renderOutline();
+}
+
+async function loadOutline(): Promise<void> {
+  const artifact = state.artifact;
+  if (!artifact) return;
+  try {
+    const full = await artifacts.getArtifact({ artifactId: artifact.id, view: ArtifactView.FULL });
+    if (state.artifact?.id !== artifact.id) return;
+    state.outlineNodes = full.nodes;
+    state.outlineBlocks = full.blocks;
+    for (const node of full.nodes) state.nodeTitles.set(node.id, node.title);
+    renderOutline();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+ui.rewriteStale.addEventListener("click", () => {
+  const artifact = state.artifact;
+  if (!artifact) return;
+  clearError();
+  runs
+    .startRun({ artifactId: artifact.id, staleOnly: true, requestId: requestId() })
+    .then(({ run }) => {
+      if (run) beginRun(run);
+    })
+    .catch(showError);
+});
 
 // ---------------------------------------------------------------------------------------------
 // Document and provenance
@@ -703,10 +869,14 @@ const DOC_STYLE = `
 async function compileDocument(): Promise<void> {
   const artifact = state.artifact;
   if (!artifact) return;
-  const compiled = await artifacts.compileArtifact({ artifactId: artifact.id, format: CompileFormat.HTML });
-  if (state.artifact?.id !== artifact.id || compiled.artifactVersion === state.docVersion) return;
+  const viewVersion = state.viewVersion;
+  const compiled = await artifacts.compileArtifact({ artifactId: artifact.id, format: CompileFormat.HTML, artifactVersion: viewVersion });
+  if (state.artifact?.id !== artifact.id || state.viewVersion !== viewVersion || compiled.artifactVersion === state.docVersion) return;
   state.docVersion = compiled.artifactVersion;
   ui.docVersion.textContent = `IR version ${compiled.artifactVersion}`;
+  ui.docPast.hidden = viewVersion === 0n;
+  ui.versionLatest.hidden = viewVersion === 0n;
+  ui.docPast.textContent = `Showing the document as it was at IR version ${viewVersion} (read-only). “Latest” shows it as it is now; “Fork” makes a new artifact from it.`;
   const hasBlocks = compiled.content.includes("data-block-id=");
   ui.docEmpty.hidden = hasBlocks;
   ui.doc.hidden = !hasBlocks;
@@ -768,6 +938,48 @@ async function downloadDocument(): Promise<void> {
 
 ui.download.addEventListener("click", () => void downloadDocument());
 
+/** Shows the document at an earlier IR version (0: the current one, following live changes). */
+async function showVersion(version: bigint): Promise<void> {
+  clearError();
+  state.viewVersion = version;
+  state.docVersion = -1n;
+  try {
+    await compileDocument();
+  } catch (err) {
+    state.viewVersion = 0n;
+    showError(err);
+    await compileDocument().catch(() => undefined);
+  }
+  if (state.selectedBlock) void showProvenance(state.selectedBlock);
+}
+
+ui.versionShow.addEventListener("click", () => {
+  const wanted = Math.trunc(Number(ui.versionInput.value));
+  const current = state.artifact?.version ?? 0n;
+  void showVersion(Number.isFinite(wanted) && wanted > 0 && BigInt(wanted) < current ? BigInt(wanted) : 0n);
+});
+ui.versionLatest.addEventListener("click", () => {
+  ui.versionInput.value = "";
+  void showVersion(0n);
+});
+
+ui.fork.addEventListener("click", () => {
+  const artifact = state.artifact;
+  if (!artifact) return;
+  clearError();
+  ui.fork.disabled = true;
+  artifacts
+    .forkArtifact({ artifactId: artifact.id, artifactVersion: state.viewVersion, requestId: requestId() })
+    .then(async ({ artifact: copy }) => {
+      await loadArtifacts();
+      if (copy) await selectArtifact(copy.id);
+    })
+    .catch(showError)
+    .finally(() => {
+      ui.fork.disabled = false;
+    });
+});
+
 function highlightBlock(blockId: string): void {
   const doc = ui.doc.contentDocument;
   if (!doc) return;
@@ -817,6 +1029,75 @@ function citedBy(change: ChangeEvent, passages: Map<string, Passage>): HTMLEleme
   ];
 }
 
+/** The text a person edits for a block: lists one item per line, everything else as its text. */
+function editableText(block: Block): string {
+  return block.kind === BlockKind.BULLET_LIST || block.kind === BlockKind.ORDERED_LIST ? block.items.join("\n") : block.text;
+}
+
+/** The Edit control of the provenance panel: opens the block's text in place and saves it with EditBlock. */
+function blockEditor(block: Block): HTMLElement {
+  const box = el("div", { className: "block-editor" });
+  if (block.kind === BlockKind.TABLE) {
+    box.append(el("p", { className: "muted small", text: "Tables are edited through the API (EditBlock)." }));
+    return box;
+  }
+  const open = button("Edit block", { className: "btn-edit-block" }, () => {
+    const text = el("textarea", { className: "block-text" });
+    text.rows = Math.min(14, Math.max(4, Math.ceil(editableText(block).length / 60)));
+    text.value = editableText(block);
+    const save = button("Save edit", { className: "primary btn-save-block" });
+    const cancel = button("Cancel", {}, () => box.replaceChildren(open));
+    save.addEventListener("click", () => {
+      save.disabled = true;
+      const value = text.value.trim();
+      const list = block.kind === BlockKind.BULLET_LIST || block.kind === BlockKind.ORDERED_LIST;
+      artifacts
+        .editBlock({
+          blockId: block.id,
+          block: {
+            kind: block.kind,
+            headingLevel: block.headingLevel,
+            language: block.language,
+            citedPassageIds: block.citedPassageIds,
+            ...(list ? { items: value.split("\n").map((line) => line.trim()).filter(Boolean) } : { text: value }),
+          },
+          expectedVersion: block.version,
+          requestId: requestId(),
+        })
+        .then(() => afterBlockChange(block.id))
+        .catch((err: unknown) => {
+          showError(err);
+          save.disabled = false;
+        });
+    });
+    box.replaceChildren(text, el("div", { className: "o-form-buttons" }, save, cancel));
+    text.focus();
+  });
+  box.append(open, el("span", { className: "muted small", text: " A human edit pins the block: regenerations keep it." }));
+  return box;
+}
+
+function revertButton(blockId: string, version: bigint, currentVersion: bigint): HTMLButtonElement {
+  const b = button(`Revert to v${version}`, { className: "link btn-revert", data: { version: String(version) } });
+  b.addEventListener("click", () => {
+    b.disabled = true;
+    artifacts
+      .revertBlock({ blockId, blockVersion: version, expectedVersion: currentVersion, requestId: requestId() })
+      .then(() => afterBlockChange(blockId))
+      .catch((err: unknown) => {
+        showError(err);
+        b.disabled = false;
+      });
+  });
+  return b;
+}
+
+/** After an edit or a revert: the document, the block's history, the outline and the artifact again. */
+async function afterBlockChange(blockId: string): Promise<void> {
+  clearError();
+  await Promise.all([compileDocument(), showProvenance(blockId), loadOutline(), refreshArtifact()]);
+}
+
 async function showProvenance(blockId: string): Promise<void> {
   if (!blockId) return;
   state.selectedBlock = blockId;
@@ -826,6 +1107,9 @@ async function showProvenance(blockId: string): Promise<void> {
     const { changeEvents, citedPassages } = await artifacts.listBlockChanges({ blockId, pageSize: 100 });
     const passages = new Map(citedPassages.map((p) => [p.id, p]));
     const providers = await runProviders(changeEvents.map((change) => change.runId));
+    // The block as it is now: the newest change's `after` (none once deleted).
+    const current = changeEvents.at(-1)?.after;
+    const live = state.viewVersion === 0n;
     const rows = changeEvents.map((change) => {
       const origin = (ChangeOrigin[change.origin] ?? "UNSPECIFIED").toLowerCase();
       const fields: [string, string][] = [
@@ -854,10 +1138,15 @@ async function showProvenance(blockId: string): Promise<void> {
         ),
         el("p", { className: "preview", text: blockPreview(change) }),
         ...citedBy(change, passages),
+        ...(live && current && change.after && change.after.version !== current.version
+          ? [revertButton(blockId, change.after.version, current.version)]
+          : []),
       );
     });
     ui.provenance.replaceChildren(
       el("p", { className: "small muted" }, "Block ", el("span", { className: "mono", text: blockId })),
+      ...(live && current ? [blockEditor(current)] : []),
+      el("h3", { className: "timeline-head small muted", text: "History, oldest first" }),
       ...(rows.length ? rows : [el("p", { className: "muted", text: "No changes recorded." })]),
     );
   } catch (err) {

@@ -1,0 +1,36 @@
+/** The two DOM helpers every panel uses: look an element up by id, build one with children. */
+
+export function $<T extends HTMLElement = HTMLElement>(id: string): T {
+  const element = document.getElementById(id);
+  if (!element) throw new Error(`missing #${id}`);
+  return element as T;
+}
+
+export interface ElementProps {
+  className?: string;
+  text?: string;
+  title?: string;
+  data?: Record<string, string>;
+}
+
+export function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: ElementProps = {},
+  ...children: (Node | string)[]
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (props.className) node.className = props.className;
+  if (props.text !== undefined) node.textContent = props.text;
+  if (props.title) node.title = props.title;
+  for (const [key, value] of Object.entries(props.data ?? {})) node.dataset[key] = value;
+  node.append(...children);
+  return node;
+}
+
+/** A `type="button"` button (so that it never submits the form it sits in). */
+export function button(text: string, props: ElementProps = {}, onClick?: () => void): HTMLButtonElement {
+  const b = el("button", { ...props, text });
+  b.type = "button";
+  if (onClick) b.addEventListener("click", onClick);
+  return b;
+}
