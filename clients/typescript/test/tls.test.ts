@@ -74,7 +74,7 @@ async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
   return out;
 }
 
-describe("LACE TypeScript client over TLS", { timeout: 300_000 }, () => {
+describe("LACE TypeScript client over TLS", { timeout: 420_000 }, () => {
   let certs: Certificates;
 
   before(async () => {
@@ -89,7 +89,7 @@ describe("LACE TypeScript client over TLS", { timeout: 300_000 }, () => {
     let server: LaceServer;
 
     before(async () => {
-      server = await startLaceServer({ env: tlsEnv(certs, true) });
+      server = await startLaceServer({ env: tlsEnv(certs, true), readyTimeoutMs: 120_000 });
       assert.match(server.baseUrl, /^https:\/\/127\.0\.0\.1:\d+$/);
     });
 
@@ -157,7 +157,7 @@ describe("LACE TypeScript client over TLS", { timeout: 300_000 }, () => {
     let server: LaceServer;
 
     before(async () => {
-      server = await startLaceServer({ env: tlsEnv(certs, false) });
+      server = await startLaceServer({ env: tlsEnv(certs, false), readyTimeoutMs: 120_000 });
     });
 
     after(async () => {
