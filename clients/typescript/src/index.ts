@@ -10,6 +10,9 @@
  * );
  * for await (const event of watch(runs, runId)) console.log(event.seq, event.payload.case);
  * ```
+ *
+ * Over TLS: an `https://` baseUrl and `nodeOptions: { ca, cert, key }` (cert and key for mutual TLS);
+ * see the README.
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { Client, Transport } from "@connectrpc/connect";

@@ -9,10 +9,10 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
 export interface LaceServer {
-  /** "http://127.0.0.1:PORT", for createGrpcTransport's baseUrl. */
+  /** "http://127.0.0.1:PORT" ("https://" with LACE_TLS_CERT in `env`), for createGrpcTransport's baseUrl. */
   readonly baseUrl: string;
   readonly port: number;
   /** The server's log (stderr) so far, for failure messages. */
@@ -22,7 +22,10 @@ export interface LaceServer {
 }
 
 export interface StartOptions {
-  /** Extra environment, e.g. { LACE_OFFLINE_LATENCY_MS: "30" } to make runs last longer. */
+  /**
+   * Extra environment, e.g. { LACE_OFFLINE_LATENCY_MS: "30" } to make runs last longer, or
+   * LACE_TLS_CERT, LACE_TLS_KEY (and LACE_TLS_CLIENT_CA) to serve TLS (mutual TLS).
+   */
   readonly env?: Readonly<Record<string, string>>;
   readonly readyTimeoutMs?: number;
 }
@@ -45,7 +48,9 @@ export async function startLaceServer(options: StartOptions = {}): Promise<LaceS
   };
   try {
     const port = await waitForReady(child, options.readyTimeoutMs ?? 60_000, () => stderr);
-    return { baseUrl: `http://127.0.0.1:${port}`, port, log: () => stderr, stop };
+    // The scheme is what tells connect-node to open the HTTP/2 session over TLS.
+    const scheme = options.env?.["LACE_TLS_CERT"] ? "https" : "http";
+    return { baseUrl: `${scheme}://127.0.0.1:${port}`, port, log: () => stderr, stop };
   } catch (err) {
     await stop();
     throw err;
