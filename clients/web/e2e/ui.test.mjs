@@ -484,4 +484,55 @@ describe("LACE web UI over grpc-web (Envoy)", { timeout: 480_000 }, () => {
     assert.deepEqual(pageErrors, []);
     await page.close();
   });
+
+  test("a hard budget stops a run and a larger cap resumes it; edit and delete an artifact", async () => {
+    const page = await context.newPage();
+    /** @type {string[]} */
+    const pageErrors = [];
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    await page.goto(`${baseUrl}/`);
+    await page.fill("#create-form input[name=title]", "Budgeted guide");
+    await page.fill("#create-form textarea[name=brief]", "Rainwater harvesting for schools: sizing tanks, filtering, maintenance.");
+    await page.fill("#create-form input[name=targetWords]", "3000");
+    await page.click("#btn-create");
+    await page.locator("#a-title", { hasText: "Budgeted guide" }).waitFor();
+
+    // Two LLM calls at most: the run stops cleanly at the cap, with the machine-readable code.
+    await page.click("#limits summary");
+    await page.fill("#opt-max-calls", "2");
+    await page.click("#btn-start");
+    await waitForRunState(page, "failed");
+    await page.locator("#run-failure[data-code='BUDGET_EXHAUSTED']").waitFor();
+    assert.match((await page.locator("#run-failure").textContent()) ?? "", /Raise that cap under Limits/);
+    await page.waitForFunction(() => document.getElementById("s-calls")?.textContent === "2");
+    const estimated = Number(((await page.locator("#s-estimate").textContent()) ?? "").replace(/[, ]|calls/g, ""));
+    assert.ok(estimated > 2, `the estimate (${estimated} calls) is above the cap`);
+
+    // A larger cap and Resume: the same run continues to the end.
+    const runId = await page.locator("#run-id").textContent();
+    await page.fill("#opt-max-calls", "100");
+    await page.click("#btn-resume");
+    await waitForRunState(page, "completed");
+    assert.equal(await page.locator("#run-id").textContent(), runId);
+    assert.ok(Number(await page.locator("#s-calls").textContent()) > 2);
+
+    // UpdateArtifact: a new title, in the header and the list.
+    await page.click("#btn-edit-artifact");
+    await page.fill("#artifact-form input[name=title]", "Budgeted guide, second edition");
+    await page.fill("#artifact-form input[name=style]", "plain English for school business managers");
+    await page.click("#btn-save-artifact");
+    await page.locator("#a-title", { hasText: "Budgeted guide, second edition" }).waitFor();
+    await page.locator("#artifact-list li.selected .a-name", { hasText: "Budgeted guide, second edition" }).waitFor();
+    assert.ok(await page.locator("#artifact-form").isHidden());
+
+    // DeleteArtifact (two clicks): gone from the list, the workspace closed.
+    const before = await page.locator("#artifact-list li[data-artifact-id]").count();
+    await page.click("#btn-delete-artifact");
+    await page.click("#btn-delete-artifact");
+    await page.locator("#empty").waitFor({ state: "visible" });
+    await page.waitForFunction((n) => document.querySelectorAll("#artifact-list li[data-artifact-id]").length === n - 1, before);
+    assert.equal(await page.locator("#artifact-list .a-name", { hasText: "Budgeted guide" }).count(), 0);
+    assert.deepEqual(pageErrors, []);
+    await page.close();
+  });
 });

@@ -48,6 +48,14 @@ const ui = {
   brief: $("a-brief"),
   meta: $("a-meta"),
   optReview: $<HTMLInputElement>("opt-review"),
+  optMaxTokens: $<HTMLInputElement>("opt-max-tokens"),
+  optMaxCalls: $<HTMLInputElement>("opt-max-calls"),
+  optMaxMinutes: $<HTMLInputElement>("opt-max-minutes"),
+  editArtifact: $<HTMLButtonElement>("btn-edit-artifact"),
+  deleteArtifact: $<HTMLButtonElement>("btn-delete-artifact"),
+  artifactForm: $<HTMLFormElement>("artifact-form"),
+  cancelArtifact: $<HTMLButtonElement>("btn-cancel-artifact"),
+  estimate: $("s-estimate"),
   start: $<HTMLButtonElement>("btn-start"),
   pause: $<HTMLButtonElement>("btn-pause"),
   resume: $<HTMLButtonElement>("btn-resume"),
@@ -359,6 +367,7 @@ async function selectArtifact(artifactId: string, resume?: Persisted): Promise<v
     state.outlineNodes = [];
     state.outlineBlocks = [];
     outline.clear();
+    ui.artifactForm.hidden = true;
     sessionStorage.setItem(SELECTED_KEY, artifact.id);
     renderArtifact(artifact);
     ui.provenance.replaceChildren(el("p", { className: "muted", text: "Click a block of the document to see where it came from." }));
@@ -404,6 +413,90 @@ ui.createForm.addEventListener("submit", (event) => {
 });
 
 ui.refresh.addEventListener("click", () => void loadArtifacts());
+
+function field(form: HTMLFormElement, name: string): HTMLInputElement | HTMLTextAreaElement {
+  const control = form.elements.namedItem(name);
+  if (!(control instanceof HTMLInputElement || control instanceof HTMLTextAreaElement)) throw new Error(`missing ${name}`);
+  return control;
+}
+
+ui.editArtifact.addEventListener("click", () => {
+  const a = state.artifact;
+  if (!a) return;
+  field(ui.artifactForm, "title").value = a.title;
+  field(ui.artifactForm, "brief").value = a.brief;
+  field(ui.artifactForm, "style").value = a.style;
+  field(ui.artifactForm, "targetWords").value = String(a.targetWords);
+  ui.artifactForm.hidden = false;
+});
+ui.cancelArtifact.addEventListener("click", () => {
+  ui.artifactForm.hidden = true;
+});
+
+/** Saves the changed fields with UpdateArtifact (a field mask of just those). */
+ui.artifactForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const a = state.artifact;
+  if (!a) return;
+  const values = {
+    title: field(ui.artifactForm, "title").value.trim(),
+    brief: field(ui.artifactForm, "brief").value.trim(),
+    style: field(ui.artifactForm, "style").value.trim(),
+    targetWords: Math.trunc(Number(field(ui.artifactForm, "targetWords").value)),
+  };
+  const paths = [
+    ...(values.title !== a.title ? ["title"] : []),
+    ...(values.brief !== a.brief ? ["brief"] : []),
+    ...(values.style !== a.style ? ["style"] : []),
+    ...(values.targetWords !== a.targetWords ? ["target_words"] : []),
+  ];
+  if (!paths.length) {
+    ui.artifactForm.hidden = true;
+    return;
+  }
+  clearError();
+  artifacts
+    .updateArtifact({ artifact: { id: a.id, ...values }, updateMask: { paths }, requestId: requestId() })
+    .then(async () => {
+      ui.artifactForm.hidden = true;
+      await Promise.all([refreshArtifact(), loadOutline(), loadArtifacts()]);
+      scheduleCompile(0);
+    })
+    .catch(showError);
+});
+
+// Two clicks, as for a section: the artifact goes with its runs, events and sources.
+let deleteTimer: number | undefined;
+ui.deleteArtifact.addEventListener("click", () => {
+  const a = state.artifact;
+  if (!a) return;
+  if (ui.deleteArtifact.dataset["armed"] !== "true") {
+    ui.deleteArtifact.dataset["armed"] = "true";
+    ui.deleteArtifact.textContent = "Confirm: delete it with its runs and sources";
+    deleteTimer = window.setTimeout(() => {
+      ui.deleteArtifact.dataset["armed"] = "false";
+      ui.deleteArtifact.textContent = "Delete artifact";
+    }, 4000);
+    return;
+  }
+  window.clearTimeout(deleteTimer);
+  ui.deleteArtifact.dataset["armed"] = "false";
+  ui.deleteArtifact.textContent = "Delete artifact";
+  clearError();
+  artifacts
+    .deleteArtifact({ artifactId: a.id, requestId: requestId() })
+    .then(async () => {
+      stopWatching();
+      resetRunView(undefined);
+      state.artifact = undefined;
+      sessionStorage.removeItem(SELECTED_KEY);
+      sessionStorage.removeItem(STORAGE_KEY);
+      ui.workspace.hidden = true;
+      ui.empty.hidden = false;
+      await loadArtifacts();
+    })
+    .catch(showError);
+});
 
 // ---------------------------------------------------------------------------------------------
 // Sources
@@ -666,7 +759,7 @@ function renderRun(): void {
   ui.runState.className = `badge state-${run ? stateName(s) : "none"}`;
   ui.runId.textContent = run ? `run ${run.id}` : "";
   if (!run) {
-    for (const dd of [ui.nodes, ui.words, ui.tokens, ui.calls, ui.elapsed, ui.events]) dd.textContent = "–";
+    for (const dd of [ui.nodes, ui.words, ui.tokens, ui.calls, ui.elapsed, ui.events, ui.estimate]) dd.textContent = "–";
     ui.progress.style.width = "0%";
     return;
   }
@@ -683,7 +776,14 @@ function renderRun(): void {
   const fraction = s === RunState.COMPLETED ? 1 : target > 0 ? Math.min(0.99, Number(run.wordsWritten) / target) : 0;
   ui.progress.style.width = `${Math.round(fraction * 100)}%`;
   ui.progress.className = `state-${stateName(s)}`;
-  ui.failure.textContent = run.failureReason;
+  const estimate = run.estimate;
+  ui.estimate.textContent = estimate ? `${formatNumber(estimate.llmCalls)} calls` : "–";
+  ui.estimate.title = estimate ? `at most ${formatNumber(estimate.totalTokens)} tokens for those calls` : "";
+  ui.failure.textContent =
+    run.failureReasonCode === "BUDGET_EXHAUSTED"
+      ? `${run.failureReason} Raise that cap under Limits, then Resume to continue.`
+      : run.failureReason;
+  ui.failure.dataset["code"] = run.failureReasonCode;
   ui.failure.hidden = !run.failureReason;
 }
 
@@ -708,7 +808,7 @@ async function control(action: "start" | "pause" | "resume" | "cancel"): Promise
       const { run } = await runs.startRun({
         artifactId: artifact.id,
         requestId: requestId(),
-        ...(ui.optReview.checked ? { options: { reviewPlan: true } } : {}),
+        options: { ...limits(), reviewPlan: ui.optReview.checked },
       });
       if (run) beginRun(run);
       return;
@@ -718,10 +818,16 @@ async function control(action: "start" | "pause" | "resume" | "cancel"): Promise
       action === "pause"
         ? runs.pauseRun({ runId, requestId: requestId() })
         : action === "resume"
-          ? runs.resumeRun({ runId, requestId: requestId() })
+          ? runs.resumeRun({ runId, requestId: requestId(), options: limits() })
           : runs.cancelRun({ runId, requestId: requestId() });
     const { run } = await call;
-    if (run && state.runId === run.id && state.run && !TERMINAL.has(state.run.state)) {
+    if (!run || state.runId !== run.id) return;
+    if (action === "resume" && state.watching === undefined) {
+      // A FAILED run's stream had ended: resuming it continues the same run, so follow it again from the cursor.
+      state.run = run;
+      renderRun();
+      void follow(run.id);
+    } else if (state.run && !TERMINAL.has(state.run.state)) {
       state.run = run;
       renderRun();
     }
@@ -735,6 +841,20 @@ ui.pause.addEventListener("click", () => void control("pause"));
 ui.resume.addEventListener("click", () => void control("resume"));
 ui.cancel.addEventListener("click", () => void control("cancel"));
 ui.approve.addEventListener("click", () => void control("resume"));
+
+/** The caps set under Limits (a run's hard budgets); empty inputs are 0, "none" (and, on resume, "keep"). */
+function limits(): { maxTotalTokens: bigint; maxLlmCalls: number; maxDuration?: { seconds: bigint } } {
+  const whole = (input: HTMLInputElement): number => {
+    const value = Math.trunc(Number(input.value || 0));
+    return Number.isFinite(value) && value > 0 ? value : 0;
+  };
+  const minutes = whole(ui.optMaxMinutes);
+  return {
+    maxTotalTokens: BigInt(whole(ui.optMaxTokens)),
+    maxLlmCalls: whole(ui.optMaxCalls),
+    ...(minutes > 0 ? { maxDuration: { seconds: BigInt(minutes * 60) } } : {}),
+  };
+}
 
 /** Shows and follows a run this page just started. */
 function beginRun(run: Run): void {
@@ -797,7 +917,13 @@ const outlineActions: OutlineActions = {
     if (!artifact) return false;
     clearError();
     try {
-      const { run } = await runs.startRun({ artifactId: artifact.id, scopeNodeId: nodeId, instruction, requestId: requestId() });
+      const { run } = await runs.startRun({
+        artifactId: artifact.id,
+        scopeNodeId: nodeId,
+        instruction,
+        options: limits(),
+        requestId: requestId(),
+      });
       if (run) beginRun(run);
       return true;
     } catch (err) {
@@ -849,7 +975,7 @@ ui.rewriteStale.addEventListener("click", () => {
   if (!artifact) return;
   clearError();
   runs
-    .startRun({ artifactId: artifact.id, staleOnly: true, requestId: requestId() })
+    .startRun({ artifactId: artifact.id, staleOnly: true, options: limits(), requestId: requestId() })
     .then(({ run }) => {
       if (run) beginRun(run);
     })
