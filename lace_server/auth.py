@@ -12,23 +12,19 @@ from lace_engine.errors import InvalidArgument
 
 SCOPES = ("read", "stream", "write")
 
-# Which scope each method needs; anything not listed (health, reflection) is open.
-_METHOD_SCOPE = {
-    "/lace.v1.ArtifactService/CreateArtifact": "write",
-    "/lace.v1.ArtifactService/GetArtifact": "read",
-    "/lace.v1.ArtifactService/ListArtifacts": "read",
-    "/lace.v1.ArtifactService/CompileArtifact": "read",
-    "/lace.v1.ArtifactService/EditBlock": "write",
-    "/lace.v1.ArtifactService/ListBlockChanges": "read",
-    "/lace.v1.RunService/StartRun": "write",
-    "/lace.v1.RunService/GetRun": "read",
-    "/lace.v1.RunService/ListRuns": "read",
-    "/lace.v1.RunService/PauseRun": "write",
-    "/lace.v1.RunService/ResumeRun": "write",
-    "/lace.v1.RunService/CancelRun": "write",
-    "/lace.v1.RunService/ListRunEvents": "read",
-    "/lace.v1.RunService/StreamRun": "stream",
-}
+# Reads by AIP naming (Get, List, and Compile, a read that renders); every other lace.v1 method,
+# including any added later, needs "write": a new method is never open by omission.
+_READ_PREFIXES = ("Get", "List", "Compile")
+
+
+def scope_for(method: str) -> str | None:
+    """The scope a full method name needs; None (open) for services outside lace.v1: health, reflection."""
+    service, _, name = method.rpartition("/")
+    if not service.startswith("/lace.v1."):
+        return None
+    if name == "StreamRun":
+        return "stream"
+    return "read" if name.startswith(_READ_PREFIXES) else "write"
 
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
@@ -76,7 +72,7 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
-        needed = _METHOD_SCOPE.get(method)
+        needed = scope_for(method)
         if needed is None:
             return await continuation(handler_call_details)
         streaming = method.endswith("/StreamRun")
