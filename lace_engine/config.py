@@ -82,6 +82,10 @@ class Settings:
     stream_fallback_s: float = 2.0
     llm_global_limit: int = 0
     llm_permit_ttl_s: float = 30.0
+    # Per tenant, across every process (0: no limit): runs executing at once (the rest wait PENDING),
+    # and LLM calls in flight (permits of the llm_permits table under "<provider>@<tenant>").
+    tenant_max_runs: int = 0
+    tenant_llm_concurrency: int = 0
     # Binary exports (pandoc, Typst) running at once in this process, and seconds each may take.
     export_concurrency: int = 2
     export_timeout_s: float = 120.0
@@ -145,6 +149,8 @@ class Settings:
             stream_fallback_s=_float(e, "LACE_STREAM_FALLBACK_S", 2.0),
             llm_global_limit=_int(e, "LACE_LLM_GLOBAL_LIMIT", 0),
             llm_permit_ttl_s=_float(e, "LACE_LLM_PERMIT_TTL_S", 30.0),
+            tenant_max_runs=_int(e, "LACE_TENANT_MAX_RUNS", 0),
+            tenant_llm_concurrency=_int(e, "LACE_TENANT_LLM_CONCURRENCY", 0),
             export_concurrency=_int(e, "LACE_EXPORT_CONCURRENCY", 2),
             export_timeout_s=_float(e, "LACE_EXPORT_TIMEOUT_S", 120.0),
             max_compiled_bytes=_int(e, "LACE_MAX_COMPILED_BYTES", 16 * 1024 * 1024 - 64 * 1024),

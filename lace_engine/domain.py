@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lace_engine.tenancy import DEFAULT_TENANT
+
 
 class RunState(enum.StrEnum):
     PENDING = "pending"
@@ -112,6 +114,8 @@ class Artifact:
     # ForkArtifact: the artifact and version this one was copied from.
     forked_from_id: uuid.UUID | None = None
     forked_from_version: int = 0
+    # The tenant that owns it (and everything under it); never changes.
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +301,8 @@ class Run:
     trace_context: dict[str, str] | None = None
     # StartRun's stale_only: the run rewrites exactly the written sections marked stale (in scope).
     stale_only: bool = False
+    # The tenant of its artifact.
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from lace_engine.sources import SourceLibrary
 from lace_engine.storage import apply_store, event_log, idempotency, ir_store, pagination, run_store, source_store
 from lace_engine.storage.database import Database, Tx
 from lace_engine.storage.retention import RetentionPruner
+from lace_engine.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ class Engine:
                 max_concurrent_runs=settings.max_concurrent_runs, llm_concurrency=settings.llm_concurrency,
                 context_budget_tokens=settings.context_budget_tokens, db_outage_s=settings.db_outage_s,
                 content_style=self.content_style, max_events_per_run=settings.max_events_per_run,
+                tenant_max_runs=settings.tenant_max_runs, tenant_llm_concurrency=settings.tenant_llm_concurrency,
+                llm_permit_ttl_s=settings.llm_permit_ttl_s,
             ), llm_limit=self.cluster.llm_limit)
 
     async def start(self) -> None:
@@ -204,12 +207,14 @@ class Engine:
 
     # Artifacts -----------------------------------------------------------------------------
 
-    async def create_artifact(self, new: NewArtifact, request_id: str = "") -> Artifact:
-        mutation = apply.plan_create_artifact(new_id(), new)  # validates before anything is read
+    async def create_artifact(self, new: NewArtifact, request_id: str = "", *,
+                              tenant: str = DEFAULT_TENANT) -> Artifact:
+        mutation = apply.plan_create_artifact(new_id(), replace(new, tenant_id=tenant))  # validates first
         created = mutation.artifact_insert
         assert created is not None
         req = idempotency.request("CreateArtifact", request_id, {
-            "title": new.title, "brief": new.brief, "style": new.style, "target_words": new.target_words})
+            "title": new.title, "brief": new.brief, "style": new.style, "target_words": new.target_words},
+            tenant=tenant)
 
         async def write(tx: Tx) -> Artifact:
             await apply_store.write_mutation(tx, mutation)
@@ -217,19 +222,20 @@ class Engine:
 
         return (await idempotency.once(self.db, req, mutation.artifact_id, write, ir_store.get_artifact)).value
 
-    async def get_artifact(self, artifact_id: uuid.UUID, *, full: bool, version: int = 0) -> ArtifactView:
+    async def get_artifact(self, artifact_id: uuid.UUID, *, full: bool, version: int = 0,
+                           tenant: str = DEFAULT_TENANT) -> ArtifactView:
         """The artifact now, or with `version` as it was then (rebuilt from its history)."""
         if version:
             async with self.db.read() as conn, conn.begin():
                 await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                past = await ir_store.ir_at(conn, artifact_id, version)
+                past = await ir_store.ir_at(conn, artifact_id, version, tenant=tenant)
             if not full:
                 return ArtifactView(past.artifact, [], [])
             tree = Tree(past.nodes)
             ordered = list(tree.preorder())
             return ArtifactView(past.artifact, ordered, [b for n in ordered for b in past.blocks.get(n.id, [])])
         async with self.db.read() as conn:
-            artifact = await ir_store.get_artifact(conn, artifact_id)
+            artifact = await ir_store.get_artifact(conn, artifact_id, tenant=tenant)
             if not full:
                 return ArtifactView(artifact, [], [])
             tree = Tree(await ir_store.get_nodes(conn, artifact_id))
@@ -238,41 +244,44 @@ class Engine:
         return ArtifactView(artifact, ordered, [b for n in ordered for b in by_node.get(n.id, [])])
 
     async def list_artifacts(self, page_size: int, page_token: str, *, filter: str = "",
-                             order_by: str = "") -> tuple[list[Artifact], str]:
+                             order_by: str = "", tenant: str = DEFAULT_TENANT) -> tuple[list[Artifact], str]:
         size = pagination.page_size(page_size, default=50, maximum=500)
         query = list_query.parse(filter, order_by, ARTIFACT_FILTER_FIELDS, ARTIFACT_ORDER_FIELDS, NEWEST_FIRST)
         key = ["artifacts", *query.key(filter)]
         position = pagination.decode(page_token, key)
         async with self.db.read() as conn:
             items = await ir_store.list_artifacts(conn, query, limit=size + 1,
-                                                  after=tuple(position) if position else None)
+                                                  after=tuple(position) if position else None, tenant=tenant)
         return pagination.page(items, size, key, _page_position(query.order))
 
     async def update_artifact(self, artifact_id: uuid.UUID, fields: ArtifactFields, *,
-                              request_id: str = "") -> Artifact:
+                              request_id: str = "", tenant: str = DEFAULT_TENANT) -> Artifact:
         """AIP-134: the fields that are not None, through Apply, under the outline edits' rules."""
         req = idempotency.request("UpdateArtifact", request_id, {
             "artifact_id": str(artifact_id), "title": fields.title, "brief": fields.brief, "style": fields.style,
-            "target_words": fields.target_words})
+            "target_words": fields.target_words}, tenant=tenant)
 
         async def write(tx: Tx) -> Artifact:
-            artifact, tree, rules, run = await self._outline_edit(tx, artifact_id)
+            artifact, tree, rules, run = await self._outline_edit(tx, artifact_id, tenant)
             await self._write_outline(tx, tree, apply.plan_update_artifact(tree, artifact, fields, rules), run)
             return await ir_store.get_artifact(tx.conn, artifact_id)
 
         return (await idempotency.once(self.db, req, artifact_id, write, ir_store.get_artifact)).value
 
-    async def fork_artifact(self, artifact_id: uuid.UUID, *, version: int = 0, request_id: str = "") -> Artifact:
-        """A new artifact with a copy of this one's IR, now or at `version`, linked back to it."""
-        req = idempotency.request("ForkArtifact", request_id, {"artifact_id": str(artifact_id), "version": version})
+    async def fork_artifact(self, artifact_id: uuid.UUID, *, version: int = 0, request_id: str = "",
+                            tenant: str = DEFAULT_TENANT) -> Artifact:
+        """A new artifact (of the same tenant) with a copy of this one's IR, now or at `version`, linked back."""
+        req = idempotency.request("ForkArtifact", request_id, {"artifact_id": str(artifact_id), "version": version},
+                                  tenant=tenant)
         fork_id = new_id()
 
         async def write(tx: Tx) -> Artifact:
             if version:
-                past = await ir_store.ir_at(tx.conn, artifact_id, version)
+                past = await ir_store.ir_at(tx.conn, artifact_id, version, tenant=tenant)
                 source, tree, blocks = past.artifact, Tree(past.nodes), past.blocks
             else:
-                source = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True)  # one version
+                # Locked: the copy is of one version, not of two halves around a concurrent write.
+                source = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True, tenant=tenant)
                 tree = Tree(await ir_store.get_nodes(tx.conn, artifact_id))
                 blocks = await ir_store.get_blocks_by_node(tx.conn, artifact_id)
             mutation = apply.plan_fork_artifact(fork_id, source, tree, blocks, datetime.now(UTC))
@@ -282,17 +291,19 @@ class Engine:
         return (await idempotency.once(self.db, req, fork_id, write, ir_store.get_artifact)).value
 
     async def delete_artifact(self, artifact_id: uuid.UUID, *, allow_missing: bool = False,
-                              request_id: str = "") -> None:
+                              request_id: str = "", tenant: str = DEFAULT_TENANT) -> None:
         """AIP-135: the artifact and everything it owns, in one transaction; refused while a run is active."""
         req = idempotency.request("DeleteArtifact", request_id, {"artifact_id": str(artifact_id),
-                                                                 "allow_missing": allow_missing})
+                                                                 "allow_missing": allow_missing},
+                                  tenant=tenant)
 
         async def write(tx: Tx) -> None:
             # Every run's row first (the writers' lock order): a ResumeRun of a failed run that
             # commits meanwhile is seen active here, never deleted under its executor.
-            active = [r for r in await run_store.lock_runs_of(tx.conn, artifact_id) if r.state.active]
+            active = [r for r in await run_store.lock_runs_of(tx.conn, artifact_id, tenant=tenant)
+                      if r.state.active]
             try:
-                await ir_store.get_artifact(tx.conn, artifact_id, for_update=True)
+                await ir_store.get_artifact(tx.conn, artifact_id, for_update=True, tenant=tenant)
             except NotFound:
                 if allow_missing:
                     return
@@ -303,7 +314,8 @@ class Engine:
 
         await idempotency.once(self.db, req, artifact_id, write, idempotency.no_result)
 
-    async def compile(self, artifact_id: uuid.UUID, fmt: str, *, version: int = 0) -> CompiledDocument:
+    async def compile(self, artifact_id: uuid.UUID, fmt: str, *, version: int = 0,
+                      tenant: str = DEFAULT_TENANT) -> CompiledDocument:
         """The artifact rendered in `fmt`, now or (with `version`) as it was at that version."""
         if fmt not in FORMATS:
             raise InvalidArgument(f"format must be one of {sorted(FORMATS)}", reason="INVALID_FORMAT",
@@ -311,10 +323,10 @@ class Engine:
         async with self.db.read() as conn, conn.begin():  # one snapshot: the IR at one version
             await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             if version:
-                past = await ir_store.ir_at(conn, artifact_id, version)
+                past = await ir_store.ir_at(conn, artifact_id, version, tenant=tenant)
                 artifact, tree, blocks = past.artifact, Tree(past.nodes), past.blocks
             else:
-                artifact = await ir_store.get_artifact(conn, artifact_id)
+                artifact = await ir_store.get_artifact(conn, artifact_id, tenant=tenant)
                 tree = Tree(await ir_store.get_nodes(conn, artifact_id))
                 blocks = await ir_store.get_blocks_by_node(conn, artifact_id)
             providers = await ir_store.providers_of(conn, artifact_id, artifact.update_time)
@@ -345,26 +357,29 @@ class Engine:
         return CompiledDocument(content, FORMATS[fmt], artifact.version, file_name(artifact.title, fmt))
 
     async def edit_block(self, block_id: uuid.UUID, content: BlockContent, *, expected_version: int,
-                         request_id: str) -> Block:
+                         request_id: str, tenant: str = DEFAULT_TENANT) -> Block:
         req = idempotency.request("EditBlock", request_id, {
-            "block_id": str(block_id), "content": content.to_json(), "expected_version": expected_version})
+            "block_id": str(block_id), "content": content.to_json(), "expected_version": expected_version},
+            tenant=tenant)
 
         async def write(tx: Tx) -> Block:
-            return await _write_human_edit(tx, await ir_store.get_block(tx.conn, block_id), content, expected_version)
+            block = await ir_store.get_block(tx.conn, block_id, tenant=tenant)
+            return await _write_human_edit(tx, block, content, expected_version)
 
         return (await idempotency.once(self.db, req, block_id, write, ir_store.get_block)).value
 
     async def revert_block(self, block_id: uuid.UUID, block_version: int, *, expected_version: int = 0,
-                           request_id: str = "") -> Block:
+                           request_id: str = "", tenant: str = DEFAULT_TENANT) -> Block:
         """Restores the block's content at `block_version` as a new version: a human edit, through Apply."""
         if block_version <= 0:
             raise InvalidArgument("block_version must be positive", reason="INVALID_ARGUMENT",
                                   metadata={"field": "block_version"})
         req = idempotency.request("RevertBlock", request_id, {
-            "block_id": str(block_id), "block_version": block_version, "expected_version": expected_version})
+            "block_id": str(block_id), "block_version": block_version, "expected_version": expected_version},
+            tenant=tenant)
 
         async def write(tx: Tx) -> Block:
-            block = await ir_store.get_block(tx.conn, block_id)
+            block = await ir_store.get_block(tx.conn, block_id, tenant=tenant)
             stored = await ir_store.block_content_at(tx.conn, block_id, block_version) \
                 if block_version <= block.version else None
             if stored is None:
@@ -376,13 +391,14 @@ class Engine:
         return (await idempotency.once(self.db, req, block_id, write, ir_store.get_block)).value
 
     async def list_block_changes(self, block_id: uuid.UUID, page_size: int,
-                                 page_token: str) -> tuple[list[ChangeEvent], str]:
+                                 page_token: str, *, tenant: str = DEFAULT_TENANT) -> tuple[list[ChangeEvent], str]:
         size = pagination.page_size(page_size, default=50, maximum=500)
         query = ["block_changes", str(block_id)]
         after = pagination.decode(page_token, query) or 0
         async with self.db.read() as conn:
-            items = await ir_store.list_block_changes(conn, block_id, limit=size + 1, after_id=int(after))
-            if not items and not after and not await ir_store.block_exists_in_history(conn, block_id):
+            items = await ir_store.list_block_changes(conn, block_id, limit=size + 1, after_id=int(after),
+                                                      tenant=tenant)
+            if not items and not after and not await ir_store.block_exists_in_history(conn, block_id, tenant=tenant):
                 raise NotFound(f"block {block_id} not found", reason="BLOCK_NOT_FOUND",
                                metadata={"block_id": str(block_id)})
         return pagination.page(items, size, query, lambda change: change.id)
@@ -401,11 +417,12 @@ class Engine:
 
     # Outline edits -------------------------------------------------------------------------
 
-    async def _outline_edit(self, tx: Tx, artifact_id: uuid.UUID) -> tuple[Artifact, Tree, OutlineRules, Run | None]:
+    async def _outline_edit(self, tx: Tx, artifact_id: uuid.UUID,
+                            tenant: str) -> tuple[Artifact, Tree, OutlineRules, Run | None]:
         """Locks what an outline edit is made from (the active run, then the artifact: the writers'
         lock order) and reads the tree; FailedPrecondition unless no run is active or it awaits review."""
-        run = await run_store.active_run_for_update(tx.conn, artifact_id)
-        artifact = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True)
+        run = await run_store.active_run_for_update(tx.conn, artifact_id, tenant=tenant)
+        artifact = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True, tenant=tenant)
         if artifact.active_run_id is not None and (run is None or run.id != artifact.active_run_id):
             raise run_store.active_run_error(artifact_id, artifact.active_run_id)  # started meanwhile
         if run is not None and run.state not in OUTLINE_EDITABLE:
@@ -431,46 +448,47 @@ class Engine:
         await apply_store.write_mutation(tx, mutation, run_id=run.id if run else None,
                                          allowed_states=OUTLINE_EDITABLE)
 
-    async def update_node(self, node_id: uuid.UUID, fields: NodeFields, *, request_id: str = "") -> Node:
+    async def update_node(self, node_id: uuid.UUID, fields: NodeFields, *, request_id: str = "",
+                          tenant: str = DEFAULT_TENANT) -> Node:
         req = idempotency.request("UpdateNode", request_id, {
             "node_id": str(node_id), "title": fields.title, "intent": fields.intent,
-            "target_words": fields.target_words})
+            "target_words": fields.target_words}, tenant=tenant)
 
         async def write(tx: Tx) -> Node:
-            node = await ir_store.get_node(tx.conn, node_id)
-            artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id)
+            node = await ir_store.get_node(tx.conn, node_id, tenant=tenant)
+            artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id, tenant)
             await self._write_outline(tx, tree, apply.plan_update_node(tree, artifact, node_id, fields, rules), run)
             return await ir_store.get_node(tx.conn, node_id)
 
         return (await idempotency.once(self.db, req, node_id, write, ir_store.get_node)).value
 
     async def create_node(self, parent_id: uuid.UUID, fields: NodeFields, *, position: int | None = None,
-                          request_id: str = "") -> Node:
+                          request_id: str = "", tenant: str = DEFAULT_TENANT) -> Node:
         req = idempotency.request("CreateNode", request_id, {
             "parent_id": str(parent_id), "title": fields.title, "intent": fields.intent,
-            "target_words": fields.target_words, "position": position})
+            "target_words": fields.target_words, "position": position}, tenant=tenant)
         node_id = new_id()  # a fresh UUIDv7: never one a split derives (uuid5 of parent and ordinal)
 
         async def write(tx: Tx) -> Node:
-            parent = await ir_store.get_node(tx.conn, parent_id)
-            artifact, tree, rules, run = await self._outline_edit(tx, parent.artifact_id)
+            parent = await ir_store.get_node(tx.conn, parent_id, tenant=tenant)
+            artifact, tree, rules, run = await self._outline_edit(tx, parent.artifact_id, tenant)
             mutation = apply.plan_create_node(tree, artifact, parent_id, node_id, fields, position, rules)
             await self._write_outline(tx, tree, mutation, run)
             return await ir_store.get_node(tx.conn, node_id)
 
         return (await idempotency.once(self.db, req, node_id, write, ir_store.get_node)).value
 
-    async def delete_node(self, node_id: uuid.UUID, *, request_id: str = "") -> Artifact:
-        req = idempotency.request("DeleteNode", request_id, {"node_id": str(node_id)})
+    async def delete_node(self, node_id: uuid.UUID, *, request_id: str = "", tenant: str = DEFAULT_TENANT) -> Artifact:
+        req = idempotency.request("DeleteNode", request_id, {"node_id": str(node_id)}, tenant=tenant)
         async with self.db.read() as conn:
             done = await idempotency.lookup(conn, req)  # a repeat: the node is gone, its artifact is not
             if done is not None:
-                return await ir_store.get_artifact(conn, done)
-            artifact_id = (await ir_store.get_node(conn, node_id)).artifact_id
+                return await ir_store.get_artifact(conn, done, tenant=tenant)
+            artifact_id = (await ir_store.get_node(conn, node_id, tenant=tenant)).artifact_id
 
         async def write(tx: Tx) -> Artifact:
-            node = await ir_store.get_node(tx.conn, node_id)
-            artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id)
+            node = await ir_store.get_node(tx.conn, node_id, tenant=tenant)
+            artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id, tenant)
             blocks = await ir_store.get_blocks_by_node(tx.conn, node.artifact_id)
             await self._write_outline(tx, tree, apply.plan_delete_node(tree, artifact, node_id, blocks, rules), run)
             return await ir_store.get_artifact(tx.conn, node.artifact_id)
@@ -478,18 +496,18 @@ class Engine:
         return (await idempotency.once(self.db, req, artifact_id, write, ir_store.get_artifact)).value
 
     async def move_node(self, node_id: uuid.UUID, *, parent_id: uuid.UUID | None = None, position: int | None = None,
-                        request_id: str = "") -> Node:
+                        request_id: str = "", tenant: str = DEFAULT_TENANT) -> Node:
         req = idempotency.request("MoveNode", request_id, {
-            "node_id": str(node_id), "parent_id": str(parent_id), "position": position})
+            "node_id": str(node_id), "parent_id": str(parent_id), "position": position}, tenant=tenant)
 
         async def write(tx: Tx) -> Node:
-            node = await ir_store.get_node(tx.conn, node_id)
+            node = await ir_store.get_node(tx.conn, node_id, tenant=tenant)
             if parent_id is not None:
-                parent = await ir_store.get_node(tx.conn, parent_id)
+                parent = await ir_store.get_node(tx.conn, parent_id, tenant=tenant)
                 if parent.artifact_id != node.artifact_id:
                     raise InvalidArgument(f"node {parent_id} belongs to another artifact",
                                           reason="PARENT_NOT_IN_ARTIFACT", metadata={"field": "parent_id"})
-            artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id)
+            artifact, tree, rules, run = await self._outline_edit(tx, node.artifact_id, tenant)
             mutation = apply.plan_move_node(tree, artifact, node_id, parent_id, position, rules)
             await self._write_outline(tx, tree, mutation, run)
             return await ir_store.get_node(tx.conn, node_id)
@@ -499,10 +517,11 @@ class Engine:
     # Runs ----------------------------------------------------------------------------------
 
     async def start_run(self, artifact_id: uuid.UUID, *, request_id: str = "", scope_node_id: uuid.UUID | None = None,
-                        instruction: str = "", options: dict[str, int] | None = None, stale_only: bool = False) -> Run:
+                        instruction: str = "", options: dict[str, int] | None = None, stale_only: bool = False,
+                        tenant: str = DEFAULT_TENANT) -> Run:
         req = idempotency.request("StartRun", request_id, {
             "artifact_id": str(artifact_id), "scope": str(scope_node_id), "instruction": instruction,
-            "options": options or {}, **({"stale_only": True} if stale_only else {})})
+            "options": options or {}, **({"stale_only": True} if stale_only else {})}, tenant=tenant)
         if len(instruction) > 2000:
             raise InvalidArgument("instruction is longer than 2,000 characters", reason="FIELD_TOO_LONG",
                                   metadata={"field": "instruction"})
@@ -511,9 +530,9 @@ class Engine:
 
         async def write(tx: Tx) -> Run:
             # The artifact's row lock orders a start after (or before) an outline edit, never inside one.
-            artifact = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True)
+            artifact = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True, tenant=tenant)
             if scope_node_id is not None:
-                node = await ir_store.get_node(tx.conn, scope_node_id)
+                node = await ir_store.get_node(tx.conn, scope_node_id, tenant=tenant)
                 if node.artifact_id != artifact_id:
                     raise InvalidArgument(f"node {scope_node_id} belongs to another artifact",
                                           reason="SCOPE_NOT_IN_ARTIFACT", metadata={"field": "scope_node_id"})
@@ -527,7 +546,8 @@ class Engine:
             return await run_store.insert_run(
                 tx, run_id=run_id, artifact_id=artifact_id, scope_node_id=scope_node_id,
                 instruction=instruction, options=resolved, provider=self.provider.name, model=self.provider.model,
-                estimate=estimate.to_json(), trace_context=tracing.current_context(), stale_only=stale_only)
+                estimate=estimate.to_json(), trace_context=tracing.current_context(), stale_only=stale_only,
+                tenant_id=artifact.tenant_id)
 
         outcome = await idempotency.once(self.db, req, run_id, write, run_store.get_run)
         if not outcome.replayed:
@@ -550,12 +570,12 @@ class Engine:
                 "nothing to rewrite", reason="NOTHING_STALE",
                 metadata={"artifact_id": str(tree.root.artifact_id), "pinned_stale": str(len(stale))})
 
-    async def get_run(self, run_id: uuid.UUID) -> Run:
+    async def get_run(self, run_id: uuid.UUID, *, tenant: str = DEFAULT_TENANT) -> Run:
         async with self.db.read() as conn:
-            return await run_store.get_run(conn, run_id)
+            return await run_store.get_run(conn, run_id, tenant=tenant)
 
     async def list_runs(self, artifact_id: uuid.UUID | None, page_size: int, page_token: str, *,
-                        filter: str = "", order_by: str = "") -> tuple[list[Run], str]:
+                        filter: str = "", order_by: str = "", tenant: str = DEFAULT_TENANT) -> tuple[list[Run], str]:
         size = pagination.page_size(page_size, default=50, maximum=500)
         query = list_query.parse(filter, order_by, RUN_FILTER_FIELDS, RUN_ORDER_FIELDS, NEWEST_FIRST)
         if artifact_id is not None:  # the request's own field: one more condition
@@ -566,13 +586,13 @@ class Engine:
         position = pagination.decode(page_token, key)
         async with self.db.read() as conn:
             if artifact_id is not None:
-                await ir_store.get_artifact(conn, artifact_id)
+                await ir_store.get_artifact(conn, artifact_id, tenant=tenant)
             items = await run_store.list_runs(conn, query, limit=size + 1,
-                                              after=tuple(position) if position else None)
+                                              after=tuple(position) if position else None, tenant=tenant)
         return pagination.page(items, size, key, _page_position(query.order))
 
     async def control_run(self, run_id: uuid.UUID, action: RunAction, request_id: str = "",
-                          options: dict[str, int] | None = None) -> Run:
+                          options: dict[str, int] | None = None, *, tenant: str = DEFAULT_TENANT) -> Run:
         """Pause, resume or cancel: one locked transition with its event, then tell the executor.
 
         A resume may change the run's options for the rest of it (zero fields keep the run's own).
@@ -582,12 +602,13 @@ class Engine:
             raise InvalidArgument("options can only be changed by ResumeRun", reason="OPTIONS_ON_RESUME_ONLY",
                                   metadata={"field": "options"})
         req = idempotency.request(f"{action.value.capitalize()}Run", request_id,
-                                  {"run_id": str(run_id), **({"options": changed} if changed else {})})
+                                  {"run_id": str(run_id), **({"options": changed} if changed else {})},
+                                  tenant=tenant)
         reason = {RunAction.PAUSE: "pause requested", RunAction.RESUME: "resume requested",
                   RunAction.CANCEL: "cancel requested"}[action]
 
         async def write(tx: Tx) -> Run:
-            run = await run_store.get_run(tx.conn, run_id, for_update=True)
+            run = await run_store.get_run(tx.conn, run_id, for_update=True, tenant=tenant)
             to = on_request(action, run.state)
             values: dict[str, Any] = {}
             if changed:
@@ -612,7 +633,8 @@ class Engine:
         return run
 
     async def list_run_events(self, run_id: uuid.UUID, *, after_seq: int, types: Sequence[EventType],
-                              page_size: int, page_token: str) -> tuple[list[RunEvent], str]:
+                              page_size: int, page_token: str,
+                              tenant: str = DEFAULT_TENANT) -> tuple[list[RunEvent], str]:
         if after_seq < 0:
             raise InvalidArgument("after_seq must not be negative", reason="NEGATIVE_CURSOR",
                                   metadata={"field": "after_seq"})
@@ -621,15 +643,20 @@ class Engine:
         position = pagination.decode(page_token, query)
         after = int(position) if position is not None else after_seq
         async with self.db.fast_read() as conn:
-            (await event_log.head(conn, run_id)).check_cursor(run_id, after)
+            (await event_log.head(conn, run_id, tenant=tenant)).check_cursor(run_id, after)
             items = await event_log.read(conn, run_id, after_seq=after, limit=size + 1, types=types)
         return pagination.page(items, size, query, lambda event: event.seq)
 
-    def stream_run(self, run_id: uuid.UUID, cursor: int, *, batch_limit: int = 1000) -> AsyncIterator[StreamBatch]:
-        return stream_run(self.hub, self._read_head, run_id, cursor, heartbeat_s=self.settings.heartbeat_s,
+    def stream_run(self, run_id: uuid.UUID, cursor: int, *, batch_limit: int = 1000,
+                   tenant: str = DEFAULT_TENANT) -> AsyncIterator[StreamBatch]:
+        """The run's events after `cursor`, replayed then live; NotFound for another tenant's run."""
+        async def read_head(of_run: uuid.UUID) -> event_log.Head:
+            return await self._read_head(of_run, tenant)
+
+        return stream_run(self.hub, read_head, run_id, cursor, heartbeat_s=self.settings.heartbeat_s,
                           batch_limit=batch_limit)
 
-    async def _read_head(self, run_id: uuid.UUID) -> event_log.Head:
-        return await self.db.fast_read_through_outage(lambda conn: event_log.head(conn, run_id))
+    async def _read_head(self, run_id: uuid.UUID, tenant: str | None = None) -> event_log.Head:
+        return await self.db.fast_read_through_outage(lambda conn: event_log.head(conn, run_id, tenant=tenant))
 
 

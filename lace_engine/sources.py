@@ -18,6 +18,7 @@ from lace_engine.pipeline.context_builder import content_hash
 from lace_engine.pipeline.source_text import MAX_TITLE_CHARS, extract_text, split_passages
 from lace_engine.storage import idempotency, ir_store, pagination, source_store
 from lace_engine.storage.database import Database, Tx
+from lace_engine.tenancy import DEFAULT_TENANT
 
 _PASSAGE_NAMESPACE = uuid.UUID("6b1f7f0e-58a4-4a53-9d43-0b5a6c1e2f11")
 
@@ -60,36 +61,38 @@ class SourceLibrary:
     def __init__(self, db: Database):
         self.db = db
 
-    async def add(self, new: NewSource, request_id: str = "") -> Source:
+    async def add(self, new: NewSource, request_id: str = "", *, tenant: str = DEFAULT_TENANT) -> Source:
         req = idempotency.request("AddSource", request_id, {
             "artifact_id": str(new.artifact_id), "title": new.title, "media_type": new.media_type,
-            "sha256": hashlib.sha256(new.data).hexdigest()})
+            "sha256": hashlib.sha256(new.data).hexdigest()}, tenant=tenant)
         source, text, passages = prepare(new_id(), new, datetime.now(UTC))  # before anything is read
 
         async def write(tx: Tx) -> Source:
-            await ir_store.get_artifact(tx.conn, new.artifact_id)  # NOT_FOUND before anything is stored
+            await ir_store.get_artifact(tx.conn, new.artifact_id, tenant=tenant)  # NOT_FOUND before anything
             await source_store.insert_source(tx.conn, source, text, passages)
             return source
 
         return (await idempotency.once(self.db, req, source.id, write, source_store.get_source)).value
 
-    async def get(self, source_id: uuid.UUID, *, with_passages: bool) -> tuple[Source, list[Passage]]:
+    async def get(self, source_id: uuid.UUID, *, with_passages: bool,
+                  tenant: str = DEFAULT_TENANT) -> tuple[Source, list[Passage]]:
         async with self.db.read() as conn:
-            source = await source_store.get_source(conn, source_id)
+            source = await source_store.get_source(conn, source_id, tenant=tenant)
             return source, (await source_store.source_passages(conn, source_id) if with_passages else [])
 
-    async def list(self, artifact_id: uuid.UUID, page_size: int, page_token: str) -> tuple[list[Source], str]:
+    async def list(self, artifact_id: uuid.UUID, page_size: int, page_token: str, *,
+                   tenant: str = DEFAULT_TENANT) -> tuple[list[Source], str]:
         size = pagination.page_size(page_size, default=50, maximum=500)
         query = ["sources", str(artifact_id)]
         position = pagination.decode(page_token, query)
         async with self.db.read() as conn:
-            await ir_store.get_artifact(conn, artifact_id)
+            await ir_store.get_artifact(conn, artifact_id, tenant=tenant)
             items = await source_store.list_sources(conn, artifact_id, limit=size + 1,
                                                     after=tuple(position) if position else None)
         return pagination.page(items, size, query, lambda s: [s.create_time.isoformat(), str(s.id)])
 
-    async def delete(self, source_id: uuid.UUID) -> Source:
+    async def delete(self, source_id: uuid.UUID, *, tenant: str = DEFAULT_TENANT) -> Source:
         async with self.db.transaction() as tx:
-            await source_store.get_source(tx.conn, source_id)
+            await source_store.get_source(tx.conn, source_id, tenant=tenant)
             await source_store.mark_deleted(tx.conn, source_id)
             return await source_store.get_source(tx.conn, source_id)

@@ -13,6 +13,7 @@ from lace_engine.ids import parse_id
 from lace_engine.pipeline.apply import ArtifactFields, NewArtifact, NodeFields
 from lace_engine.service import Engine
 from lace_server import convert
+from lace_server.auth import caller_tenant
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -63,6 +64,7 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         created = await self.engine.create_artifact(
             NewArtifact(title=a.title, brief=a.brief, style=a.style, target_words=a.target_words),
             request.request_id,
+            tenant=caller_tenant(),
         )
         return artifact_service_pb2.CreateArtifactResponse(artifact=convert.artifact_to_pb(created))
 
@@ -72,6 +74,7 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         view = await self.engine.get_artifact(
             parse_id(request.artifact_id, "artifact_id"),
             full=request.view == artifact_service_pb2.ARTIFACT_VIEW_FULL, version=_version(request.artifact_version),
+            tenant=caller_tenant(),
         )
         return artifact_service_pb2.GetArtifactResponse(
             artifact=convert.artifact_to_pb(view.artifact),
@@ -83,7 +86,8 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         self, request: artifact_service_pb2.ListArtifactsRequest, context: Context
     ) -> artifact_service_pb2.ListArtifactsResponse:
         items, token = await self.engine.list_artifacts(request.page_size, request.page_token,
-                                                        filter=request.filter, order_by=request.order_by)
+                                                        filter=request.filter, order_by=request.order_by,
+                                                        tenant=caller_tenant())
         return artifact_service_pb2.ListArtifactsResponse(
             artifacts=[convert.artifact_to_pb(a) for a in items], next_page_token=token)
 
@@ -97,14 +101,16 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
                                 brief=a.brief if "brief" in paths else None,
                                 style=a.style if "style" in paths else None,
                                 target_words=a.target_words if "target_words" in paths else None)
-        artifact = await self.engine.update_artifact(artifact_id, fields, request_id=request.request_id)
+        artifact = await self.engine.update_artifact(artifact_id, fields, request_id=request.request_id,
+                                                     tenant=caller_tenant())
         return artifact_service_pb2.UpdateArtifactResponse(artifact=convert.artifact_to_pb(artifact))
 
     async def DeleteArtifact(
         self, request: artifact_service_pb2.DeleteArtifactRequest, context: Context
     ) -> artifact_service_pb2.DeleteArtifactResponse:
         await self.engine.delete_artifact(parse_id(request.artifact_id, "artifact_id"),
-                                          allow_missing=request.allow_missing, request_id=request.request_id)
+                                          allow_missing=request.allow_missing, request_id=request.request_id,
+                                          tenant=caller_tenant())
         return artifact_service_pb2.DeleteArtifactResponse()
 
     async def ForkArtifact(
@@ -112,7 +118,7 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
     ) -> artifact_service_pb2.ForkArtifactResponse:
         artifact = await self.engine.fork_artifact(parse_id(request.artifact_id, "artifact_id"),
                                                    version=_version(request.artifact_version),
-                                                   request_id=request.request_id)
+                                                   request_id=request.request_id, tenant=caller_tenant())
         return artifact_service_pb2.ForkArtifactResponse(artifact=convert.artifact_to_pb(artifact))
 
     async def CompileArtifact(
@@ -123,7 +129,8 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         if fmt is None:
             raise InvalidArgument("format is required: COMPILE_FORMAT_MARKDOWN, _HTML, _JSON, _DOCX, _ODT, _EPUB "
                                   "or _PDF", reason="INVALID_FORMAT", metadata={"field": "format"})
-        doc = await self.engine.compile(artifact_id, fmt, version=_version(request.artifact_version))
+        doc = await self.engine.compile(artifact_id, fmt, version=_version(request.artifact_version),
+                                        tenant=caller_tenant())
         response = artifact_service_pb2.CompileArtifactResponse(
             media_type=doc.media_type, artifact_version=doc.artifact_version, file_name=doc.file_name)
         if isinstance(doc.content, bytes):
@@ -147,14 +154,14 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
             raise InvalidArgument("expected_version must not be negative", reason="INVALID_ARGUMENT",
                                   metadata={"field": "expected_version"})
         block = await self.engine.edit_block(block_id, content, expected_version=request.expected_version,
-                                             request_id=request.request_id)
+                                             request_id=request.request_id, tenant=caller_tenant())
         return artifact_service_pb2.EditBlockResponse(block=convert.block_to_pb(block))
 
     async def ListBlockChanges(
         self, request: artifact_service_pb2.ListBlockChangesRequest, context: Context
     ) -> artifact_service_pb2.ListBlockChangesResponse:
         items, token = await self.engine.list_block_changes(
-            parse_id(request.block_id, "block_id"), request.page_size, request.page_token)
+            parse_id(request.block_id, "block_id"), request.page_size, request.page_token, tenant=caller_tenant())
         cited = await self.engine.passages_cited_by(items)
         return artifact_service_pb2.ListBlockChangesResponse(
             change_events=[convert.change_event_to_pb(c) for c in items], next_page_token=token,
@@ -168,7 +175,7 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
                                   metadata={"field": "expected_version"})
         block = await self.engine.revert_block(parse_id(request.block_id, "block_id"), request.block_version,
                                                expected_version=request.expected_version,
-                                               request_id=request.request_id)
+                                               request_id=request.request_id, tenant=caller_tenant())
         return artifact_service_pb2.RevertBlockResponse(block=convert.block_to_pb(block))
 
     # Outline edits
@@ -181,7 +188,7 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         n = request.node
         fields = NodeFields(title=n.title if "title" in paths else None, intent=n.intent if "intent" in paths else None,
                             target_words=n.target_words if "target_words" in paths else None)
-        node = await self.engine.update_node(node_id, fields, request_id=request.request_id)
+        node = await self.engine.update_node(node_id, fields, request_id=request.request_id, tenant=caller_tenant())
         return artifact_service_pb2.UpdateNodeResponse(node=convert.node_to_pb(node))
 
     async def CreateNode(
@@ -191,13 +198,15 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         n = request.node
         fields = NodeFields(title=n.title, intent=n.intent, target_words=n.target_words)
         position = request.position if request.HasField("position") else None
-        node = await self.engine.create_node(parent_id, fields, position=position, request_id=request.request_id)
+        node = await self.engine.create_node(parent_id, fields, position=position, request_id=request.request_id,
+                                             tenant=caller_tenant())
         return artifact_service_pb2.CreateNodeResponse(node=convert.node_to_pb(node))
 
     async def DeleteNode(
         self, request: artifact_service_pb2.DeleteNodeRequest, context: Context
     ) -> artifact_service_pb2.DeleteNodeResponse:
-        artifact = await self.engine.delete_node(parse_id(request.node_id, "node_id"), request_id=request.request_id)
+        artifact = await self.engine.delete_node(parse_id(request.node_id, "node_id"), request_id=request.request_id,
+                                                 tenant=caller_tenant())
         return artifact_service_pb2.DeleteNodeResponse(artifact=convert.artifact_to_pb(artifact))
 
     async def MoveNode(
@@ -207,5 +216,5 @@ class ArtifactServicer(artifact_service_pb2_grpc.ArtifactServiceServicer):
         parent_id = parse_id(request.parent_id, "parent_id") if request.parent_id else None
         position = request.position if request.HasField("position") else None
         node = await self.engine.move_node(node_id, parent_id=parent_id, position=position,
-                                           request_id=request.request_id)
+                                           request_id=request.request_id, tenant=caller_tenant())
         return artifact_service_pb2.MoveNodeResponse(node=convert.node_to_pb(node))

@@ -1,14 +1,23 @@
-"""Optional bearer-token auth (LACE_API_KEYS). Health and reflection stay open."""
+"""Optional bearer-token auth (LACE_API_KEYS): who may call what, and for which tenant.
+
+A key names its tenant; the call's handler runs with that tenant as the caller's (`caller_tenant`),
+which the servicers hand to every engine method, so storage scopes every query to it. Health and
+reflection stay open.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
 
 from lace_engine.errors import InvalidArgument
+from lace_engine.tenancy import DEFAULT_TENANT, check_tenant
+from lace_server.handler_wrap import Behaviour, wrapped
 
 SCOPES = ("read", "stream", "write")
 
@@ -27,17 +36,72 @@ def scope_for(method: str) -> str | None:
     return "read" if name.startswith(_READ_PREFIXES) else "write"
 
 
-def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
-    """Reads 'KEY[:scope+scope],KEY2' into key -> scopes; a key without scopes gets all of them."""
-    keys: dict[str, frozenset[str]] = {}
+# The tenant of the call being handled; DEFAULT_TENANT without auth (one tenant owns everything).
+_CALLER_TENANT: ContextVar[str] = ContextVar("lace_caller_tenant", default=DEFAULT_TENANT)
+
+
+def caller_tenant() -> str:
+    """The tenant of the API key that made the current call (DEFAULT_TENANT without LACE_API_KEYS)."""
+    return _CALLER_TENANT.get()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """What a key may do (its scopes) and for whom (its tenant)."""
+
+    scopes: frozenset[str]
+    tenant: str = DEFAULT_TENANT
+
+
+def parse_api_keys(spec: str) -> dict[str, ApiKey]:
+    """Reads 'KEY[@TENANT][:scope+scope],...' into key -> ApiKey; a key without scopes gets all of them,
+    one without a tenant belongs to DEFAULT_TENANT."""
+    keys: dict[str, ApiKey] = {}
     for entry in filter(None, (e.strip() for e in spec.split(","))):
-        key, _, scopes = entry.partition(":")
+        named, _, scopes = entry.partition(":")
+        key, at, tenant = named.partition("@")
         chosen = frozenset(s for s in scopes.split("+") if s) if scopes else frozenset(SCOPES)
-        unknown = chosen - set(SCOPES)
-        if not key or unknown:
-            raise InvalidArgument(f"LACE_API_KEYS entry {entry[:8]}... is malformed; use KEY or KEY:read+stream+write")
-        keys[key] = chosen
+        if not key or chosen - set(SCOPES) or (at and not tenant):
+            raise InvalidArgument(f"LACE_API_KEYS entry {entry[:8]}... is malformed; use KEY, KEY@TENANT or "
+                                  "KEY@TENANT:read+stream+write")
+        if key in keys:
+            raise InvalidArgument(f"LACE_API_KEYS names the key {key[:8]}... twice")
+        keys[key] = ApiKey(chosen, check_tenant(tenant) if at else DEFAULT_TENANT)
     return keys
+
+
+def _as_tenant(handler: grpc.RpcMethodHandler[Any, Any], tenant: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` running with `tenant` as the caller's tenant."""
+    def unary(behaviour: Behaviour) -> Behaviour:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            token = _CALLER_TENANT.set(tenant)
+            try:
+                return await behaviour(request, context)
+            finally:
+                _CALLER_TENANT.reset(token)
+        return call
+
+    def stream(behaviour: Behaviour) -> Behaviour:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            # Set around each step, not across the yields: the context is the task's, shared with
+            # whatever grpc runs between two messages.
+            token = _CALLER_TENANT.set(tenant)
+            try:
+                responses = behaviour(request, context)
+            finally:
+                _CALLER_TENANT.reset(token)
+            while True:
+                token = _CALLER_TENANT.set(tenant)
+                try:
+                    response = await anext(responses)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _CALLER_TENANT.reset(token)
+                yield response
+        return call
+
+    return wrapped(handler, unary=unary, stream=stream)
 
 
 def _abort_handler(code: grpc.StatusCode, message: str, streaming: bool) -> grpc.RpcMethodHandler[Any, Any]:
@@ -55,15 +119,16 @@ def _abort_handler(code: grpc.StatusCode, message: str, streaming: bool) -> grpc
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks `authorization: Bearer <key>` against the configured keys and their scopes."""
+    """Checks `authorization: Bearer <key>` against the configured keys and their scopes, and runs the
+    call as the key's tenant."""
 
-    def __init__(self, keys: Mapping[str, frozenset[str]]):
+    def __init__(self, keys: Mapping[str, ApiKey]):
         self._keys = dict(keys)
 
-    def _scopes_of(self, token: str) -> frozenset[str] | None:
-        for key, scopes in self._keys.items():
+    def _key_of(self, token: str) -> ApiKey | None:
+        for key, granted in self._keys.items():
             if hmac.compare_digest(key.encode(), token.encode()):
-                return scopes
+                return granted
         return None
 
     async def intercept_service(
@@ -80,10 +145,11 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
         if not isinstance(header, str) or not header.lower().startswith("bearer "):
             return _abort_handler(grpc.StatusCode.UNAUTHENTICATED,
                                   "missing credentials: send 'authorization: Bearer <api key>'", streaming)
-        scopes = self._scopes_of(header[7:].strip())
-        if scopes is None:
+        granted = self._key_of(header[7:].strip())
+        if granted is None:
             return _abort_handler(grpc.StatusCode.UNAUTHENTICATED, "unknown API key", streaming)
-        if needed not in scopes:
+        if needed not in granted.scopes:
             return _abort_handler(grpc.StatusCode.PERMISSION_DENIED,
                                   f"this API key lacks the '{needed}' scope needed for {method}", streaming)
-        return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        return None if handler is None else _as_tenant(handler, granted.tenant)

@@ -16,6 +16,7 @@ from lace_engine.ids import parse_id
 from lace_engine.runs.lifecycle import RunAction
 from lace_engine.service import Engine
 from lace_server import convert
+from lace_server.auth import caller_tenant
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -37,11 +38,11 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         scope = parse_id(request.scope_node_id, "scope_node_id") if request.scope_node_id else None
         run = await self.engine.start_run(artifact_id, request_id=request.request_id, scope_node_id=scope,
                                           instruction=request.instruction, options=_options(request.options),
-                                          stale_only=request.stale_only)
+                                          stale_only=request.stale_only, tenant=caller_tenant())
         return run_service_pb2.StartRunResponse(run=convert.run_to_pb(run))
 
     async def GetRun(self, request: run_service_pb2.GetRunRequest, context: Context) -> run_service_pb2.GetRunResponse:
-        run = await self.engine.get_run(parse_id(request.run_id, "run_id"))
+        run = await self.engine.get_run(parse_id(request.run_id, "run_id"), tenant=caller_tenant())
         return run_service_pb2.GetRunResponse(run=convert.run_to_pb(run))
 
     async def ListRuns(
@@ -49,12 +50,14 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
     ) -> run_service_pb2.ListRunsResponse:
         artifact_id = parse_id(request.artifact_id, "artifact_id") if request.artifact_id else None
         items, token = await self.engine.list_runs(artifact_id, request.page_size, request.page_token,
-                                                   filter=request.filter, order_by=request.order_by)
+                                                   filter=request.filter, order_by=request.order_by,
+                                                   tenant=caller_tenant())
         return run_service_pb2.ListRunsResponse(runs=[convert.run_to_pb(r) for r in items], next_page_token=token)
 
     async def _control(self, run_id: str, action: RunAction, request_id: str,
                        options: dict[str, int] | None = None) -> run_pb2.Run:
-        run = await self.engine.control_run(parse_id(run_id, "run_id"), action, request_id, options)
+        run = await self.engine.control_run(parse_id(run_id, "run_id"), action, request_id, options,
+                                            tenant=caller_tenant())
         return convert.run_to_pb(run)
 
     async def PauseRun(
@@ -86,7 +89,7 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
                                   metadata={"field": "event_types"}) from None
         events, token = await self.engine.list_run_events(
             run_id, after_seq=request.after_seq, types=types, page_size=request.page_size,
-            page_token=request.page_token)
+            page_token=request.page_token, tenant=caller_tenant())
         response = run_service_pb2.ListRunEventsResponse(next_page_token=token)
         for e in events:
             convert.fill_run_event(response.events.add(), e)
@@ -97,7 +100,7 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
     ) -> AsyncIterator[run_service_pb2.StreamRunResponse]:
         run_id = parse_id(request.run_id, "run_id")
         opened = datetime.now(UTC)
-        async for batch in self.engine.stream_run(run_id, request.cursor):
+        async for batch in self.engine.stream_run(run_id, request.cursor, tenant=caller_tenant()):
             response = self._stream_response(batch)
             events = batch.events
             if events and events[-1].create_time >= opened:  # replayed history is skipped in one check

@@ -11,6 +11,7 @@ from lace_engine.errors import InvalidArgument
 from lace_engine.ids import parse_id
 from lace_engine.sources import NewSource, SourceLibrary
 from lace_server import convert
+from lace_server.auth import caller_tenant
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -32,14 +33,15 @@ class SourceServicer(source_service_pb2_grpc.SourceServiceServicer):
                                   metadata={"field": "text"})
         data = request.content if body == "content" else request.text.encode("utf-8")
         source = await self.sources.add(NewSource(artifact_id, request.title, request.media_type, data),
-                                        request.request_id)
+                                        request.request_id, tenant=caller_tenant())
         return source_service_pb2.AddSourceResponse(source=convert.source_to_pb(source))
 
     async def GetSource(
         self, request: source_service_pb2.GetSourceRequest, context: Context
     ) -> source_service_pb2.GetSourceResponse:
         source, passages = await self.sources.get(parse_id(request.source_id, "source_id"),
-                                                  with_passages=request.view == source_service_pb2.SOURCE_VIEW_FULL)
+                                                  with_passages=request.view == source_service_pb2.SOURCE_VIEW_FULL,
+                                                  tenant=caller_tenant())
         return source_service_pb2.GetSourceResponse(source=convert.source_to_pb(source),
                                                     passages=[convert.passage_to_pb(p) for p in passages])
 
@@ -47,12 +49,12 @@ class SourceServicer(source_service_pb2_grpc.SourceServiceServicer):
         self, request: source_service_pb2.ListSourcesRequest, context: Context
     ) -> source_service_pb2.ListSourcesResponse:
         items, token = await self.sources.list(parse_id(request.artifact_id, "artifact_id"), request.page_size,
-                                               request.page_token)
+                                               request.page_token, tenant=caller_tenant())
         return source_service_pb2.ListSourcesResponse(sources=[convert.source_to_pb(s) for s in items],
                                                       next_page_token=token)
 
     async def DeleteSource(
         self, request: source_service_pb2.DeleteSourceRequest, context: Context
     ) -> source_service_pb2.DeleteSourceResponse:
-        source = await self.sources.delete(parse_id(request.source_id, "source_id"))
+        source = await self.sources.delete(parse_id(request.source_id, "source_id"), tenant=caller_tenant())
         return source_service_pb2.DeleteSourceResponse(source=convert.source_to_pb(source))

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ENGINE = Path(__file__).resolve().parents[1] / "lace_engine"
-SHARED = {"lace_engine", "lace_engine.domain", "lace_engine.errors", "lace_engine.ids", "lace_engine.tokens"}
+SHARED = {"lace_engine", "lace_engine.domain", "lace_engine.errors", "lace_engine.ids", "lace_engine.tokens",
+          "lace_engine.tenancy"}
 SQL = ("sqlalchemy", "psycopg", "psycopg_pool", "alembic")
 # What a pure module never imports: processes, files, sockets, the event loop, the renderers.
 IO = ("os", "sys", "subprocess", "asyncio", "socket", "shutil", "tempfile", "pathlib", "pypandoc", "typst")

@@ -32,6 +32,7 @@ from lace_engine.errors import Aborted, FailedPrecondition, InvalidArgument
 from lace_engine.pipeline.proposals import ChildPlan, ContentProposal, SplitProposal
 from lace_engine.pipeline.strategy import split_budget_ok
 from lace_engine.pipeline.tree import Tree
+from lace_engine.tenancy import DEFAULT_TENANT
 
 # Fixed namespaces: ids derived from them are part of the stored IR, never change them.
 NODE_NAMESPACE = uuid.UUID("6f1c1e2a-6c1d-4a8e-9a57-0c4b1f6d1a01")
@@ -174,6 +175,7 @@ class NewArtifact:
     style: str
     target_words: int
     extra: dict[str, str] = field(default_factory=dict)
+    tenant_id: str = DEFAULT_TENANT
 
 
 MIN_TARGET_WORDS = 100
@@ -231,7 +233,7 @@ def plan_create_artifact(artifact_id: uuid.UUID, new: NewArtifact, now: object =
     artifact = Artifact(
         id=artifact_id, title=new.title.strip(), brief=new.brief.strip(), style=new.style.strip(),
         target_words=new.target_words, root_node_id=root_id, version=1, word_count=0,
-        active_run_id=None, create_time=ts, update_time=ts,
+        active_run_id=None, create_time=ts, update_time=ts, tenant_id=new.tenant_id,
     )
     root = Node(
         id=root_id, artifact_id=artifact_id, parent_id=None, ordinal=0, depth=0,

@@ -14,13 +14,39 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from lace_engine.storage import permit_store
 from lace_engine.storage.database import Database
 
 log = logging.getLogger(__name__)
+
+class BothLimits:
+    """`async with` two limits, `first` then `second` (a tenant's permit, then the shared one), released
+    in the opposite order; a failure to get the second gives the first back."""
+
+    def __init__(self, first: AbstractAsyncContextManager[Any], second: AbstractAsyncContextManager[Any]):
+        self.first = first
+        self.second = second
+
+    async def __aenter__(self) -> None:
+        await self.first.__aenter__()
+        try:
+            await self.second.__aenter__()
+        except BaseException as exc:
+            await self.first.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await self.second.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.first.__aexit__(exc_type, exc, tb)
+
 
 @dataclass(frozen=True, slots=True)
 class Permit:

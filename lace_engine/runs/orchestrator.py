@@ -52,6 +52,7 @@ from lace_engine.pipeline.validator import validate_artifact
 from lace_engine.runs.budget import BudgetExhausted, Reservation, RunBudget
 from lace_engine.runs.journal import ACTIVE, Attempt, CallOutcome, RunJournal
 from lace_engine.runs.lifecycle import CLAIMABLE, ON_CLAIM
+from lace_engine.runs.llm_limit import BothLimits, GlobalLLMLimit
 from lace_engine.storage import ir_store, run_store, source_store
 from lace_engine.storage.database import Database
 from lace_engine.storage.event_log import Fence
@@ -96,6 +97,10 @@ class ExecutorConfig:
     passages_per_section: int = 6
     # Events a run may have (0: no limit): a warning event at 80%, and no step starts that could pass it.
     max_events_per_run: int = 100_000
+    # Per tenant, across processes (0: none): runs executing at once, LLM calls in flight.
+    tenant_max_runs: int = 0
+    tenant_llm_concurrency: int = 0
+    llm_permit_ttl_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_concurrent_runs <= 0:
@@ -597,6 +602,7 @@ class Executor:
         self._renew_task: asyncio.Task[None] | None = None
         self._closing = False
         self._checking: set[uuid.UUID] = set()
+        self._tenant_llm: dict[str, GlobalLLMLimit] = {}
 
     @property
     def active_runs(self) -> int:
@@ -663,7 +669,8 @@ class Executor:
                     async with self.db.transaction() as tx:
                         claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
                                                            ttl_s=self.config.lease_ttl_s, states=CLAIMABLE,
-                                                           exclude=list(self._running))
+                                                           exclude=list(self._running),
+                                                           tenant_max_runs=self.config.tenant_max_runs)
                     if claim is None:
                         break
                     await self._begin(claim)
@@ -684,7 +691,7 @@ class Executor:
         async with self.db.transaction() as tx:
             claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
                                                ttl_s=self.config.lease_ttl_s, states=CLAIMABLE,
-                                               run_id=run_id)
+                                               run_id=run_id, tenant_max_runs=self.config.tenant_max_runs)
         if claim is None:
             return False
         await self._begin(claim)
@@ -710,7 +717,8 @@ class Executor:
         if target is not RunState.RUNNING:
             return
         run = replace(run, state=RunState.RUNNING, head_seq=appended.head_seq)
-        execution = RunExecution(self.db, self.provider, self.llm_limit, run, claim.fence, self.config)
+        execution = RunExecution(self.db, self.provider, self._llm_limit_of(run.tenant_id), run, claim.fence,
+                                 self.config)
         task = asyncio.create_task(execution.execute(), name=f"lace-run-{run.id}")
         self._running[run.id] = (execution, task)
         metrics.RUNS_EXECUTING.inc()
@@ -758,6 +766,19 @@ class Executor:
                 else:
                     self.steer(run_id, state)
 
+    def _llm_limit_of(self, tenant: str) -> AbstractAsyncContextManager[Any]:
+        """What a run of `tenant` wraps its provider calls in: the tenant's permit (if tenants are
+        limited), then the shared limit."""
+        if self.config.tenant_llm_concurrency <= 0:
+            return self.llm_limit
+        own = self._tenant_llm.get(tenant)
+        if own is None:
+            limit = self.config.tenant_llm_concurrency
+            own = self._tenant_llm[tenant] = GlobalLLMLimit(
+                self.db, f"{self.provider.name}@{tenant}", limit=limit, local_limit=limit,
+                owner=self.config.owner_id, ttl_s=self.config.llm_permit_ttl_s)
+        return BothLimits(own, self.llm_limit)
+
     async def aclose(self, grace_s: float = 5.0) -> None:
         """Stops claiming; in-flight runs stop and keep their lease until it expires (another takes over)."""
         self._closing = True
@@ -777,4 +798,6 @@ class Executor:
             with contextlib.suppress(Exception):
                 async with self.db.transaction() as tx:
                     await run_store.release_lease(tx.conn, run_id, execution.fence)
+        for limit in self._tenant_llm.values():
+            await limit.aclose()
 

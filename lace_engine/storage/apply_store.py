@@ -141,8 +141,8 @@ async def delete_artifact(tx: Tx, artifact_id: uuid.UUID) -> None:
 
 
 _INSERT_ARTIFACT = ("INSERT INTO artifacts (id, title, brief, style, target_words, root_node_id, version, word_count, "
-                    "create_time, update_time, forked_from_id, forked_from_version) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+                    "create_time, update_time, forked_from_id, forked_from_version, tenant_id) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 _BUMP_ARTIFACT = ("UPDATE artifacts SET version = version + 1, word_count = word_count + %s, update_time = now(), "
                   "target_words = coalesce(%s, target_words) WHERE id = %s RETURNING version")
 _UPDATE_ARTIFACT = ("UPDATE artifacts SET version = version + 1, word_count = word_count + %s, update_time = now(), "
@@ -167,7 +167,7 @@ async def _bump_artifact(driver: psycopg.AsyncConnection[Any], m: Mutation) -> p
         a = m.artifact_insert
         await driver.execute(_INSERT_ARTIFACT, (a.id, a.title, a.brief, a.style, a.target_words, a.root_node_id,
                                                 a.version, a.word_count, a.create_time, a.update_time,
-                                                a.forked_from_id, a.forked_from_version))
+                                                a.forked_from_id, a.forked_from_version, a.tenant_id))
         return None
     cur = driver.cursor()
     if m.artifact_title is None and m.artifact_brief is None and m.artifact_style is None:

@@ -172,6 +172,7 @@ _READ_TYPES_SQL = (
     "WHERE run_id = %s AND seq > %s AND seq <= %s AND type = ANY(%s) ORDER BY seq LIMIT %s"
 )
 _HEAD_SQL = "SELECT head_seq, state, compacted_seq FROM runs WHERE id = %s"
+_TENANT_HEAD_SQL = _HEAD_SQL + " AND tenant_id = %s"
 
 
 async def read(
@@ -210,9 +211,13 @@ class Head(NamedTuple):
                           "cursor": str(self.compacted)})
 
 
-async def head(conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID) -> Head:
-    """The run's newest seq, its state and how far its history was pruned; NotFound for an unknown run."""
-    cur = await conn.execute(_HEAD_SQL, (run_id,), prepare=True)
+async def head(conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID, *, tenant: str | None = None) -> Head:
+    """The run's newest seq, its state and how far its history was pruned; NotFound for an unknown run
+    or one of another tenant than `tenant` (None: any)."""
+    if tenant is None:
+        cur = await conn.execute(_HEAD_SQL, (run_id,), prepare=True)
+    else:
+        cur = await conn.execute(_TENANT_HEAD_SQL, (run_id, tenant), prepare=True)
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": str(run_id)})

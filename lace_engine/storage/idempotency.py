@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from lace_engine.errors import AlreadyExists, InvalidArgument
 from lace_engine.storage.database import Database, Tx
 from lace_engine.storage.schema import idempotency_keys
+from lace_engine.tenancy import DEFAULT_TENANT
 
 MAX_REQUEST_ID = 128
 
@@ -39,17 +40,20 @@ def check_request_id(request_id: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One mutating request as its key sees it: the method, the client's request_id, its fingerprint."""
+    """One mutating request as its key sees it: the caller's tenant, the method, the client's
+    request_id, its fingerprint."""
 
     method: str
     request_id: str
     fingerprint: str
+    tenant: str = DEFAULT_TENANT
 
 
-def request(method: str, request_id: str, fields: Any) -> Request:
-    """Checks `request_id` and fingerprints `fields`, everything that makes two requests the same one."""
+def request(method: str, request_id: str, fields: Any, *, tenant: str = DEFAULT_TENANT) -> Request:
+    """Checks `request_id` and fingerprints `fields`, everything that makes two requests the same one;
+    keys are per tenant, so two tenants may use the same request_id for different requests."""
     check_request_id(request_id)
-    return Request(method, request_id, fingerprint(fields))
+    return Request(method, request_id, fingerprint(fields), tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +111,8 @@ async def _lookup(conn: AsyncConnection, req: Request) -> uuid.UUID | None:
     """The resource a previous identical request recorded, None if new; AlreadyExists if reused differently."""
     row = (await conn.execute(
         sa.select(idempotency_keys.c.fingerprint, idempotency_keys.c.resource_id)
-        .where(idempotency_keys.c.method == req.method, idempotency_keys.c.request_id == req.request_id)
+        .where(idempotency_keys.c.tenant_id == req.tenant, idempotency_keys.c.method == req.method,
+               idempotency_keys.c.request_id == req.request_id)
     )).first()
     if row is None:
         return None
@@ -127,7 +132,8 @@ async def _claim(conn: AsyncConnection, req: Request, resource_id: uuid.UUID) ->
         return True
     result = await conn.execute(
         pg_insert(idempotency_keys)
-        .values(method=req.method, request_id=req.request_id, fingerprint=req.fingerprint, resource_id=resource_id)
+        .values(tenant_id=req.tenant, method=req.method, request_id=req.request_id, fingerprint=req.fingerprint,
+                resource_id=resource_id)
         .on_conflict_do_nothing()
         .returning(idempotency_keys.c.request_id)
     )

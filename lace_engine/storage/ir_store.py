@@ -26,7 +26,7 @@ from lace_engine.domain import (
 from lace_engine.errors import FailedPrecondition, NotFound, OutOfRange
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.staleness import Reference
-from lace_engine.storage import list_sql
+from lace_engine.storage import list_sql, tenant_scope
 from lace_engine.storage.schema import artifacts, blocks, change_events, node_dependencies, nodes, runs
 
 _ACTIVE = [s.value for s in RunState if not s.terminal]
@@ -46,7 +46,7 @@ def row_to_artifact(r: Any) -> Artifact:
         id=r.id, title=r.title, brief=r.brief, style=r.style, target_words=r.target_words,
         root_node_id=r.root_node_id, version=int(r.version), word_count=r.word_count,
         active_run_id=r.active_run_id, create_time=r.create_time, update_time=r.update_time,
-        forked_from_id=r.forked_from_id, forked_from_version=int(r.forked_from_version),
+        forked_from_id=r.forked_from_id, forked_from_version=int(r.forked_from_version), tenant_id=r.tenant_id,
     )
 
 
@@ -67,9 +67,13 @@ def row_to_block(r: Any) -> Block:
     )
 
 
-async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_update: bool = False) -> Artifact:
-    """The artifact; `for_update` locks its row (StartRun and outline edits serialize on it)."""
+async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_update: bool = False,
+                       tenant: str | None = None) -> Artifact:
+    """The artifact, if `tenant` owns it (NotFound otherwise, as for a missing one); `for_update`
+    locks its row (StartRun and outline edits serialize on it)."""
     stmt = sa.select(artifacts, _active_run_subquery().label("active_run_id")).where(artifacts.c.id == artifact_id)
+    if tenant is not None:
+        stmt = stmt.where(artifacts.c.tenant_id == tenant)
     if for_update:
         stmt = stmt.with_for_update(of=artifacts)
     row = (await conn.execute(stmt)).first()
@@ -80,9 +84,10 @@ async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_upd
 
 
 async def list_artifacts(conn: AsyncConnection, query: ListQuery, *, limit: int,
-                         after: tuple[str, str] | None) -> list[Artifact]:
-    """A page in the query's order; `after` is the (order field, id) of the previous page's last artifact."""
-    stmt = sa.select(artifacts, _active_run_subquery().label("active_run_id"))
+                         after: tuple[str, str] | None, tenant: str) -> list[Artifact]:
+    """A page of the tenant's artifacts in the query's order; `after` is the (order field, id) of the
+    previous page's last artifact."""
+    stmt = sa.select(artifacts, _active_run_subquery().label("active_run_id")).where(artifacts.c.tenant_id == tenant)
     columns = {"create_time": artifacts.c.create_time, "update_time": artifacts.c.update_time}
     stmt = list_sql.apply(stmt, query, columns, artifacts.c.id, after, limit)
     return [row_to_artifact(r) for r in await conn.execute(stmt)]
@@ -95,8 +100,9 @@ async def get_nodes(conn: AsyncConnection, artifact_id: uuid.UUID) -> list[Node]
     return [row_to_node(r) for r in result]
 
 
-async def get_node(conn: AsyncConnection, node_id: uuid.UUID) -> Node:
-    row = (await conn.execute(sa.select(nodes).where(nodes.c.id == node_id))).first()
+async def get_node(conn: AsyncConnection, node_id: uuid.UUID, *, tenant: str | None = None) -> Node:
+    row = (await conn.execute(sa.select(nodes).where(nodes.c.id == node_id,
+                                                     tenant_scope.owned_by(nodes.c.artifact_id, tenant)))).first()
     if row is None:
         raise NotFound(f"node {node_id} not found", reason="NODE_NOT_FOUND", metadata={"node_id": str(node_id)})
     return row_to_node(row)
@@ -124,17 +130,19 @@ async def get_node_blocks(conn: AsyncConnection, node_id: uuid.UUID) -> list[Blo
     return [row_to_block(r) for r in result]
 
 
-async def get_block(conn: AsyncConnection, block_id: uuid.UUID) -> Block:
-    row = (await conn.execute(sa.select(blocks).where(blocks.c.id == block_id))).first()
+async def get_block(conn: AsyncConnection, block_id: uuid.UUID, *, tenant: str | None = None) -> Block:
+    row = (await conn.execute(sa.select(blocks).where(blocks.c.id == block_id,
+                                                      tenant_scope.owned_by(blocks.c.artifact_id, tenant)))).first()
     if row is None:
         raise NotFound(f"block {block_id} not found", reason="BLOCK_NOT_FOUND",
                        metadata={"block_id": str(block_id)})
     return row_to_block(row)
 
 
-async def block_exists_in_history(conn: AsyncConnection, block_id: uuid.UUID) -> bool:
-    row = (await conn.execute(sa.select(change_events.c.id).where(change_events.c.block_id == block_id).limit(1)
-                              )).first()
+async def block_exists_in_history(conn: AsyncConnection, block_id: uuid.UUID, *, tenant: str | None = None) -> bool:
+    row = (await conn.execute(sa.select(change_events.c.id).where(
+        change_events.c.block_id == block_id,
+        tenant_scope.owned_by(change_events.c.artifact_id, tenant)).limit(1))).first()
     return row is not None
 
 
@@ -151,11 +159,12 @@ async def block_content_at(conn: AsyncConnection, block_id: uuid.UUID, version: 
 
 
 async def list_block_changes(
-    conn: AsyncConnection, block_id: uuid.UUID, *, limit: int, after_id: int
+    conn: AsyncConnection, block_id: uuid.UUID, *, limit: int, after_id: int, tenant: str | None = None
 ) -> list[ChangeEvent]:
     result = await conn.execute(
         sa.select(change_events)
-        .where(change_events.c.block_id == block_id, change_events.c.id > after_id)
+        .where(change_events.c.block_id == block_id, change_events.c.id > after_id,
+               tenant_scope.owned_by(change_events.c.artifact_id, tenant))
         .order_by(change_events.c.id)
         .limit(limit)
     )
@@ -219,11 +228,11 @@ def _node_from_json(d: dict[str, Any]) -> Node:
         create_time=stamp("create_time"), update_time=stamp("update_time"), stale_reason=d.get("stale_reason") or "")
 
 
-async def ir_at(conn: AsyncConnection, artifact_id: uuid.UUID, version: int) -> IrAt:
+async def ir_at(conn: AsyncConnection, artifact_id: uuid.UUID, version: int, *, tenant: str | None = None) -> IrAt:
     """The artifact as Apply left it at `version`, rebuilt from its history (nodes and artifact fields from
     node_versions and artifact_versions, blocks from change_events): OutOfRange past the current version,
     FailedPrecondition for a version older than the history kept."""
-    current = await get_artifact(conn, artifact_id)
+    current = await get_artifact(conn, artifact_id, tenant=tenant)
     if not 1 <= version <= current.version:
         raise OutOfRange(f"artifact {artifact_id} has versions 1 to {current.version}, not {version}",
                          reason="ARTIFACT_VERSION_OUT_OF_RANGE",

@@ -23,6 +23,7 @@ from lace_engine.storage import event_log, list_sql
 from lace_engine.storage.database import Tx, driver_connection
 from lace_engine.storage.event_log import Appended, Fence
 from lace_engine.storage.schema import RUN_IS_ACTIVE, llm_calls, runs
+from lace_engine.tenancy import DEFAULT_TENANT
 
 
 def row_to_run(r: Any) -> Run:
@@ -35,6 +36,7 @@ def row_to_run(r: Any) -> Run:
         words_written=int(r.words_written), provider=r.provider, model=r.model, create_time=r.create_time,
         start_time=r.start_time, end_time=r.end_time, validation=r.validation, estimate=r.estimate,
         failure_code=r.failure_code, trace_context=r.trace_context, stale_only=r.stale_only,
+        tenant_id=r.tenant_id,
     )
 
 
@@ -52,7 +54,7 @@ def active_run_error(artifact_id: uuid.UUID, active: uuid.UUID) -> FailedPrecond
 async def insert_run(
     tx: Tx, *, run_id: uuid.UUID, artifact_id: uuid.UUID, scope_node_id: uuid.UUID | None,
     instruction: str, options: RunOptions, provider: str, model: str, estimate: Mapping[str, int] | None = None,
-    trace_context: Mapping[str, str] | None = None, stale_only: bool = False,
+    trace_context: Mapping[str, str] | None = None, stale_only: bool = False, tenant_id: str = DEFAULT_TENANT,
 ) -> Run:
     """Inserts a PENDING run with its first event; ARTIFACT_HAS_ACTIVE_RUN if the artifact has one."""
     conn = tx.conn
@@ -62,6 +64,7 @@ async def insert_run(
             instruction=instruction, options=options.to_json(), provider=provider, model=model,
             estimate=dict(estimate) if estimate is not None else None,
             trace_context=dict(trace_context) if trace_context else None, stale_only=stale_only,
+            tenant_id=tenant_id,
         )
         .on_conflict_do_nothing(index_elements=[runs.c.artifact_id], index_where=sa.text(RUN_IS_ACTIVE))
         .returning(runs.c.id)
@@ -82,8 +85,12 @@ async def insert_run(
     return await get_run(conn, run_id)
 
 
-async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, for_update: bool = False) -> Run:
+async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, for_update: bool = False,
+                  tenant: str | None = None) -> Run:
+    """The run, if `tenant` owns it (NotFound otherwise, as for a missing one; None: any tenant's)."""
     stmt = sa.select(runs).where(runs.c.id == run_id)
+    if tenant is not None:
+        stmt = stmt.where(runs.c.tenant_id == tenant)
     if for_update:
         stmt = stmt.with_for_update()
     row = (await conn.execute(stmt)).first()
@@ -93,10 +100,11 @@ async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, for_update: bool 
 
 
 async def list_runs(conn: AsyncConnection, query: ListQuery, *, limit: int,
-                    after: tuple[str, str] | None) -> list[Run]:
-    """A page in the query's order; `after` is the (order field, id) of the previous page's last run."""
+                    after: tuple[str, str] | None, tenant: str) -> list[Run]:
+    """A page of the tenant's runs in the query's order; `after` is the (order field, id) of the previous
+    page's last run."""
     columns = {"state": runs.c.state, "artifact_id": runs.c.artifact_id, "create_time": runs.c.create_time}
-    stmt = list_sql.apply(sa.select(runs), query, columns, runs.c.id, after, limit)
+    stmt = list_sql.apply(sa.select(runs).where(runs.c.tenant_id == tenant), query, columns, runs.c.id, after, limit)
     return [row_to_run(r) for r in await conn.execute(stmt)]
 
 
@@ -132,10 +140,24 @@ class Claim:
     fence: Fence
 
 
+def _leased_of_tenant(tenant: Any, other_than: Any) -> sa.ScalarSelect[Any]:
+    """How many runs of `tenant` an executor holds a live lease on now (the runs being executed)."""
+    held = runs.alias("held")
+    return (sa.select(sa.func.count()).select_from(held)
+            .where(held.c.tenant_id == tenant, held.c.lease_expires > sa.func.now(), held.c.id != other_than)
+            .scalar_subquery())
+
+
+class _TenantAtLimit(Exception):
+    """A concurrent claim took the tenant's last run slot first: undo this one."""
+
+
 async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float, states: frozenset[RunState],
-                     run_id: uuid.UUID | None = None, exclude: Collection[uuid.UUID] = ()) -> Claim | None:
+                     run_id: uuid.UUID | None = None, exclude: Collection[uuid.UUID] = (),
+                     tenant_max_runs: int = 0) -> Claim | None:
     """Takes the lease of one run in `states` whose lease is free or expired (a new fencing token),
-    other than those in `exclude` (the runs the caller is executing)."""
+    other than those in `exclude` (the runs the caller is executing); with `tenant_max_runs`, only of
+    a tenant that has fewer runs executing than that, across every process."""
     candidates = (
         sa.select(runs.c.id)
         .where(runs.c.state.in_([s.value for s in states]),
@@ -151,13 +173,28 @@ async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float, states:
         candidates = candidates.where(runs.c.id == run_id)
     if exclude:
         candidates = candidates.where(runs.c.id.not_in(list(exclude)))
-    row = (await conn.execute(
-        sa.update(runs)
-        .where(runs.c.id == candidates.scalar_subquery())
-        .values(lease_owner=owner, lease_expires=sa.func.now() + timedelta(seconds=ttl_s),
-                lease_token=runs.c.lease_token + 1)
-        .returning(runs)
-    )).first()
+    if tenant_max_runs > 0:
+        # Passes over a saturated tenant's runs, so other tenants' do not queue behind them.
+        candidates = candidates.where(_leased_of_tenant(runs.c.tenant_id, runs.c.id) < tenant_max_runs)
+    try:
+        async with conn.begin_nested():
+            row = (await conn.execute(
+                sa.update(runs)
+                .where(runs.c.id == candidates.scalar_subquery())
+                .values(lease_owner=owner, lease_expires=sa.func.now() + timedelta(seconds=ttl_s),
+                        lease_token=runs.c.lease_token + 1)
+                .returning(runs)
+            )).first()
+            if row is not None and tenant_max_runs > 0:
+                # Two processes may pick two runs of one tenant at once, each seeing the other's not yet
+                # committed: serialize claims per tenant and count again, with the other's now visible.
+                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                    sa.func.hashtext("lace.tenant-runs:" + row.tenant_id))))
+                leased = (await conn.execute(sa.select(_leased_of_tenant(row.tenant_id, row.id)))).scalar_one()
+                if leased >= tenant_max_runs:
+                    raise _TenantAtLimit
+    except _TenantAtLimit:
+        return None
     if row is None:
         return None
     return Claim(run=row_to_run(row), fence=Fence(owner=owner, token=int(row.lease_token)))
@@ -198,18 +235,22 @@ async def has_event(conn: AsyncConnection, run_id: uuid.UUID, event_type: EventT
     return bool(row)
 
 
-async def active_run_for_update(conn: AsyncConnection, artifact_id: uuid.UUID) -> Run | None:
+async def active_run_for_update(conn: AsyncConnection, artifact_id: uuid.UUID, *,
+                                tenant: str | None = None) -> Run | None:
     """The artifact's active run, its row locked (runs first: the writers' lock order), or None."""
-    row = (await conn.execute(
-        sa.select(runs).where(runs.c.artifact_id == artifact_id, sa.text(RUN_IS_ACTIVE)).with_for_update()
-    )).first()
+    stmt = sa.select(runs).where(runs.c.artifact_id == artifact_id, sa.text(RUN_IS_ACTIVE))
+    if tenant is not None:
+        stmt = stmt.where(runs.c.tenant_id == tenant)
+    row = (await conn.execute(stmt.with_for_update())).first()
     return None if row is None else row_to_run(row)
 
 
-async def lock_runs_of(conn: AsyncConnection, artifact_id: uuid.UUID) -> list[Run]:
+async def lock_runs_of(conn: AsyncConnection, artifact_id: uuid.UUID, *, tenant: str | None = None) -> list[Run]:
     """Every run of the artifact, their rows locked (runs first: the writers' lock order), oldest first."""
-    rows = await conn.execute(sa.select(runs).where(runs.c.artifact_id == artifact_id)
-                              .order_by(runs.c.create_time, runs.c.id).with_for_update())
+    stmt = sa.select(runs).where(runs.c.artifact_id == artifact_id)
+    if tenant is not None:
+        stmt = stmt.where(runs.c.tenant_id == tenant)
+    rows = await conn.execute(stmt.order_by(runs.c.create_time, runs.c.id).with_for_update())
     return [row_to_run(r) for r in rows]
 
 

@@ -33,6 +33,10 @@ artifacts = sa.Table(
     # Migration 0007: ForkArtifact's link back (no foreign key: the source may be deleted later).
     sa.Column("forked_from_id", UUID(as_uuid=True), nullable=True),
     sa.Column("forked_from_version", sa.BigInteger, nullable=False, server_default="0"),
+    # Migration 0009: the tenant that owns the artifact and everything under it (its API keys'
+    # tenant; "default" without tenants). Never changes.
+    sa.Column("tenant_id", sa.Text, nullable=False, server_default="default"),
+    sa.Index("artifacts_tenant_idx", "tenant_id", "create_time", "id"),
 )
 
 nodes = sa.Table(
@@ -115,6 +119,9 @@ runs = sa.Table(
     sa.Column("compacted_seq", sa.BigInteger, nullable=False, server_default="0"),
     # Migration 0008: StartRun's stale_only: the run rewrites exactly the sections marked stale.
     sa.Column("stale_only", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Migration 0009: the artifact's tenant, copied at StartRun so that a run id resolves within its
+    # tenant without a join, and per-tenant run limits count from one index.
+    sa.Column("tenant_id", sa.Text, nullable=False, server_default="default"),
     # Ownership: one executor at a time. lease_token is the fencing token: every
     # Apply checks it, so a process that lost the lease can never write again.
     sa.Column("lease_owner", sa.Text, nullable=True),
@@ -125,6 +132,7 @@ runs = sa.Table(
     _ts("start_time", nullable=True, default=False),
     _ts("end_time", nullable=True, default=False),
     sa.Index("runs_artifact_idx", "artifact_id", "create_time"),
+    sa.Index("runs_tenant_idx", "tenant_id", "create_time"),
     # One active run per artifact, enforced by the database itself.
     sa.Index(
         "runs_one_active_per_artifact",
@@ -207,6 +215,8 @@ node_dependencies = sa.Table(
 idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,
+    # Migration 0009: keys are per tenant, so one tenant's request_id never replays another's result.
+    sa.Column("tenant_id", sa.Text, primary_key=True, server_default="default"),
     sa.Column("method", sa.Text, primary_key=True),
     sa.Column("request_id", sa.Text, primary_key=True),
     # Hash of the request, so a reused key with a different request is refused.

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lace_engine.domain import Passage, Source
 from lace_engine.errors import NotFound
+from lace_engine.storage import tenant_scope
 from lace_engine.storage.database import driver_connection
 from lace_engine.storage.schema import passages, sources
 
@@ -59,8 +60,10 @@ async def insert_source(conn: AsyncConnection, source: Source, text: str, items:
         ])
 
 
-async def get_source(conn: AsyncConnection, source_id: uuid.UUID) -> Source:
-    row = (await conn.execute(sa.select(*_SOURCE_COLUMNS).where(sources.c.id == source_id))).first()
+async def get_source(conn: AsyncConnection, source_id: uuid.UUID, *, tenant: str | None = None) -> Source:
+    """The source, if `tenant` owns its artifact (NotFound otherwise; None: any tenant's)."""
+    row = (await conn.execute(sa.select(*_SOURCE_COLUMNS).where(
+        sources.c.id == source_id, tenant_scope.owned_by(sources.c.artifact_id, tenant)))).first()
     if row is None:
         raise NotFound(f"source {source_id} not found", reason="SOURCE_NOT_FOUND",
                        metadata={"source_id": str(source_id)})
