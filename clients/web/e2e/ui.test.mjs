@@ -525,6 +525,21 @@ describe("LACE web UI over grpc-web (Envoy)", { timeout: 480_000 }, () => {
     await page.locator("#artifact-list li.selected .a-name", { hasText: "Budgeted guide, second edition" }).waitFor();
     assert.ok(await page.locator("#artifact-form").isHidden());
 
+    // The list's order_by and filter: oldest first starts with the first test's artifact.
+    /** @param {string} title */
+    const firstListed = (title) => page.waitForFunction(
+      (t) => document.querySelector("#artifact-list li[data-artifact-id] .a-name")?.textContent === t, title);
+    const count = await page.locator("#artifact-list li[data-artifact-id]").count();
+    await page.selectOption("#artifact-order", "create_time");
+    await firstListed("Harbour microgrids");
+    await page.selectOption("#artifact-order", "update_time desc");
+    await firstListed("Budgeted guide, second edition");
+    await page.selectOption("#artifact-since", "1");
+    await firstListed("Budgeted guide, second edition");
+    assert.equal(await page.locator("#artifact-list li[data-artifact-id]").count(), count, "all were created today");
+    await page.selectOption("#artifact-order", "");
+    await page.selectOption("#artifact-since", "");
+
     // DeleteArtifact (two clicks): gone from the list, the workspace closed.
     const before = await page.locator("#artifact-list li[data-artifact-id]").count();
     await page.click("#btn-delete-artifact");
@@ -532,6 +547,69 @@ describe("LACE web UI over grpc-web (Envoy)", { timeout: 480_000 }, () => {
     await page.locator("#empty").waitFor({ state: "visible" });
     await page.waitForFunction((n) => document.querySelectorAll("#artifact-list li[data-artifact-id]").length === n - 1, before);
     assert.equal(await page.locator("#artifact-list .a-name", { hasText: "Budgeted guide" }).count(), 0);
+    assert.deepEqual(pageErrors, []);
+    await page.close();
+  });
+});
+
+describe("LACE web UI with tenant-bound API keys", { timeout: 240_000 }, () => {
+  /** @type {import("./processes.mjs").Service} */
+  let lace;
+  /** @type {import("./processes.mjs").Service} */
+  let web;
+  /** @type {import("playwright-core").Browser} */
+  let browser;
+
+  before(async () => {
+    lace = await startLace({ LACE_API_KEYS: "alpha-ui-key@alpha,beta-ui-key@beta" });
+    web = await startWeb(lace.port, await freePort(), STATIC_DIR);
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-gpu"] });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await web?.stop();
+    await lace?.stop();
+  });
+
+  test("without a key the server refuses; each tenant's key shows that tenant's artifacts only", async () => {
+    const page = await browser.newPage();
+    /** @type {string[]} */
+    const pageErrors = [];
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    await page.goto(`http://127.0.0.1:${web.port}/`);
+    await page.locator("#error", { hasText: /missing credentials/ }).waitFor();
+
+    /** @param {string} key */
+    const useKey = async (key) => {
+      await page.fill("#api-key", key);
+      await page.click("#btn-key");
+    };
+    /** @param {string} title */
+    const create = async (title) => {
+      await page.fill("#create-form input[name=title]", title);
+      await page.fill("#create-form textarea[name=brief]", `A document that belongs to ${title}'s tenant only.`);
+      await page.fill("#create-form input[name=targetWords]", "500");
+      await page.click("#btn-create");
+      await page.locator("#a-title", { hasText: title }).waitFor();
+    };
+    const listed = () => page.locator("#artifact-list li[data-artifact-id] .a-name").allTextContents();
+
+    await useKey("alpha-ui-key");
+    await page.locator("#error").waitFor({ state: "hidden" });
+    await create("Alpha's plan");
+    assert.deepEqual(await listed(), ["Alpha's plan"]);
+
+    await useKey("beta-ui-key");
+    await page.locator("#empty").waitFor({ state: "visible" });
+    await page.locator("#artifact-list li.empty-li").waitFor();
+    assert.deepEqual(await listed(), [], "beta does not see alpha's artifact");
+    await create("Beta's plan");
+    assert.deepEqual(await listed(), ["Beta's plan"]);
+
+    await useKey("alpha-ui-key");
+    await page.waitForFunction(() => document.querySelector("#artifact-list .a-name")?.textContent === "Alpha's plan");
+    assert.deepEqual(await listed(), ["Alpha's plan"]);
     assert.deepEqual(pageErrors, []);
     await page.close();
   });

@@ -9,6 +9,7 @@ import "./style.css";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { ConnectError, createClient } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { BlockKind, ChangeOperation, ChangeOrigin } from "./gen/lace/v1/artifact_pb.js";
@@ -27,7 +28,15 @@ import { watch } from "./watch.js";
 // ---------------------------------------------------------------------------------------------
 // Clients
 
-const transport = createGrpcWebTransport({ baseUrl: window.location.origin });
+// The API key (LACE_API_KEYS) goes with every call; it also decides the tenant whose artifacts this page sees.
+const KEY_STORAGE = "lace.apiKey.v1";
+let apiKey = sessionStorage.getItem(KEY_STORAGE) ?? "";
+const withApiKey: Interceptor = (next) => async (request) => {
+  if (apiKey) request.header.set("authorization", `Bearer ${apiKey}`);
+  return await next(request);
+};
+
+const transport = createGrpcWebTransport({ baseUrl: window.location.origin, interceptors: [withApiKey] });
 const artifacts = createClient(ArtifactService, transport);
 const runs = createClient(RunService, transport);
 const sources = createClient(SourceService, transport);
@@ -41,6 +50,8 @@ const ui = {
   createForm: $<HTMLFormElement>("create-form"),
   createButton: $<HTMLButtonElement>("btn-create"),
   refresh: $<HTMLButtonElement>("btn-refresh"),
+  artifactOrder: $<HTMLSelectElement>("artifact-order"),
+  artifactSince: $<HTMLSelectElement>("artifact-since"),
   artifactList: $<HTMLUListElement>("artifact-list"),
   empty: $("empty"),
   workspace: $("workspace"),
@@ -92,6 +103,8 @@ const ui = {
   addSource: $<HTMLButtonElement>("btn-add-source"),
   sourceList: $<HTMLUListElement>("source-list"),
   log: $<HTMLOListElement>("event-log"),
+  keyForm: $<HTMLFormElement>("key-form"),
+  apiKey: $<HTMLInputElement>("api-key"),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -306,7 +319,10 @@ function describe(event: RunEvent): { kind: string; text: string } {
 
 async function loadArtifacts(): Promise<void> {
   try {
-    const { artifacts: list } = await artifacts.listArtifacts({ pageSize: 100 });
+    // ListArtifacts' AIP-132 order_by and AIP-160 filter, from the two controls above the list.
+    const days = Number(ui.artifactSince.value || 0);
+    const filter = days > 0 ? `create_time >= "${new Date(Date.now() - days * 86_400_000).toISOString()}"` : "";
+    const { artifacts: list } = await artifacts.listArtifacts({ pageSize: 100, orderBy: ui.artifactOrder.value, filter });
     ui.artifactList.replaceChildren(
       ...list.map((a) => {
         const li = el(
@@ -413,6 +429,8 @@ ui.createForm.addEventListener("submit", (event) => {
 });
 
 ui.refresh.addEventListener("click", () => void loadArtifacts());
+ui.artifactOrder.addEventListener("change", () => void loadArtifacts());
+ui.artifactSince.addEventListener("change", () => void loadArtifacts());
 
 function field(form: HTMLFormElement, name: string): HTMLInputElement | HTMLTextAreaElement {
   const control = form.elements.namedItem(name);
@@ -1283,8 +1301,26 @@ async function showProvenance(blockId: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Start-up
 
+ui.keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  apiKey = ui.apiKey.value.trim();
+  if (apiKey) sessionStorage.setItem(KEY_STORAGE, apiKey);
+  else sessionStorage.removeItem(KEY_STORAGE);
+  // Another key may be another tenant: nothing shown so far is necessarily its.
+  stopWatching();
+  state.artifact = undefined;
+  sessionStorage.removeItem(SELECTED_KEY);
+  sessionStorage.removeItem(STORAGE_KEY);
+  resetRunView(undefined);
+  ui.workspace.hidden = true;
+  ui.empty.hidden = false;
+  clearError();
+  void loadArtifacts();
+});
+
 async function main(): Promise<void> {
   ui.conn.textContent = `grpc-web · ${window.location.host}`;
+  ui.apiKey.value = apiKey;
   renderRun();
   await loadArtifacts();
   const persisted = loadPersisted();
