@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -263,7 +263,15 @@ class Engine:
 
         async def write(tx: Tx) -> Artifact:
             artifact, tree, rules, run = await self._outline_edit(tx, artifact_id, tenant)
-            await self._write_outline(tx, tree, apply.plan_update_artifact(tree, artifact, fields, rules), run)
+            mutation = apply.plan_update_artifact(tree, artifact, fields, rules)
+            # Every prompt carries the brief and the style (or their absence): every section written
+            # with the old ones is stale.
+            marks: dict[uuid.UUID, str] = {}
+            for kind, changed in (("style", mutation.artifact_style), ("brief", mutation.artifact_brief)):
+                if changed is not None:
+                    reason = f"the artifact's {kind} was changed by a person; this section's prompt used the old one"
+                    marks.update(dict.fromkeys(staleness.fresh_written(tree), reason))
+            await self._write_outline(tx, tree, mutation, run, marks)
             return await ir_store.get_artifact(tx.conn, artifact_id)
 
         return (await idempotency.once(self.db, req, artifact_id, write, ir_store.get_artifact)).value
@@ -438,13 +446,15 @@ class Engine:
                              scope_node_id=run.scope_node_id if run else None, pinned_nodes=pinned)
         return artifact, tree, rules, run
 
-    async def _write_outline(self, tx: Tx, tree: Tree, mutation: Mutation, run: Run | None) -> None:
-        """Writes an outline edit through Apply with the stale marks it causes; on an awaiting run,
-        with its outline_edited (and nodes_marked_stale) event."""
+    async def _write_outline(self, tx: Tx, tree: Tree, mutation: Mutation, run: Run | None,
+                             marks: Mapping[uuid.UUID, str] | None = None) -> None:
+        """Writes an outline edit through Apply with the stale marks it causes and `marks` (the cause
+        itself, say a new brief, whose reasons win over the outline's consequences, say the root's intent
+        following the brief); on an awaiting run, with its outline_edited (and nodes_marked_stale) event."""
         changes, arrivals = staleness.outline_changes(tree, apply.tree_after(tree, mutation))
         refs = await ir_store.dependants(tx.conn, staleness.referenced_ids(changes, arrivals))
-        mutation = staleness.with_marks(mutation, staleness.stale_marks(refs, changes, arrivals),
-                                        in_run=run is not None)
+        found = {**staleness.stale_marks(refs, changes, arrivals), **(marks or {})}
+        mutation = staleness.with_marks(mutation, found, in_run=run is not None)
         await apply_store.write_mutation(tx, mutation, run_id=run.id if run else None,
                                          allowed_states=OUTLINE_EDITABLE)
 

@@ -11,12 +11,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lace_engine.domain import Passage, Source
+from lace_engine.domain import Origin, Passage, Source
 from lace_engine.errors import InvalidArgument
 from lace_engine.ids import new_id
+from lace_engine.pipeline import staleness
+from lace_engine.pipeline.apply import Mutation, Provenance
 from lace_engine.pipeline.context_builder import content_hash
 from lace_engine.pipeline.source_text import MAX_TITLE_CHARS, extract_text, split_passages
-from lace_engine.storage import idempotency, ir_store, pagination, source_store
+from lace_engine.storage import apply_store, idempotency, ir_store, pagination, source_store
 from lace_engine.storage.database import Database, Tx
 from lace_engine.tenancy import DEFAULT_TENANT
 
@@ -92,7 +94,17 @@ class SourceLibrary:
         return pagination.page(items, size, query, lambda s: [s.create_time.isoformat(), str(s.id)])
 
     async def delete(self, source_id: uuid.UUID, *, tenant: str = DEFAULT_TENANT) -> Source:
+        """Stops retrieving the source; the written sections whose prompts used its passages are
+        marked stale, through Apply, in the same transaction (a second delete changes nothing)."""
         async with self.db.transaction() as tx:
-            await source_store.get_source(tx.conn, source_id, tenant=tenant)
+            source = await source_store.get_source(tx.conn, source_id, tenant=tenant)
             await source_store.mark_deleted(tx.conn, source_id)
+            if source.delete_time is None:
+                passages = [p.id for p in await source_store.source_passages(tx.conn, source_id)]
+                users = await ir_store.passage_readers(tx.conn, source.artifact_id, passages)
+                if users:
+                    reason = f"source {source.title!r} was deleted; this section's prompt used its passages"
+                    marks = staleness.with_marks(Mutation(source.artifact_id, Provenance(origin=Origin.HUMAN)),
+                                                 dict.fromkeys(users, reason), in_run=False)
+                    await apply_store.write_mutation(tx, marks)
             return await source_store.get_source(tx.conn, source_id)

@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
-from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
+from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2, source_service_pb2
 from tests.conftest import pg_connect
 from tests.helpers import create_artifact, error_info, start_run, watch
 
 if TYPE_CHECKING:
     from lace.v1.artifact_service_pb2_grpc import ArtifactServiceAsyncStub
     from lace.v1.run_service_pb2_grpc import RunServiceAsyncStub
+    from lace.v1.source_service_pb2_grpc import SourceServiceAsyncStub
 
 WRITTEN = artifact_pb2.NODE_STATE_WRITTEN
 
@@ -244,3 +246,69 @@ async def test_a_revert_is_a_persons_edit_too(artifacts: ArtifactServiceAsyncStu
         block_id=target.id, block_version=target.version, request_id=str(uuid.uuid4())))
     stale = {n.id: n.stale_reason for n in (await full(artifacts, artifact_id)).nodes if n.stale_reason}
     assert stale[second.id].startswith(f"section {first.title!r} was edited by a person")
+
+
+async def test_a_new_brief_or_style_marks_every_section_written_with_the_old_one(
+    artifacts: ArtifactServiceAsyncStub, runs: RunServiceAsyncStub
+) -> None:
+    artifact_id, before = await written_document(artifacts, runs)
+    written = {n.id for n in before.nodes if n.state == WRITTEN}
+    for kind, value in (("brief", "A shorter brief: storage for planners, costs first."),
+                        ("style", "Plain English, short sentences, for a council committee.")):
+        await artifacts.UpdateArtifact(artifact_service_pb2.UpdateArtifactRequest(
+            artifact=artifact_pb2.Artifact(id=artifact_id, **{kind: value}),  # type: ignore[arg-type]
+            update_mask=field_mask_pb2.FieldMask(paths=[kind]), request_id=str(uuid.uuid4())))
+        after = await full(artifacts, artifact_id)
+        stale = {n.id: n.stale_reason for n in after.nodes if n.stale_reason}
+        assert set(stale) == written, kind  # every prompt carries the brief and the style (written) ones only
+        assert set(stale.values()) == {
+            f"the artifact's {kind} was changed by a person; this section's prompt used the old one"}
+        events = await watch(runs, (await start_stale(runs, artifact_id)).id)
+        assert {p.node_id for p in payloads(events, "blocks_applied")} == written  # type: ignore[attr-defined]
+        assert not any(n.stale_reason for n in (await full(artifacts, artifact_id)).nodes)
+
+
+async def test_deleting_a_source_marks_the_sections_whose_prompts_used_its_passages(
+    artifacts: ArtifactServiceAsyncStub, runs: RunServiceAsyncStub, sources: SourceServiceAsyncStub,
+    database_url: str,
+) -> None:
+    artifact = await create_artifact(artifacts, 2400)
+    added = {}
+    for title, text in (("Costs", "Battery storage costs for grid planners fell by half in five years. " * 12),
+                        ("Zoology", "Quokkas and wombats graze at dusk; zebras prefer open savanna. " * 12)):
+        added[title] = (await sources.AddSource(source_service_pb2.AddSourceRequest(
+            artifact_id=artifact.id, title=title, media_type="text/plain", text=text,
+            request_id=str(uuid.uuid4())))).source
+    events = await watch(runs, (await start_run(runs, artifact.id, leaf_words=300)).id)
+    assert events[-1].run_state_changed.to_state == run_pb2.RUN_STATE_COMPLETED
+
+    # Who used which source, read from the stored manifests independently of the server's query.
+    used: dict[str, set[str]] = {}
+    with pg_connect(database_url) as conn:
+        passages = {str(r[0]): str(r[1]) for r in conn.execute(
+            "SELECT id, source_id FROM passages WHERE artifact_id = %s", (artifact.id,)).fetchall()}
+        for node_id, manifest in conn.execute(
+                "SELECT DISTINCT ON (l.node_id) l.node_id, l.context_manifest FROM llm_calls l "
+                "JOIN runs r ON r.id = l.run_id WHERE r.artifact_id = %s AND l.step = 'write' "
+                "AND l.outcome = 'applied' ORDER BY l.node_id, l.create_time DESC", (artifact.id,)).fetchall():
+            used[str(node_id)] = {passages[e["passage_id"]] for e in manifest  # type: ignore[attr-defined]
+                                  if e.get("passage_id")}
+
+    def readers(title: str) -> set[str]:
+        return {n for n, of in used.items() if added[title].id in of}
+
+    assert readers("Costs"), "the sections on storage costs were written from the Costs source"
+    marked: dict[str, str] = {}
+    for title in ("Zoology", "Costs"):
+        version = (await full(artifacts, artifact.id)).artifact.version
+        await sources.DeleteSource(source_service_pb2.DeleteSourceRequest(source_id=added[title].id))
+        after = await full(artifacts, artifact.id)
+        new = {n.id: n.stale_reason for n in after.nodes if n.stale_reason and n.id not in marked}
+        assert set(new) == readers(title) - set(marked), title
+        assert all(r == f"source {title!r} was deleted; this section's prompt used its passages" for r in new.values())
+        # No reader, no change: the IR keeps its version.
+        assert (after.artifact.version == version) == (not new)
+        marked.update(new)
+    version = (await full(artifacts, artifact.id)).artifact.version
+    await sources.DeleteSource(source_service_pb2.DeleteSourceRequest(source_id=added["Costs"].id))
+    assert (await full(artifacts, artifact.id)).artifact.version == version  # a second delete changes nothing

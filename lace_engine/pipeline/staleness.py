@@ -183,6 +183,11 @@ def stale_marks(refs: Sequence[Reference], changes: Mapping[uuid.UUID, Change],
     return marks
 
 
+def fresh_written(tree: Tree) -> list[uuid.UUID]:
+    """The written sections not marked stale yet, in document order."""
+    return [n.id for n in tree.preorder() if n.state is NodeState.WRITTEN and not n.stale_reason]
+
+
 def with_marks(mutation: Mutation, marks: Mapping[uuid.UUID, str], *, in_run: bool) -> Mutation:
     """`mutation` with the stale marks as node patches (merged into a patch it already has), and,
     when it is written as part of a run, a nodes_marked_stale event."""

@@ -261,7 +261,32 @@ async def ir_at(conn: AsyncConnection, artifact_id: uuid.UUID, version: int, *, 
                        target_words=fields.target_words, version=version, word_count=words, active_run_id=None,
                        update_time=when)
     return IrAt(artifact, nodes, dict(by_node))
+
+
 # Stale sections (pipeline/staleness.py) -------------------------------------------------------
+
+# The fresh written nodes of an artifact whose latest applied write prompt had one of the passages.
+# Through runs: llm_calls is indexed by run.
+_PASSAGE_READERS = sa.text("""
+SELECT c.node_id FROM (
+    SELECT DISTINCT ON (l.node_id) l.node_id, l.context_manifest FROM llm_calls l
+    JOIN runs r ON r.id = l.run_id
+    WHERE r.artifact_id = :artifact AND l.step = 'write' AND l.outcome = 'applied'
+    ORDER BY l.node_id, l.create_time DESC, l.id DESC
+) c
+JOIN nodes n ON n.id = c.node_id AND n.state = 'written' AND n.stale_reason = ''
+WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(c.context_manifest) e WHERE e->>'passage_id' = ANY(:passages))
+ORDER BY c.node_id
+""").bindparams(sa.bindparam("passages", type_=sa.ARRAY(sa.Text)))
+
+
+async def passage_readers(conn: AsyncConnection, artifact_id: uuid.UUID,
+                          passage_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """The fresh written sections whose stored prompt (the latest applied write's manifest) had one of
+    the passages."""
+    rows = await conn.execute(_PASSAGE_READERS, {"artifact": artifact_id, "passages": [str(p) for p in passage_ids]})
+    return [r.node_id for r in rows]
+
 
 async def dependants(conn: AsyncConnection, node_ids: Sequence[uuid.UUID]) -> list[Reference]:
     """The references of written nodes' latest write calls to any of `node_ids`, with each
