@@ -89,3 +89,20 @@ async def test_a_run_shows_in_the_metrics(pg_server_url: str) -> None:
              for target in panel["targets"] for name in re.findall(r"lace_[a-z_]+", target["expr"])}
     exposed = {re.sub(r"_(bucket|count|sum|created)$", "", name) for name, _ in after}
     assert asked and asked <= exposed, asked - exposed
+
+
+def test_docker_compose_scrapes_the_port_every_process_serves_metrics_on() -> None:
+    """docker-compose.yaml: each LACE process serves metrics on the port deploy/prometheus.yml scrapes,
+    and Grafana mounts files that exist (its dashboard is the one checked above)."""
+    compose = (REPO / "docker-compose.yaml").read_text()
+    prometheus = (REPO / "deploy/prometheus.yml").read_text()
+    listens = re.findall(r"LACE_METRICS_LISTEN: 0\.0\.0\.0:(\d+)", compose)
+    assert len(listens) == 2 and len(set(listens)) == 1, "the API and the workers serve metrics"
+    port = listens[0]
+    assert f'targets: ["lace:{port}"]' in prometheus
+    assert re.search(rf'names: \["worker"\]\s+type: A\s+port: {port}\b', prometheus)
+    mounted = re.findall(r"- \./(deploy/[\w./-]+):", compose)
+    assert {"deploy/prometheus.yml", "deploy/grafana-dashboard.json", "deploy/grafana/datasources.yaml",
+            "deploy/grafana/dashboards.yaml"} <= set(mounted)
+    for path in mounted:
+        assert (REPO / path).is_file(), path
