@@ -249,6 +249,39 @@ async def test_a_replica_receives_only_the_runs_it_streams(
     assert nc.stats["in_msgs"] - client_before["in_msgs"] == received
 
 
+async def test_interest_survives_a_nats_restart(
+        engines: tuple[Engine, Engine], mirror_db: str, nats_server: NatsServer) -> None:
+    """NATS SIGKILLed and restarted under an open stream: the replica's subscription to the run is back on
+    the new server (the client re-sends it), confirmed, and the run's later events arrive through it."""
+    worker, replica = engines
+    tail = replica.cluster.tail
+    assert tail is not None and replica.cluster.bus is not None
+    run_id = await start_run(worker)
+    await worker.control_run(run_id, RunAction.PAUSE)
+    stream = asyncio.create_task(collect(replica, run_id))
+    await wait_until(lambda: run_id in tail.confirmed)
+    await wait_state(worker, run_id, RunState.PAUSED)
+    paused_at = await wait_mirrored(mirror_db, run_id)
+
+    nats_server.kill()
+    await wait_until(lambda: not tail.live)
+    assert tail.confirmed == set()  # meanwhile the run's NOTIFYs go to the hub
+    nats_server.start()
+    assert await replica.cluster.bus.wait_up(30)
+    await wait_until(lambda: run_id in tail.confirmed)
+    assert run_subjects(connection(nats_server, replica)) == {events_subject(run_id)}
+    delivered = tail.delivered
+
+    await worker.control_run(run_id, RunAction.RESUME)
+    events = await asyncio.wait_for(stream, 60)
+    run = await replica.get_run(run_id)
+    assert run.state is RunState.COMPLETED
+    assert_exact(events, run.head_seq)
+    assert await wait_mirrored(mirror_db, run_id) == run.head_seq
+    # This replica streams this run alone: every event after the resume came through the restored SUB.
+    assert tail.delivered - delivered >= run.head_seq - paused_at
+
+
 async def test_streams_fall_back_to_postgres_when_the_mirror_stops(
         engines: tuple[Engine, Engine], mirror_db: str) -> None:
     """NATS up, the tail live and subscribed, but nothing published: streams get every event through the

@@ -186,6 +186,10 @@ class EventHub:
         """The runs with local streams now (a copy)."""
         return set(self._subs)
 
+    def streams(self, run_id: uuid.UUID) -> int:
+        """How many local streams the run has now."""
+        return len(self._subs.get(run_id, ()))
+
     def subscribe(self, run_id: uuid.UUID, cursor: int) -> Subscription:
         """A stream of the run's events after `cursor`: first its history, then live (`Subscription.next`)."""
         sub = Subscription(self, run_id, cursor, self._max_pending)

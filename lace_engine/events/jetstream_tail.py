@@ -61,10 +61,14 @@ class JetStreamTail:
         self.subscribes = 0
         # run id -> its core NATS subscription, while the hub has streams of the run.
         self._subs: dict[uuid.UUID, NatsSubscription] = {}
-        # Runs whose SUB the server is known to have processed (a PING after it came back).
+        # Runs whose SUB the server is known to have processed (a PING after it came back), and the others.
         self._confirmed: set[uuid.UUID] = set()
+        self._unconfirmed: set[uuid.UUID] = set()
         # run id -> (head seen in a NOTIFY, when it was first awaited through NATS).
         self._expected: dict[uuid.UUID, tuple[int, float]] = {}
+        # Runs whose interest changed since the last sync; every run after (re)connecting (`_resync`).
+        self._changed: set[uuid.UUID] = set()
+        self._resync = True
         # Set when the hub's runs or the connection changed: the sync task brings the SUBs in line.
         self._dirty = asyncio.Event()
         self._sync_task: asyncio.Task[None] | None = None
@@ -100,10 +104,12 @@ class JetStreamTail:
 
     def _on_interest(self, run_id: uuid.UUID, wanted: bool) -> None:
         # Coalesced: a stream that leaves and comes back before the sync task runs changes nothing.
+        self._changed.add(run_id)
         self._dirty.set()
 
     def _on_bus(self, up: bool) -> None:
         if up:
+            self._resync = True
             self._dirty.set()
             return
         self.live = False
@@ -134,25 +140,36 @@ class JetStreamTail:
         """One SUB per run the hub streams, none for the others; then one PING confirms the new ones."""
         nc = self.bus.nc
         assert nc is not None
-        wanted = self.hub.runs()
-        for run_id in [r for r in self._subs if r not in wanted]:
-            sub = self._subs.pop(run_id)
-            self._confirmed.discard(run_id)
-            self._expected.pop(run_id, None)
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        added: list[uuid.UUID] = []
-        for run_id in wanted:
-            if run_id not in self._subs:
-                self._subs[run_id] = await nc.subscribe(events_subject(run_id), cb=self._on_msg)
-                self.subscribes += 1
-                added.append(run_id)
-        if not added and self.live:
+        if self._resync or not self.live:
+            self._resync = False
+            self._changed.clear()
+            changed = self.hub.runs() | set(self._subs)
+        else:
+            changed, self._changed = self._changed, set()
+        try:
+            for run_id in changed:
+                sub = self._subs.get(run_id)
+                if self.hub.streams(run_id) == 0 and sub is not None:
+                    del self._subs[run_id]
+                    self._confirmed.discard(run_id)
+                    self._unconfirmed.discard(run_id)
+                    self._expected.pop(run_id, None)
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                elif self.hub.streams(run_id) > 0 and sub is None:
+                    self._subs[run_id] = await nc.subscribe(events_subject(run_id), cb=self._on_msg)
+                    self._unconfirmed.add(run_id)
+                    self.subscribes += 1
+        except BaseException:
+            self._resync = True  # some of `changed` were not handled: look at every run next time
+            raise
+        if not self._unconfirmed and self.live:
             return
         # A PING after the SUBs: once its PONG is back, the server routes every later publish to us.
         await nc.flush(self.flush_timeout_s)
         if not self.bus.up:
             return
+        added, self._unconfirmed = self._unconfirmed, set()
         if not self.live:
             # (Re)connected: commits since the last NOTIFY-fed publish are read from Postgres by every stream.
             self._confirmed = set(self._subs)
@@ -160,10 +177,9 @@ class JetStreamTail:
             self.hub.feed_interrupted()
             return
         for run_id in added:
-            if run_id in self._subs:
-                self._confirmed.add(run_id)
-                # Published before the server knew of the interest, hence committed before this read.
-                self.hub.feed_interrupted(run_id)
+            self._confirmed.add(run_id)
+            # Published before the server knew of the interest, hence committed before this read.
+            self.hub.feed_interrupted(run_id)
 
     async def _on_msg(self, msg: Msg) -> None:
         run_id = run_id_of_subject(msg.subject)
@@ -205,6 +221,7 @@ class JetStreamTail:
                     await task
         subs, self._subs = list(self._subs.values()), {}
         self._confirmed.clear()
+        self._unconfirmed.clear()
         for sub in subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
