@@ -8,6 +8,11 @@ messages the NATS server sent to that replica's connection from just before the 
 last run mirrored and streamed (`/connz` `out_bytes` of the server's monitoring endpoint, the
 server's own count; the client's `stats['in_bytes']`, payloads only, is in the note).
 
+Interest cost: how long 900 runs' interest takes from the hub's first stream of each to confirmed (the
+tail's SUBs and one PING), beside the per-run alternative, one ordered JetStream consumer filtered on
+each run's subject (created 100 at a time; nats-server 2.15 allows 1,000 per stream by default, so
+5,000 runs are measured through the tail alone).
+
 Baseline, the old design, measured in the same round: one connection holding what every replica held
 before per-run interest, an ordered JetStream consumer on `lace.runs.*.events` delivering new
 messages (its idle heartbeats and flow control included). Every old replica received that much
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +35,10 @@ from nats.js.api import DeliverPolicy
 
 from bench.common import Context, Row, bench_settings, wait_for
 from bench.fixtures import artifact_with_leaves, running_run, step_events
-from lace_engine.domain import RunState
-from lace_engine.events.nats_bus import EVENTS_STREAM, EVENTS_SUBJECTS
+from lace_engine.domain import RunEvent, RunState
+from lace_engine.events.hub import EventHub
+from lace_engine.events.jetstream_tail import JetStreamTail
+from lace_engine.events.nats_bus import EVENTS_STREAM, EVENTS_SUBJECTS, NatsBus, events_subject
 from lace_engine.llm.offline import OfflineProvider
 from lace_engine.service import Engine
 from lace_engine.storage import event_log, run_store
@@ -175,9 +183,64 @@ async def round_of(ctx: Context, url: str, server: NatsServer, writer: Engine, r
             await engine.aclose()
 
 
+async def tail_interest_ms(server: NatsServer, runs_n: int) -> float:
+    """ms from the hub's first stream of each of `runs_n` runs to the tail having confirmed them all."""
+
+    async def nothing(run_id: uuid.UUID, after: int, upto: int) -> list[RunEvent]:
+        return []
+
+    hub = EventHub(nothing)
+    bus = NatsBus(server.url, name="lace:fanout-interest")
+    tail = JetStreamTail(bus, hub)
+    bus.start()
+    tail.start()
+    try:
+        await until(lambda: tail.live, 30, "a live tail")
+        started = time.perf_counter()
+        subs = [hub.subscribe(uuid.uuid4(), 0) for _ in range(runs_n)]
+        while len(tail.confirmed) < runs_n:  # polled finely: the whole thing takes milliseconds
+            if time.perf_counter() - started > 120:
+                raise TimeoutError("the tail did not confirm every run")
+            await asyncio.sleep(0.0005)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        for sub in subs:
+            sub.close()
+        await until(lambda: not tail.subscribed, 60, "every run unsubscribed")
+    finally:
+        await tail.aclose()
+        await bus.aclose()
+    return elapsed_ms
+
+
+async def consumers_ms(server: NatsServer, runs_n: int) -> float:
+    """ms to create one ordered JetStream consumer filtered on each of `runs_n` runs' subjects."""
+    nc = await nats.connect(server.url, name="fanout-consumers")
+    try:
+        js = nc.jetstream()
+
+        async def ignore(msg: Msg) -> None:
+            pass
+
+        async def consumer(run_id: uuid.UUID) -> None:
+            await js.subscribe(events_subject(run_id), stream=EVENTS_STREAM, cb=ignore, ordered_consumer=True,
+                               deliver_policy=DeliverPolicy.NEW, idle_heartbeat=1.0, inactive_threshold=30.0)
+
+        runs = [uuid.uuid4() for _ in range(runs_n)]
+        started = time.perf_counter()
+        for i in range(0, runs_n, 100):
+            await asyncio.gather(*(consumer(r) for r in runs[i:i + 100]))
+        await nc.flush()
+        return (time.perf_counter() - started) * 1000
+    finally:
+        await nc.close()  # the ephemeral consumers go after inactive_threshold
+
+
 async def run(ctx: Context) -> list[Row]:
     runs_n = ctx.size(100, 100, 8)
     leaves = ctx.size(8, 3, 2)
+    # nats-server 2.15 limits a stream to 1,000 consumers by default: the per-run alternative stops there.
+    interest_runs = ctx.size(900, 500, 50)
+    many_runs = ctx.size(5000, 2000, 100)
     server = NatsServer(monitor=True)
     rows: list[Row] = []
     try:
@@ -208,6 +271,14 @@ async def run(ctx: Context) -> list[Row]:
                              f"per replica {', '.join(f'{b / 1024:.0f}' for b in got)} KiB (server /connz); "
                              f"client payload bytes {', '.join(f'{b / 1024:.0f}' for b in client)} KiB; "
                              f"{subs[0]} run subscriptions per replica"))
+                ctx.log(f"  fanout: interest in {interest_runs} runs, SUBs against consumers")
+                lace_ms = await tail_interest_ms(server, interest_runs)
+                many_ms = await tail_interest_ms(server, many_runs)
+                base_ms = await consumers_ms(server, interest_runs)
+                rows.append(Row(f"13. interest in {interest_runs} runs, first stream -> confirmed", lace_ms,
+                                base_ms, "ms", baseline_label="an ordered JetStream consumer per run",
+                                note=f"{many_runs} runs: {many_ms:.0f} ms through the tail; the per-run consumers "
+                                     "stop at nats-server's default of 1,000 consumers per stream"))
             finally:
                 await writer.aclose()
     finally:
