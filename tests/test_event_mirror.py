@@ -3,7 +3,9 @@
 Two engines share one database: a "worker" (executes runs) and a "replica"
 (serves streams, executes nothing), as `lace worker` and `lace serve
 --no-execute` would. Postgres stays canonical: streams must be exact whatever
-NATS does, and the mirror must hold every event once, in order.
+NATS does, and the mirror must hold every event once, in order. The worker leads
+the mirror, so the replica's NATS connection carries only what its live tail
+subscribed to: the runs it streams, checked against the server's /connz.
 """
 
 from __future__ import annotations
