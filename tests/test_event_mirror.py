@@ -208,6 +208,8 @@ async def test_a_replica_receives_only_the_runs_it_streams(
 
     tail._on_msg = spy  # type: ignore[method-assign]
     server_before, client_before = connection(nats_server, replica), dict(nc.stats)
+    runs_gauge = metrics.REGISTRY.get_sample_value("lace_live_tail_runs") or 0.0
+    bytes_before = metrics.REGISTRY.get_sample_value("lace_live_tail_received_bytes_total") or 0.0
     assert run_subjects(server_before) == set()  # no stream, no interest: not even a wildcard
 
     # A is paused at once, so its stream stays open (and subscribed) while B runs from start to end.
@@ -224,6 +226,7 @@ async def test_a_replica_receives_only_the_runs_it_streams(
     assert_exact(await jetstream_events(nats_server.url, run_b), head_b)  # B was published all the while
     assert run_subjects(connection(nats_server, replica)) == {events_subject(run_a)}
     assert tail.subscribed == {run_a}
+    assert metrics.REGISTRY.get_sample_value("lace_live_tail_runs") == runs_gauge + 1
     assert not stream.done()
 
     await worker.control_run(run_a, RunAction.RESUME)
@@ -239,10 +242,13 @@ async def test_a_replica_receives_only_the_runs_it_streams(
     after = connection(nats_server, replica)
     assert after["out_msgs"] - server_before["out_msgs"] == len(seen)  # the server's count
     assert nc.stats["in_msgs"] - client_before["in_msgs"] == len(seen)  # and the client's
+    assert nc.stats["in_bytes"] - client_before["in_bytes"] == \
+        (metrics.REGISTRY.get_sample_value("lace_live_tail_received_bytes_total") or 0.0) - bytes_before
 
     # The last stream of A has ended: the interest goes with it, and a third run reaches nobody here.
     await wait_until(lambda: not tail.subscribed)
     assert run_subjects(connection(nats_server, replica)) == set()
+    assert metrics.REGISTRY.get_sample_value("lace_live_tail_runs") == runs_gauge
     received = len(seen)
     run_c = await start_run(worker)
     await wait_state(worker, run_c, RunState.COMPLETED)

@@ -39,6 +39,7 @@ import uuid
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
+from lace_engine import metrics
 from lace_engine.events.hub import EventHub
 from lace_engine.events.jetstream_mirror import decode_event
 from lace_engine.events.nats_bus import NatsBus, events_subject, run_id_of_subject
@@ -151,6 +152,7 @@ class JetStreamTail:
                 sub = self._subs.get(run_id)
                 if self.hub.streams(run_id) == 0 and sub is not None:
                     del self._subs[run_id]
+                    metrics.TAIL_RUNS.dec()
                     self._confirmed.discard(run_id)
                     self._unconfirmed.discard(run_id)
                     self._expected.pop(run_id, None)
@@ -158,6 +160,7 @@ class JetStreamTail:
                         await sub.unsubscribe()
                 elif self.hub.streams(run_id) > 0 and sub is None:
                     self._subs[run_id] = await nc.subscribe(events_subject(run_id), cb=self._on_msg)
+                    metrics.TAIL_RUNS.inc()
                     self._unconfirmed.add(run_id)
                     self.subscribes += 1
         except BaseException:
@@ -191,6 +194,7 @@ class JetStreamTail:
             log.warning("live tail: undecodable message on %s", msg.subject)
             return
         self.delivered += 1
+        metrics.TAIL_RECEIVED_BYTES.inc(len(msg.data))
         self.hub.publish(run_id, [event])
 
     def _flush_expected(self) -> None:
@@ -220,6 +224,7 @@ class JetStreamTail:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         subs, self._subs = list(self._subs.values()), {}
+        metrics.TAIL_RUNS.dec(len(subs))
         self._confirmed.clear()
         self._unconfirmed.clear()
         for sub in subs:
