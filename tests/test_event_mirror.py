@@ -215,7 +215,9 @@ async def test_a_replica_receives_only_the_runs_it_streams(
     # A is paused at once, so its stream stays open (and subscribed) while B runs from start to end.
     run_a = await start_run(worker, words=6000)
     await worker.control_run(run_a, RunAction.PAUSE)
+    subscribes = tail.subscribes
     stream = asyncio.create_task(collect(replica, run_a))
+    second = asyncio.create_task(collect(replica, run_a))  # interest is per run: one SUB for both streams
     await wait_until(lambda: run_a in tail.confirmed)
     await wait_state(worker, run_a, RunState.PAUSED)
     run_b = await start_run(worker, words=6000)
@@ -225,15 +227,16 @@ async def test_a_replica_receives_only_the_runs_it_streams(
     assert head_b > 10
     assert_exact(await jetstream_events(nats_server.url, run_b), head_b)  # B was published all the while
     assert run_subjects(connection(nats_server, replica)) == {events_subject(run_a)}
-    assert tail.subscribed == {run_a}
+    assert tail.subscribed == {run_a} and tail.subscribes == subscribes + 1
     assert metrics.REGISTRY.get_sample_value("lace_live_tail_runs") == runs_gauge + 1
-    assert not stream.done()
+    assert not stream.done() and not second.done()
 
     await worker.control_run(run_a, RunAction.RESUME)
     events = await asyncio.wait_for(stream, 60)
     run = await replica.get_run(run_a)
     assert run.state is RunState.COMPLETED
     assert_exact(events, run.head_seq)
+    assert_exact(await asyncio.wait_for(second, 60), run.head_seq)
     assert await wait_mirrored(mirror_db, run_a) == run.head_seq
 
     # All the replica received is A's: every event committed after the resume, and none of B's.
