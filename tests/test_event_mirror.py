@@ -293,6 +293,50 @@ async def test_interest_survives_a_nats_restart(
     assert tail.delivered - delivered >= run.head_seq - paused_at
 
 
+async def test_a_run_streamed_before_its_subscription_is_confirmed_goes_through_notify(
+        engines: tuple[Engine, Engine], mirror_db: str) -> None:
+    """Until the server has the replica's SUB for a run, that run's commits reach its streams through
+    NOTIFY and Postgres at once (not after LACE_STREAM_FALLBACK_S): here the SUB is held back until the
+    run has ended, so nothing of it arrives through NATS and the stream is exact all the same."""
+    worker, replica = engines
+    tail, bus = replica.cluster.tail, replica.cluster.bus
+    assert tail is not None and bus is not None and bus.nc is not None
+    nc = bus.nc
+    gate = asyncio.Event()
+    subscribe = nc.subscribe
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await subscribe(*args, **kwargs)
+
+    nc.subscribe = held  # type: ignore[method-assign]
+    try:
+        run_id = await start_run(worker)
+        await worker.control_run(run_id, RunAction.PAUSE)
+        await wait_state(worker, run_id, RunState.PAUSED)
+
+        async def watch() -> list[RunEvent]:
+            # No heartbeat within the test's time, so no head poll: what reaches this stream came through the hub.
+            out: list[RunEvent] = []
+            async for batch in stream_run(replica.hub, replica._read_head, run_id, 0, heartbeat_s=3600.0):
+                out.extend(batch.events)
+            return out
+
+        delivered, fallbacks = tail.delivered, tail.fallbacks
+        stream = asyncio.create_task(watch())
+        await wait_until(lambda: replica.hub.streams(run_id) == 1)
+        await worker.control_run(run_id, RunAction.RESUME)
+        events = await asyncio.wait_for(stream, 60)
+        run = await replica.get_run(run_id)
+        assert run.state is RunState.COMPLETED
+        assert_exact(events, run.head_seq)
+        assert run_id not in tail.confirmed and not tail.subscribed
+        assert tail.delivered == delivered and tail.fallbacks == fallbacks
+    finally:
+        gate.set()
+        nc.subscribe = subscribe  # type: ignore[method-assign]
+
+
 async def test_streams_fall_back_to_postgres_when_the_mirror_stops(
         engines: tuple[Engine, Engine], mirror_db: str) -> None:
     """NATS up, the tail live and subscribed, but nothing published: streams get every event through the

@@ -74,6 +74,7 @@ class JetStreamTail:
         self._dirty = asyncio.Event()
         self._sync_task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._closing = False
         bus.add_listener(self._on_bus)
         hub.add_interest_listener(self._on_interest)
 
@@ -121,9 +122,13 @@ class JetStreamTail:
 
     async def _sync_loop(self) -> None:
         backoff = 0.5
-        while True:
+        # Checked, not only cancelled: before Python 3.12 a cancel that lands as nc.flush's PONG arrives
+        # is swallowed by its asyncio.wait_for (python/cpython#86296), and aclose would wait for ever.
+        while not self._closing:
             await self._dirty.wait()
             self._dirty.clear()
+            if self._closing:
+                return
             if not self.bus.up:
                 continue  # _on_bus(True) sets it again
             try:
@@ -218,6 +223,8 @@ class JetStreamTail:
 
     async def aclose(self) -> None:
         self.live = False
+        self._closing = True
+        self._dirty.set()
         for task in (self._watchdog, self._sync_task):
             if task is not None:
                 task.cancel()
