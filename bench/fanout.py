@@ -3,7 +3,8 @@
 100 runs commit the same events (one written leaf after another: five events per commit) through a
 writer Engine that leads the JetStream mirror. N API replicas (Engines with LACE_EVENT_BUS=nats, each
 its own NATS connection, as `lace serve --no-execute` would have) each stream a disjoint 1/N of the
-runs, two streams per run, from cursor 0 to the run's end. Measured per replica: the bytes of the
+runs, two streams per run, from cursor 0 to the run's end; then 1 and 2 replicas each stream a
+disjoint quarter (the other runs are written, and streamed by nobody). Measured per replica: the bytes of the
 messages the NATS server sent to that replica's connection from just before the first commit to the
 last run mirrored and streamed (`/connz` `out_bytes` of the server's monitoring endpoint, the
 server's own count; the client's `stats['in_bytes']`, payloads only, is in the note).
@@ -114,9 +115,10 @@ class Round:
     events: int  # events committed (and mirrored) during the round
 
 
-async def round_of(ctx: Context, url: str, server: NatsServer, writer: Engine, replicas: int, runs_n: int,
-                   leaves: int) -> Round:
-    """One round on fresh runs: N replicas each stream their share while the writer writes every run."""
+async def round_of(ctx: Context, url: str, server: NatsServer, writer: Engine, replicas: int, parts: int,
+                   runs_n: int, leaves: int) -> Round:
+    """One round on fresh runs, split into `parts` disjoint shares: replica i streams share i (the shares
+    beyond the replicas are streamed by nobody) while the writer writes every run."""
     runs = await make_runs(writer, runs_n, leaves)
     await wait_for(lambda: all_mirrored(url, runs), 60, what="run creation mirrored")
     created = sum((await heads_of(url, runs)).values())
@@ -140,7 +142,7 @@ async def round_of(ctx: Context, url: str, server: NatsServer, writer: Engine, r
         await old.jetstream().subscribe(EVENTS_SUBJECTS, stream=EVENTS_STREAM, cb=count, ordered_consumer=True,
                                         deliver_policy=DeliverPolicy.NEW, idle_heartbeat=1.0,
                                         inactive_threshold=30.0)
-        shares = [runs[i::replicas] for i in range(replicas)]
+        shares = [runs[i::parts] for i in range(replicas)]
         for engine, share in zip(engines, shares, strict=True):
             streams += [(run_id, asyncio.create_task(follow(engine, run_id))) for run_id in share for _ in range(2)]
         await until(lambda: all(e.cluster.tail is not None and set(share) <= e.cluster.tail.confirmed
@@ -155,7 +157,7 @@ async def round_of(ctx: Context, url: str, server: NatsServer, writer: Engine, r
         client_before = [in_bytes(e) for e in engines]
         old_before = old_msgs
 
-        ctx.log(f"  fanout: {replicas} replica(s), {runs_n} runs x {leaves} leaves")
+        ctx.log(f"  fanout: {replicas} replica(s) each streaming 1/{parts} of {runs_n} runs x {leaves} leaves")
         await write_runs(writer, runs, leaves)
         heads = await heads_of(url, runs)
         for run_id, task in streams:
@@ -254,17 +256,19 @@ async def run(ctx: Context) -> list[Row]:
                 # The writer leads the mirror, so the replicas' connections carry their live tails alone.
                 await until(lambda: writer.cluster.mirror is not None and writer.cluster.mirror.is_leader, 30,
                             "the writer leading the mirror")
-                for replicas in (1, 2, 4):
-                    r = await round_of(ctx, url, server, writer, replicas, runs_n, leaves)
+                # Each replica a 1/N share of all the runs (every run streamed somewhere), then 1 and 2
+                # replicas streaming a quarter each: what a replica receives follows what it streams.
+                for replicas, parts in ((1, 1), (2, 2), (4, 4), (1, 4), (2, 4)):
+                    r = await round_of(ctx, url, server, writer, replicas, parts, runs_n, leaves)
                     got, client, subs, old_bytes = r.server_bytes, r.client_bytes, r.subscriptions, r.old_bytes
                     mean = sum(got) / len(got)
-                    share = 1 / replicas
+                    share = 1 / parts
                     ctx.log(f"    {replicas} replica(s), {r.events} events: server out_bytes per replica {got}, "
                             f"client in_bytes {client}, run subscriptions {subs}; old design {old_bytes} bytes, "
                             f"{r.old_msgs} msgs")
                     rows.append(Row(
                         f"13. NATS KiB received per replica, {replicas} replica{'s' if replicas > 1 else ''}, "
-                        f"each streaming {runs_n // replicas} of {runs_n} runs",
+                        f"each streaming {len(range(0, runs_n, parts))} of {runs_n} runs",
                         mean / 1024, old_bytes / 1024, "KiB", f"<= {1.1 * share:.2f}x old (share {share:.2f})",
                         mean <= 1.1 * share * old_bytes, baseline_label="old design: every run to every replica",
                         note=f"{r.events} events committed; "
