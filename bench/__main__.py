@@ -37,6 +37,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("sources", "10. Sources: retrieval, AddSource, prompt share, citation validity"),
     ("peers", "11. Peers: the same job with LACE, LangGraph and DBOS"),
     ("versions", "12. Versions: an artifact as it was at a past version, against now"),
+    ("fanout", "13. Fan-out: NATS bytes per API replica with 1, 2 and 4 replicas"),
 )
 
 

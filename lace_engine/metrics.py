@@ -39,6 +39,10 @@ MIRROR_LAG = Histogram("lace_mirror_lag_seconds", "Time from an event's commit t
 MIRROR_BACKLOG = Gauge("lace_mirror_backlog_events", "Committed events the mirror's leader has not yet seen "
                        "acknowledged by JetStream, as of its last pass (0 where this process does not lead).",
                        registry=REGISTRY)
+TAIL_RUNS = Gauge("lace_live_tail_runs", "Runs this API replica holds a NATS subscription for: one per run it "
+                  "streams (LACE_EVENT_BUS=nats).", registry=REGISTRY)
+TAIL_RECEIVED_BYTES = Counter("lace_live_tail_received_bytes", "Payload bytes of mirrored run events this "
+                              "replica's live tail received through NATS.", registry=REGISTRY)
 EVENTS_COMMITTED = Counter("lace_events_committed", "Run events committed by this process.", registry=REGISTRY)
 RUN_TRANSITIONS = Counter("lace_run_transitions", "Run state changes committed by this process, by the state "
                           "entered.", ["state"], registry=REGISTRY)

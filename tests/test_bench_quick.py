@@ -30,6 +30,7 @@ EXPECTED: dict[str, list[str]] = {
     "scale_out": ["8. live p50", "8. live p99", "8. runs/s, 1 worker", "8. runs/s, 2 workers", "8. runs/s, 3 workers"],
     "db_outage": ["9. run with", "9. resume delay after an outage", "9. LLM calls per applied step",
                   "9. nodes and applied steps"],
+    "fanout": [*(f"13. NATS KiB received per replica, {n} replica" for n in (1, 2, 4, 1, 2)), "13. interest in"],
 }
 
 

@@ -3,26 +3,32 @@
 Two engines share one database: a "worker" (executes runs) and a "replica"
 (serves streams, executes nothing), as `lace worker` and `lace serve
 --no-execute` would. Postgres stays canonical: streams must be exact whatever
-NATS does, and the mirror must hold every event once, in order.
+NATS does, and the mirror must hold every event once, in order. The worker leads
+the mirror, so the replica's NATS connection carries only what its live tail
+subscribed to: the runs it streams, checked against the server's /connz.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import psycopg
 import pytest
+from nats.aio.msg import Msg
 
 from lace_engine import metrics
 from lace_engine.config import Settings
 from lace_engine.domain import RunEvent, RunOptions, RunState
 from lace_engine.events.jetstream_mirror import EventMirror
-from lace_engine.events.nats_bus import NatsBus
+from lace_engine.events.nats_bus import NatsBus, events_subject
+from lace_engine.events.stream_run import stream_run
 from lace_engine.llm.offline import OfflineProvider
 from lace_engine.pipeline.apply import NewArtifact
+from lace_engine.runs.lifecycle import RunAction
 from lace_engine.service import Engine
 from tests.support.database import fresh_database
 from tests.support.nats import NatsServer, jetstream_events
@@ -32,7 +38,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def nats_server() -> Iterator[NatsServer]:
-    server = NatsServer().start()
+    server = NatsServer(monitor=True).start()
     yield server
     server.close()
 
@@ -65,6 +71,10 @@ async def engines(mirror_db: str, nats_server: NatsServer) -> AsyncIterator[tupl
     replica = Engine(settings_for(mirror_db, nats_server.url, execute=False, owner="replica-1"), mirror_db,
                      OfflineProvider())
     await worker.start()
+    # The worker leads the mirror, so the replica's NATS connection carries its live tail and nothing else
+    # (no publish acks): what it receives is what its streams asked for.
+    assert worker.cluster.mirror is not None
+    await wait_until(lambda: worker.cluster.mirror is not None and worker.cluster.mirror.is_leader)
     await replica.start()
     for engine in (worker, replica):
         assert engine.cluster.bus is not None
@@ -77,6 +87,22 @@ async def engines(mirror_db: str, nats_server: NatsServer) -> AsyncIterator[tupl
     yield worker, replica
     await replica.aclose()
     await worker.aclose()
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def wait_state(engine: Engine, run_id: uuid.UUID, state: RunState, seconds: float = 60.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if (await engine.get_run(run_id)).state is state:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} is {(await engine.get_run(run_id)).state}, not {state}")
 
 
 async def start_run(engine: Engine, words: int = 3000) -> uuid.UUID:
@@ -124,9 +150,15 @@ def assert_exact(events: list[RunEvent], head: int) -> None:
 async def test_events_are_mirrored_once_in_order_and_streamed_through_jetstream(
         engines: tuple[Engine, Engine], mirror_db: str, nats_server: NatsServer) -> None:
     worker, replica = engines
+    tail = replica.cluster.tail
+    assert tail is not None
     lagged = metrics.REGISTRY.get_sample_value("lace_mirror_lag_seconds_count") or 0.0
+    delivered = tail.delivered
     run_id = await start_run(replica)  # dispatched as a job to the worker
-    events = await asyncio.wait_for(collect(replica, run_id), 60)
+    stream = asyncio.create_task(collect(replica, run_id))
+    await wait_until(lambda: run_id in tail.confirmed or stream.done())
+    _, confirmed_at = await cursor_of(mirror_db, run_id)  # committed after the replica subscribed to the run
+    events = await asyncio.wait_for(stream, 60)
     run = await replica.get_run(run_id)
     assert run.state is RunState.COMPLETED
     assert_exact(events, run.head_seq)
@@ -143,11 +175,200 @@ async def test_events_are_mirrored_once_in_order_and_streamed_through_jetstream(
     assert_exact(mirrored, run.head_seq)
     assert [(e.type, e.payload) for e in mirrored] == [(e.type, e.payload) for e in events]
 
-    tail = replica.cluster.tail
-    assert tail is not None and tail.delivered >= run.head_seq  # live events came through JetStream
+    # Live events came through NATS: at least every one committed once the tail held the run's subject.
+    assert tail.delivered - delivered >= run.head_seq - confirmed_at
     consumer = worker.cluster.consumer
     assert consumer is not None and consumer.claimed >= 1  # and the run came through the job queue
     assert replica.cluster.dispatcher is not None and replica.cluster.dispatcher.published >= 1
+
+
+def connection(nats_server: NatsServer, engine: Engine) -> dict[str, Any]:
+    """The NATS server's view of an engine's connection (/connz)."""
+    return nats_server.connz()[f"lace:{engine.settings.owner_id}"]
+
+
+def run_subjects(conn: dict[str, Any]) -> set[str]:
+    return {str(s) for s in conn.get("subscriptions_list") or [] if str(s).startswith("lace.")}
+
+
+async def test_a_replica_receives_only_the_runs_it_streams(
+        engines: tuple[Engine, Engine], mirror_db: str, nats_server: NatsServer) -> None:
+    """Fan-out by interest: streaming run A, the replica's connection carries A's events and not one of B's,
+    and once A's last stream ends it carries nothing of a third run either."""
+    worker, replica = engines
+    tail, bus = replica.cluster.tail, replica.cluster.bus
+    assert tail is not None and bus is not None and bus.nc is not None
+    nc = bus.nc
+    seen: list[tuple[str, int]] = []
+    deliver = tail._on_msg
+
+    async def spy(msg: Msg) -> None:  # every message the tail's subscriptions receive
+        seen.append((msg.subject, int((msg.headers or {}).get("Lace-Seq", "0"))))
+        await deliver(msg)
+
+    tail._on_msg = spy  # type: ignore[method-assign]
+    server_before, client_before = connection(nats_server, replica), dict(nc.stats)
+    runs_gauge = metrics.REGISTRY.get_sample_value("lace_live_tail_runs") or 0.0
+    bytes_before = metrics.REGISTRY.get_sample_value("lace_live_tail_received_bytes_total") or 0.0
+    assert run_subjects(server_before) == set()  # no stream, no interest: not even a wildcard
+
+    # A is paused at once, so its stream stays open (and subscribed) while B runs from start to end.
+    run_a = await start_run(worker, words=6000)
+    await worker.control_run(run_a, RunAction.PAUSE)
+    subscribes = tail.subscribes
+    stream = asyncio.create_task(collect(replica, run_a))
+    second = asyncio.create_task(collect(replica, run_a))  # interest is per run: one SUB for both streams
+    await wait_until(lambda: run_a in tail.confirmed)
+    await wait_state(worker, run_a, RunState.PAUSED)
+    run_b = await start_run(worker, words=6000)
+    await wait_state(worker, run_b, RunState.COMPLETED)
+    head_b = await wait_mirrored(mirror_db, run_b)
+    paused_at = await wait_mirrored(mirror_db, run_a)
+    assert head_b > 10
+    assert_exact(await jetstream_events(nats_server.url, run_b), head_b)  # B was published all the while
+    assert run_subjects(connection(nats_server, replica)) == {events_subject(run_a)}
+    assert tail.subscribed == {run_a} and tail.subscribes == subscribes + 1
+    assert metrics.REGISTRY.get_sample_value("lace_live_tail_runs") == runs_gauge + 1
+    assert not stream.done() and not second.done()
+
+    await worker.control_run(run_a, RunAction.RESUME)
+    events = await asyncio.wait_for(stream, 60)
+    run = await replica.get_run(run_a)
+    assert run.state is RunState.COMPLETED
+    assert_exact(events, run.head_seq)
+    assert_exact(await asyncio.wait_for(second, 60), run.head_seq)
+    assert await wait_mirrored(mirror_db, run_a) == run.head_seq
+
+    # All the replica received is A's: every event committed after the resume, and none of B's.
+    assert {subject for subject, _ in seen} == {events_subject(run_a)}
+    assert set(range(paused_at + 1, run.head_seq + 1)) <= {seq for _, seq in seen}
+    after = connection(nats_server, replica)
+    assert after["out_msgs"] - server_before["out_msgs"] == len(seen)  # the server's count
+    assert nc.stats["in_msgs"] - client_before["in_msgs"] == len(seen)  # and the client's
+    assert nc.stats["in_bytes"] - client_before["in_bytes"] == \
+        (metrics.REGISTRY.get_sample_value("lace_live_tail_received_bytes_total") or 0.0) - bytes_before
+
+    # The last stream of A has ended: the interest goes with it, and a third run reaches nobody here.
+    await wait_until(lambda: not tail.subscribed)
+    assert run_subjects(connection(nats_server, replica)) == set()
+    assert metrics.REGISTRY.get_sample_value("lace_live_tail_runs") == runs_gauge
+    received = len(seen)
+    run_c = await start_run(worker)
+    await wait_state(worker, run_c, RunState.COMPLETED)
+    await wait_mirrored(mirror_db, run_c)
+    assert len(seen) == received
+    assert nc.stats["in_msgs"] - client_before["in_msgs"] == received
+
+
+async def test_interest_survives_a_nats_restart(
+        engines: tuple[Engine, Engine], mirror_db: str, nats_server: NatsServer) -> None:
+    """NATS SIGKILLed and restarted under an open stream: the replica's subscription to the run is back on
+    the new server (the client re-sends it), confirmed, and the run's later events arrive through it."""
+    worker, replica = engines
+    tail = replica.cluster.tail
+    assert tail is not None and replica.cluster.bus is not None
+    run_id = await start_run(worker)
+    await worker.control_run(run_id, RunAction.PAUSE)
+    stream = asyncio.create_task(collect(replica, run_id))
+    await wait_until(lambda: run_id in tail.confirmed)
+    await wait_state(worker, run_id, RunState.PAUSED)
+    paused_at = await wait_mirrored(mirror_db, run_id)
+
+    nats_server.kill()
+    await wait_until(lambda: not tail.live)
+    assert tail.confirmed == set()  # meanwhile the run's NOTIFYs go to the hub
+    nats_server.start()
+    assert await replica.cluster.bus.wait_up(30)
+    await wait_until(lambda: run_id in tail.confirmed)
+    assert run_subjects(connection(nats_server, replica)) == {events_subject(run_id)}
+    delivered = tail.delivered
+
+    await worker.control_run(run_id, RunAction.RESUME)
+    events = await asyncio.wait_for(stream, 60)
+    run = await replica.get_run(run_id)
+    assert run.state is RunState.COMPLETED
+    assert_exact(events, run.head_seq)
+    assert await wait_mirrored(mirror_db, run_id) == run.head_seq
+    # This replica streams this run alone: every event after the resume came through the restored SUB.
+    assert tail.delivered - delivered >= run.head_seq - paused_at
+
+
+async def test_a_run_streamed_before_its_subscription_is_confirmed_goes_through_notify(
+        engines: tuple[Engine, Engine], mirror_db: str) -> None:
+    """Until the server has the replica's SUB for a run, that run's commits reach its streams through
+    NOTIFY and Postgres at once (not after LACE_STREAM_FALLBACK_S): here the SUB is held back until the
+    run has ended, so nothing of it arrives through NATS and the stream is exact all the same."""
+    worker, replica = engines
+    tail, bus = replica.cluster.tail, replica.cluster.bus
+    assert tail is not None and bus is not None and bus.nc is not None
+    nc = bus.nc
+    gate = asyncio.Event()
+    subscribe = nc.subscribe
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await subscribe(*args, **kwargs)
+
+    nc.subscribe = held  # type: ignore[method-assign]
+    try:
+        run_id = await start_run(worker)
+        await worker.control_run(run_id, RunAction.PAUSE)
+        await wait_state(worker, run_id, RunState.PAUSED)
+
+        async def watch() -> list[RunEvent]:
+            # No heartbeat within the test's time, so no head poll: what reaches this stream came through the hub.
+            out: list[RunEvent] = []
+            async for batch in stream_run(replica.hub, replica._read_head, run_id, 0, heartbeat_s=3600.0):
+                out.extend(batch.events)
+            return out
+
+        delivered, fallbacks = tail.delivered, tail.fallbacks
+        stream = asyncio.create_task(watch())
+        await wait_until(lambda: replica.hub.streams(run_id) == 1)
+        await worker.control_run(run_id, RunAction.RESUME)
+        events = await asyncio.wait_for(stream, 60)
+        run = await replica.get_run(run_id)
+        assert run.state is RunState.COMPLETED
+        assert_exact(events, run.head_seq)
+        assert run_id not in tail.confirmed and not tail.subscribed
+        assert tail.delivered == delivered and tail.fallbacks == fallbacks
+    finally:
+        gate.set()
+        nc.subscribe = subscribe  # type: ignore[method-assign]
+
+
+async def test_streams_fall_back_to_postgres_when_the_mirror_stops(
+        engines: tuple[Engine, Engine], mirror_db: str) -> None:
+    """NATS up, the tail live and subscribed, but nothing published: streams get every event through the
+    NOTIFY fallback (LACE_STREAM_FALLBACK_S) and Postgres."""
+    worker, replica = engines
+    tail = replica.cluster.tail
+    assert tail is not None
+    for engine in engines:
+        assert engine.cluster.mirror is not None
+        await engine.cluster.mirror.aclose()
+    run_id = await start_run(worker)
+    await worker.control_run(run_id, RunAction.PAUSE)
+
+    async def watch() -> list[RunEvent]:
+        # No heartbeat within the test's time, so no head poll: what reaches this stream came through the hub.
+        out: list[RunEvent] = []
+        async for batch in stream_run(replica.hub, replica._read_head, run_id, 0, heartbeat_s=3600.0):
+            out.extend(batch.events)
+        return out
+
+    stream = asyncio.create_task(watch())
+    await wait_until(lambda: run_id in tail.confirmed)
+    await wait_state(worker, run_id, RunState.PAUSED)
+    delivered, fallbacks = tail.delivered, tail.fallbacks
+    await worker.control_run(run_id, RunAction.RESUME)  # every commit from here on is awaited through NATS
+    events = await asyncio.wait_for(stream, 60)
+    run = await replica.get_run(run_id)
+    assert run.state is RunState.COMPLETED
+    assert_exact(events, run.head_seq)
+    assert tail.live and tail.delivered == delivered
+    assert tail.fallbacks > fallbacks
+    assert (await cursor_of(mirror_db, run_id))[0] < run.head_seq  # indeed not mirrored
 
 
 async def test_nats_killed_mid_run_loses_and_duplicates_nothing(

@@ -300,3 +300,27 @@ async def test_a_hole_in_the_queue_is_read_from_the_database_and_a_closed_hub_en
     assert ended.value.reason == "SERVER_SHUTTING_DOWN" and ended.value.metadata == {"cursor": "4"}
     sub.close()
     await hub.aclose()
+
+
+async def test_interest_is_per_run_not_per_stream_and_one_run_can_be_re_read_alone() -> None:
+    """The NATS tail subscribes to a run while the hub has streams of it: told once when a run gets its
+    first stream and once after its last; a feed restarted for one run re-reads only that run's streams."""
+    log = Log()
+    hub = EventHub(log.fetch)
+    told: list[tuple[uuid.UUID, bool]] = []
+    hub.add_interest_listener(lambda run_id, wanted: told.append((run_id, wanted)))
+    other = uuid.uuid4()
+    a1, a2, b = hub.subscribe(RUN, 0), hub.subscribe(RUN, 0), hub.subscribe(other, 0)
+    assert told == [(RUN, True), (other, True)] and hub.runs() == {RUN, other}
+    for sub in (a1, a2, b):
+        sub._catching_up = False  # their history is read
+    log.committed = 3
+    hub.publish(RUN, events(1, 3))
+    hub.feed_interrupted(other)
+    assert (a1._behind, a2._behind, b._behind) == (False, False, True)
+    assert hub.head(RUN) == 3
+    a1.close()
+    assert told[2:] == []
+    a2.close()
+    b.close()
+    assert told[2:] == [(RUN, False), (other, False)] and hub.runs() == set()

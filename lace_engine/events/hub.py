@@ -37,6 +37,8 @@ from lace_engine.errors import Unavailable
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[uuid.UUID, int, int], Awaitable[list[RunEvent]]]
+# interest(run_id, True) when a run gets its first local stream, (run_id, False) when its last one leaves.
+Interest = Callable[[uuid.UUID, bool], None]
 
 
 class Subscription:
@@ -172,13 +174,38 @@ class EventHub:
         self._local: dict[uuid.UUID, int] = {}
         self._timer: asyncio.Task[None] | None = None
         self._tick_s = 1.0
+        self._interest: list[Interest] = []
         self.closed = False
+
+    def add_interest_listener(self, listener: Interest) -> None:
+        """listener(run_id, True) when a run gets its first local stream, (run_id, False) after its last:
+        a feed of commits (the NATS tail) may then receive only the runs streamed here."""
+        self._interest.append(listener)
+
+    def runs(self) -> set[uuid.UUID]:
+        """The runs with local streams now (a copy)."""
+        return set(self._subs)
+
+    def streams(self, run_id: uuid.UUID) -> int:
+        """How many local streams the run has now."""
+        return len(self._subs.get(run_id, ()))
 
     def subscribe(self, run_id: uuid.UUID, cursor: int) -> Subscription:
         """A stream of the run's events after `cursor`: first its history, then live (`Subscription.next`)."""
         sub = Subscription(self, run_id, cursor, self._max_pending)
-        self._subs.setdefault(run_id, set()).add(sub)
+        subs = self._subs.get(run_id)
+        if subs is None:
+            subs = self._subs[run_id] = set()
+            self._tell_interest(run_id, True)
+        subs.add(sub)
         return sub
+
+    def _tell_interest(self, run_id: uuid.UUID, wanted: bool) -> None:
+        for listener in self._interest:
+            try:
+                listener(run_id, wanted)
+            except Exception:
+                log.exception("interest listener failed")
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.run_id)
@@ -190,6 +217,7 @@ class EventHub:
             self._published.pop(sub.run_id, None)
             self._wanted.pop(sub.run_id, None)
             self._held.pop(sub.run_id, None)
+            self._tell_interest(sub.run_id, False)
 
     @property
     def subscriber_count(self) -> int:
@@ -283,11 +311,17 @@ class EventHub:
         if run_id not in self._fetching:
             self._fetching[run_id] = asyncio.create_task(self._fetch_missing(run_id))
 
-    def feed_interrupted(self) -> None:
-        """A feed of commits (LISTEN, JetStream) was interrupted and commits may have been missed:
-        the hub forgets what it published and every stream reads the database again."""
-        self._published.clear()
-        for subs in self._subs.values():
+    def feed_interrupted(self, run_id: uuid.UUID | None = None) -> None:
+        """A feed of commits (LISTEN, NATS) was interrupted, or only just started, and commits may have
+        been missed (of `run_id`, or of any run): the hub forgets what it published and those streams
+        read the database again."""
+        if run_id is None:
+            self._published.clear()
+            groups = list(self._subs.values())
+        else:
+            self._published.pop(run_id, None)
+            groups = [self._subs.get(run_id, set())]
+        for subs in groups:
             for sub in subs:
                 sub._fall_behind()
 

@@ -8,6 +8,7 @@ Restartable on the same port and store directory, so a test can kill NATS
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,8 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.js.errors
@@ -40,10 +43,14 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    """One nats-server process with JetStream on 127.0.0.1, a free port and a temporary store."""
+    """One nats-server process with JetStream on 127.0.0.1, a free port and a temporary store.
 
-    def __init__(self, store_dir: Path | None = None, port: int | None = None):
+    With `monitor`, also the HTTP monitoring endpoint on another free port (`connz()`).
+    """
+
+    def __init__(self, store_dir: Path | None = None, port: int | None = None, *, monitor: bool = False):
         self.port = port or free_port()
+        self.monitor_port = free_port() if monitor else None
         self._own_store = store_dir is None
         self.store_dir = store_dir or Path(tempfile.mkdtemp(prefix="lace-test-nats-"))
         self.log_path = self.store_dir / "nats-server.log"
@@ -59,6 +66,8 @@ class NatsServer:
             return self
         cmd = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir),
                "--log", str(self.log_path)]
+        if self.monitor_port is not None:
+            cmd += ["-m", str(self.monitor_port)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,6 +85,16 @@ class NatsServer:
         except OSError:
             return False
         return info.startswith(b"INFO ") and b'"jetstream":true' in info
+
+    def connz(self) -> dict[str, dict[str, Any]]:
+        """The server's own view of each open client connection, by connection name (/connz, with the
+        subjects each one subscribes to): in_msgs/in_bytes from the client, out_msgs/out_bytes to it."""
+        if self.monitor_port is None:
+            raise RuntimeError("started without monitor=True")
+        url = f"http://127.0.0.1:{self.monitor_port}/connz?subs=1&limit=100000"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.loads(response.read())
+        return {str(c.get("name", "")): c for c in body.get("connections", [])}
 
     def kill(self) -> None:
         """SIGKILL: no flush, no goodbye, as a crash would."""
