@@ -15,7 +15,7 @@ each run's subject (created 100 at a time; nats-server 2.15 allows 1,000 per str
 5,000 runs are measured through the tail alone).
 
 Baseline, the old design, measured in the same round: one connection holding what every replica held
-before per-run interest, an ordered JetStream consumer on `lace.runs.*.events` delivering new
+before per-run interest, an ordered JetStream consumer on `lace.runs.*.*.events` delivering new
 messages (its idle heartbeats and flow control included). Every old replica received that much
 whatever it streamed; the new figure should be about 1/N of it.
 """
@@ -43,6 +43,7 @@ from lace_engine.events.nats_bus import EVENTS_STREAM, EVENTS_SUBJECTS, NatsBus,
 from lace_engine.llm.offline import OfflineProvider
 from lace_engine.service import Engine
 from lace_engine.storage import event_log, run_store
+from lace_engine.tenancy import DEFAULT_TENANT
 from tests.support.nats import NatsServer
 
 NAME = "fanout"
@@ -224,8 +225,9 @@ async def consumers_ms(server: NatsServer, runs_n: int) -> float:
             pass
 
         async def consumer(run_id: uuid.UUID) -> None:
-            await js.subscribe(events_subject(run_id), stream=EVENTS_STREAM, cb=ignore, ordered_consumer=True,
-                               deliver_policy=DeliverPolicy.NEW, idle_heartbeat=1.0, inactive_threshold=30.0)
+            await js.subscribe(events_subject(DEFAULT_TENANT, run_id), stream=EVENTS_STREAM, cb=ignore,
+                               ordered_consumer=True, deliver_policy=DeliverPolicy.NEW, idle_heartbeat=1.0,
+                               inactive_threshold=30.0)
 
         runs = [uuid.uuid4() for _ in range(runs_n)]
         started = time.perf_counter()

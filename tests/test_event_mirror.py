@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import nats
 import psycopg
 import pytest
 from nats.aio.msg import Msg
@@ -30,6 +31,7 @@ from lace_engine.llm.offline import OfflineProvider
 from lace_engine.pipeline.apply import NewArtifact
 from lace_engine.runs.lifecycle import RunAction
 from lace_engine.service import Engine
+from lace_engine.tenancy import DEFAULT_TENANT
 from tests.support.database import fresh_database
 from tests.support.nats import NatsServer, jetstream_events
 
@@ -97,12 +99,13 @@ async def wait_until(condition: Callable[[], bool], seconds: float = 30.0) -> No
     raise AssertionError("condition not reached")
 
 
-async def wait_state(engine: Engine, run_id: uuid.UUID, state: RunState, seconds: float = 60.0) -> None:
+async def wait_state(engine: Engine, run_id: uuid.UUID, state: RunState, seconds: float = 60.0, *,
+                     tenant: str = DEFAULT_TENANT) -> None:
     for _ in range(int(seconds / 0.05)):
-        if (await engine.get_run(run_id)).state is state:
+        if (await engine.get_run(run_id, tenant=tenant)).state is state:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} is {(await engine.get_run(run_id)).state}, not {state}")
+    raise AssertionError(f"run {run_id} is {(await engine.get_run(run_id, tenant=tenant)).state}, not {state}")
 
 
 async def start_run(engine: Engine, words: int = 3000) -> uuid.UUID:
@@ -226,7 +229,7 @@ async def test_a_replica_receives_only_the_runs_it_streams(
     paused_at = await wait_mirrored(mirror_db, run_a)
     assert head_b > 10
     assert_exact(await jetstream_events(nats_server.url, run_b), head_b)  # B was published all the while
-    assert run_subjects(connection(nats_server, replica)) == {events_subject(run_a)}
+    assert run_subjects(connection(nats_server, replica)) == {events_subject(DEFAULT_TENANT, run_a)}
     assert tail.subscribed == {run_a} and tail.subscribes == subscribes + 1
     assert metrics.REGISTRY.get_sample_value("lace_live_tail_runs") == runs_gauge + 1
     assert not stream.done() and not second.done()
@@ -240,7 +243,7 @@ async def test_a_replica_receives_only_the_runs_it_streams(
     assert await wait_mirrored(mirror_db, run_a) == run.head_seq
 
     # All the replica received is A's: every event committed after the resume, and none of B's.
-    assert {subject for subject, _ in seen} == {events_subject(run_a)}
+    assert {subject for subject, _ in seen} == {events_subject(DEFAULT_TENANT, run_a)}
     assert set(range(paused_at + 1, run.head_seq + 1)) <= {seq for _, seq in seen}
     after = connection(nats_server, replica)
     assert after["out_msgs"] - server_before["out_msgs"] == len(seen)  # the server's count
@@ -280,7 +283,7 @@ async def test_interest_survives_a_nats_restart(
     nats_server.start()
     assert await replica.cluster.bus.wait_up(30)
     await wait_until(lambda: run_id in tail.confirmed)
-    assert run_subjects(connection(nats_server, replica)) == {events_subject(run_id)}
+    assert run_subjects(connection(nats_server, replica)) == {events_subject(DEFAULT_TENANT, run_id)}
     delivered = tail.delivered
 
     await worker.control_run(run_id, RunAction.RESUME)
@@ -469,3 +472,68 @@ async def test_one_leader_and_a_hand_over(mirror_db: str, nats_server: NatsServe
     finally:
         for engine in (a, b):
             await engine.aclose()
+
+
+# NATS users: LACE's own (everything) and one confined to tenant alpha's events, as docs/deployment.md
+# (Tenants) advises for a process that serves one tenant's streams.
+TENANT_USERS = """
+authorization {
+  users = [
+    {user: lace, password: lace-secret}
+    {user: alpha, password: alpha-secret, permissions: {
+      publish: {allow: ["_INBOX.>"]}
+      subscribe: {allow: ["lace.runs.alpha.>", "_INBOX.>"]}
+    }}
+  ]
+}
+"""
+
+
+async def test_a_tenants_nats_credentials_read_its_events_and_no_other_tenants(mirror_db: str) -> None:
+    """Each event's subject names its run's tenant, so NATS permissions can confine credentials to one
+    tenant: alpha's user receives alpha's run whole and is refused beta's subjects (and the wildcard
+    over every tenant), while the stream holds beta's events under beta's subject."""
+    server = NatsServer(monitor=True, config=TENANT_USERS).start()
+    errors: list[str] = []
+    seen: list[str] = []
+    worker = Engine(settings_for(mirror_db, f"nats://lace:lace-secret@127.0.0.1:{server.port}", execute=True,
+                                 owner="tenants-worker"), mirror_db, OfflineProvider(latency_ms=10))
+    try:
+        await worker.start()
+        assert worker.cluster.bus is not None and await worker.cluster.bus.wait_up(15)
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        async def on_msg(msg: Msg) -> None:
+            seen.append(msg.subject)
+
+        reader = await nats.connect(f"nats://alpha:alpha-secret@127.0.0.1:{server.port}", name="alpha-reader",
+                                    error_cb=on_error, allow_reconnect=False)
+        try:
+            for subject in ("lace.runs.alpha.>", "lace.runs.beta.>", "lace.runs.>"):
+                await reader.subscribe(subject, cb=on_msg)
+            await reader.flush()
+            runs = {}
+            for tenant in ("alpha", "beta"):
+                artifact = await worker.create_artifact(NewArtifact(
+                    title=f"{tenant}'s heat plan", brief="A guide to district heating.", style="", target_words=2000),
+                    tenant=tenant)
+                runs[tenant] = (await worker.start_run(artifact.id, tenant=tenant)).id
+            for tenant, run_id in runs.items():
+                await wait_state(worker, run_id, RunState.COMPLETED, tenant=tenant)
+            heads = {t: (await worker.get_run(r, tenant=t)).head_seq for t, r in runs.items()}
+            await wait_until(lambda: len(seen) >= heads["alpha"])
+            for tenant, run_id in runs.items():
+                stored = await jetstream_events(f"nats://lace:lace-secret@127.0.0.1:{server.port}", run_id, tenant)
+                assert [e.seq for e in stored] == list(range(1, heads[tenant] + 1)), tenant
+            await reader.flush()
+            assert seen == [events_subject("alpha", runs["alpha"])] * heads["alpha"]
+            assert sum("permissions violation" in e.lower() for e in errors) == 2, errors
+            # The server's own count of what it sent alpha's connection: alpha's events, nothing else.
+            assert server.connz()["alpha-reader"]["out_msgs"] == heads["alpha"]
+        finally:
+            await reader.close()
+    finally:
+        await worker.aclose()
+        server.close()

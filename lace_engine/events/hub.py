@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 
 from lace_engine.domain import RunEvent
 from lace_engine.errors import Unavailable
+from lace_engine.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class EventHub:
         self._fetch = fetch
         self._max_pending = max_pending
         self._subs: dict[uuid.UUID, set[Subscription]] = {}
+        self._tenants: dict[uuid.UUID, str] = {}
         # Highest seq published, without gaps, per run with subscribers.
         self._published: dict[uuid.UUID, int] = {}
         # Batches that arrived ahead of a gap, waiting for the events before them.
@@ -186,16 +188,22 @@ class EventHub:
         """The runs with local streams now (a copy)."""
         return set(self._subs)
 
+    def tenant_of(self, run_id: uuid.UUID) -> str:
+        """The tenant of a run streamed here (as its first stream said)."""
+        return self._tenants.get(run_id, DEFAULT_TENANT)
+
     def streams(self, run_id: uuid.UUID) -> int:
         """How many local streams the run has now."""
         return len(self._subs.get(run_id, ()))
 
-    def subscribe(self, run_id: uuid.UUID, cursor: int) -> Subscription:
-        """A stream of the run's events after `cursor`: first its history, then live (`Subscription.next`)."""
+    def subscribe(self, run_id: uuid.UUID, cursor: int, *, tenant: str = DEFAULT_TENANT) -> Subscription:
+        """A stream of the run (of `tenant`)'s events after `cursor`: first its history, then live
+        (`Subscription.next`)."""
         sub = Subscription(self, run_id, cursor, self._max_pending)
         subs = self._subs.get(run_id)
         if subs is None:
             subs = self._subs[run_id] = set()
+            self._tenants[run_id] = tenant
             self._tell_interest(run_id, True)
         subs.add(sub)
         return sub
@@ -214,6 +222,7 @@ class EventHub:
         subs.discard(sub)
         if not subs:
             del self._subs[sub.run_id]
+            self._tenants.pop(sub.run_id, None)
             self._published.pop(sub.run_id, None)
             self._wanted.pop(sub.run_id, None)
             self._held.pop(sub.run_id, None)

@@ -61,7 +61,7 @@ _PENDING_RUNS = sa.text(
     "WHERE r.head_seq > COALESCE(c.published_seq, 0) ORDER BY r.update_time LIMIT :limit"
 )
 _PENDING_OF = sa.text(
-    "SELECT r.id, r.head_seq, COALESCE(c.published_seq, 0) AS published_seq "
+    "SELECT r.id, r.tenant_id, r.head_seq, COALESCE(c.published_seq, 0) AS published_seq "
     "FROM runs r LEFT JOIN mirror_cursors c ON c.run_id = r.id "
     "WHERE r.id = ANY(:ids) AND r.head_seq > COALESCE(c.published_seq, 0)"
 )
@@ -215,10 +215,11 @@ class EventMirror:
         async with self.db.read() as conn:
             rows = (await conn.execute(_PENDING_OF, {"ids": ids})).all()
             cursors = {row.id: int(row.published_seq) for row in rows}
+            tenants: dict[uuid.UUID, str] = {row.id: row.tenant_id for row in rows}
             self._uncertain.difference_update(set(ids) - cursors.keys())  # fully published (by anyone)
             for run_id in [r for r in cursors if r in self._uncertain]:
-                cursors[run_id] = max(cursors[run_id], await self._reconcile(run_id))
-            batch: list[tuple[uuid.UUID, list[RunEvent]]] = []
+                cursors[run_id] = max(cursors[run_id], await self._reconcile(tenants[run_id], run_id))
+            batch: list[tuple[uuid.UUID, str, list[RunEvent]]] = []
             budget = self.batch_events
             heads = {row.id: int(row.head_seq) for row in rows}
             backlog = sum(heads[r] - c for r, c in cursors.items() if heads[r] > c)
@@ -231,7 +232,7 @@ class EventMirror:
                                               limit=min(budget, 1000))
                 budget -= len(events)
                 if events:
-                    batch.append((run_id, events))
+                    batch.append((run_id, tenants[run_id], events))
                 if not events or events[-1].seq < heads[run_id]:
                     self._dirty.add(run_id)
         metrics.MIRROR_BACKLOG.set(backlog)
@@ -240,11 +241,11 @@ class EventMirror:
             metrics.MIRROR_BACKLOG.set(max(0, backlog - acked))
         return bool(self._dirty)
 
-    async def _reconcile(self, run_id: uuid.UUID) -> int:
+    async def _reconcile(self, tenant: str, run_id: uuid.UUID) -> int:
         """The seq of the run's last message already in JetStream (0 if none), persisted as the cursor."""
         js = self._jetstream()
         try:
-            last = await js.get_last_msg(EVENTS_STREAM, events_subject(run_id), direct=True)
+            last = await js.get_last_msg(EVENTS_STREAM, events_subject(tenant, run_id), direct=True)
         except nats.js.errors.NotFoundError:
             seq = 0
         else:
@@ -260,14 +261,14 @@ class EventMirror:
             self._js = self.bus.jetstream(max_pending=self.max_inflight)
         return self._js
 
-    async def _publish(self, batch: Sequence[tuple[uuid.UUID, list[RunEvent]]]) -> int:
+    async def _publish(self, batch: Sequence[tuple[uuid.UUID, str, list[RunEvent]]]) -> int:
         """Publishes the batch; the number of events JetStream acknowledged in order."""
         js = self._jetstream()
         futures: list[tuple[uuid.UUID, int, asyncio.Future[PubAck]]] = []
         failed: BaseException | None = None
         try:
-            for run_id, events in batch:
-                subject = events_subject(run_id)
+            for run_id, tenant, events in batch:
+                subject = events_subject(tenant, run_id)
                 for event in events:
                     # publish_async blocks while max_inflight acks are outstanding: bounded in-flight.
                     fut = await js.publish_async(subject, encode_event(event), wait_stall=self.ack_timeout_s,
@@ -281,7 +282,7 @@ class EventMirror:
         advanced: dict[uuid.UUID, int] = {}
         broken: set[uuid.UUID] = set()
         acked = 0
-        committed = {(run_id, e.seq): e.create_time for run_id, events in batch for e in events}
+        committed = {(run_id, e.seq): e.create_time for run_id, _, events in batch for e in events}
         now = datetime.now(UTC)
         for run_id, seq, fut in futures:
             acked_ok = fut.done() and not fut.cancelled() and fut.exception() is None
@@ -294,7 +295,7 @@ class EventMirror:
             broken.add(run_id)
             if not fut.done():
                 fut.cancel()  # frees its in-flight slot; the message may or may not be stored
-        for run_id, _ in batch:
+        for run_id, _, _ in batch:
             if run_id in broken or failed is not None:
                 self._uncertain.add(run_id)
                 self._dirty.add(run_id)

@@ -2,7 +2,7 @@
 
 A replica receives only the runs its clients stream. While the hub has a stream of
 a run, the tail holds one core NATS subscription on that run's subject,
-lace.runs.<run_id>.events (one per run, however many streams of it), and drops it
+lace.runs.<tenant>.<run_id>.events (one per run, however many streams of it), and drops it
 when the run's last stream leaves. The mirror's publishes to JetStream are
 ordinary messages on that subject, so the server routes each one to the stream's
 storage and to exactly the replicas interested in its run: the filtering is the
@@ -164,7 +164,8 @@ class JetStreamTail:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
                 elif self.hub.streams(run_id) > 0 and sub is None:
-                    self._subs[run_id] = await nc.subscribe(events_subject(run_id), cb=self._on_msg)
+                    subject = events_subject(self.hub.tenant_of(run_id), run_id)
+                    self._subs[run_id] = await nc.subscribe(subject, cb=self._on_msg)
                     metrics.TAIL_RUNS.inc()
                     self._unconfirmed.add(run_id)
                     self.subscribes += 1

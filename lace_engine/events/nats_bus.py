@@ -6,7 +6,7 @@ down (no client-side buffering, so nothing stale is flushed later), and every
 user of the bus has a Postgres fallback.
 
 Two streams, two channels:
-  LACE_EVENTS  lace.runs.<run_id>.events  the mirror of committed run events (limits retention)
+  LACE_EVENTS  lace.runs.<tenant>.<run_id>.events  the mirror of committed run events (limits retention)
   LACE_JOBS    lace.jobs.runs              run dispatch for workers (work-queue retention)
 """
 
@@ -28,7 +28,9 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 log = logging.getLogger(__name__)
 
 EVENTS_STREAM = "LACE_EVENTS"
-EVENTS_SUBJECTS = "lace.runs.*.events"
+# The tenant is a subject token so that NATS permissions can confine a tenant's credentials to
+# lace.runs.<tenant>.> (docs/deployment.md, Tenants).
+EVENTS_SUBJECTS = "lace.runs.*.*.events"
 JOBS_STREAM = "LACE_JOBS"
 JOBS_SUBJECT = "lace.jobs.runs"
 # Long enough to cover a mirror retry after a short outage; the mirror also reconciles
@@ -37,17 +39,22 @@ EVENTS_DUPLICATE_WINDOW_S = 600.0
 JOBS_DUPLICATE_WINDOW_S = 120.0
 
 
-def events_subject(run_id: uuid.UUID) -> str:
-    return f"lace.runs.{run_id}.events"
+def events_subject(tenant: str, run_id: uuid.UUID) -> str:
+    return f"lace.runs.{tenant}.{run_id}.events"
+
+
+def tenant_events(tenant: str) -> str:
+    """Every subject of one tenant's events: what its NATS credentials may subscribe to."""
+    return f"lace.runs.{tenant}.>"
 
 
 def run_id_of_subject(subject: str) -> uuid.UUID | None:
-    """The run id in 'lace.runs.<run_id>.events'; None for anything else."""
+    """The run id in 'lace.runs.<tenant>.<run_id>.events'; None for anything else."""
     parts = subject.split(".")
-    if len(parts) != 4 or parts[:2] != ["lace", "runs"] or parts[3] != "events":
+    if len(parts) != 5 or parts[:2] != ["lace", "runs"] or parts[4] != "events":
         return None
     try:
-        return uuid.UUID(parts[2])
+        return uuid.UUID(parts[3])
     except ValueError:
         return None
 

@@ -52,7 +52,7 @@ async def stream_run(
     first = await read_head(run_id)  # NotFound for an unknown run
     first.check_cursor(run_id, cursor)  # CursorCompacted into pruned history
     head, state = first.seq, first.state
-    sub = hub.subscribe(run_id, cursor)
+    sub = hub.subscribe(run_id, cursor, tenant=first.tenant)
     try:
         while not (state.terminal and sub.cursor >= head):  # a finished run, sent to its end
             events = await sub.next(batch_limit, heartbeat_s)
@@ -61,7 +61,8 @@ async def stream_run(
                 if is_terminal(events[-1]):
                     return
                 continue
-            head, state, _ = await read_head(run_id)  # quiet: poll the head, then a heartbeat
+            polled = await read_head(run_id)  # quiet: poll the head, then a heartbeat
+            head, state = polled.seq, polled.state
             if head > sub.cursor:
                 sub.committed(head)  # a wake-up went missing: the next call reads the database
             elif not state.terminal:

@@ -23,6 +23,7 @@ from lace_engine.domain import EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import CursorCompacted, LeaseLost, NotFound
 from lace_engine.storage.database import Tx, driver_connection
 from lace_engine.storage.schema import runs
+from lace_engine.tenancy import DEFAULT_TENANT
 
 NOTIFY_CHANNEL = "lace_events"
 
@@ -171,7 +172,7 @@ _READ_TYPES_SQL = (
     "SELECT seq, type, payload, create_time FROM run_events "
     "WHERE run_id = %s AND seq > %s AND seq <= %s AND type = ANY(%s) ORDER BY seq LIMIT %s"
 )
-_HEAD_SQL = "SELECT head_seq, state, compacted_seq FROM runs WHERE id = %s"
+_HEAD_SQL = "SELECT head_seq, state, compacted_seq, tenant_id FROM runs WHERE id = %s"
 _TENANT_HEAD_SQL = _HEAD_SQL + " AND tenant_id = %s"
 
 
@@ -200,6 +201,8 @@ class Head(NamedTuple):
     state: RunState
     # Events with seq <= compacted were pruned by retention.
     compacted: int
+    # The run's tenant (its events' NATS subjects carry it).
+    tenant: str = DEFAULT_TENANT
 
     def check_cursor(self, run_id: uuid.UUID, cursor: int) -> None:
         """CursorCompacted when events after `cursor` were pruned: the reader would miss them."""
@@ -221,4 +224,4 @@ async def head(conn: psycopg.AsyncConnection[Any], run_id: uuid.UUID, *, tenant:
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": str(run_id)})
-    return Head(int(row[0]), _STATES[row[1]], int(row[2]))
+    return Head(int(row[0]), _STATES[row[1]], int(row[2]), row[3])

@@ -28,6 +28,7 @@ import nats.js.errors
 from lace_engine.domain import RunEvent
 from lace_engine.events.jetstream_mirror import decode_event
 from lace_engine.events.nats_bus import EVENTS_STREAM, events_subject
+from lace_engine.tenancy import DEFAULT_TENANT
 from tests.support.server_process import free_port
 
 
@@ -45,11 +46,14 @@ def nats_server_binary() -> str:
 class NatsServer:
     """One nats-server process with JetStream on 127.0.0.1, a free port and a temporary store.
 
-    With `monitor`, also the HTTP monitoring endpoint on another free port (`connz()`).
+    With `monitor`, also the HTTP monitoring endpoint on another free port (`connz()`); with `config`,
+    that nats-server configuration (users and their permissions, say) besides the flags.
     """
 
-    def __init__(self, store_dir: Path | None = None, port: int | None = None, *, monitor: bool = False):
+    def __init__(self, store_dir: Path | None = None, port: int | None = None, *, monitor: bool = False,
+                 config: str | None = None):
         self.port = port or free_port()
+        self.config = config
         self.monitor_port = free_port() if monitor else None
         self._own_store = store_dir is None
         self.store_dir = store_dir or Path(tempfile.mkdtemp(prefix="lace-test-nats-"))
@@ -68,6 +72,10 @@ class NatsServer:
                "--log", str(self.log_path)]
         if self.monitor_port is not None:
             cmd += ["-m", str(self.monitor_port)]
+        if self.config is not None:
+            path = self.store_dir / "nats-server.conf"
+            path.write_text(self.config)
+            cmd += ["-c", str(path)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -118,7 +126,7 @@ class NatsServer:
             shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
-async def jetstream_events(url: str, run_id: uuid.UUID) -> list[RunEvent]:
+async def jetstream_events(url: str, run_id: uuid.UUID, tenant: str = DEFAULT_TENANT) -> list[RunEvent]:
     """Every event the mirror stored on the run's subject, in stream order."""
     nc = await nats.connect(url)
     try:
@@ -127,7 +135,7 @@ async def jetstream_events(url: str, run_id: uuid.UUID) -> list[RunEvent]:
         seq = 1
         while True:
             try:
-                msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=events_subject(run_id), next=True)
+                msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=events_subject(tenant, run_id), next=True)
             except nats.js.errors.NotFoundError:
                 return out
             assert msg.data is not None and msg.seq is not None
