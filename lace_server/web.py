@@ -460,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HOST:PORT of the gRPC upstream (--print-config)")
     parser.add_argument("--static-address", type=_split_address, default=("127.0.0.1", 8081),
                         help="HOST:PORT of the static file upstream (--print-config)")
+    parser.add_argument("--upstream-ca", default="",
+                        help="(--print-config) the gRPC upstream speaks TLS: the CA file Envoy trusts for it")
+    parser.add_argument("--client-cert", default="",
+                        help="(--print-config, mutual TLS) Envoy's certificate for the upstream")
+    parser.add_argument("--client-key", default="", help="(--print-config, mutual TLS) its key")
     return parser
 
 
@@ -470,9 +475,14 @@ def main(argv: list[str] | None = None) -> int:
         grpc_host, grpc_port = args.grpc_address or (args.grpc_host, args.grpc_port)
         static_host, static_port = args.static_address
         sys.stdout.write(f"# Rendered with: python -m lace_server.web {shlex.join(argv)}\n")
+        if bool(args.client_cert) != bool(args.client_key) or (args.client_cert and not args.upstream_ca):
+            print("lace-web: --client-cert and --client-key go together, and with --upstream-ca", file=sys.stderr)
+            return 2
+        # Paths as given: they name files where Envoy runs (a container), not here.
+        tls = UpstreamTls(args.upstream_ca, args.client_cert, args.client_key) if args.upstream_ca else None
         sys.stdout.write(render_envoy_config(grpc_host=grpc_host, grpc_port=grpc_port, web_host=args.web_host,
                                              web_port=args.web_port, static_host=static_host,
-                                             static_port=static_port))
+                                             static_port=static_port, grpc_tls=tls))
         return 0
     logging.basicConfig(level=os.environ.get("LACE_LOG_LEVEL", "WARNING").upper(), stream=sys.stderr)
     if args.web_port == 0:

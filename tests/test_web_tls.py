@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -106,3 +107,61 @@ def test_the_upstream_tls_follows_the_server_settings(tmp_path: Path) -> None:
     assert "UpstreamTlsContext" in config and "sni: lace" in config and mutual.key_file in config
     assert "UpstreamTlsContext" not in render_envoy_config(grpc_host="lace", grpc_port=50051, web_host="0.0.0.0",
                                                            web_port=8080, static_host="web", static_port=80)
+
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_TLS_ARGS = ["--print-config", "--grpc-address", "lace:50051", "--static-address", "web:80", "--web-host",
+                    "0.0.0.0", "--web-port", "8080", "--upstream-ca", "/etc/lace/tls/ca.crt", "--client-cert",
+                    "/etc/lace/tls/envoy.crt", "--client-key", "/etc/lace/tls/envoy.key"]
+
+
+def compose_healthcheck(path: Path) -> str:
+    """The Python of the first folded (`>-`) healthcheck command in a compose file."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- >-")
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    body = []
+    for line in lines[start + 1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        body.append(line.strip())
+    return " ".join(b for b in body if b)
+
+
+def test_the_compose_tls_overlay_renders_envoy_as_committed(capsys: pytest.CaptureFixture[str]) -> None:
+    from lace_server.web import main
+
+    assert main(COMPOSE_TLS_ARGS) == 0
+    assert capsys.readouterr().out == (REPO / "deploy/envoy-tls.yaml").read_text(), \
+        "deploy/envoy-tls.yaml is stale: re-render it with the command on its first line"
+
+
+@pytest.mark.timeout(180)
+async def test_dev_certs_serve_mutual_tls_for_the_client_envoy_and_the_compose_healthcheck(
+        pg_server_url: str, tmp_path: Path, static_dir: Path) -> None:
+    """scripts/dev-certs.sh's files, as docker-compose.tls.yaml uses them: the server takes them under
+    mutual TLS, the Python client and Envoy connect with theirs, and the overlay's healthcheck passes."""
+    tls = tmp_path / "tls"
+    made = await asyncio.create_subprocess_exec(str(REPO / "scripts/dev-certs.sh"), str(tls), "localhost",
+                                                stdout=asyncio.subprocess.DEVNULL)
+    assert await made.wait() == 0
+    async with serve_fresh(pg_server_url, tls_cert=str(tls / "server.crt"), tls_key=str(tls / "server.key"),
+                           tls_client_ca=str(tls / "ca.crt")) as (target, running, _):
+        async with LaceClient.connect(target, root_certificates=(tls / "ca.crt").read_bytes(),
+                                      certificate_chain=(tls / "client.crt").read_bytes(),
+                                      private_key=(tls / "client.key").read_bytes()) as client:
+            created = await client.create_artifact("Over dev certificates", "A brief for the TLS overlay.", 600)
+        web = WebFrontend(running.port, free_port(), static_dir,
+                          grpc_tls=UpstreamTls(str(tls / "ca.crt"), str(tls / "envoy.crt"), str(tls / "envoy.key")))
+        await web.start()
+        try:
+            status, ids = await grpc_web_list_artifacts(web.web_port)
+            assert status == "0" and created.id in ids
+        finally:
+            await web.stop()
+        # The overlay's healthcheck, pointed at this server and these files (the server's name is localhost).
+        script = (compose_healthcheck(REPO / "docker-compose.tls.yaml")
+                  .replace("/etc/lace/tls/", f"{tls}/").replace("127.0.0.1:50051", target)
+                  .replace("'grpc.ssl_target_name_override', 'lace'", "'grpc.ssl_target_name_override', 'localhost'"))
+        probe = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+        assert await asyncio.wait_for(probe.wait(), 60) == 0
