@@ -58,6 +58,9 @@ async def run_lace(args: argparse.Namespace, sections: list[job.Section], genera
     overrides: dict[str, Any] = {}
     if os.environ.get("LACE_PEERS_LEASE_TTL_S"):
         overrides["lease_ttl_s"] = float(os.environ["LACE_PEERS_LEASE_TTL_S"])
+    # LACE_PEERS_OWNER_ID: the crash row's third LACE figure, a restart under the same owner id.
+    if os.environ.get("LACE_PEERS_OWNER_ID"):
+        overrides["owner_id"] = os.environ["LACE_PEERS_OWNER_ID"]
     async with lace_in_process(args.db, **overrides) as (target, running):
         engine: Any = running.engine  # type: ignore[attr-defined]
         engine.executor.provider = lace_job.PeerProvider(generator, by_title)
