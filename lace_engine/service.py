@@ -452,7 +452,9 @@ class Engine:
         itself, say a new brief, whose reasons win over the outline's consequences, say the root's intent
         following the brief); on an awaiting run, with its outline_edited (and nodes_marked_stale) event."""
         changes, arrivals = staleness.outline_changes(tree, apply.tree_after(tree, mutation))
-        refs = await ir_store.dependants(tx.conn, staleness.referenced_ids(changes, arrivals))
+        referenced = staleness.referenced_ids(changes, arrivals)
+        refs = [*await ir_store.dependants(tx.conn, referenced),
+                *await ir_store.heading_readers(tx.conn, tree.root.artifact_id, referenced)]
         found = {**staleness.stale_marks(refs, changes, arrivals), **(marks or {})}
         mutation = staleness.with_marks(mutation, found, in_run=run is not None)
         await apply_store.write_mutation(tx, mutation, run_id=run.id if run else None,

@@ -206,13 +206,19 @@ async def test_an_outline_edit_marks_the_section_and_the_siblings_that_listed_it
     assert not any(n.stale_reason for n in (await full(artifacts, artifact_id)).nodes)
 
 
-def _migration_backfill() -> str:
-    path = Path(__file__).resolve().parents[1] / "migrations" / "versions" / "0008_stale_sections.py"
-    spec = importlib.util.spec_from_file_location("migration_0008", path)
+def _migration(name: str) -> object:
+    path = Path(__file__).resolve().parents[1] / "migrations" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"migration_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return str(module._BACKFILL)
+    return module
+
+
+def _migration_backfill() -> list[str]:
+    """What the upgrade from before 0008 runs on node_dependencies: 0008's backfill, then 0010's cleanup."""
+    return [str(_migration("0008_stale_sections")._BACKFILL),  # type: ignore[attr-defined]
+            str(_migration("0010_headings_from_manifests").CLEANUP)]  # type: ignore[attr-defined]
 
 
 async def test_the_migration_backfills_what_the_writes_record(
@@ -226,7 +232,8 @@ async def test_the_migration_backfills_what_the_writes_record(
         assert recorded
         conn.execute("DELETE FROM node_dependencies d USING nodes n WHERE n.id = d.node_id AND n.artifact_id = %s",
                      (artifact_id,))
-        conn.execute(_migration_backfill())
+        for statement in _migration_backfill():
+            conn.execute(statement)
         assert set(conn.execute(rows, (artifact_id,)).fetchall()) == recorded
 
 
@@ -312,3 +319,31 @@ async def test_deleting_a_source_marks_the_sections_whose_prompts_used_its_passa
     version = (await full(artifacts, artifact.id)).artifact.version
     await sources.DeleteSource(source_service_pb2.DeleteSourceRequest(source_id=added["Costs"].id))
     assert (await full(artifacts, artifact.id)).artifact.version == version  # a second delete changes nothing
+
+
+async def test_a_retitle_marks_every_section_whose_prompt_showed_the_title(
+    artifacts: ArtifactServiceAsyncStub, runs: RunServiceAsyncStub, database_url: str
+) -> None:
+    """The first section written is in many later prompts' headings covered elsewhere, which are read
+    from the stored manifests (not node_dependencies): a retitle marks exactly the prompts that
+    showed its title, whatever the kind."""
+    artifact_id, before = await written_document(artifacts, runs)
+    first = next(n for n in before.nodes if n.state == WRITTEN)
+    with pg_connect(database_url) as conn:
+        latest = conn.execute(
+            "SELECT DISTINCT ON (l.node_id) l.node_id, l.context_manifest FROM llm_calls l "
+            "JOIN runs r ON r.id = l.run_id WHERE r.artifact_id = %s AND l.step = 'write' "
+            "AND l.outcome = 'applied' ORDER BY l.node_id, l.create_time DESC", (artifact_id,)).fetchall()
+    shown = {str(node): {e["kind"] for e in manifest if e.get("node_id") == first.id}  # type: ignore[attr-defined]
+             for node, manifest in latest}
+    readers = {node for node, kinds in shown.items() if kinds}
+    covered_only = {node for node, kinds in shown.items() if kinds == {"covered_heading"}}
+    assert first.id in readers and covered_only, "later sections listed the first one's heading, and only that"
+
+    await artifacts.UpdateNode(artifact_service_pb2.UpdateNodeRequest(
+        node=artifact_pb2.Node(id=first.id, title="A first title, renamed"), update_mask={"paths": ["title"]},
+        request_id=str(uuid.uuid4())))
+    stale = {n.id: n.stale_reason for n in (await full(artifacts, artifact_id)).nodes if n.stale_reason}
+    assert set(stale) == readers
+    assert all(stale[n].endswith("this section's prompt used its title among the headings covered elsewhere")
+               for n in covered_only)

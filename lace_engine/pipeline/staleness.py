@@ -221,10 +221,18 @@ def own_check(manifest: Sequence[ManifestEntry], tree: Tree) -> str:
     return ""
 
 
+# Not kept as rows: a prompt lists dozens of headings covered elsewhere (42 a leaf in a 140-leaf
+# document, most of node_dependencies' rows and of a write's WAL), and only an outline edit (a
+# retitle, move or delete) makes them stale, so that rare path reads them from the stored
+# manifests instead (ir_store.heading_readers).
+FROM_MANIFESTS = frozenset({"covered_heading"})
+
+
 def dependencies(manifest: Sequence[ManifestEntry]) -> list[tuple[uuid.UUID, str, str]]:
-    """(depends_on, kind, content_hash) of every node id a write call's manifest names, each once."""
+    """(depends_on, kind, content_hash) of every node id a write call's manifest names, each once,
+    but for the kinds read from the manifests when needed (FROM_MANIFESTS)."""
     seen: dict[tuple[uuid.UUID, str], str] = {}
     for entry in manifest:
-        if entry.node_id is not None:
+        if entry.node_id is not None and entry.kind not in FROM_MANIFESTS:
             seen.setdefault((entry.node_id, entry.kind), entry.content_hash)
     return [(node_id, kind, digest) for (node_id, kind), digest in seen.items()]

@@ -302,6 +302,32 @@ async def dependants(conn: AsyncConnection, node_ids: Sequence[uuid.UUID]) -> li
     return [Reference(r.node_id, r.depends_on, r.kind, r.content_hash, r.stale_reason) for r in result]
 
 
+# The covered-heading references (staleness.FROM_MANIFESTS) to some nodes, from the latest applied
+# write manifest of each written node of the artifact: what node_dependencies would hold for them.
+_HEADING_READERS = sa.text("""
+SELECT c.node_id, (e->>'node_id')::uuid AS depends_on, coalesce(e->>'hash', '') AS content_hash, n.stale_reason
+FROM (
+    SELECT DISTINCT ON (l.node_id) l.node_id, l.context_manifest FROM llm_calls l
+    JOIN runs r ON r.id = l.run_id
+    WHERE r.artifact_id = :artifact AND l.step = 'write' AND l.outcome = 'applied'
+    ORDER BY l.node_id, l.create_time DESC, l.id DESC
+) c
+JOIN nodes n ON n.id = c.node_id AND n.state = 'written'
+CROSS JOIN LATERAL jsonb_array_elements(c.context_manifest) e
+WHERE e->>'kind' = 'covered_heading' AND e->>'node_id' = ANY(:ids)
+""").bindparams(sa.bindparam("ids", type_=sa.ARRAY(sa.Text)))
+
+
+async def heading_readers(conn: AsyncConnection, artifact_id: uuid.UUID,
+                          node_ids: Sequence[uuid.UUID]) -> list[Reference]:
+    """The written sections whose stored prompt listed any of `node_ids` among the headings covered
+    elsewhere, as References (an outline edit's extra lookup; see staleness.FROM_MANIFESTS)."""
+    if not node_ids:
+        return []
+    rows = await conn.execute(_HEADING_READERS, {"artifact": artifact_id, "ids": [str(n) for n in node_ids]})
+    return [Reference(r.node_id, r.depends_on, "covered_heading", r.content_hash, r.stale_reason) for r in rows]
+
+
 _DELETE_DEPENDENCIES = "DELETE FROM node_dependencies WHERE node_id = %s"
 _INSERT_DEPENDENCIES = ("INSERT INTO node_dependencies (node_id, depends_on, kind, content_hash, llm_call_id) "
                         "SELECT %s, d, k, h, %s FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS t(d, k, h)")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 # The newest revision in migrations/ (tests/test_migrations.py checks it against Alembic's head).
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 
 
 def alembic_config(url: str) -> Config:
