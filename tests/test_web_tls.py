@@ -54,6 +54,16 @@ async def grpc_web_list_artifacts(web_port: int) -> tuple[str, list[str]]:
     return status, ids
 
 
+async def list_through_envoy(grpc_port: int, static_dir: Path, tls: UpstreamTls) -> tuple[str, list[str]]:
+    """A `lace serve --web` Envoy in front of `grpc_port` with upstream `tls`, for one grpc-web ListArtifacts."""
+    web = WebFrontend(grpc_port, free_port(), static_dir, grpc_tls=tls)
+    await web.start()
+    try:
+        return await grpc_web_list_artifacts(web.web_port)
+    finally:
+        await web.stop()
+
+
 @pytest.fixture
 def static_dir(tmp_path: Path) -> Path:
     dist = tmp_path / "dist"
@@ -75,22 +85,12 @@ async def test_envoy_reaches_a_tls_server_and_shows_its_certificate_under_mutual
             created = await client.create_artifact("Through Envoy", "A brief for the browser path.", 600)
 
         with_cert = UpstreamTls(str(ca.ca_file), str(envoy_pem.cert), str(envoy_pem.key))
-        web = WebFrontend(running.port, free_port(), static_dir, grpc_tls=with_cert)
-        await web.start()
-        try:
-            status, ids = await grpc_web_list_artifacts(web.web_port)
-            assert status == "0" and created.id in ids
-        finally:
-            await web.stop()
+        status, ids = await list_through_envoy(running.port, static_dir, with_cert)
+        assert status == "0" and created.id in ids
 
         # Envoy without a certificate of the client CA is refused by the server: nothing listed.
-        web = WebFrontend(running.port, free_port(), static_dir, grpc_tls=UpstreamTls(str(ca.ca_file)))
-        await web.start()
-        try:
-            status, ids = await grpc_web_list_artifacts(web.web_port)
-            assert status == "14" and ids == []  # UNAVAILABLE: the upstream handshake failed
-        finally:
-            await web.stop()
+        status, ids = await list_through_envoy(running.port, static_dir, UpstreamTls(str(ca.ca_file)))
+        assert status == "14" and ids == []  # UNAVAILABLE: the upstream handshake failed
 
 
 def test_the_upstream_tls_follows_the_server_settings(tmp_path: Path) -> None:
@@ -151,14 +151,9 @@ async def test_dev_certs_serve_mutual_tls_for_the_client_envoy_and_the_compose_h
                                       certificate_chain=(tls / "client.crt").read_bytes(),
                                       private_key=(tls / "client.key").read_bytes()) as client:
             created = await client.create_artifact("Over dev certificates", "A brief for the TLS overlay.", 600)
-        web = WebFrontend(running.port, free_port(), static_dir,
-                          grpc_tls=UpstreamTls(str(tls / "ca.crt"), str(tls / "envoy.crt"), str(tls / "envoy.key")))
-        await web.start()
-        try:
-            status, ids = await grpc_web_list_artifacts(web.web_port)
-            assert status == "0" and created.id in ids
-        finally:
-            await web.stop()
+        status, ids = await list_through_envoy(
+            running.port, static_dir, UpstreamTls(str(tls / "ca.crt"), str(tls / "envoy.crt"), str(tls / "envoy.key")))
+        assert status == "0" and created.id in ids
         # The overlay's healthcheck, pointed at this server and these files (the server's name is localhost).
         script = (compose_healthcheck(REPO / "docker-compose.tls.yaml")
                   .replace("/etc/lace/tls/", f"{tls}/").replace("127.0.0.1:50051", target)

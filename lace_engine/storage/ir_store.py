@@ -265,15 +265,18 @@ async def ir_at(conn: AsyncConnection, artifact_id: uuid.UUID, version: int, *, 
 
 # Stale sections (pipeline/staleness.py) -------------------------------------------------------
 
-# The fresh written nodes of an artifact whose latest applied write prompt had one of the passages.
-# Through runs: llm_calls is indexed by run.
-_PASSAGE_READERS = sa.text("""
-SELECT c.node_id FROM (
+# Each node's latest applied write call (its manifest is what the node's text was written from) in
+# an artifact; through runs, since llm_calls is indexed by run. The rows node_dependencies is made of.
+_LATEST_WRITES = """(
     SELECT DISTINCT ON (l.node_id) l.node_id, l.context_manifest FROM llm_calls l
     JOIN runs r ON r.id = l.run_id
     WHERE r.artifact_id = :artifact AND l.step = 'write' AND l.outcome = 'applied'
     ORDER BY l.node_id, l.create_time DESC, l.id DESC
-) c
+) c"""
+
+# The fresh written nodes of an artifact whose latest applied write prompt had one of the passages.
+_PASSAGE_READERS = sa.text(f"""
+SELECT c.node_id FROM {_LATEST_WRITES}
 JOIN nodes n ON n.id = c.node_id AND n.state = 'written' AND n.stale_reason = ''
 WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(c.context_manifest) e WHERE e->>'passage_id' = ANY(:passages))
 ORDER BY c.node_id
@@ -304,14 +307,9 @@ async def dependants(conn: AsyncConnection, node_ids: Sequence[uuid.UUID]) -> li
 
 # The covered-heading references (staleness.FROM_MANIFESTS) to some nodes, from the latest applied
 # write manifest of each written node of the artifact: what node_dependencies would hold for them.
-_HEADING_READERS = sa.text("""
+_HEADING_READERS = sa.text(f"""
 SELECT c.node_id, (e->>'node_id')::uuid AS depends_on, coalesce(e->>'hash', '') AS content_hash, n.stale_reason
-FROM (
-    SELECT DISTINCT ON (l.node_id) l.node_id, l.context_manifest FROM llm_calls l
-    JOIN runs r ON r.id = l.run_id
-    WHERE r.artifact_id = :artifact AND l.step = 'write' AND l.outcome = 'applied'
-    ORDER BY l.node_id, l.create_time DESC, l.id DESC
-) c
+FROM {_LATEST_WRITES}
 JOIN nodes n ON n.id = c.node_id AND n.state = 'written'
 CROSS JOIN LATERAL jsonb_array_elements(c.context_manifest) e
 WHERE e->>'kind' = 'covered_heading' AND e->>'node_id' = ANY(:ids)
