@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -62,6 +63,17 @@ class Caller:
         self.artifacts = ArtifactServiceStub(self.channel)
         self.runs = RunServiceStub(self.channel)
         self.sources = SourceServiceStub(self.channel)
+
+
+@asynccontextmanager
+async def callers(target: str, *keys: str) -> AsyncIterator[list[Caller]]:
+    """One Caller per key, their channels closed afterwards."""
+    made = [Caller(target, key) for key in keys]
+    try:
+        yield made
+    finally:
+        for caller in made:
+            await caller.channel.close()
 
 
 def rid() -> str:
@@ -163,8 +175,7 @@ def table_counts(url: str) -> dict[str, int]:
 
 async def test_another_tenants_ids_are_not_found_and_nothing_is_written(pg_server_url: str) -> None:
     async with serve_fresh(pg_server_url, env={"LACE_API_KEYS": KEYS}) as (target, _running, url):
-        alpha, beta = Caller(target, "alpha-key"), Caller(target, "beta-key")
-        try:
+        async with callers(target, "alpha-key", "beta-key") as (alpha, beta):
             ids = await written_artifact(alpha)
             before = await alpha.artifacts.GetArtifact(artifact_service_pb2.GetArtifactRequest(
                 artifact_id=ids["artifact"]))
@@ -195,16 +206,12 @@ async def test_another_tenants_ids_are_not_found_and_nothing_is_written(pg_serve
             after = await alpha.artifacts.GetArtifact(artifact_service_pb2.GetArtifactRequest(
                 artifact_id=ids["artifact"]))
             assert after.artifact == before.artifact
-        finally:
-            await alpha.channel.close()
-            await beta.channel.close()
 
 
 async def test_request_ids_are_per_tenant(pg_server_url: str) -> None:
     """One request_id used by two tenants is two requests: neither replays (nor refuses) the other's."""
     async with serve_fresh(pg_server_url, env={"LACE_API_KEYS": KEYS}) as (target, _running, _url):
-        alpha, beta = Caller(target, "alpha-key"), Caller(target, "beta-key")
-        try:
+        async with callers(target, "alpha-key", "beta-key") as (alpha, beta):
             shared = rid()
 
             def create(title: str) -> artifact_service_pb2.CreateArtifactRequest:
@@ -217,15 +224,11 @@ async def test_request_ids_are_per_tenant(pg_server_url: str) -> None:
             assert a.id != b.id and (a.title, b.title) == ("Alpha", "Beta")
             assert (await alpha.artifacts.CreateArtifact(create("Alpha"))).artifact.id == a.id  # a replay
             assert (await beta.artifacts.CreateArtifact(create("Beta"))).artifact.id == b.id
-        finally:
-            await alpha.channel.close()
-            await beta.channel.close()
 
 
 async def test_a_key_without_a_tenant_is_the_default_tenant_and_scopes_still_apply(pg_server_url: str) -> None:
     async with serve_fresh(pg_server_url, env={"LACE_API_KEYS": KEYS}) as (target, _running, _url):
-        plain, beta_reader = Caller(target, "plain-key"), Caller(target, "beta-reader")
-        try:
+        async with callers(target, "plain-key", "beta-reader") as (plain, beta_reader):
             made = (await plain.artifacts.CreateArtifact(artifact_service_pb2.CreateArtifactRequest(
                 artifact=artifact_pb2.Artifact(title="Default's", brief="Owned by the default tenant.",
                                                target_words=300), request_id=rid()))).artifact
@@ -241,9 +244,6 @@ async def test_a_key_without_a_tenant_is_the_default_tenant_and_scopes_still_app
                 await beta_reader.artifacts.CreateArtifact(artifact_service_pb2.CreateArtifactRequest(
                     artifact=artifact_pb2.Artifact(title="x", brief="y", target_words=300), request_id=rid()))
             assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        finally:
-            await plain.channel.close()
-            await beta_reader.channel.close()
 
 
 async def test_per_tenant_limits_hold_across_runs_and_leave_other_tenants_free(pg_server_url: str) -> None:
@@ -252,8 +252,7 @@ async def test_per_tenant_limits_hold_across_runs_and_leave_other_tenants_free(p
     env = {"LACE_API_KEYS": KEYS, "LACE_OFFLINE_LATENCY_MS": "40"}
     async with serve_fresh(pg_server_url, env=env, tenant_max_runs=1, tenant_llm_concurrency=1) as (
             target, running, url):
-        alpha, beta = Caller(target, "alpha-key"), Caller(target, "beta-key")
-        try:
+        async with callers(target, "alpha-key", "beta-key") as (alpha, beta):
             async def start(caller: Caller, title: str) -> str:
                 made = (await caller.artifacts.CreateArtifact(artifact_service_pb2.CreateArtifactRequest(
                     artifact=artifact_pb2.Artifact(title=title, brief="Depots, fleets and charging for a city.",
@@ -289,6 +288,3 @@ async def test_per_tenant_limits_hold_across_runs_and_leave_other_tenants_free(p
             executor = running.engine.executor
             assert executor is not None
             assert executor._tenant_llm["alpha"].acquired_total == alpha_calls[0] > 3  # type: ignore[index]
-        finally:
-            await alpha.channel.close()
-            await beta.channel.close()
