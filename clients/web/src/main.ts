@@ -1248,7 +1248,16 @@ async function showProvenance(blockId: string): Promise<void> {
   highlightBlock(blockId);
   ui.provenance.replaceChildren(el("p", { className: "muted", text: "Loading…" }));
   try {
-    const { changeEvents, citedPassages } = await artifacts.listBlockChanges({ blockId, pageSize: 100 });
+    // Every page: the newest change is the block as it is now, which Edit and Revert start from.
+    const changeEvents: ChangeEvent[] = [];
+    const citedPassages: Passage[] = [];
+    let pageToken = "";
+    do {
+      const page = await artifacts.listBlockChanges({ blockId, pageSize: 500, pageToken });
+      changeEvents.push(...page.changeEvents);
+      citedPassages.push(...page.citedPassages);
+      pageToken = page.nextPageToken;
+    } while (pageToken);
     const passages = new Map(citedPassages.map((p) => [p.id, p]));
     const providers = await runProviders(changeEvents.map((change) => change.runId));
     // The block as it is now: the newest change's `after` (none once deleted).
