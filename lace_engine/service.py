@@ -37,7 +37,7 @@ from lace_engine.llm.base import LLMProvider
 from lace_engine.llm.content_style import default_content_style
 from lace_engine.pipeline import apply, staleness
 from lace_engine.pipeline.apply import ArtifactFields, Mutation, NewArtifact, NodeFields, OutlineRules
-from lace_engine.pipeline.compiler import compile_html, compile_json, compile_markdown
+from lace_engine.pipeline.compiler import compile_html, compile_json, compile_markdown, document_blocks
 from lace_engine.pipeline.estimate import preflight
 from lace_engine.pipeline.pandoc_ast import document_ast
 from lace_engine.pipeline.tree import Tree
@@ -228,20 +228,16 @@ class Engine:
         if version:
             async with self.db.read() as conn, conn.begin():
                 await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                past = await ir_store.ir_at(conn, artifact_id, version, tenant=tenant)
-            if not full:
-                return ArtifactView(past.artifact, [], [])
-            tree = Tree(past.nodes)
-            ordered = list(tree.preorder())
-            return ArtifactView(past.artifact, ordered, [b for n in ordered for b in past.blocks.get(n.id, [])])
-        async with self.db.read() as conn:
-            artifact = await ir_store.get_artifact(conn, artifact_id, tenant=tenant)
-            if not full:
-                return ArtifactView(artifact, [], [])
-            tree = Tree(await ir_store.get_nodes(conn, artifact_id))
-            by_node = await ir_store.get_blocks_by_node(conn, artifact_id)
-        ordered = list(tree.preorder())
-        return ArtifactView(artifact, ordered, [b for n in ordered for b in by_node.get(n.id, [])])
+                got = await ir_store.ir(conn, artifact_id, version=version, tenant=tenant)
+        else:
+            async with self.db.read() as conn:
+                if not full:
+                    return ArtifactView(await ir_store.get_artifact(conn, artifact_id, tenant=tenant), [], [])
+                got = await ir_store.ir(conn, artifact_id, tenant=tenant)
+        if not full:
+            return ArtifactView(got.artifact, [], [])
+        tree = Tree(got.nodes)
+        return ArtifactView(got.artifact, list(tree.preorder()), document_blocks(tree, got.blocks))
 
     async def list_artifacts(self, page_size: int, page_token: str, *, filter: str = "",
                              order_by: str = "", tenant: str = DEFAULT_TENANT) -> tuple[list[Artifact], str]:
@@ -284,15 +280,10 @@ class Engine:
         fork_id = new_id()
 
         async def write(tx: Tx) -> Artifact:
-            if version:
-                past = await ir_store.ir_at(tx.conn, artifact_id, version, tenant=tenant)
-                source, tree, blocks = past.artifact, Tree(past.nodes), past.blocks
-            else:
-                # Locked: the copy is of one version, not of two halves around a concurrent write.
-                source = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True, tenant=tenant)
-                tree = Tree(await ir_store.get_nodes(tx.conn, artifact_id))
-                blocks = await ir_store.get_blocks_by_node(tx.conn, artifact_id)
-            mutation = apply.plan_fork_artifact(fork_id, source, tree, blocks, datetime.now(UTC))
+            # Now, locked: the copy is of one version, not of two halves around a concurrent write.
+            source = await ir_store.ir(tx.conn, artifact_id, version=version, tenant=tenant, lock=True)
+            mutation = apply.plan_fork_artifact(fork_id, source.artifact, Tree(source.nodes), source.blocks,
+                                                datetime.now(UTC))
             await apply_store.write_mutation(tx, mutation)
             return await ir_store.get_artifact(tx.conn, fork_id)
 
@@ -330,13 +321,8 @@ class Engine:
                                   metadata={"field": "format"})
         async with self.db.read() as conn, conn.begin():  # one snapshot: the IR at one version
             await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            if version:
-                past = await ir_store.ir_at(conn, artifact_id, version, tenant=tenant)
-                artifact, tree, blocks = past.artifact, Tree(past.nodes), past.blocks
-            else:
-                artifact = await ir_store.get_artifact(conn, artifact_id, tenant=tenant)
-                tree = Tree(await ir_store.get_nodes(conn, artifact_id))
-                blocks = await ir_store.get_blocks_by_node(conn, artifact_id)
+            got = await ir_store.ir(conn, artifact_id, version=version, tenant=tenant)
+            artifact, tree, blocks = got.artifact, Tree(got.nodes), got.blocks
             providers = await ir_store.providers_of(conn, artifact_id, artifact.update_time)
             passages = await source_store.passages_by_id(
                 conn, artifact_id, (p for bs in blocks.values() for b in bs for p in b.content.citations))

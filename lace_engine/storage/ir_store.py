@@ -71,9 +71,8 @@ async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_upd
                        tenant: str | None = None) -> Artifact:
     """The artifact, if `tenant` owns it (NotFound otherwise, as for a missing one); `for_update`
     locks its row (StartRun and outline edits serialize on it)."""
-    stmt = sa.select(artifacts, _active_run_subquery().label("active_run_id")).where(artifacts.c.id == artifact_id)
-    if tenant is not None:
-        stmt = stmt.where(artifacts.c.tenant_id == tenant)
+    stmt = sa.select(artifacts, _active_run_subquery().label("active_run_id")).where(
+        artifacts.c.id == artifact_id, tenant_scope.is_tenant(artifacts.c.tenant_id, tenant))
     if for_update:
         stmt = stmt.with_for_update(of=artifacts)
     row = (await conn.execute(stmt)).first()
@@ -192,7 +191,7 @@ async def providers_of(conn: AsyncConnection, artifact_id: uuid.UUID, upto: date
 
 @dataclass(frozen=True, slots=True)
 class IrAt:
-    """An artifact's IR as it was at one version: the artifact, its tree's nodes, its blocks by node."""
+    """An artifact's IR at one version, the current or an earlier one: the artifact, its nodes, its blocks by node."""
 
     artifact: Artifact
     nodes: list[Node]
@@ -261,6 +260,15 @@ async def ir_at(conn: AsyncConnection, artifact_id: uuid.UUID, version: int, *, 
                        target_words=fields.target_words, version=version, word_count=words, active_run_id=None,
                        update_time=when)
     return IrAt(artifact, nodes, dict(by_node))
+
+
+async def ir(conn: AsyncConnection, artifact_id: uuid.UUID, *, version: int = 0, tenant: str | None = None,
+             lock: bool = False) -> IrAt:
+    """The artifact's IR now (its row locked with `lock`), or as it was at `version` (`ir_at`)."""
+    if version:
+        return await ir_at(conn, artifact_id, version, tenant=tenant)
+    artifact = await get_artifact(conn, artifact_id, for_update=lock, tenant=tenant)
+    return IrAt(artifact, await get_nodes(conn, artifact_id), await get_blocks_by_node(conn, artifact_id))
 
 
 # Stale sections (pipeline/staleness.py) -------------------------------------------------------

@@ -19,7 +19,7 @@ from lace_engine.domain import EventType, NewEvent, Run, RunOptions, RunState
 from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.quality import CallRecord
-from lace_engine.storage import event_log, list_sql
+from lace_engine.storage import event_log, list_sql, tenant_scope
 from lace_engine.storage.database import Tx, driver_connection
 from lace_engine.storage.event_log import Appended, Fence
 from lace_engine.storage.schema import RUN_IS_ACTIVE, llm_calls, runs
@@ -88,9 +88,7 @@ async def insert_run(
 async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, for_update: bool = False,
                   tenant: str | None = None) -> Run:
     """The run, if `tenant` owns it (NotFound otherwise, as for a missing one; None: any tenant's)."""
-    stmt = sa.select(runs).where(runs.c.id == run_id)
-    if tenant is not None:
-        stmt = stmt.where(runs.c.tenant_id == tenant)
+    stmt = sa.select(runs).where(runs.c.id == run_id, tenant_scope.is_tenant(runs.c.tenant_id, tenant))
     if for_update:
         stmt = stmt.with_for_update()
     row = (await conn.execute(stmt)).first()
@@ -238,19 +236,18 @@ async def has_event(conn: AsyncConnection, run_id: uuid.UUID, event_type: EventT
 async def active_run_for_update(conn: AsyncConnection, artifact_id: uuid.UUID, *,
                                 tenant: str | None = None) -> Run | None:
     """The artifact's active run, its row locked (runs first: the writers' lock order), or None."""
-    stmt = sa.select(runs).where(runs.c.artifact_id == artifact_id, sa.text(RUN_IS_ACTIVE))
-    if tenant is not None:
-        stmt = stmt.where(runs.c.tenant_id == tenant)
-    row = (await conn.execute(stmt.with_for_update())).first()
+    row = (await conn.execute(
+        sa.select(runs).where(runs.c.artifact_id == artifact_id, sa.text(RUN_IS_ACTIVE),
+                              tenant_scope.is_tenant(runs.c.tenant_id, tenant)).with_for_update()
+    )).first()
     return None if row is None else row_to_run(row)
 
 
 async def lock_runs_of(conn: AsyncConnection, artifact_id: uuid.UUID, *, tenant: str | None = None) -> list[Run]:
     """Every run of the artifact, their rows locked (runs first: the writers' lock order), oldest first."""
-    stmt = sa.select(runs).where(runs.c.artifact_id == artifact_id)
-    if tenant is not None:
-        stmt = stmt.where(runs.c.tenant_id == tenant)
-    rows = await conn.execute(stmt.order_by(runs.c.create_time, runs.c.id).with_for_update())
+    rows = await conn.execute(
+        sa.select(runs).where(runs.c.artifact_id == artifact_id, tenant_scope.is_tenant(runs.c.tenant_id, tenant))
+        .order_by(runs.c.create_time, runs.c.id).with_for_update())
     return [row_to_run(r) for r in rows]
 
 

@@ -14,6 +14,11 @@ import sqlalchemy as sa
 from lace_engine.storage.schema import artifacts
 
 
+def is_tenant(column: sa.ColumnElement[str], tenant: str | None) -> sa.ColumnElement[bool]:
+    """True where a row's own tenant column is `tenant` (artifacts, runs); always true for None."""
+    return sa.true() if tenant is None else column == tenant
+
+
 def owned_by(artifact_id: Any, tenant: str | None) -> sa.ColumnElement[bool]:
     """True where the artifact `artifact_id` (a column or a value) belongs to `tenant`; always true for
     None: the engine's own work (executor, retention, mirror), which acts for every tenant."""

@@ -27,6 +27,30 @@ export function el<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
+/**
+ * Makes `b` act on its second click only: the first shows `confirmText` for four seconds, then the
+ * button reads as before. For what cannot be taken back in one click (deleting).
+ */
+export function onSecondClick(b: HTMLButtonElement, confirmText: string, act: () => void): void {
+  const text = b.textContent ?? "";
+  let timer: number | undefined;
+  const disarm = (): void => {
+    window.clearTimeout(timer);
+    b.dataset["armed"] = "false";
+    b.textContent = text;
+  };
+  b.addEventListener("click", () => {
+    if (b.dataset["armed"] !== "true") {
+      b.dataset["armed"] = "true";
+      b.textContent = confirmText;
+      timer = window.setTimeout(disarm, 4000);
+      return;
+    }
+    disarm();
+    act();
+  });
+}
+
 /** A `type="button"` button (so that it never submits the form it sits in). */
 export function button(text: string, props: ElementProps = {}, onClick?: () => void): HTMLButtonElement {
   const b = el("button", { ...props, text });

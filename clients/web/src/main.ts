@@ -20,7 +20,7 @@ import type { Run, RunEvent } from "./gen/lace/v1/run_pb.js";
 import { RunService } from "./gen/lace/v1/run_service_pb.js";
 import type { Passage, Source } from "./gen/lace/v1/source_pb.js";
 import { SourceService } from "./gen/lace/v1/source_service_pb.js";
-import { $, button, el } from "./dom.js";
+import { $, button, el, onSecondClick } from "./dom.js";
 import { OutlinePanel, outlineRows } from "./outline.js";
 import type { ActiveStep, OutlineActions, SectionFields } from "./outline.js";
 import { watch } from "./watch.js";
@@ -483,34 +483,26 @@ ui.artifactForm.addEventListener("submit", (event) => {
     .catch(showError);
 });
 
+/** Shows no artifact: the run stream stops, and a reload selects nothing. */
+function closeArtifact(): void {
+  stopWatching();
+  resetRunView(undefined);
+  state.artifact = undefined;
+  sessionStorage.removeItem(SELECTED_KEY);
+  sessionStorage.removeItem(STORAGE_KEY);
+  ui.workspace.hidden = true;
+  ui.empty.hidden = false;
+}
+
 // Two clicks, as for a section: the artifact goes with its runs, events and sources.
-let deleteTimer: number | undefined;
-ui.deleteArtifact.addEventListener("click", () => {
+onSecondClick(ui.deleteArtifact, "Confirm: delete it with its runs and sources", () => {
   const a = state.artifact;
   if (!a) return;
-  if (ui.deleteArtifact.dataset["armed"] !== "true") {
-    ui.deleteArtifact.dataset["armed"] = "true";
-    ui.deleteArtifact.textContent = "Confirm: delete it with its runs and sources";
-    deleteTimer = window.setTimeout(() => {
-      ui.deleteArtifact.dataset["armed"] = "false";
-      ui.deleteArtifact.textContent = "Delete artifact";
-    }, 4000);
-    return;
-  }
-  window.clearTimeout(deleteTimer);
-  ui.deleteArtifact.dataset["armed"] = "false";
-  ui.deleteArtifact.textContent = "Delete artifact";
   clearError();
   artifacts
     .deleteArtifact({ artifactId: a.id, requestId: requestId() })
     .then(async () => {
-      stopWatching();
-      resetRunView(undefined);
-      state.artifact = undefined;
-      sessionStorage.removeItem(SELECTED_KEY);
-      sessionStorage.removeItem(STORAGE_KEY);
-      ui.workspace.hidden = true;
-      ui.empty.hidden = false;
+      closeArtifact();
       await loadArtifacts();
     })
     .catch(showError);
@@ -1316,13 +1308,7 @@ ui.keyForm.addEventListener("submit", (event) => {
   if (apiKey) sessionStorage.setItem(KEY_STORAGE, apiKey);
   else sessionStorage.removeItem(KEY_STORAGE);
   // Another key may be another tenant: nothing shown so far is necessarily its.
-  stopWatching();
-  state.artifact = undefined;
-  sessionStorage.removeItem(SELECTED_KEY);
-  sessionStorage.removeItem(STORAGE_KEY);
-  resetRunView(undefined);
-  ui.workspace.hidden = true;
-  ui.empty.hidden = false;
+  closeArtifact();
   clearError();
   void loadArtifacts();
 });

@@ -8,7 +8,7 @@
  */
 import { NodeState } from "./gen/lace/v1/artifact_pb.js";
 import type { Block, Node } from "./gen/lace/v1/artifact_pb.js";
-import { button, el } from "./dom.js";
+import { button, el, onSecondClick } from "./dom.js";
 
 /** What a step of the watched run is doing to a section right now. */
 export type ActiveStep = "planning" | "writing";
@@ -202,18 +202,7 @@ export class OutlinePanel {
   private deleteButton(node: Node): HTMLButtonElement {
     // Two clicks: deleting a written section throws its text away (versions keep it, but still).
     const b = button("Delete", { className: "link danger o-delete" });
-    let timer: number | undefined;
-    b.addEventListener("click", () => {
-      if (b.dataset["armed"] !== "true") {
-        b.dataset["armed"] = "true";
-        b.textContent = "Confirm delete";
-        timer = window.setTimeout(() => {
-          b.dataset["armed"] = "false";
-          b.textContent = "Delete";
-        }, 4000);
-        return;
-      }
-      window.clearTimeout(timer);
+    onSecondClick(b, "Confirm delete", () => {
       b.disabled = true;
       void this.actions.remove(node.id).finally(() => {
         b.disabled = false;
