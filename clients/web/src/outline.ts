@@ -104,6 +104,7 @@ export class OutlinePanel {
   private mode: OutlineMode = { editable: false, canRegenerate: false };
   /** The row whose form is open: redraws wait until it closes, so typing is never thrown away. */
   private openFor: string | undefined;
+  // A drag waits too: replacing the dragged row mid-drag makes the browser cancel the drop.
   private redrawPending = false;
   private dragging: string | undefined;
 
@@ -119,7 +120,7 @@ export class OutlinePanel {
   show(rows: OutlineRow[], mode: OutlineMode): void {
     this.rows = rows;
     this.mode = mode;
-    if (this.openFor !== undefined) {
+    if (this.openFor !== undefined || this.dragging !== undefined) {
       this.redrawPending = true;
       return;
     }
@@ -230,6 +231,10 @@ export class OutlinePanel {
       this.dragging = undefined;
       li.classList.remove("o-dragging");
       for (const row of this.list.querySelectorAll(".o-drop")) row.classList.remove("o-drop");
+      if (this.redrawPending && this.openFor === undefined) {
+        this.redrawPending = false;
+        this.render();
+      }
     });
   }
 
