@@ -110,14 +110,21 @@ def planned_nodes(draw: st.DrawFn, target_words: st.SearchStrategy[int] | None =
 
 def split_oracle(node: Node, proposal: SplitProposal, options: RunOptions) -> bool:
     """The documented rules for a split, written independently of plan_split."""
-    children = proposal.children
+    children = list(proposal.children)
+    keys = [c.title.casefold() for c in children]
+    if len(set(keys)) != len(keys) and len(set(keys)) >= 2 and "" not in keys:
+        # Siblings of one title are merged at the first one's place, unless an intent would overflow.
+        groups = {k: [c for c in children if c.title.casefold() == k] for k in dict.fromkeys(keys)}
+        merged = [ChildPlan(g[0].title, " ".join(dict.fromkeys(c.intent for c in g if c.intent)),
+                            sum(c.target_words for c in g)) for g in groups.values()]
+        if all(len(c.intent) <= 1000 for c in merged):
+            children, keys = merged, list(groups)
     if not 2 <= len(children) <= 12:
         return False
     if node.depth + 1 > options.max_depth:
         return False
     if any(not c.title or len(c.title) > 200 for c in children):
         return False
-    keys = [c.title.casefold() for c in children]
     if len(set(keys)) != len(keys):
         return False
     if any(len(c.intent) > 1000 for c in children):
@@ -304,6 +311,44 @@ def test_split_of_a_node_that_is_not_planned_is_refused(
     with pytest.raises(FailedPrecondition) as raised:
         plan_split(replace(node, state=state), proposal, options=options, provenance=prov)
     assert raised.value.reason == "NODE_NOT_PLANNED"
+
+
+PROV = Provenance(origin=Origin.LLM, run_id=uuid.UUID(int=1), llm_call_id=uuid.UUID(int=2), model="test-model")
+
+
+def _plain_node(target: int) -> Node:
+    return Node(id=uuid.UUID(int=7), artifact_id=uuid.UUID(int=8), parent_id=None, ordinal=0, depth=0,
+                title="Heat pumps", intent="", target_words=target, state=NodeState.PLANNED)
+
+
+def test_siblings_of_one_title_are_merged_in_place_with_their_budgets_and_intents() -> None:
+    # What Gemma 3 270M proposed on every attempt for one brief: a title twice among five children.
+    children = (ChildPlan("How they work", "The cycle.", 600), ChildPlan("Heat pump installation", "Siting.", 600),
+                ChildPlan("Costs", "", 600), ChildPlan("heat pump installation ", "Permits.", 600),
+                ChildPlan("Heat pump installation", "Siting.", 600))
+    plan = plan_split(_plain_node(3000), SplitProposal(children), options=RunOptions(), provenance=PROV)
+    assert isinstance(plan, Mutation), plan
+    assert [(c.title, c.intent, c.target_words) for c in plan.node_inserts] == [
+        ("How they work", "The cycle.", 600), ("Heat pump installation", "Siting. Permits.", 1800), ("Costs", "", 600)]
+    assert plan.nodes_planned == 3
+    trim, merge = plan.repairs
+    assert "whitespace" in trim
+    assert "'Heat pump installation'" in merge and "5 children proposed, 3 kept" in merge
+    assert plan.events[0].payload["repairs"] == list(plan.repairs)
+
+
+def test_a_merge_that_would_lose_something_is_not_made_and_the_split_is_rejected() -> None:
+    node = _plain_node(1000)
+    # Every child of one title: one section is not a split.
+    alike = SplitProposal((ChildPlan("Costs", "", 500), ChildPlan("COSTS", "", 500)))
+    # Joined intents past 1,000 characters.
+    long_intent = "w " * 300
+    overflow = SplitProposal((ChildPlan("A", long_intent, 400), ChildPlan("a", long_intent + "more", 300),
+                              ChildPlan("B", "", 300)))
+    for proposal in (alike, overflow):
+        plan = plan_split(node, proposal, options=RunOptions(), provenance=PROV)
+        assert isinstance(plan, Rejection), plan
+        assert any("repeats an earlier sibling's title" in e for e in plan.errors), plan.errors
 
 
 # --- Content ------------------------------------------------------------------------------------

@@ -293,14 +293,22 @@ def repair_split(node: Node, proposal: SplitProposal, limits: ApplyLimits = DEFA
         -> tuple[SplitProposal, tuple[str, ...]]:
     """The proposal with the faults that have exactly one right fix fixed, and what was fixed.
 
-    Surrounding whitespace is trimmed; budgets that miss the parent's total by more than the
-    tolerance are rescaled in proportion to it (only when every child keeps its minimum).
+    Surrounding whitespace is trimmed; siblings with the same title are merged (see
+    `merge_same_titles`); budgets that miss the parent's total by more than the tolerance are
+    rescaled in proportion to it (only when every child keeps its minimum).
     """
     repairs: list[str] = []
     children = [ChildPlan(c.title.strip(), c.intent.strip(), c.target_words) for c in proposal.children]
     trimmed = sum((a.title, a.intent) != (b.title, b.intent) for a, b in zip(children, proposal.children, strict=True))
     if trimmed:
         repairs.append(f"trimmed surrounding whitespace from the title or intent of {trimmed} children")
+    merged = merge_same_titles(children, limits)
+    if len(merged) < len(children):
+        repeated = [m.title for m in merged if sum(c.title.casefold() == m.title.casefold() for c in children) > 1]
+        repairs.append(f"children sharing a title merged into one section each, budgets summed and intents "
+                       f"joined: {', '.join(map(repr, repeated))} ({len(children)} children proposed, "
+                       f"{len(merged)} kept)")
+        children = merged
     targets = [c.target_words for c in children]
     if (len(children) >= limits.min_children and all(t >= limits.min_child_words for t in targets)
             and not split_budget_ok(node.target_words, targets, limits.budget_tolerance)):
@@ -310,6 +318,29 @@ def repair_split(node: Node, proposal: SplitProposal, limits: ApplyLimits = DEFA
                            f"rescaled in proportion to {scaled}")
             children = [replace(c, target_words=t) for c, t in zip(children, scaled, strict=True)]
     return SplitProposal(tuple(children)), tuple(repairs)
+
+
+def merge_same_titles(children: Sequence[ChildPlan], limits: ApplyLimits = DEFAULT_LIMITS) -> list[ChildPlan]:
+    """Siblings whose titles are equal (case-insensitive) as one child at the first one's place.
+
+    Two sections of one name are one section proposed twice: the merge keeps both budgets (summed)
+    and both intents (the distinct ones, joined), so it invents nothing and loses nothing. It is
+    not made when it would leave fewer than the minimum children, an empty title, or an intent
+    over the limit; the proposal is then rejected as before.
+    """
+    groups: dict[str, list[ChildPlan]] = {}
+    for child in children:
+        groups.setdefault(child.title.casefold(), []).append(child)
+    if len(groups) == len(children) or len(groups) < limits.min_children or "" in groups:
+        return list(children)
+    merged: list[ChildPlan] = []
+    for same in groups.values():
+        intents = list(dict.fromkeys(c.intent for c in same if c.intent))
+        intent = " ".join(intents)
+        if len(intent) > limits.max_intent_chars:
+            return list(children)
+        merged.append(ChildPlan(same[0].title, intent, sum(c.target_words for c in same)))
+    return merged
 
 
 def plan_split(
