@@ -2,7 +2,8 @@
 
 Nothing here asserts a timing or a wording of the model's text: only what LACE guarantees with any
 model. A one-write run completes; a run with splits ends COMPLETED, or FAILED with a reason naming
-the section (a tiny model may repeat a sibling's title on every attempt); its events are
+the section (a tiny model's split may break a rule with no single fix, such as an empty title, on
+every attempt); its events are
 exactly 1..N, every call was sent with a budget derived from its schema, no call ran to that budget,
 and pause and cancel work while a real call is in flight. The model is a tiny *base* model; what
 it writes is in docs/performance.md, read, not asserted.
@@ -98,7 +99,7 @@ async def test_a_real_model_run_ends_cleanly_within_its_budgets(local: Local, wo
         # (Not "no split event": a split that failed on every attempt has none either.)
         assert done.state == S.RUN_STATE_COMPLETED, done.failure_reason
     if done.state == S.RUN_STATE_FAILED:
-        # A split can fail: a tiny model may repeat a sibling's title on every attempt.
+        # A split can fail: a repeated title is merged (a repair), but other faults have no single fix.
         (failed,) = of(events, "run_failed")
         # A model's bad answers fail a section, named; never the engine.
         assert failed.run_failed.node_id and "internal error" not in failed.run_failed.reason
