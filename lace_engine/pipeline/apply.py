@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -304,7 +305,8 @@ def repair_split(node: Node, proposal: SplitProposal, limits: ApplyLimits = DEFA
         repairs.append(f"trimmed surrounding whitespace from the title or intent of {trimmed} children")
     merged = merge_same_titles(children, limits)
     if len(merged) < len(children):
-        repeated = [m.title for m in merged if sum(c.title.casefold() == m.title.casefold() for c in children) > 1]
+        counts = Counter(c.title.casefold() for c in children)
+        repeated = [m.title for m in merged if counts[m.title.casefold()] > 1]
         repairs.append(f"children sharing a title merged into one section each, budgets summed and intents "
                        f"joined: {', '.join(map(repr, repeated))} ({len(children)} children proposed, "
                        f"{len(merged)} kept)")
@@ -335,8 +337,7 @@ def merge_same_titles(children: Sequence[ChildPlan], limits: ApplyLimits = DEFAU
         return list(children)
     merged: list[ChildPlan] = []
     for same in groups.values():
-        intents = list(dict.fromkeys(c.intent for c in same if c.intent))
-        intent = " ".join(intents)
+        intent = " ".join(dict.fromkeys(c.intent for c in same if c.intent))
         if len(intent) > limits.max_intent_chars:
             return list(children)
         merged.append(ChildPlan(same[0].title, intent, sum(c.target_words for c in same)))

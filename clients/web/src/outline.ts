@@ -104,8 +104,8 @@ export class OutlinePanel {
   private mode: OutlineMode = { editable: false, canRegenerate: false };
   /** The row whose form is open: redraws wait until it closes, so typing is never thrown away. */
   private openFor: string | undefined;
-  // A drag waits too: replacing the dragged row mid-drag makes the browser cancel the drop.
   private redrawPending = false;
+  /** The row being dragged: redraws wait for it too, as replacing it mid-drag cancels the drop. */
   private dragging: string | undefined;
 
   constructor(
