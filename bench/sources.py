@@ -1,7 +1,7 @@
 """10. Sources: retrieval time per section, AddSource cost, prompt tokens spent on passages, and
 citation validity over a real run.
 
-Retrieval: source_store.retrieve through the engine's Database (SQLAlchemy Core, the pool) for
+Retrieval: source_store.retrieve through the engine's Database (its fast-read pool) for
 the queries the orchestrator makes (a section's title, intent and path), against raw psycopg
 running the same SQL on one connection. AddSource: the engine's SourceLibrary.add (extraction,
 splitting, one transaction) against raw psycopg inserting the same passages with executemany.
@@ -116,7 +116,7 @@ async def run(ctx: Context) -> list[Row]:
                     async def lace_q() -> float:
                         started = time.perf_counter()
                         for q in qs:
-                            async with db.read() as c:
+                            async with db.fast_read() as c:
                                 await source_store.retrieve(c, artifact_id, q, limit=6)
                         return (time.perf_counter() - started) * 1000 / len(qs)
 

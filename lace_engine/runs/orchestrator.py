@@ -522,7 +522,7 @@ class RunExecution:
             return []
         query = source_store.retrieval_query(
             [node.title, node.intent, *(a.title for a in reversed(self.tree.ancestors(node.id)))])
-        async with self.db.read() as conn:
+        async with self.db.fast_read() as conn:
             return await source_store.retrieve(conn, self.artifact.id, query, limit=self.config.passages_per_section)
 
     def _context(self, node: Node, step: Step, child_count: int, feedback: list[str],

@@ -216,6 +216,14 @@ class Database:
         with _outages_unavailable():
             async with self.engine.connect() as conn:
                 yield conn
+                # COMMIT, not the pool's ROLLBACK on return: psycopg forgets the connection's prepared
+                # statements at every ROLLBACK (DEALLOCATE ALL, a round trip), so each read undid
+                # the preparing of Apply's statements on the connections the two paths share. The
+                # driver's own commit covers statements sent to it directly, unseen by SQLAlchemy.
+                await conn.commit()
+                driver = await driver_connection(conn)
+                if driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                    await driver.commit()
 
     @asynccontextmanager
     async def fast_read(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
