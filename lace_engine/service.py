@@ -131,7 +131,7 @@ async def _write_human_edit(tx: Tx, block: Block, content: BlockContent, expecte
     mutation = apply.plan_edit_block(block, content, node=node, expected_version=expected_version,
                                      known_passages=known.keys())
     # The sections whose prompts used this one's summary: it no longer describes its text.
-    refs = await ir_store.dependants(tx.conn, [node.id])
+    refs = await ir_store.dependants(await tx.driver(), [node.id])
     marks = staleness.stale_marks(refs, {node.id: staleness.text_edited(node)}, exclude={node.id})
     await apply_store.write_mutation(tx, staleness.with_marks(mutation, marks, in_run=False))
     return await ir_store.get_block(tx.conn, block.id)
@@ -439,7 +439,7 @@ class Engine:
         following the brief); on an awaiting run, with its outline_edited (and nodes_marked_stale) event."""
         changes, arrivals = staleness.outline_changes(tree, apply.tree_after(tree, mutation))
         referenced = staleness.referenced_ids(changes, arrivals)
-        refs = [*await ir_store.dependants(tx.conn, referenced),
+        refs = [*await ir_store.dependants(await tx.driver(), referenced),
                 *await ir_store.heading_readers(tx.conn, tree.root.artifact_id, referenced)]
         found = {**staleness.stale_marks(refs, changes, arrivals), **(marks or {})}
         mutation = staleness.with_marks(mutation, found, in_run=run is not None)

@@ -24,7 +24,7 @@ from lace_engine.pipeline.context_builder import PromptContext
 from lace_engine.pipeline.strategy import StrategyDecision
 from lace_engine.pipeline.tree import Tree
 from lace_engine.storage import apply_store, event_log, ir_store, run_store
-from lace_engine.storage.database import Database, Tx
+from lace_engine.storage.database import Database, PipelinedTx, Tx
 from lace_engine.storage.event_log import Fence
 
 ACTIVE = frozenset({RunState.RUNNING, RunState.PAUSING})
@@ -101,10 +101,19 @@ class RunJournal:
         finally:
             self._committing = 0
 
+    @contextlib.asynccontextmanager
+    async def _pipelined(self) -> AsyncIterator[PipelinedTx]:
+        """`_transaction` for the per-call writes, which need no SQLAlchemy: a pipelined psycopg one."""
+        try:
+            async with self.db.pipelined_transaction() as tx:
+                yield tx
+        finally:
+            self._committing = 0
+
     async def commit(self, events: Sequence[NewEvent], *, states: frozenset[RunState] = ACTIVE,
                      increments: Mapping[str, int] | None = None) -> None:
         """Appends events while the run is in one of `states`; LeaseLost otherwise."""
-        async with self._transaction() as tx:
+        async with self._pipelined() as tx:
             appended = await event_log.append(tx, self.run_id, events, fence=self.fence, allowed_states=states,
                                               increments=increments)
             self._committing_to(appended.head_seq)
@@ -136,11 +145,11 @@ class RunJournal:
         events = [call_event(attempt, outcome), NewEvent(EventType.PROPOSAL_REJECTED, {
             "node_id": str(attempt.node.id), "step": attempt.decision.step.value, "attempt": attempt.number,
             "errors": list(errors), "will_retry": will_retry})]
-        async with self._transaction() as tx:
+        async with self._pipelined() as tx:
             appended = await event_log.append(tx, self.run_id, events, fence=self.fence, allowed_states=ACTIVE,
                                               increments=outcome.increments)
             row = call_row(self.run_id, attempt, outcome, "rejected", "; ".join(errors))
-            await run_store.record_llm_call(tx.conn, row)
+            await (await tx.driver()).execute(*run_store.llm_call_insert(row))
             self._committing_to(appended.head_seq)
         self._wrote(appended.head_seq)
 
@@ -160,13 +169,13 @@ class RunJournal:
     async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation, tree: Tree) -> Mutation:
         node = attempt.node
         statements = [run_store.llm_call_insert(call_row(self.run_id, attempt, outcome, "applied"))]
-        async with self._transaction() as tx:
+        async with self._pipelined() as tx:
             if attempt.decision.step is StepKind.WRITE:
                 statements += ir_store.dependency_statements(
                     node.id, attempt.call_id, staleness.dependencies(attempt.context.manifest))
                 if node.state is NodeState.WRITTEN:
                     # A rewrite: the sections that read this one's summary may be stale now.
-                    refs = await ir_store.dependants(tx.conn, [node.id])
+                    refs = await ir_store.dependants(await tx.driver(), [node.id])
                     change = staleness.rewritten(node, tree_after(tree, mutation).get(node.id), self.run_id)
                     marks = staleness.stale_marks(refs, {node.id: change}, exclude={node.id})
                     mutation = staleness.with_marks(mutation, marks, in_run=True)

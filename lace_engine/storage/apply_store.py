@@ -22,7 +22,7 @@ from lace_engine.domain import Block, EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import Aborted, NotFound
 from lace_engine.pipeline.apply import PATCH_COLUMNS, Mutation, Precondition
 from lace_engine.storage import event_log
-from lace_engine.storage.database import Tx, driver_connection
+from lace_engine.storage.database import Tx, WriteTx
 from lace_engine.storage.event_log import Fence
 
 _ACTIVE_FOR_APPLY = frozenset({RunState.RUNNING, RunState.PAUSING})
@@ -47,7 +47,7 @@ def block_json(block: Block) -> dict[str, Any]:
 
 
 async def write_mutation(
-    tx: Tx,
+    tx: WriteTx,
     mutation: Mutation,
     *,
     run_id: uuid.UUID | None = None,
@@ -68,7 +68,7 @@ async def write_mutation(
     `allowed_states` (an executor's: RUNNING or PAUSING; a person's outline edit: AWAITING_REVIEW).
     """
     events = [*events_before, *mutation.events, *events_after]
-    driver = await driver_connection(tx.conn)
+    driver = await tx.driver()
     run_cur: psycopg.AsyncCursor[Any] | None = None
     checks: list[tuple[Precondition, psycopg.AsyncCursor[Any], psycopg.AsyncCursor[Any]]] = []
     async with driver.pipeline():
@@ -136,7 +136,7 @@ async def write_mutation(
 async def delete_artifact(tx: Tx, artifact_id: uuid.UUID) -> None:
     """Removes the artifact with everything it owns (nodes, blocks, change events, runs with their events
     and calls, sources), by the schema's cascades, in the caller's transaction."""
-    driver = await driver_connection(tx.conn)
+    driver = await tx.driver()
     await driver.execute("DELETE FROM artifacts WHERE id = %s", (artifact_id,))
 
 

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from lace_engine.domain import EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import CursorCompacted, LeaseLost, NotFound
-from lace_engine.storage.database import Tx, driver_connection
+from lace_engine.storage.database import WriteTx
 from lace_engine.storage.schema import runs
 from lace_engine.tenancy import DEFAULT_TENANT
 
@@ -46,7 +46,7 @@ class Appended:
 
 
 async def append(
-    tx: Tx,
+    tx: WriteTx,
     run_id: uuid.UUID,
     events: Sequence[NewEvent],
     *,
@@ -67,8 +67,8 @@ async def append(
     now = datetime.now(UTC)
     sql, params = reserve(run_id, len(events), fence=fence, allowed_states=allowed_states, set_values=sets,
                           increments=increments, events=events, now=now)
-    driver = await driver_connection(tx.conn)
-    async with driver.pipeline():  # a transaction's implicit BEGIN travels with the statement
+    driver = await tx.driver()
+    async with driver.pipeline():  # a transaction's BEGIN travels with the statement
         cur = await driver.execute(sql, params)
     row = await cur.fetchone()
     if row is None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,7 +28,7 @@ from lace_engine.errors import FailedPrecondition, NotFound, OutOfRange
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.staleness import Reference
 from lace_engine.storage import list_sql, tenant_scope
-from lace_engine.storage.schema import artifacts, blocks, change_events, node_dependencies, nodes, runs
+from lace_engine.storage.schema import artifacts, blocks, change_events, nodes, runs
 
 _ACTIVE = [s.value for s in RunState if not s.terminal]
 
@@ -299,18 +300,19 @@ async def passage_readers(conn: AsyncConnection, artifact_id: uuid.UUID,
     return [r.node_id for r in rows]
 
 
-async def dependants(conn: AsyncConnection, node_ids: Sequence[uuid.UUID]) -> list[Reference]:
+_DEPENDANTS = (
+    "SELECT d.node_id, d.depends_on, d.kind, d.content_hash, n.stale_reason FROM node_dependencies d "
+    "JOIN nodes n ON n.id = d.node_id WHERE d.depends_on = ANY(%s) AND n.state = %s")
+
+
+async def dependants(driver: psycopg.AsyncConnection[Any], node_ids: Sequence[uuid.UUID]) -> list[Reference]:
     """The references of written nodes' latest write calls to any of `node_ids`, with each
-    dependant's stale_reason as it is now (read in the caller's transaction, before its change)."""
+    dependant's stale_reason as it is now (read in the caller's transaction, before its change;
+    pass its `driver()`: Apply's pipelined transactions have no SQLAlchemy connection)."""
     if not node_ids:
         return []
-    result = await conn.execute(
-        sa.select(node_dependencies.c.node_id, node_dependencies.c.depends_on, node_dependencies.c.kind,
-                  node_dependencies.c.content_hash, nodes.c.stale_reason)
-        .join(nodes, nodes.c.id == node_dependencies.c.node_id)
-        .where(node_dependencies.c.depends_on.in_(list(node_ids)), nodes.c.state == NodeState.WRITTEN.value)
-    )
-    return [Reference(r.node_id, r.depends_on, r.kind, r.content_hash, r.stale_reason) for r in result]
+    cur = await driver.execute(_DEPENDANTS, (list(node_ids), NodeState.WRITTEN.value))
+    return [Reference(r[0], r[1], r[2], r[3], r[4]) for r in await cur.fetchall()]
 
 
 # The covered-heading references (staleness.FROM_MANIFESTS) to some nodes, from the latest applied

@@ -270,13 +270,6 @@ async def repair_count(conn: AsyncConnection, run_id: uuid.UUID) -> int:
     return int(total)
 
 
-async def record_llm_call(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
-    # On the transaction's psycopg connection: SQLAlchemy's per-call compile of a fresh INSERT cost
-    # more than the database's own work (see docs/performance.md).
-    driver = await driver_connection(conn)
-    await driver.execute(*llm_call_insert(values))
-
-
 def llm_call_insert(values: Mapping[str, Any]) -> tuple[str, list[Any]]:
     """The INSERT of one llm_calls row as (sql, params), e.g. for apply_store's write pipeline."""
     return _insert_llm_call_sql(tuple(values)), [Jsonb(v) if isinstance(v, dict | list) else v
