@@ -4,6 +4,7 @@ transactions that hand their committed events to live streams only after COMMIT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 import weakref
@@ -259,11 +260,22 @@ class Database:
         committed = committing = False
         try:
             with _outages_unavailable(lambda: committing):
-                async with self.write_pool.connection() as conn, conn.pipeline():
-                    async with conn.transaction():
-                        tx = PipelinedTx(conn, self._listeners)
-                        yield tx
-                        committing = True
+                async with self.write_pool.connection() as conn:
+                    try:
+                        # BEGIN and COMMIT by hand: psycopg's conn.transaction() in pipeline mode
+                        # nests two more pipelines, each a sync and a round trip at its exit.
+                        async with conn.pipeline():
+                            await conn.execute("BEGIN", prepare=False)
+                            tx = PipelinedTx(conn, self._listeners)
+                            yield tx
+                            committing = True
+                            await conn.execute("COMMIT", prepare=False)
+                    except BaseException:
+                        if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                            # A failed ROLLBACK leaves the connection to the pool's own check at return.
+                            with contextlib.suppress(psycopg.Error):
+                                await conn.rollback()
+                        raise
             committed = True
         finally:
             if tx is not None:
