@@ -8,7 +8,7 @@ import contextlib
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -16,6 +16,7 @@ import orjson
 import psycopg
 import sqlalchemy.event
 import sqlalchemy.exc
+from psycopg.rows import namedtuple_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -63,8 +64,25 @@ async def use_orjson(conn: psycopg.AsyncConnection[Any]) -> None:
     set_json_dumps(orjson.dumps, conn)
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+class Freshness:
+    """Whether a pooled connection is handed out unchecked: it was returned less than PING_AFTER_IDLE_S
+    ago, and not before the latest connection found lost. A restart or a cut network takes every
+    connection at once, so one found dead (by any pool, or by a statement sent past SQLAlchemy,
+    which then cannot see it) makes the others suspect too."""
+
+    def __init__(self) -> None:
+        self._lost_at = 0.0
+
+    def trusted(self, returned_at: float) -> bool:
+        return time.monotonic() - returned_at <= PING_AFTER_IDLE_S and returned_at > self._lost_at
+
+    def lost(self) -> None:
+        self._lost_at = time.monotonic()
+
+
+def create_engine(url: str, *, pool_size: int = 10, freshness: Freshness | None = None) -> AsyncEngine:
     """Creates the pooled async engine; connections are checked before use after a restart."""
+    fresh = freshness or Freshness()
     engine = create_async_engine(
         sqlalchemy_url(url),
         # Opened on demand and kept: with an overflow instead, QueuePool closes a connection on
@@ -84,7 +102,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         record.info["lace_idle_since"] = time.monotonic()
 
     def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if time.monotonic() - record.info.get("lace_idle_since", 0.0) <= PING_AFTER_IDLE_S:
+        if fresh.trusted(record.info.get("lace_idle_since", 0.0)):
             return
         try:
             dialect.do_ping(dbapi_connection)
@@ -98,14 +116,15 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 class _IdlePing:
-    """The read pool's check and reset callbacks: a connection idle for longer than PING_AFTER_IDLE_S
-    is pinged when handed out (the pool replaces one that fails), the same rule as the engine's pool."""
+    """The psycopg pools' check and reset callbacks: a connection that `freshness` does not trust is
+    pinged when handed out (the pool replaces one that fails), the same rule as the engine's pool."""
 
-    def __init__(self) -> None:
+    def __init__(self, freshness: Freshness) -> None:
+        self._freshness = freshness
         self._returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = weakref.WeakKeyDictionary()
 
     async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        if time.monotonic() - self._returned.get(conn, 0.0) > PING_AFTER_IDLE_S:
+        if not self._freshness.trusted(self._returned.get(conn, 0.0)):
             await AsyncConnectionPool.check_connection(conn)
 
     async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -113,12 +132,13 @@ class _IdlePing:
 
 
 @contextmanager
-def _outages_unavailable(maybe_committed: Callable[[], bool] = lambda: False) -> Iterator[None]:
+def _outages_unavailable(freshness: Freshness, maybe_committed: Callable[[], bool] = lambda: False) -> Iterator[None]:
     """Raises DatabaseUnavailable in place of a transient error (storage.transient); others pass."""
     try:
         yield
     except Exception as exc:
         if is_transient(exc):
+            freshness.lost()
             raise DatabaseUnavailable(f"the database is unavailable: {type(exc).__name__}: {exc}".strip(),
                                       maybe_committed=maybe_committed()) from exc
         raise
@@ -134,6 +154,16 @@ async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[An
     raw = await conn.get_raw_connection()
     driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
     return driver
+
+
+async def fetch_rows(conn: AsyncConnection, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
+    """The rows of one plain-SQL statement on `conn`'s psycopg connection, each a named tuple (a column
+    is an attribute, as on SQLAlchemy's rows): the executor's per-run reads, where compiling and
+    processing them through SQLAlchemy Core cost several times the database's answer."""
+    driver = await driver_connection(conn)
+    async with driver.cursor(row_factory=namedtuple_row) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchall()
 
 
 class _Emitting:
@@ -199,8 +229,9 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10):
         self.url = libpq_url(url)
-        self.engine = create_engine(url, pool_size=pool_size)
-        idle = _IdlePing()
+        self._freshness = Freshness()
+        self.engine = create_engine(url, pool_size=pool_size, freshness=self._freshness)
+        idle = _IdlePing(self._freshness)
         self.read_pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = AsyncConnectionPool(
             self.url, min_size=1, max_size=pool_size, open=False,
             kwargs={"autocommit": True, "application_name": "lace-read"}, configure=use_orjson,
@@ -240,7 +271,7 @@ class Database:
         tx: Tx | None = None
         committed = committing = False
         try:
-            with _outages_unavailable(lambda: committing):
+            with _outages_unavailable(self._freshness, lambda: committing):
                 async with self.engine.connect() as conn, conn.begin():
                     tx = Tx(conn, self._listeners)
                     yield tx
@@ -259,7 +290,7 @@ class Database:
         tx: PipelinedTx | None = None
         committed = committing = False
         try:
-            with _outages_unavailable(lambda: committing):
+            with _outages_unavailable(self._freshness, lambda: committing):
                 async with self.write_pool.connection() as conn:
                     try:
                         # BEGIN and COMMIT by hand: psycopg's conn.transaction() in pipeline mode
@@ -286,7 +317,7 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (autocommit-free, released at exit); DatabaseUnavailable on an outage."""
-        with _outages_unavailable():
+        with _outages_unavailable(self._freshness):
             async with self.engine.connect() as conn:
                 yield conn
                 # COMMIT, not the pool's ROLLBACK on return: psycopg forgets the connection's prepared
@@ -301,7 +332,7 @@ class Database:
     @asynccontextmanager
     async def fast_read(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
         """A raw autocommit psycopg connection for single-statement hot reads; DatabaseUnavailable on an outage."""
-        with _outages_unavailable():
+        with _outages_unavailable(self._freshness):
             async with self.read_pool.connection() as conn:
                 yield conn
 
@@ -328,7 +359,7 @@ class Database:
         connection, and whoever waits out an outage needs to know now.
         """
         try:
-            with _outages_unavailable():
+            with _outages_unavailable(self._freshness):
                 async with asyncio.timeout(timeout_s + 1.0):
                     conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
                                                                  connect_timeout=max(1, round(timeout_s)))

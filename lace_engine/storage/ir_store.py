@@ -28,6 +28,7 @@ from lace_engine.errors import FailedPrecondition, NotFound, OutOfRange
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.staleness import Reference
 from lace_engine.storage import list_sql, tenant_scope
+from lace_engine.storage.database import fetch_rows
 from lace_engine.storage.schema import artifacts, blocks, change_events, nodes, runs
 
 _ACTIVE = [s.value for s in RunState if not s.terminal]
@@ -68,19 +69,23 @@ def row_to_block(r: Any) -> Block:
     )
 
 
+_ARTIFACT = ("SELECT a.*, (SELECT r.id FROM runs r WHERE r.artifact_id = a.id AND r.state = ANY(%s) LIMIT 1) "
+             "AS active_run_id FROM artifacts a WHERE a.id = %s")
+
+
 async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_update: bool = False,
                        tenant: str | None = None) -> Artifact:
     """The artifact, if `tenant` owns it (NotFound otherwise, as for a missing one); `for_update`
     locks its row (StartRun and outline edits serialize on it)."""
-    stmt = sa.select(artifacts, _active_run_subquery().label("active_run_id")).where(
-        artifacts.c.id == artifact_id, tenant_scope.is_tenant(artifacts.c.tenant_id, tenant))
-    if for_update:
-        stmt = stmt.with_for_update(of=artifacts)
-    row = (await conn.execute(stmt)).first()
-    if row is None:
+    sql = _ARTIFACT
+    params: list[Any] = [_ACTIVE, artifact_id]
+    if tenant is not None:
+        sql, params = sql + " AND a.tenant_id = %s", [*params, tenant]
+    rows = await fetch_rows(conn, sql + " FOR UPDATE OF a" if for_update else sql, params)
+    if not rows:
         raise NotFound(f"artifact {artifact_id} not found", reason="ARTIFACT_NOT_FOUND",
                        metadata={"artifact_id": str(artifact_id)})
-    return row_to_artifact(row)
+    return row_to_artifact(rows[0])
 
 
 async def list_artifacts(conn: AsyncConnection, query: ListQuery, *, limit: int,
@@ -94,10 +99,8 @@ async def list_artifacts(conn: AsyncConnection, query: ListQuery, *, limit: int,
 
 
 async def get_nodes(conn: AsyncConnection, artifact_id: uuid.UUID) -> list[Node]:
-    result = await conn.execute(
-        sa.select(nodes).where(nodes.c.artifact_id == artifact_id).order_by(nodes.c.depth, nodes.c.ordinal)
-    )
-    return [row_to_node(r) for r in result]
+    rows = await fetch_rows(conn, "SELECT * FROM nodes WHERE artifact_id = %s ORDER BY depth, ordinal", (artifact_id,))
+    return [row_to_node(r) for r in rows]
 
 
 async def get_node(conn: AsyncConnection, node_id: uuid.UUID, *, tenant: str | None = None) -> Node:
@@ -109,11 +112,10 @@ async def get_node(conn: AsyncConnection, node_id: uuid.UUID, *, tenant: str | N
 
 
 async def get_blocks_by_node(conn: AsyncConnection, artifact_id: uuid.UUID) -> dict[uuid.UUID, list[Block]]:
-    result = await conn.execute(
-        sa.select(blocks).where(blocks.c.artifact_id == artifact_id).order_by(blocks.c.node_id, blocks.c.ordinal)
-    )
+    rows = await fetch_rows(conn, "SELECT * FROM blocks WHERE artifact_id = %s ORDER BY node_id, ordinal",
+                            (artifact_id,))
     out: dict[uuid.UUID, list[Block]] = defaultdict(list)
-    for r in result:
+    for r in rows:
         out[r.node_id].append(row_to_block(r))
     return dict(out)
 
@@ -126,8 +128,8 @@ async def pinned_nodes(conn: AsyncConnection, artifact_id: uuid.UUID) -> frozens
 
 
 async def get_node_blocks(conn: AsyncConnection, node_id: uuid.UUID) -> list[Block]:
-    result = await conn.execute(sa.select(blocks).where(blocks.c.node_id == node_id).order_by(blocks.c.ordinal))
-    return [row_to_block(r) for r in result]
+    rows = await fetch_rows(conn, "SELECT * FROM blocks WHERE node_id = %s ORDER BY ordinal", (node_id,))
+    return [row_to_block(r) for r in rows]
 
 
 async def get_block(conn: AsyncConnection, block_id: uuid.UUID, *, tenant: str | None = None) -> Block:

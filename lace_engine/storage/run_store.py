@@ -6,7 +6,6 @@ import functools
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import psycopg.errors
@@ -20,7 +19,7 @@ from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.quality import CallRecord
 from lace_engine.storage import event_log, list_sql, tenant_scope
-from lace_engine.storage.database import Tx, driver_connection
+from lace_engine.storage.database import Tx, driver_connection, fetch_rows
 from lace_engine.storage.event_log import Appended, Fence
 from lace_engine.storage.schema import RUN_IS_ACTIVE, llm_calls, runs
 from lace_engine.tenancy import DEFAULT_TENANT
@@ -88,13 +87,14 @@ async def insert_run(
 async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, for_update: bool = False,
                   tenant: str | None = None) -> Run:
     """The run, if `tenant` owns it (NotFound otherwise, as for a missing one; None: any tenant's)."""
-    stmt = sa.select(runs).where(runs.c.id == run_id, tenant_scope.is_tenant(runs.c.tenant_id, tenant))
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = (await conn.execute(stmt)).first()
-    if row is None:
+    sql = "SELECT * FROM runs WHERE id = %s"
+    params: list[Any] = [run_id]
+    if tenant is not None:
+        sql, params = sql + " AND tenant_id = %s", [run_id, tenant]
+    rows = await fetch_rows(conn, sql + " FOR UPDATE" if for_update else sql, params)
+    if not rows:
         raise NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": str(run_id)})
-    return row_to_run(row)
+    return row_to_run(rows[0])
 
 
 async def list_runs(conn: AsyncConnection, query: ListQuery, *, limit: int,
@@ -138,16 +138,34 @@ class Claim:
     fence: Fence
 
 
-def _leased_of_tenant(tenant: Any, other_than: Any) -> sa.ScalarSelect[Any]:
-    """How many runs of `tenant` an executor holds a live lease on now (the runs being executed)."""
-    held = runs.alias("held")
-    return (sa.select(sa.func.count()).select_from(held)
-            .where(held.c.tenant_id == tenant, held.c.lease_expires > sa.func.now(), held.c.id != other_than)
-            .scalar_subquery())
+# How many runs of the candidate's tenant an executor holds a live lease on now (the runs being executed).
+_LEASED_OF_TENANT = ("(SELECT count(*) FROM runs held WHERE held.tenant_id = {tenant} AND held.lease_expires > now() "
+                     "AND held.id <> {other})")
+_COUNT_TENANT = _LEASED_OF_TENANT.format(tenant="%s", other="%s")
 
 
 class _TenantAtLimit(Exception):
     """A concurrent claim took the tenant's last run slot first: undo this one."""
+
+
+@functools.lru_cache(maxsize=8)
+def _claim_sql(one_run: bool, tenant_limited: bool) -> str:
+    """The claim statement: the oldest claimable run's lease, taken in one UPDATE (plain SQL: the
+    executor claims after every run it finishes, and SQLAlchemy compiled this one afresh each time)."""
+    where = ["c.state = ANY(%(states)s)", "(c.lease_expires IS NULL OR c.lease_expires < now())",
+             "c.id <> ALL(%(exclude)s::uuid[])"]
+    if one_run:
+        where.append("c.id = %(run)s")
+    if tenant_limited:
+        # Passes over a saturated tenant's runs, so other tenants' do not queue behind them.
+        where.append(_LEASED_OF_TENANT.format(tenant="c.tenant_id", other="c.id") + " < %(max)s")
+    # NO KEY UPDATE, the lock the UPDATE itself takes: plain FOR UPDATE also conflicts with the KEY
+    # SHARE lock that inserting a row referencing the run takes (the mirror's cursor, as the run's
+    # first events are mirrored), and SKIP LOCKED then passed over a claimable run.
+    candidate = (f"SELECT c.id FROM runs c WHERE {' AND '.join(where)} "
+                 "ORDER BY c.create_time LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED")
+    return ("UPDATE runs SET lease_owner = %(owner)s, lease_expires = now() + make_interval(secs => %(ttl)s), "
+            f"lease_token = lease_token + 1 WHERE id = ({candidate}) RETURNING *")
 
 
 async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float, states: frozenset[RunState],
@@ -156,45 +174,30 @@ async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float, states:
     """Takes the lease of one run in `states` whose lease is free or expired (a new fencing token),
     other than those in `exclude` (the runs the caller is executing); with `tenant_max_runs`, only of
     a tenant that has fewer runs executing than that, across every process."""
-    candidates = (
-        sa.select(runs.c.id)
-        .where(runs.c.state.in_([s.value for s in states]),
-               sa.or_(runs.c.lease_expires.is_(None), runs.c.lease_expires < sa.func.now()))
-        .order_by(runs.c.create_time)
-        .limit(1)
-        # NO KEY UPDATE, the lock the UPDATE itself takes: plain FOR UPDATE also conflicts with the
-        # KEY SHARE lock that inserting a row referencing the run takes (the mirror's cursor, as the
-        # run's first events are mirrored), and SKIP LOCKED then passed over a claimable run.
-        .with_for_update(skip_locked=True, key_share=True)
-    )
-    if run_id is not None:
-        candidates = candidates.where(runs.c.id == run_id)
-    if exclude:
-        candidates = candidates.where(runs.c.id.not_in(list(exclude)))
-    if tenant_max_runs > 0:
-        # Passes over a saturated tenant's runs, so other tenants' do not queue behind them.
-        candidates = candidates.where(_leased_of_tenant(runs.c.tenant_id, runs.c.id) < tenant_max_runs)
+    params = {"owner": owner, "ttl": ttl_s, "states": sorted(s.value for s in states), "exclude": list(exclude),
+              "run": run_id, "max": tenant_max_runs}
+    sql = _claim_sql(run_id is not None, tenant_max_runs > 0)
+    if tenant_max_runs <= 0:
+        rows = await fetch_rows(conn, sql, params)
+        return _claim(rows[0], owner) if rows else None
     try:
         async with conn.begin_nested():
-            row = (await conn.execute(
-                sa.update(runs)
-                .where(runs.c.id == candidates.scalar_subquery())
-                .values(lease_owner=owner, lease_expires=sa.func.now() + timedelta(seconds=ttl_s),
-                        lease_token=runs.c.lease_token + 1)
-                .returning(runs)
-            )).first()
-            if row is not None and tenant_max_runs > 0:
+            rows = await fetch_rows(conn, sql, params)
+            if rows:
                 # Two processes may pick two runs of one tenant at once, each seeing the other's not yet
                 # committed: serialize claims per tenant and count again, with the other's now visible.
-                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
-                    sa.func.hashtext("lace.tenant-runs:" + row.tenant_id))))
-                leased = (await conn.execute(sa.select(_leased_of_tenant(row.tenant_id, row.id)))).scalar_one()
-                if leased >= tenant_max_runs:
+                # Two statements: a statement's snapshot is taken before its lock is.
+                tenant, other = rows[0].tenant_id, rows[0].id
+                await fetch_rows(conn, "SELECT pg_advisory_xact_lock(hashtext(%s))", ("lace.tenant-runs:" + tenant,))
+                counted = await fetch_rows(conn, "SELECT " + _COUNT_TENANT, (tenant, other))
+                if int(counted[0][0]) >= tenant_max_runs:
                     raise _TenantAtLimit
     except _TenantAtLimit:
         return None
-    if row is None:
-        return None
+    return _claim(rows[0], owner) if rows else None
+
+
+def _claim(row: Any, owner: str) -> Claim:
     return Claim(run=row_to_run(row), fence=Fence(owner=owner, token=int(row.lease_token)))
 
 
