@@ -363,9 +363,9 @@ async def test_server_runs_as_a_process_until_sigterm() -> None:
 
 # --- non-conforming servers ------------------------------------------------------------------
 
-async def serve_fixed(body: dict[str, Any]) -> tuple[asyncio.Server, str]:
+async def serve_fixed(body: dict[str, Any] | bytes) -> tuple[asyncio.Server, str]:
     """A server that answers every request with `body` and status 200, like a misbehaving proxy."""
-    payload = json.dumps(body).encode()
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -389,6 +389,32 @@ async def test_ok_status_without_choices_is_malformed(make_provider: ProviderFac
     finally:
         srv.close()
         await srv.wait_closed()
+
+
+async def test_ok_status_with_a_body_that_is_not_json_is_malformed(make_provider: ProviderFactory) -> None:
+    srv, url = await serve_fixed(b"<html>502 Bad Gateway</html>")
+    try:
+        with pytest.raises(LLMMalformedOutput, match="unreadable response: <html>502 Bad Gateway"):
+            await make_provider(base_url=url).complete(write_request())
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_fields_of_the_wrong_type_are_read_as_missing(make_provider: ProviderFactory) -> None:
+    data = {"children": [{"title": "Scope", "intent": "Say what is in scope.", "target_words": 100}]}
+    srv, url = await serve_fixed({
+        "model": 7, "usage": {"prompt_tokens": "many", "completion_tokens": None},
+        "choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": json.dumps(data)}}],
+    })
+    try:
+        response = await make_provider(base_url=url).complete(split_request())
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    assert response.data == data
+    assert response.model == "test-model"  # the configured one, not the number the server sent
+    assert response.prompt_tokens > 0 and response.completion_tokens > 0  # estimated, not "many"
 
 
 async def test_json_in_a_markdown_fence_is_accepted(make_provider: ProviderFactory) -> None:
