@@ -22,7 +22,7 @@ from lace_engine.domain import Block, EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import Aborted, NotFound
 from lace_engine.pipeline.apply import PATCH_COLUMNS, Mutation, Precondition
 from lace_engine.storage import event_log
-from lace_engine.storage.database import Tx, WriteTx
+from lace_engine.storage.database import Tx, WriteTx, batched
 from lace_engine.storage.event_log import Fence
 
 _ACTIVE_FOR_APPLY = frozenset({RunState.RUNNING, RunState.PAUSING})
@@ -71,7 +71,7 @@ async def write_mutation(
     driver = await tx.driver()
     run_cur: psycopg.AsyncCursor[Any] | None = None
     checks: list[tuple[Precondition, psycopg.AsyncCursor[Any], psycopg.AsyncCursor[Any]]] = []
-    async with driver.pipeline():
+    async with batched(driver):
         if run_id is not None:
             increments = {
                 "nodes_planned": mutation.nodes_planned,
@@ -110,7 +110,7 @@ async def write_mutation(
         await _check_precondition(pre, node_cur, block_cur)
 
     written: list[RunEvent] = []
-    async with driver.pipeline():
+    async with batched(driver):
         await _write_nodes(driver, mutation)
         await _write_blocks(driver, mutation, version)
         await _record_versions(driver, mutation, version)

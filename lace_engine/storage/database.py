@@ -156,6 +156,15 @@ async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[An
     return driver
 
 
+def batched(driver: psycopg.AsyncConnection[Any]) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A pipeline block for statements sent together, or nothing inside a pipelined transaction, which
+    is one already: a nested block syncs where it starts and ends, two round trips more (results
+    read before the end still arrive, through a flush request)."""
+    if driver.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+        return contextlib.nullcontext()
+    return driver.pipeline()
+
+
 async def fetch_rows(conn: AsyncConnection, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
     """The rows of one plain-SQL statement on `conn`'s psycopg connection, each a named tuple (a column
     is an attribute, as on SQLAlchemy's rows): the executor's per-run reads, where compiling and

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from lace_engine.domain import EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import CursorCompacted, LeaseLost, NotFound
-from lace_engine.storage.database import WriteTx
+from lace_engine.storage.database import WriteTx, batched
 from lace_engine.storage.schema import runs
 from lace_engine.tenancy import DEFAULT_TENANT
 
@@ -68,7 +68,7 @@ async def append(
     sql, params = reserve(run_id, len(events), fence=fence, allowed_states=allowed_states, set_values=sets,
                           increments=increments, events=events, now=now)
     driver = await tx.driver()
-    async with driver.pipeline():  # a transaction's BEGIN travels with the statement
+    async with batched(driver):  # a transaction's BEGIN travels with the statement
         cur = await driver.execute(sql, params)
     row = await cur.fetchone()
     if row is None:
