@@ -256,21 +256,17 @@ async def lock_runs_of(conn: AsyncConnection, artifact_id: uuid.UUID, *, tenant:
 
 async def call_records(conn: AsyncConnection, run_id: uuid.UUID) -> list[CallRecord]:
     """Every LLM call of a run, in the order they were made, as the quality report reads them."""
-    rows = (await conn.execute(
-        sa.select(llm_calls.c.node_id, llm_calls.c.attempt, llm_calls.c.outcome, llm_calls.c.finish_reason,
-                  llm_calls.c.completion_tokens)
-        .where(llm_calls.c.run_id == run_id).order_by(llm_calls.c.create_time, llm_calls.c.attempt)
-    )).all()
+    rows = await fetch_rows(conn, "SELECT node_id, attempt, outcome, finish_reason, completion_tokens FROM llm_calls "
+                                  "WHERE run_id = %s ORDER BY create_time, attempt", (run_id,))
     return [CallRecord(r.node_id, int(r.attempt), r.outcome, r.finish_reason, int(r.completion_tokens)) for r in rows]
 
 
 async def repair_count(conn: AsyncConnection, run_id: uuid.UUID) -> int:
     """How many deterministic repairs Apply recorded in the run's node_split and blocks_applied events."""
-    total = (await conn.execute(sa.text(
-        "SELECT coalesce(sum(jsonb_array_length(payload->'repairs')), 0) FROM run_events "
-        "WHERE run_id = :run AND type IN ('node_split', 'blocks_applied') AND payload ? 'repairs'"
-    ), {"run": run_id})).scalar_one()
-    return int(total)
+    rows = await fetch_rows(conn, "SELECT coalesce(sum(jsonb_array_length(payload->'repairs')), 0) AS total "
+                                  "FROM run_events WHERE run_id = %s AND type IN ('node_split', 'blocks_applied') "
+                                  "AND payload ? 'repairs'", (run_id,))
+    return int(rows[0].total)
 
 
 def llm_call_insert(values: Mapping[str, Any]) -> tuple[str, list[Any]]:
