@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import os
@@ -363,8 +364,10 @@ async def test_server_runs_as_a_process_until_sigterm() -> None:
 
 # --- non-conforming servers ------------------------------------------------------------------
 
-async def serve_fixed(body: dict[str, Any] | bytes) -> tuple[asyncio.Server, str]:
-    """A server that answers every request with `body` and status 200, like a misbehaving proxy."""
+@contextlib.asynccontextmanager
+async def serve_fixed(body: dict[str, Any] | bytes) -> AsyncIterator[str]:
+    """A server (its base URL) that answers every request with `body` and status 200, like a
+    misbehaving proxy."""
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -378,40 +381,32 @@ async def serve_fixed(body: dict[str, Any] | bytes) -> tuple[asyncio.Server, str
         writer.close()
 
     srv = await asyncio.start_server(answer, "127.0.0.1", 0)
-    return srv, f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/v1"
+    try:
+        yield f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/v1"
+    finally:
+        srv.close()
+        await srv.wait_closed()
 
 
 async def test_ok_status_without_choices_is_malformed(make_provider: ProviderFactory) -> None:
-    srv, url = await serve_fixed({"error": {"message": "upstream hiccup"}})
-    try:
+    async with serve_fixed({"error": {"message": "upstream hiccup"}}) as url:
         with pytest.raises(LLMMalformedOutput, match="no choices"):
             await make_provider(base_url=url).complete(write_request())
-    finally:
-        srv.close()
-        await srv.wait_closed()
 
 
 async def test_ok_status_with_a_body_that_is_not_json_is_malformed(make_provider: ProviderFactory) -> None:
-    srv, url = await serve_fixed(b"<html>502 Bad Gateway</html>")
-    try:
+    async with serve_fixed(b"<html>502 Bad Gateway</html>") as url:
         with pytest.raises(LLMMalformedOutput, match="unreadable response: <html>502 Bad Gateway"):
             await make_provider(base_url=url).complete(write_request())
-    finally:
-        srv.close()
-        await srv.wait_closed()
 
 
 async def test_fields_of_the_wrong_type_are_read_as_missing(make_provider: ProviderFactory) -> None:
     data = {"children": [{"title": "Scope", "intent": "Say what is in scope.", "target_words": 100}]}
-    srv, url = await serve_fixed({
+    async with serve_fixed({
         "model": 7, "usage": {"prompt_tokens": "many", "completion_tokens": None},
         "choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": json.dumps(data)}}],
-    })
-    try:
+    }) as url:
         response = await make_provider(base_url=url).complete(split_request())
-    finally:
-        srv.close()
-        await srv.wait_closed()
     assert response.data == data
     assert response.model == "test-model"  # the configured one, not the number the server sent
     assert response.prompt_tokens > 0 and response.completion_tokens > 0  # estimated, not "many"
@@ -419,16 +414,12 @@ async def test_fields_of_the_wrong_type_are_read_as_missing(make_provider: Provi
 
 async def test_json_in_a_markdown_fence_is_accepted(make_provider: ProviderFactory) -> None:
     data = {"children": [{"title": "Scope", "intent": "Say what is in scope.", "target_words": 100}]}
-    srv, url = await serve_fixed({
+    async with serve_fixed({
         "id": "x", "object": "chat.completion", "created": 0, "model": "local-model",
         "choices": [{"index": 0, "finish_reason": "stop",
                      "message": {"role": "assistant", "content": f"```json\n{json.dumps(data)}\n```"}}],
-    })
-    try:
+    }) as url:
         response = await make_provider(base_url=url).complete(split_request())
-    finally:
-        srv.close()
-        await srv.wait_closed()
     assert response.data == data
     assert response.model == "local-model"
     # No usage in the answer: estimated from the text rather than left at zero.

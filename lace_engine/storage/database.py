@@ -193,6 +193,12 @@ class _Emitting:
                     listener.pending(event.run_id)
             batch.append(event)
 
+    def settle(self, committed: bool) -> None:
+        """Tells the listeners how the transaction ended: its events, or None without a confirmed commit."""
+        for run_id, events in self.written.items():
+            for listener in self._listeners:
+                listener.settled(run_id, events if committed else None)
+
 
 class Tx(_Emitting):
     """A transaction in progress through SQLAlchemy Core; events it wrote are published once it has committed."""
@@ -288,9 +294,7 @@ class Database:
             committed = True
         finally:
             if tx is not None:
-                for run_id, events in tx.written.items():
-                    for listener in self._listeners:
-                        listener.settled(run_id, events if committed else None)
+                tx.settle(committed)
 
     @asynccontextmanager
     async def pipelined_transaction(self) -> AsyncIterator[PipelinedTx]:
@@ -319,9 +323,7 @@ class Database:
             committed = True
         finally:
             if tx is not None:
-                for run_id, events in tx.written.items():
-                    for listener in self._listeners:
-                        listener.settled(run_id, events if committed else None)
+                tx.settle(committed)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
