@@ -81,6 +81,7 @@ async def test_a_run_shows_in_the_metrics(pg_server_url: str) -> None:
     assert delta("lace_live_delivery_lag_seconds_sum") > 0
     # Pools, read at scrape time; no run or artifact id in any label.
     assert value(after, "lace_db_pool_connections", pool="reads", state="idle") >= 1
+    assert value(after, "lace_db_pool_connections", pool="writes", state="idle") >= 1  # the run's steps
     assert run.id not in text and artifact.id not in text
 
     # The Grafana dashboard in deploy/ asks only for metrics the server exposes.
