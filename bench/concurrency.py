@@ -12,6 +12,11 @@ from this process (what the machine allows a client that does nothing else).
 The same scenario again with LACE_LLM_CONCURRENCY=8 (ideal 80 calls/s): a limit this machine's
 CPU can serve, so the row shows whether the engine keeps every permit busy when it is not the
 CPU that runs out. The server's CPU time per applied call is in the notes.
+
+Last, runs of a single call each (a 300-word brief is one section: what regenerating one section
+costs), 300 of them at limit 64: runs/s against the bare client's calls/s, so the ratio is what a
+run's whole lifecycle (StartRun, claim, context, the call, Apply, the quality report, completion)
+leaves of the rate of bare calls; the server's CPU per run is in the note.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ LATENCY_MS = 100
 # (LACE_LLM_CONCURRENCY, runs in full / quick / smoke mode); quick needs fewer runs at limit 8,
 # where 60 calls already fill the 80 calls/s for longer than the start-up.
 SCENARIOS = ((64, (200, 20, 20)), (8, (200, 12, 20)))
+ONE_CALL_RUNS = (300, 60, 20)
 BRIEF = "A short guide to heat pumps for installers: sizing, siting, commissioning and maintenance."
 
 
@@ -151,6 +157,12 @@ async def run(ctx: Context) -> list[Row]:
                 Row(f"5. LLM calls/s vs bare client ({label})", rate, bare, "calls/s", "", None,
                     baseline_label="bare AsyncOpenAI"),
             ]
+        runs = ctx.size(*ONE_CALL_RUNS)
+        rate, calls, cpu_ms = await lace_rate(ctx, base_url, 64, runs, 300, 300)
+        bare = await bare_client(base_url, max(min(calls, 640), 256), 64)
+        rows.append(Row(f"5. runs/s of one call each ({runs} runs, limit 64, {LATENCY_MS} ms)", rate, bare,
+                        "runs/s", "", None, baseline_label="bare AsyncOpenAI calls/s",
+                        note=f"{calls} runs of one call; server CPU {cpu_ms:.1f} ms per run"))
     finally:
         await llm.stop()
     return rows

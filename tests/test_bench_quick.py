@@ -24,7 +24,7 @@ EXPECTED: dict[str, list[str]] = {
     "live_latency": [f"2. live p{p}, " for _ in range(6) for p in (50, 99)],
     "replay": ["3. replay", "3. replay"],
     "engine_overhead": ["4. engine CPU ms per node", "4. wall ms per node"],
-    "concurrency": ["5. LLM calls/s vs ideal", "5. LLM calls/s vs bare client"] * 2,
+    "concurrency": [*["5. LLM calls/s vs ideal", "5. LLM calls/s vs bare client"] * 2, "5. runs/s of one call each"],
     "critical_path": ["6. critical path", "6. same, sequential"],
     "memory": ["7. server RSS peak", "7. server RSS after 3rd round"],
     "scale_out": ["8. live p50", "8. live p99", "8. runs/s, 1 worker", "8. runs/s, 2 workers", "8. runs/s, 3 workers"],
