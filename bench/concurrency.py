@@ -114,6 +114,11 @@ async def bare_client(base_url: str, calls: int, limit: int) -> float:
         await client.close()
 
 
+def bare_calls(calls: int, limit: int) -> int:
+    """Enough calls for several rounds of `limit` in flight, capped near LACE's own count."""
+    return max(min(calls, 10 * limit), 4 * limit)
+
+
 async def lace_rate(ctx: Context, base_url: str, limit: int, runs: int, words: int, leaf: int) -> \
         tuple[float, int, float]:
     """Steady-state applied calls/s, calls, and the server's CPU ms per call, for one limit."""
@@ -146,8 +151,7 @@ async def run(ctx: Context) -> list[Row]:
             runs = ctx.size(*sizes)
             ideal = limit / (LATENCY_MS / 1000)
             rate, calls, cpu_ms = await lace_rate(ctx, base_url, limit, runs, words, leaf)
-            # Enough calls for several rounds of `limit` in flight, capped near LACE's own count.
-            bare = await bare_client(base_url, max(min(calls, 10 * limit), 4 * limit), limit)
+            bare = await bare_client(base_url, bare_calls(calls, limit), limit)
             label = f"{runs} runs, limit {limit}, {LATENCY_MS} ms"
             rows += [
                 Row(f"5. LLM calls/s vs ideal ({label})", rate, ideal, "calls/s", ">= 0.9x ideal",
@@ -159,7 +163,7 @@ async def run(ctx: Context) -> list[Row]:
             ]
         runs = ctx.size(*ONE_CALL_RUNS)
         rate, calls, cpu_ms = await lace_rate(ctx, base_url, 64, runs, 300, 300)
-        bare = await bare_client(base_url, max(min(calls, 640), 256), 64)
+        bare = await bare_client(base_url, bare_calls(calls, 64), 64)
         rows.append(Row(f"5. runs/s of one call each ({runs} runs, limit 64, {LATENCY_MS} ms)", rate, bare,
                         "runs/s", "", None, baseline_label="bare AsyncOpenAI calls/s",
                         note=f"{calls} runs of one call; server CPU {cpu_ms:.1f} ms per run"))

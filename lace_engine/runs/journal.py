@@ -24,7 +24,7 @@ from lace_engine.pipeline.context_builder import PromptContext
 from lace_engine.pipeline.strategy import StrategyDecision
 from lace_engine.pipeline.tree import Tree
 from lace_engine.storage import apply_store, event_log, ir_store, run_store
-from lace_engine.storage.database import Database, PipelinedTx, Tx
+from lace_engine.storage.database import Database
 from lace_engine.storage.event_log import Fence
 
 ACTIVE = frozenset({RunState.RUNNING, RunState.PAUSING})
@@ -92,28 +92,18 @@ class RunJournal:
         self._committing = head
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Tx]:
-        """A transaction that appends events; however it ends, nothing of ours is committing after it
-        (no await separates its end from `_wrote`, so no NOTIFY is handled in between)."""
+    async def _ending(self) -> AsyncIterator[None]:
+        """Around each transaction that appends events: however it ends, nothing of ours is committing
+        after it (no await separates its end from `_wrote`, so no NOTIFY is handled in between)."""
         try:
-            async with self.db.transaction() as tx:
-                yield tx
-        finally:
-            self._committing = 0
-
-    @contextlib.asynccontextmanager
-    async def _pipelined(self) -> AsyncIterator[PipelinedTx]:
-        """`_transaction` for the per-call writes, which need no SQLAlchemy: a pipelined psycopg one."""
-        try:
-            async with self.db.pipelined_transaction() as tx:
-                yield tx
+            yield
         finally:
             self._committing = 0
 
     async def commit(self, events: Sequence[NewEvent], *, states: frozenset[RunState] = ACTIVE,
                      increments: Mapping[str, int] | None = None) -> None:
         """Appends events while the run is in one of `states`; LeaseLost otherwise."""
-        async with self._pipelined() as tx:
+        async with self._ending(), self.db.pipelined_transaction() as tx:
             appended = await event_log.append(tx, self.run_id, events, fence=self.fence, allowed_states=states,
                                               increments=increments)
             self._committing_to(appended.head_seq)
@@ -123,7 +113,7 @@ class RunJournal:
                          extra: Sequence[NewEvent] = (), set_values: Mapping[str, Any] | None = None) -> RunState:
         """Moves the run to `to` if the state it is in (read under its row lock) is in `when`;
         returns that state either way."""
-        async with self._transaction() as tx:
+        async with self._ending(), self.db.transaction() as tx:
             run = await run_store.get_run(tx.conn, self.run_id, for_update=True)
             if run.state not in when:
                 return run.state
@@ -145,7 +135,7 @@ class RunJournal:
         events = [call_event(attempt, outcome), NewEvent(EventType.PROPOSAL_REJECTED, {
             "node_id": str(attempt.node.id), "step": attempt.decision.step.value, "attempt": attempt.number,
             "errors": list(errors), "will_retry": will_retry})]
-        async with self._pipelined() as tx:
+        async with self._ending(), self.db.pipelined_transaction() as tx:
             appended = await event_log.append(tx, self.run_id, events, fence=self.fence, allowed_states=ACTIVE,
                                               increments=outcome.increments)
             row = call_row(self.run_id, attempt, outcome, "rejected", "; ".join(errors))
@@ -169,7 +159,7 @@ class RunJournal:
     async def _apply(self, attempt: Attempt, outcome: CallOutcome, mutation: Mutation, tree: Tree) -> Mutation:
         node = attempt.node
         statements = [run_store.llm_call_insert(call_row(self.run_id, attempt, outcome, "applied"))]
-        async with self._pipelined() as tx:
+        async with self._ending(), self.db.pipelined_transaction() as tx:
             if attempt.decision.step is StepKind.WRITE:
                 statements += ir_store.dependency_statements(
                     node.id, attempt.call_id, staleness.dependencies(attempt.context.manifest))

@@ -231,6 +231,16 @@ class PipelinedTx(_Emitting):
 WriteTx = Tx | PipelinedTx
 
 
+class _Ending:
+    """How far a transaction got: the Tx it opened and whether its COMMIT was under way."""
+
+    __slots__ = ("committing", "tx")
+
+    def __init__(self) -> None:
+        self.tx: WriteTx | None = None
+        self.committing = False
+
+
 class Database:
     """The pools plus the after-commit hooks (the live hub; the JetStream mirror when NATS is on).
 
@@ -277,53 +287,51 @@ class Database:
         self._listeners.append(listener)
 
     @asynccontextmanager
+    async def _ending(self) -> AsyncIterator[_Ending]:
+        """The frame of every transaction: an outage raises DatabaseUnavailable, which says whether
+        COMMIT was under way, and the listeners learn how it ended."""
+        ending = _Ending()
+        committed = False
+        try:
+            with _outages_unavailable(self._freshness, lambda: ending.committing):
+                yield ending
+            committed = True
+        finally:
+            if ending.tx is not None:
+                ending.tx.settle(committed)
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """One explicit transaction; commit on success, rollback on any exception or cancellation.
 
         A lost connection or an unreachable database raises DatabaseUnavailable, which says whether
         COMMIT was under way (then the outcome is unknown) or nothing was committed.
         """
-        tx: Tx | None = None
-        committed = committing = False
-        try:
-            with _outages_unavailable(self._freshness, lambda: committing):
-                async with self.engine.connect() as conn, conn.begin():
-                    tx = Tx(conn, self._listeners)
-                    yield tx
-                    committing = True
-            committed = True
-        finally:
-            if tx is not None:
-                tx.settle(committed)
+        async with self._ending() as ending, self.engine.connect() as conn, conn.begin():
+            tx = ending.tx = Tx(conn, self._listeners)
+            yield tx
+            ending.committing = True
 
     @asynccontextmanager
     async def pipelined_transaction(self) -> AsyncIterator[PipelinedTx]:
         """Like `transaction`, on a write-pool connection in pipeline mode: BEGIN travels with the
         first statements and COMMIT is one round trip; for code that writes through `driver()` only."""
-        tx: PipelinedTx | None = None
-        committed = committing = False
-        try:
-            with _outages_unavailable(self._freshness, lambda: committing):
-                async with self.write_pool.connection() as conn:
-                    try:
-                        # BEGIN and COMMIT by hand: psycopg's conn.transaction() in pipeline mode
-                        # nests two more pipelines, each a sync and a round trip at its exit.
-                        async with conn.pipeline():
-                            await conn.execute("BEGIN", prepare=False)
-                            tx = PipelinedTx(conn, self._listeners)
-                            yield tx
-                            committing = True
-                            await conn.execute("COMMIT", prepare=False)
-                    except BaseException:
-                        if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                            # A failed ROLLBACK leaves the connection to the pool's own check at return.
-                            with contextlib.suppress(psycopg.Error):
-                                await conn.rollback()
-                        raise
-            committed = True
-        finally:
-            if tx is not None:
-                tx.settle(committed)
+        async with self._ending() as ending, self.write_pool.connection() as conn:
+            try:
+                # BEGIN and COMMIT by hand: psycopg's conn.transaction() in pipeline mode nests two
+                # more pipelines, each a sync and a round trip at its exit.
+                async with conn.pipeline():
+                    await conn.execute("BEGIN", prepare=False)
+                    tx = ending.tx = PipelinedTx(conn, self._listeners)
+                    yield tx
+                    ending.committing = True
+                    await conn.execute("COMMIT", prepare=False)
+            except BaseException:
+                if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    # A failed ROLLBACK leaves the connection to the pool's own check at return.
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.rollback()
+                raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -333,12 +341,10 @@ class Database:
                 yield conn
                 # COMMIT, not the pool's ROLLBACK on return: psycopg forgets the connection's prepared
                 # statements at every ROLLBACK (DEALLOCATE ALL, a round trip), so each read undid
-                # the preparing of Apply's statements on the connections the two paths share. The
-                # driver's own commit covers statements sent to it directly, unseen by SQLAlchemy.
-                await conn.commit()
-                driver = await driver_connection(conn)
-                if driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-                    await driver.commit()
+                # the preparing of Apply's statements on the connections the two paths share. On the
+                # driver: it also ends what was sent to it directly, unseen by SQLAlchemy (whose own
+                # rollback at return then finds nothing to do).
+                await (await driver_connection(conn)).commit()
 
     @asynccontextmanager
     async def fast_read(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:

@@ -29,7 +29,7 @@ from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.staleness import Reference
 from lace_engine.storage import list_sql, tenant_scope
 from lace_engine.storage.database import fetch_rows
-from lace_engine.storage.schema import artifacts, blocks, change_events, nodes, runs
+from lace_engine.storage.schema import RUN_IS_ACTIVE, artifacts, blocks, change_events, nodes, runs
 
 _ACTIVE = [s.value for s in RunState if not s.terminal]
 
@@ -69,7 +69,8 @@ def row_to_block(r: Any) -> Block:
     )
 
 
-_ARTIFACT = ("SELECT a.*, (SELECT r.id FROM runs r WHERE r.artifact_id = a.id AND r.state = ANY(%s) LIMIT 1) "
+# The active run by the predicate of the index that allows one per artifact (schema.RUN_IS_ACTIVE).
+_ARTIFACT = (f"SELECT a.*, (SELECT r.id FROM runs r WHERE r.artifact_id = a.id AND r.{RUN_IS_ACTIVE} LIMIT 1) "
              "AS active_run_id FROM artifacts a WHERE a.id = %s")
 
 
@@ -78,7 +79,7 @@ async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_upd
     """The artifact, if `tenant` owns it (NotFound otherwise, as for a missing one); `for_update`
     locks its row (StartRun and outline edits serialize on it)."""
     sql = _ARTIFACT
-    params: list[Any] = [_ACTIVE, artifact_id]
+    params: list[Any] = [artifact_id]
     if tenant is not None:
         sql, params = sql + " AND a.tenant_id = %s", [*params, tenant]
     rows = await fetch_rows(conn, sql + " FOR UPDATE OF a" if for_update else sql, params)
