@@ -7,7 +7,8 @@ figure is the steady-state rate of applied LLM calls (llm_calls rows between the
 
 Baselines: the ideal for the limit (64 calls in flight / 0.1 s = 640 calls/s), and a bare
 `openai.AsyncOpenAI` client with the same limit making the same kind of call to the same server
-from this process (what the machine allows a client that does nothing else).
+from this process (what the machine allows a client that does nothing else), on the HTTP transport
+LACE's provider uses (LACE_LLM_HTTP, aiohttp by default), so the two differ by the engine alone.
 
 The same scenario again with LACE_LLM_CONCURRENCY=8 (ideal 80 calls/s): a limit this machine's
 CPU can serve, so the row shows whether the engine keeps every permit busy when it is not the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import grpc
@@ -38,6 +40,7 @@ from lace.v1 import (
     run_service_pb2,
     run_service_pb2_grpc,
 )
+from lace_engine.llm.factory import http_transport_from_env
 from tests.support.server_process import ServerProcess
 
 NAME = "concurrency"
@@ -91,9 +94,11 @@ async def steady_rate(url: str, run_ids: list[str]) -> tuple[float, int]:
 
 async def bare_client(base_url: str, calls: int, limit: int) -> float:
     """A bare AsyncOpenAI client, `limit` calls in flight, against the same server: calls/s."""
-    from openai import AsyncOpenAI
+    import openai
 
-    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    transport = http_transport_from_env(os.environ)
+    http = openai.DefaultAioHttpClient() if transport == "aiohttp" else openai.DefaultAsyncHttpxClient()
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, http_client=http)
     gate = asyncio.Semaphore(limit)
     task = json.dumps({"step": "write", "title": "Sizing a heat pump", "intent": "How to size one.",
                        "target_words": 300, "depth": 1})

@@ -36,6 +36,7 @@ async def test_openai_by_default_when_a_key_is_set() -> None:
     assert provider.base_url == "https://api.openai.com/v1"
     assert provider.timeout_s == 120
     assert provider.max_retries == 4
+    assert provider.http_transport == "aiohttp"
 
 
 async def test_explicit_offline_wins_over_a_key() -> None:
@@ -52,12 +53,14 @@ async def test_openai_settings_are_read() -> None:
         "LACE_LLM_MODEL": "qwen2.5-7b-instruct",
         "LACE_LLM_TIMEOUT_S": "30.5",
         "LACE_LLM_MAX_RETRIES": "0",
+        "LACE_LLM_HTTP": " HTTPX ",
     })
     assert isinstance(provider, OpenAIProvider)
     assert provider.base_url == "http://127.0.0.1:8000/v1"
     assert provider.model == "qwen2.5-7b-instruct"
     assert provider.timeout_s == 30.5
     assert provider.max_retries == 0
+    assert provider.http_transport == "httpx"
 
 
 async def test_local_server_needs_no_key() -> None:
@@ -89,6 +92,13 @@ def test_unknown_provider_lists_the_valid_ones() -> None:
 def test_bad_openai_numbers_are_refused(name: str, value: str) -> None:
     with pytest.raises(InvalidArgument, match=name):
         provider_from_env({"LACE_LLM": "openai", "OPENAI_API_KEY": "sk-test", name: value})
+
+
+def test_unknown_http_transport_lists_the_valid_ones() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        provider_from_env({"LACE_LLM": "openai", "OPENAI_API_KEY": "sk-test", "LACE_LLM_HTTP": "curl"})
+    assert "'curl'" in info.value.message and "aiohttp, httpx" in info.value.message
+    assert info.value.metadata["variable"] == "LACE_LLM_HTTP"
 
 
 @pytest.mark.parametrize("value", ["fast", "-5", "inf"])

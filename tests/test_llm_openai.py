@@ -27,7 +27,7 @@ from lace_engine.llm.base import (
     LLMUnavailable,
 )
 from lace_engine.llm.offline import generate_content, generate_split
-from lace_engine.llm.openai_provider import OpenAIProvider, retry_after_seconds
+from lace_engine.llm.openai_provider import HTTP_TRANSPORTS, OpenAIProvider, retry_after_seconds
 from lace_engine.pipeline.proposal_schema import content_schema, split_schema
 from lace_engine.pipeline.proposals import parse_content, parse_split, render_task_spec
 from lace_engine.tokens import estimate_tokens
@@ -72,15 +72,17 @@ async def server() -> AsyncIterator[OpenAICompatibleServer]:
     await srv.stop()
 
 
-@pytest.fixture
-async def make_provider(server: OpenAICompatibleServer) -> AsyncIterator[ProviderFactory]:
-    """Builds providers aimed at the test server, with short backoff; closes them afterwards."""
+@pytest.fixture(params=HTTP_TRANSPORTS)
+async def make_provider(server: OpenAICompatibleServer,
+                        request: pytest.FixtureRequest) -> AsyncIterator[ProviderFactory]:
+    """Builds providers aimed at the test server, with short backoff, on each HTTP transport; closes
+    them afterwards."""
     made: list[OpenAIProvider] = []
 
     def make(**overrides: Any) -> OpenAIProvider:
         options: dict[str, Any] = {
             "api_key": "test-key", "base_url": server.base_url, "model": "test-model", "timeout_s": 5.0,
-            "max_retries": 4, "backoff_base_s": 0.01, "backoff_cap_s": 0.05,
+            "max_retries": 4, "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "http_transport": request.param,
         }
         options.update(overrides)
         provider = OpenAIProvider(**options)
@@ -139,6 +141,18 @@ async def test_max_completion_tokens_variant(server: OpenAICompatibleServer,
     sent = server.requests[-1]
     assert sent["max_completion_tokens"] == 3000
     assert "max_tokens" not in sent
+
+
+async def test_a_proxy_named_in_the_environment_carries_the_calls(
+        server: OpenAICompatibleServer, make_provider: ProviderFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test server answers a proxy's absolute-form requests; llm.invalid cannot resolve, so an
+    # answer proves the call went through the proxy, on either transport.
+    monkeypatch.setenv("HTTP_PROXY", f"http://{server.host}:{server.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    response = await make_provider(base_url="http://llm.invalid/v1", max_retries=0).complete(write_request())
+    assert response.data == generate_content(write_request().task, write_request().seed)
+    assert server.proxied_requests == 1
 
 
 async def test_split_round_trip(make_provider: ProviderFactory) -> None:
@@ -232,6 +246,7 @@ async def test_unreachable_server_gives_up(make_provider: ProviderFactory) -> No
         await provider.complete(write_request())
     assert "2 attempts" in info.value.message
     assert "connection failed" in info.value.message
+    assert f"127.0.0.1:{port}" in info.value.message  # which address, on either transport
 
 
 # --- faults that are not retried -------------------------------------------------------------

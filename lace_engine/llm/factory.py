@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lace_engine.errors import InvalidArgument
 from lace_engine.llm.base import LLMProvider
 from lace_engine.llm.cassette import RecordingProvider, ReplayProvider
 from lace_engine.llm.offline import OfflineProvider
+
+if TYPE_CHECKING:
+    from lace_engine.llm.openai_provider import HttpTransport
 
 PROVIDERS = ("offline", "openai", "local", "replay")
 
@@ -52,6 +56,7 @@ def _provider(env: Mapping[str, str]) -> LLMProvider:
             timeout_s=_number(env, "LACE_LLM_TIMEOUT_S", 120.0, minimum=0.001),
             max_retries=int(_number(env, "LACE_LLM_MAX_RETRIES", 4, minimum=0, integer=True)),
             sampling=sampling_from_env(env),
+            http_transport=http_transport_from_env(env),
         )
     if choice == "replay":
         cassette = env.get("LACE_LLM_CASSETTE", "").strip()
@@ -66,11 +71,24 @@ def _provider(env: Mapping[str, str]) -> LLMProvider:
         # A small model on a few CPU cores takes tens of seconds a call, more while calls queue for a slot.
         return start_local_provider(env, timeout_s=_number(env, "LACE_LLM_TIMEOUT_S", 900.0, minimum=0.001),
                                     max_retries=int(_number(env, "LACE_LLM_MAX_RETRIES", 1, minimum=0, integer=True)),
-                                    sampling=sampling_from_env(env))
+                                    sampling=sampling_from_env(env), http_transport=http_transport_from_env(env))
     raise InvalidArgument(
         f"LACE_LLM={env.get('LACE_LLM', '')!r} is not a known provider; valid values: {', '.join(PROVIDERS)}",
         metadata={"variable": "LACE_LLM", "valid": ",".join(PROVIDERS)},
     )
+
+
+def http_transport_from_env(env: Mapping[str, str]) -> HttpTransport:
+    """LACE_LLM_HTTP: what carries the openai SDK's requests, aiohttp (the default) or httpx."""
+    from lace_engine.llm.openai_provider import HTTP_TRANSPORTS
+
+    raw = env.get("LACE_LLM_HTTP", "").strip().lower() or "aiohttp"
+    for transport in HTTP_TRANSPORTS:
+        if raw == transport:
+            return transport
+    raise InvalidArgument(f"LACE_LLM_HTTP={raw!r} is not a known HTTP transport; valid values: "
+                          f"{', '.join(HTTP_TRANSPORTS)}", metadata={"variable": "LACE_LLM_HTTP",
+                                                                     "valid": ",".join(HTTP_TRANSPORTS)})
 
 
 # OpenAI's names and ranges; llama.cpp, vLLM and Ollama take the same.

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from lace_engine.errors import InvalidArgument
 from lace_engine.llm.content_style import LOCAL_PROVIDER
-from lace_engine.llm.openai_provider import OpenAIProvider
+from lace_engine.llm.openai_provider import HttpTransport, OpenAIProvider
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +202,11 @@ class LocalProvider(OpenAIProvider):
     """The OpenAI-compatible provider, aimed at a llama-server it started and stops when closed."""
 
     def __init__(self, server: LocalServer, *, timeout_s: float, max_retries: int,
-                 sampling: Mapping[str, float] | None = None):
+                 sampling: Mapping[str, float] | None = None, http_transport: HttpTransport = "aiohttp"):
         # One pool: a local server holds a few slots, not hundreds of calls in flight.
         super().__init__(api_key="unused", base_url=server.base_url, model=server.model.name, timeout_s=timeout_s,
                          max_retries=max_retries, connection_pools=1, max_connections=16, name=LOCAL_PROVIDER,
-                         sampling=sampling)
+                         sampling=sampling, http_transport=http_transport)
         self.server = server
 
     async def aclose(self) -> None:
@@ -215,7 +215,7 @@ class LocalProvider(OpenAIProvider):
 
 
 def start_local_provider(env: Mapping[str, str], *, timeout_s: float, max_retries: int,
-                         sampling: Mapping[str, float]) -> LocalProvider:
+                         sampling: Mapping[str, float], http_transport: HttpTransport = "aiohttp") -> LocalProvider:
     """Builds or finds llama-server, starts it with the model, and returns a provider for it (blocking)."""
     config = LocalConfig.from_env(env)
     server = LocalServer(config)
@@ -223,7 +223,8 @@ def start_local_provider(env: Mapping[str, str], *, timeout_s: float, max_retrie
     # The tiny default model copies whatever its context holds (every title of a split was the
     # section's own); penalising repeats gave distinct titles on 5 of 6 calls instead of 0 of 8.
     tuned = DEFAULT_MODEL_SAMPLING if config.model is None else {}
-    return LocalProvider(server, timeout_s=timeout_s, max_retries=max_retries, sampling={**tuned, **sampling})
+    return LocalProvider(server, timeout_s=timeout_s, max_retries=max_retries, sampling={**tuned, **sampling},
+                         http_transport=http_transport)
 
 
 def _die_with_parent() -> None:

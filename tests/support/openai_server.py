@@ -151,6 +151,8 @@ class OpenAICompatibleServer:
         self.fault_filter: StepFilter | None = fault_filter
         # Chat completion requests received, faulted ones included.
         self.request_count = 0
+        # Requests that came in a proxy's absolute form (http://host/path).
+        self.proxied_requests = 0
         # The most recent chat request bodies, for tests to inspect what the client sent.
         self.requests: deque[dict[str, Any]] = deque(maxlen=64)
         self._faults: deque[tuple[Fault, StepFilter | None]] = deque()
@@ -221,6 +223,10 @@ class OpenAICompatibleServer:
     async def handle(self, method: str, path: str, body: bytes) -> _Reply:
         """Routes one HTTP request to its reply."""
         path = path.split("?", 1)[0]
+        if path.startswith(("http://", "https://")):
+            # The absolute form a client sends to a proxy (RFC 9112, 3.2.2): this server is one too.
+            self.proxied_requests += 1
+            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
         if path in ("/v1/chat/completions", "/chat/completions"):
             if method != "POST":
                 return _error(405, "use POST")
