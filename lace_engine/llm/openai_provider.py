@@ -251,9 +251,10 @@ class OpenAIProvider:
                 # requests and responses, rather than chat.completions.create(): create() re-walks
                 # every argument against its TypedDicts (~0.5 ms a call), and building a ChatCompletion
                 # model from the answer cost another ~0.13 ms over reading the JSON. Errors, retries'
-                # status mapping and auth are the SDK's either way.
+                # status mapping and auth are the SDK's either way. The body goes as `content`, the
+                # SDK's parameter for a body already encoded: orjson, not the standard library's json.
                 answer = await next(self._next_client).post(
-                    "/chat/completions", body=params, cast_to=httpx2.Response
+                    "/chat/completions", content=orjson.dumps(params), cast_to=httpx2.Response
                 )
                 break
             except openai.APIStatusError as exc:
