@@ -513,13 +513,14 @@ def plan_content(
         (f"dropped repeated citations in {repeated} blocks",) if repeated else ())
 
     by_ordinal = {b.ordinal: b for b in existing}
+    block_ids = [block_id_for(node.id, i) for i in range(len(blocks))]
     changes: list[BlockChange] = []
     for i, content in enumerate(blocks):
         old = by_ordinal.get(i)
         if old is not None and old.content == content and old.origin is provenance.origin:
             continue
         new = Block(
-            id=block_id_for(node.id, i), artifact_id=node.artifact_id, node_id=node.id, ordinal=i,
+            id=block_ids[i], artifact_id=node.artifact_id, node_id=node.id, ordinal=i,
             content=content, origin=provenance.origin, pinned=False,
             version=1 if old is None else old.version + 1,
         )
@@ -529,7 +530,7 @@ def plan_content(
     old_words = sum(b.content.words() for b in existing)
     event = NewEvent(EventType.BLOCKS_APPLIED, {
         "node_id": str(node.id),
-        "block_ids": [str(block_id_for(node.id, i)) for i in range(len(blocks))],
+        "block_ids": [str(block_id) for block_id in block_ids],
         "word_count": words,
         "removed_blocks": len(removed),
         "repairs": list(repairs),
