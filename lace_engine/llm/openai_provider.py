@@ -148,14 +148,14 @@ class OpenAIProvider:
         self._max_retry_after_s = max_retry_after_s
         self._token_param: TokenParam = token_param
         self._jitter = random.Random()
-        # httpcore scans every pooled connection on each request and each release, so one pool's
-        # cost per call grows with concurrency (3.7 ms a call at 200 in flight here); calls spread
-        # round-robin over a few smaller pools cost half that. Every pool keeps all of its
+        # httpcore (LACE_LLM_HTTP=httpx) scans every pooled connection on each request and release,
+        # so one pool's cost per call grows with concurrency (3.7 ms a call at 200 in flight here);
+        # calls spread round-robin over a few smaller pools cost half that. Every pool keeps all of its
         # connections alive, unlike the SDK default of 100 idle ones for the whole client.
         per_pool = -(-max_connections // connection_pools)
         # aiohttp under the SDK's own httpx2 client (the transport its README offers for concurrency)
-        # parses HTTP in C: 2.0-2.2 ms of CPU a call against 3.2-3.3 for httpcore and h11, measured on
-        # a bare client at 64 in flight. httpx2 still routes proxies from the environment to it.
+        # parses HTTP in C: 1.6-1.8 ms of CPU a call against 2.0-3.0 for httpcore and h11, measured
+        # on a bare client at 64 in flight. httpx2 still routes proxies from the environment to it.
         http_client = openai.DefaultAioHttpClient if http_transport == "aiohttp" else openai.DefaultAsyncHttpxClient
         self._http_transport: HttpTransport = http_transport
         self._clients = tuple(
