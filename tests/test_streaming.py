@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 
 from lace.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
-from lace_engine.domain import EventType, NewEvent, RunOptions
+from lace_engine.domain import EventType, NewEvent, RunEvent, RunOptions
+from lace_engine.errors import LeaseLost
 from lace_engine.ids import new_id
 from lace_engine.storage import event_log
 from lace_engine.storage.database import Database, driver_connection
+from lace_engine.storage.event_log import Fence
 from lace_server.server import Running
 from tests.conftest import serve_fresh
 from tests.helpers import create_artifact, start_run, watch
@@ -197,13 +199,20 @@ async def test_concurrent_writers_to_one_run_get_gap_free_seqs(database_url: str
     run = await start_run(runs, artifact.id)
     await watch(runs, run.id)
     db = Database(database_url, pool_size=10)
+    await db.open()
     try:
         async def writer(i: int) -> None:
             for j in range(10):
-                async with db.transaction() as tx:
-                    await event_log.append(tx, uuid.UUID(run.id), [
-                        NewEvent(EventType.NODE_SKIPPED, {"node_id": str(new_id()), "reason": f"w{i}.{j}.{k}"})
-                        for k in range(1 + (i + j) % 3)])
+                events = [NewEvent(EventType.NODE_SKIPPED, {"node_id": str(new_id()), "reason": f"w{i}.{j}.{k}"})
+                          for k in range(1 + (i + j) % 3)]
+                if i % 2:  # the executor's way: the append read after its COMMIT, one round trip
+                    async with db.pipelined_transaction() as ptx:
+                        pending = await event_log.append_at_commit(ptx, uuid.UUID(run.id), events)
+                    assert [e.seq for e in pending.appended.events] == list(
+                        range(pending.appended.head_seq - len(events) + 1, pending.appended.head_seq + 1))
+                else:
+                    async with db.transaction() as tx:
+                        await event_log.append(tx, uuid.UUID(run.id), events)
 
         await asyncio.gather(*(writer(i) for i in range(16)))
         async with db.read() as conn:
@@ -212,6 +221,40 @@ async def test_concurrent_writers_to_one_run_get_gap_free_seqs(database_url: str
         assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
     finally:
         await db.aclose()
+
+
+async def test_an_append_read_after_commit_under_a_stale_fence_writes_nothing(
+        database_url: str, artifacts: ArtifactServiceAsyncStub, runs: RunServiceAsyncStub) -> None:
+    artifact = await create_artifact(artifacts, 500)
+    run = await start_run(runs, artifact.id)
+    db = Database(database_url, pool_size=2)
+    settled: list[list[RunEvent] | None] = []
+
+    class Listener:
+        def pending(self, run_id: uuid.UUID) -> None:
+            pass
+
+        def settled(self, run_id: uuid.UUID, events: list[RunEvent] | None) -> None:
+            settled.append(events)
+
+    db.add_listener(Listener())
+    await db.open()
+    try:
+        with pytest.raises(LeaseLost):
+            async with db.pipelined_transaction() as tx:
+                pending = await event_log.append_at_commit(
+                    tx, uuid.UUID(run.id), [NewEvent(EventType.NODE_SKIPPED, {"node_id": "n", "reason": "stale"})],
+                    fence=Fence("not-the-owner", 10**6))
+        with pytest.raises(RuntimeError, match="after its transaction commits"):
+            pending.appended  # noqa: B018 - the read is the test
+        assert settled == [None]
+        async with db.read() as conn:
+            stored = await event_log.read(await driver_connection(conn), uuid.UUID(run.id), after_seq=0,
+                                          limit=10_000)
+        assert not [e for e in stored if e.payload.get("reason") == "stale"]
+    finally:
+        await db.aclose()
+        await runs.CancelRun(run_service_pb2.CancelRunRequest(run_id=run.id))
 
 
 async def test_cross_process_watch_and_reconnect(own_database: str) -> None:

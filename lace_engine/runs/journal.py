@@ -104,10 +104,13 @@ class RunJournal:
                      increments: Mapping[str, int] | None = None) -> None:
         """Appends events while the run is in one of `states`; LeaseLost otherwise."""
         async with self._ending(), self.db.pipelined_transaction() as tx:
-            appended = await event_log.append(tx, self.run_id, events, fence=self.fence, allowed_states=states,
-                                              increments=increments)
-            self._committing_to(appended.head_seq)
-        self._wrote(appended.head_seq)
+            # The head is read after COMMIT, and the commit's NOTIFY may come first: until then,
+            # the head it reaches if no one else writes meanwhile (if someone does, theirs or ours
+            # shows a head past it, and the executor looks at the run: the safe side).
+            self._committing_to(self.head + len(events))
+            pending = await event_log.append_at_commit(tx, self.run_id, events, fence=self.fence,
+                                                       allowed_states=states, increments=increments)
+        self._wrote(pending.appended.head_seq)
 
     async def transition(self, to: RunState, reason: str, *, when: frozenset[RunState],
                          extra: Sequence[NewEvent] = (), set_values: Mapping[str, Any] | None = None) -> RunState:

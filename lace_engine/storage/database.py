@@ -186,12 +186,17 @@ class _Emitting:
 
     def emitted(self, events: list[RunEvent]) -> None:
         for event in events:
-            batch = self.written.get(event.run_id)
-            if batch is None:
-                batch = self.written[event.run_id] = []
-                for listener in self._listeners:
-                    listener.pending(event.run_id)
-            batch.append(event)
+            self.expect(event.run_id).append(event)
+
+    def expect(self, run_id: uuid.UUID) -> list[RunEvent]:
+        """The run's batch of events, the listeners told it is pending before the first is known
+        (an append read after COMMIT still holds back their reads of what it commits)."""
+        batch = self.written.get(run_id)
+        if batch is None:
+            batch = self.written[run_id] = []
+            for listener in self._listeners:
+                listener.pending(run_id)
+        return batch
 
     def settle(self, committed: bool) -> None:
         """Tells the listeners how the transaction ended: its events, or None without a confirmed commit."""
@@ -217,14 +222,25 @@ class Tx(_Emitting):
 class PipelinedTx(_Emitting):
     """A transaction on a plain psycopg connection in pipeline mode (`Database.pipelined_transaction`)."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_after_commit", "_conn")
 
     def __init__(self, conn: psycopg.AsyncConnection[Any], listeners: list[CommitListener]):
         super().__init__(listeners)
         self._conn = conn
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
 
     async def driver(self) -> psycopg.AsyncConnection[Any]:
         return self._conn
+
+    def read_after_commit(self, reader: Callable[[], Awaitable[None]]) -> None:
+        """Runs `reader` once COMMIT has been answered, before the listeners learn the outcome: a
+        statement whose result is read then travels with the COMMIT, one round trip. What it raises
+        is the transaction's error (what it read was committed, or the statement changed nothing)."""
+        self._after_commit.append(reader)
+
+    async def committed(self) -> None:
+        for reader in self._after_commit:
+            await reader()
 
 
 # What the event log and Apply write through: either kind of transaction.
@@ -326,6 +342,7 @@ class Database:
                     yield tx
                     ending.committing = True
                     await conn.execute("COMMIT", prepare=False)
+                await tx.committed()
             except BaseException:
                 if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     # A failed ROLLBACK leaves the connection to the pool's own check at return.
