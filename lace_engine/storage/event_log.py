@@ -70,16 +70,20 @@ async def append(
     driver = await tx.driver()
     async with batched(driver):  # a transaction's BEGIN travels with the statement
         cur = await driver.execute(sql, params)
-    row = await cur.fetchone()
+    appended = _appended(await cur.fetchone(), run_id, events, now, fence, allowed_states)
+    tx.emitted(appended.events)
+    return appended
+
+
+def _appended(row: Any, run_id: uuid.UUID, events: Sequence[NewEvent], now: datetime, fence: Fence | None,
+              allowed_states: frozenset[RunState] | None) -> Appended:
+    """What the statement `reserve` made appended, from its row (head_seq, state), or why it did not."""
     if row is None:
         raise not_appended(run_id, fence, allowed_states)
     head = int(row[0])
     first = head - len(events) + 1
-    written = [
-        RunEvent(run_id=run_id, seq=first + i, type=e.type, payload=e.payload, create_time=now)
-        for i, e in enumerate(events)
-    ]
-    tx.emitted(written)
+    written = [RunEvent(run_id=run_id, seq=first + i, type=e.type, payload=e.payload, create_time=now)
+               for i, e in enumerate(events)]
     return Appended(events=written, head_seq=head, state=_STATES[row[1]])
 
 
@@ -119,15 +123,9 @@ async def append_at_commit(
     result = AppendAtCommit()
 
     async def read() -> None:
-        row = await cur.fetchone()
-        if row is None:
-            raise not_appended(run_id, fence, allowed_states)
-        head = int(row[0])
-        first = head - len(events) + 1
-        batch.extend(RunEvent(run_id=run_id, seq=first + i, type=e.type, payload=e.payload, create_time=now)
-                     for i, e in enumerate(events))
-        result._appended = Appended(events=batch[-len(events):] if events else [], head_seq=head,
-                                    state=_STATES[row[1]])
+        appended = _appended(await cur.fetchone(), run_id, events, now, fence, allowed_states)
+        batch.extend(appended.events)
+        result._appended = appended
 
     tx.read_after_commit(read)
     return result
