@@ -94,11 +94,12 @@ async def steady_rate(url: str, run_ids: list[str]) -> tuple[float, int]:
 
 async def bare_client(base_url: str, calls: int, limit: int) -> float:
     """A bare AsyncOpenAI client, `limit` calls in flight, against the same server: calls/s."""
-    import openai
+    from openai import AsyncOpenAI
 
-    transport = http_transport_from_env(os.environ)
-    http = openai.DefaultAioHttpClient() if transport == "aiohttp" else openai.DefaultAsyncHttpxClient()
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, http_client=http)
+    from lace_engine.llm.openai_provider import sdk_http_client
+
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0,
+                         http_client=sdk_http_client(http_transport_from_env(os.environ)))
     gate = asyncio.Semaphore(limit)
     task = json.dumps({"step": "write", "title": "Sizing a heat pump", "intent": "How to size one.",
                        "target_words": 300, "depth": 1})

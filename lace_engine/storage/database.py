@@ -186,11 +186,14 @@ class _Emitting:
 
     def emitted(self, events: list[RunEvent]) -> None:
         for event in events:
-            self.expect(event.run_id).append(event)
+            self._batch(event.run_id).append(event)
 
-    def expect(self, run_id: uuid.UUID) -> list[RunEvent]:
-        """The run's batch of events, the listeners told it is pending before the first is known
-        (an append read after COMMIT still holds back their reads of what it commits)."""
+    def expect(self, run_id: uuid.UUID) -> None:
+        """Tells the listeners the run's events are pending before the first is known (an append
+        read after COMMIT still holds back their reads of what it commits)."""
+        self._batch(run_id)
+
+    def _batch(self, run_id: uuid.UUID) -> list[RunEvent]:
         batch = self.written.get(run_id)
         if batch is None:
             batch = self.written[run_id] = []
@@ -238,7 +241,8 @@ class PipelinedTx(_Emitting):
         is the transaction's error (what it read was committed, or the statement changed nothing)."""
         self._after_commit.append(reader)
 
-    async def committed(self) -> None:
+    async def after_commit(self) -> None:
+        """Runs the readers `read_after_commit` registered (Database.pipelined_transaction, at COMMIT's answer)."""
         for reader in self._after_commit:
             await reader()
 
@@ -342,7 +346,7 @@ class Database:
                     yield tx
                     ending.committing = True
                     await conn.execute("COMMIT", prepare=False)
-                await tx.committed()
+                await tx.after_commit()
             except BaseException:
                 if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     # A failed ROLLBACK leaves the connection to the pool's own check at return.

@@ -117,15 +117,14 @@ async def append_at_commit(
     now = datetime.now(UTC)
     sql, params = reserve(run_id, len(events), fence=fence, allowed_states=allowed_states,
                           increments=increments, events=events, now=now)
+    tx.expect(run_id)  # before anything is sent: the hub holds back its reads of what this commits
     driver = await tx.driver()
     cur = await driver.execute(sql, params)
-    batch = tx.expect(run_id)
     result = AppendAtCommit()
 
     async def read() -> None:
-        appended = _appended(await cur.fetchone(), run_id, events, now, fence, allowed_states)
-        batch.extend(appended.events)
-        result._appended = appended
+        result._appended = _appended(await cur.fetchone(), run_id, events, now, fence, allowed_states)
+        tx.emitted(result._appended.events)
 
     tx.read_after_commit(read)
     return result
