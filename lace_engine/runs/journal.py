@@ -16,7 +16,7 @@ from typing import Any
 
 from lace_engine import metrics
 from lace_engine.domain import EventType, NewEvent, Node, NodeState, RunState, StepKind
-from lace_engine.errors import Aborted
+from lace_engine.errors import Aborted, LeaseLost
 from lace_engine.llm.base import LLMError, LLMProvider, LLMRequest, LLMResponse
 from lace_engine.pipeline import staleness
 from lace_engine.pipeline.apply import Mutation, tree_after
@@ -101,21 +101,32 @@ class RunJournal:
             self._committing = 0
 
     async def commit(self, events: Sequence[NewEvent], *, states: frozenset[RunState] = ACTIVE,
-                     increments: Mapping[str, int] | None = None) -> None:
-        """Appends events while the run is in one of `states`; LeaseLost otherwise."""
+                     increments: Mapping[str, int] | None = None, set_values: Mapping[str, Any] | None = None) -> None:
+        """Appends events (and sets the run's columns) while the run is in one of `states`; LeaseLost otherwise."""
         async with self._ending(), self.db.pipelined_transaction() as tx:
             # The head is read after COMMIT, and the commit's NOTIFY may come first: until then,
             # the head it reaches if no one else writes meanwhile (if someone does, theirs or ours
             # shows a head past it, and the executor looks at the run: the safe side).
             self._committing_to(self.head + len(events))
             pending = await event_log.append_at_commit(tx, self.run_id, events, fence=self.fence,
-                                                       allowed_states=states, increments=increments)
+                                                       allowed_states=states, set_values=set_values,
+                                                       increments=increments)
         self._wrote(pending.appended.head_seq)
 
     async def transition(self, to: RunState, reason: str, *, when: frozenset[RunState],
-                         extra: Sequence[NewEvent] = (), set_values: Mapping[str, Any] | None = None) -> RunState:
+                         extra: Sequence[NewEvent] = (), set_values: Mapping[str, Any] | None = None,
+                         expect: RunState | None = None) -> RunState:
         """Moves the run to `to` if the state it is in (read under its row lock) is in `when`;
-        returns that state either way."""
+        returns that state either way. `expect`, the state it is most likely in, is tried first in
+        one round trip; only when the run is not in it is its state read and decided on."""
+        if expect is not None and expect in when:
+            events, values = run_store.state_change(expect, to, reason, started=True, extra_events=tuple(extra),
+                                                    set_values=set_values)
+            try:
+                await self.commit(events, states=frozenset({expect}), set_values=values)
+                return expect
+            except LeaseLost:
+                pass  # in another state, or the lease is gone: nothing was written, and the read below tells
         async with self._ending(), self.db.transaction() as tx:
             run = await run_store.get_run(tx.conn, self.run_id, for_update=True)
             if run.state not in when:

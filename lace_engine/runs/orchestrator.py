@@ -54,7 +54,7 @@ from lace_engine.runs.journal import ACTIVE, Attempt, CallOutcome, RunJournal
 from lace_engine.runs.lifecycle import CLAIMABLE, ON_CLAIM
 from lace_engine.runs.llm_limit import BothLimits, GlobalLLMLimit
 from lace_engine.storage import ir_store, run_store, source_store
-from lace_engine.storage.database import Database
+from lace_engine.storage.database import Database, Reads
 from lace_engine.storage.event_log import Fence
 
 log = logging.getLogger(__name__)
@@ -188,13 +188,16 @@ class RunExecution:
             await self._fail(f"internal error: {type(exc).__name__}: {exc}", None, "INTERNAL")
 
     async def _execute_from_the_ir(self) -> None:
-        async with self.db.read() as conn:
-            self.artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
-            self.tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
-            # review_plan: plan only, until the run's plan_ready event exists (it is committed with
-            # the move to AWAITING_REVIEW, so a run resumed after review is never planned again).
-            self.planning = self.run.options.review_plan and not await run_store.has_event(
-                conn, self.run.id, EventType.PLAN_READY)
+        reads = Reads()
+        artifact = reads.add(ir_store.artifact_query(self.run.artifact_id))
+        nodes = reads.add(ir_store.nodes_query(self.run.artifact_id))
+        # review_plan: plan only, until the run's plan_ready event exists (it is committed with
+        # the move to AWAITING_REVIEW, so a run resumed after review is never planned again).
+        reviewed = reads.add(run_store.has_event_query(self.run.id, EventType.PLAN_READY))
+        async with self.db.fast_read() as conn:
+            await reads.send(conn)
+        self.artifact, self.tree = artifact.value, Tree(nodes.value)
+        self.planning = self.run.options.review_plan and not reviewed.value
         scope = self.run.scope_node_id or self.tree.root.id
         while True:
             try:
@@ -292,12 +295,16 @@ class RunExecution:
 
     async def _complete(self, scope: uuid.UUID) -> None:
         assert self.artifact is not None
-        async with self.db.read() as conn:
-            artifact = await ir_store.get_artifact(conn, self.run.artifact_id)
-            tree = Tree(await ir_store.get_nodes(conn, self.run.artifact_id))
-            blocks = await ir_store.get_blocks_by_node(conn, self.run.artifact_id)
-            calls = await run_store.call_records(conn, self.run.id)
-            repairs = await run_store.repair_count(conn, self.run.id)
+        reads = Reads()
+        read_artifact = reads.add(ir_store.artifact_query(self.run.artifact_id))
+        read_nodes = reads.add(ir_store.nodes_query(self.run.artifact_id))
+        read_blocks = reads.add(ir_store.blocks_by_node_query(self.run.artifact_id))
+        read_calls = reads.add(run_store.call_records_query(self.run.id))
+        read_repairs = reads.add(run_store.repair_count_query(self.run.id))
+        async with self.db.fast_read() as conn:
+            await reads.send(conn)
+        artifact, tree, blocks = read_artifact.value, Tree(read_nodes.value), read_blocks.value
+        calls, repairs = read_calls.value, read_repairs.value
         report = validate_artifact(artifact, tree, blocks, scope if self.run.scope_node_id else None)
         nodes = tree.subtree(scope)
         leaves = {n.id: blocks.get(n.id, ()) for n in nodes if not tree.children(n.id)}
@@ -309,7 +316,7 @@ class RunExecution:
             RunState.COMPLETED,
             "every node in scope is written" + ("" if report.ok else "; validation found problems"),
             when=ACTIVE, extra=(NewEvent(EventType.VALIDATION_REPORTED, {"report": report_json}),),
-            set_values={"validation": report_json})
+            set_values={"validation": report_json}, expect=RunState.RUNNING)
         if found not in ACTIVE:
             raise _Stop()  # cancelled as the last step finished: the cancel wins
 
@@ -666,14 +673,8 @@ class Executor:
         while not self._closing:
             try:
                 while len(self._running) < self.config.max_concurrent_runs and not self._closing:
-                    async with self.db.transaction() as tx:
-                        claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
-                                                           ttl_s=self.config.lease_ttl_s, states=CLAIMABLE,
-                                                           exclude=list(self._running),
-                                                           tenant_max_runs=self.config.tenant_max_runs)
-                    if claim is None:
+                    if not await self._claim_and_begin(exclude=list(self._running)):
                         break
-                    await self._begin(claim)
             except asyncio.CancelledError:
                 raise
             except DatabaseUnavailable as exc:
@@ -688,23 +689,21 @@ class Executor:
         """Tries to take one specific run now (used by job-message dispatch)."""
         if run_id in self._running:
             return False  # executing here already (its lease is renewed, or re-taken after an outage)
-        async with self.db.transaction() as tx:
-            claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id,
-                                               ttl_s=self.config.lease_ttl_s, states=CLAIMABLE,
-                                               run_id=run_id, tenant_max_runs=self.config.tenant_max_runs)
-        if claim is None:
-            return False
-        await self._begin(claim)
-        return True
+        return await self._claim_and_begin(run_id=run_id)
 
-    async def _begin(self, claim: run_store.Claim) -> None:
+    async def _claim_and_begin(self, *, run_id: uuid.UUID | None = None, exclude: list[uuid.UUID] | None = None) \
+            -> bool:
+        """Takes the lease of one claimable run and moves it on (ON_CLAIM), executing it here if that
+        is RUNNING; False when there was none. One transaction: the claim's UPDATE holds the row's
+        lock, so no control request lands between the two (and a failed move gives the lease back)."""
         async with self.db.transaction() as tx:
-            # Re-read under the row lock: a control request may have landed since the claim.
-            run = await run_store.get_run(tx.conn, claim.run.id, for_update=True)
-            target = ON_CLAIM.get(run.state)
-            if target is None:
-                await run_store.release_lease(tx.conn, run.id, claim.fence)
-                return
+            claim = await run_store.claim_next(tx.conn, owner=self.config.owner_id, ttl_s=self.config.lease_ttl_s,
+                                               states=CLAIMABLE, run_id=run_id, exclude=exclude or (),
+                                               tenant_max_runs=self.config.tenant_max_runs)
+            if claim is None:
+                return False
+            run = claim.run
+            target = ON_CLAIM[run.state]
             reason = {
                 RunState.PENDING: "started" if run.start_time is None else "resumed",
                 RunState.PAUSING: "paused: the previous executor stopped while pausing",
@@ -714,11 +713,12 @@ class Executor:
             appended = await run_store.transition(tx, run, target, reason, fence=claim.fence)
         if run.state is RunState.RUNNING:
             metrics.LEASE_TAKEOVERS.inc()
-        if target is not RunState.RUNNING:
-            return
-        run = replace(run, state=RunState.RUNNING, head_seq=appended.head_seq)
-        execution = RunExecution(self.db, self.provider, self._llm_limit_of(run.tenant_id), run, claim.fence,
-                                 self.config)
+        if target is RunState.RUNNING:
+            self._execute_here(replace(run, state=RunState.RUNNING, head_seq=appended.head_seq), claim.fence)
+        return True
+
+    def _execute_here(self, run: Run, fence: Fence) -> None:
+        execution = RunExecution(self.db, self.provider, self._llm_limit_of(run.tenant_id), run, fence, self.config)
         task = asyncio.create_task(execution.execute(), name=f"lace-run-{run.id}")
         self._running[run.id] = (execution, task)
         metrics.RUNS_EXECUTING.inc()

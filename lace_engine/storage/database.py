@@ -10,7 +10,8 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 import psycopg
@@ -173,6 +174,60 @@ async def fetch_rows(conn: AsyncConnection, sql: str, params: Sequence[Any] | Ma
     async with driver.cursor(row_factory=namedtuple_row) as cur:
         await cur.execute(sql, params)
         return await cur.fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class Query(Generic[T]):
+    """One plain-SQL read and what its rows become (`convert` may raise, e.g. NotFound for none)."""
+
+    sql: str
+    params: Sequence[Any] | Mapping[str, Any]
+    convert: Callable[[list[Any]], T]
+
+
+async def fetch(conn: AsyncConnection, query: Query[T]) -> T:
+    """`query`'s result on `conn`'s psycopg connection."""
+    return query.convert(await fetch_rows(conn, query.sql, query.params))
+
+
+class Fetched(Generic[T]):
+    """The result of a query sent in a `Reads`, there once the reads were sent."""
+
+    __slots__ = ("_rows", "query")
+
+    def __init__(self, query: Query[T]):
+        self.query = query
+        self._rows: list[Any] | None = None
+
+    @property
+    def value(self) -> T:
+        if self._rows is None:
+            raise RuntimeError("a query's result is read after its Reads were sent")
+        return self.query.convert(self._rows)
+
+
+class Reads:
+    """Reads sent together on one connection in a pipeline: one round trip for all of them, where
+    awaiting each in turn costs one apiece (the executor reads five things as a run ends)."""
+
+    def __init__(self) -> None:
+        self._queued: list[Fetched[Any]] = []
+
+    def add(self, query: Query[T]) -> Fetched[T]:
+        fetched = Fetched(query)
+        self._queued.append(fetched)
+        return fetched
+
+    async def send(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cursors = []
+        async with conn.pipeline():
+            for fetched in self._queued:
+                cursor = conn.cursor(row_factory=namedtuple_row)
+                await cursor.execute(fetched.query.sql, fetched.query.params)
+                cursors.append(cursor)
+        # The pipeline's end received every result: these wait for nothing.
+        for fetched, cursor in zip(self._queued, cursors, strict=True):
+            fetched._rows = await cursor.fetchall()
 
 
 class _Emitting:

@@ -109,13 +109,14 @@ async def append_at_commit(
     *,
     fence: Fence | None = None,
     allowed_states: frozenset[RunState] | None = None,
+    set_values: Mapping[str, Any] | None = None,
     increments: Mapping[str, int] | None = None,
 ) -> AppendAtCommit:
     """`append`, its row read after COMMIT: for a transaction that sends nothing else, it is one
     round trip instead of two. A missing run, stale fence or state not allowed matches no row, so
     the COMMIT commits nothing, and the transaction's end raises what `append` would have."""
     now = datetime.now(UTC)
-    sql, params = reserve(run_id, len(events), fence=fence, allowed_states=allowed_states,
+    sql, params = reserve(run_id, len(events), fence=fence, allowed_states=allowed_states, set_values=set_values,
                           increments=increments, events=events, now=now)
     tx.expect(run_id)  # before anything is sent: the hub holds back its reads of what this commits
     driver = await tx.driver()

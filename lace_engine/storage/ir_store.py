@@ -28,7 +28,7 @@ from lace_engine.errors import FailedPrecondition, NotFound, OutOfRange
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.staleness import Reference
 from lace_engine.storage import list_sql, tenant_scope
-from lace_engine.storage.database import fetch_rows
+from lace_engine.storage.database import Query, fetch, fetch_rows
 from lace_engine.storage.schema import RUN_IS_ACTIVE, artifacts, blocks, change_events, nodes, runs
 
 _ACTIVE = [s.value for s in RunState if not s.terminal]
@@ -74,19 +74,27 @@ _ARTIFACT = (f"SELECT a.*, (SELECT r.id FROM runs r WHERE r.artifact_id = a.id A
              "AS active_run_id FROM artifacts a WHERE a.id = %s")
 
 
-async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_update: bool = False,
-                       tenant: str | None = None) -> Artifact:
+def artifact_query(artifact_id: uuid.UUID, *, for_update: bool = False, tenant: str | None = None) -> Query[Artifact]:
     """The artifact, if `tenant` owns it (NotFound otherwise, as for a missing one); `for_update`
     locks its row (StartRun and outline edits serialize on it)."""
     sql = _ARTIFACT
     params: list[Any] = [artifact_id]
     if tenant is not None:
         sql, params = sql + " AND a.tenant_id = %s", [*params, tenant]
-    rows = await fetch_rows(conn, sql + " FOR UPDATE OF a" if for_update else sql, params)
-    if not rows:
-        raise NotFound(f"artifact {artifact_id} not found", reason="ARTIFACT_NOT_FOUND",
-                       metadata={"artifact_id": str(artifact_id)})
-    return row_to_artifact(rows[0])
+
+    def convert(rows: list[Any]) -> Artifact:
+        if not rows:
+            raise NotFound(f"artifact {artifact_id} not found", reason="ARTIFACT_NOT_FOUND",
+                           metadata={"artifact_id": str(artifact_id)})
+        return row_to_artifact(rows[0])
+
+    return Query(sql + " FOR UPDATE OF a" if for_update else sql, params, convert)
+
+
+async def get_artifact(conn: AsyncConnection, artifact_id: uuid.UUID, *, for_update: bool = False,
+                       tenant: str | None = None) -> Artifact:
+    """`artifact_query`'s artifact."""
+    return await fetch(conn, artifact_query(artifact_id, for_update=for_update, tenant=tenant))
 
 
 async def list_artifacts(conn: AsyncConnection, query: ListQuery, *, limit: int,
@@ -99,9 +107,17 @@ async def list_artifacts(conn: AsyncConnection, query: ListQuery, *, limit: int,
     return [row_to_artifact(r) for r in await conn.execute(stmt)]
 
 
-async def get_nodes(conn: AsyncConnection, artifact_id: uuid.UUID) -> list[Node]:
-    rows = await fetch_rows(conn, "SELECT * FROM nodes WHERE artifact_id = %s ORDER BY depth, ordinal", (artifact_id,))
+def _nodes(rows: list[Any]) -> list[Node]:
     return [row_to_node(r) for r in rows]
+
+
+def nodes_query(artifact_id: uuid.UUID) -> Query[list[Node]]:
+    """The artifact's nodes, parents before children."""
+    return Query("SELECT * FROM nodes WHERE artifact_id = %s ORDER BY depth, ordinal", (artifact_id,), _nodes)
+
+
+async def get_nodes(conn: AsyncConnection, artifact_id: uuid.UUID) -> list[Node]:
+    return await fetch(conn, nodes_query(artifact_id))
 
 
 async def get_node(conn: AsyncConnection, node_id: uuid.UUID, *, tenant: str | None = None) -> Node:
@@ -112,13 +128,21 @@ async def get_node(conn: AsyncConnection, node_id: uuid.UUID, *, tenant: str | N
     return row_to_node(row)
 
 
-async def get_blocks_by_node(conn: AsyncConnection, artifact_id: uuid.UUID) -> dict[uuid.UUID, list[Block]]:
-    rows = await fetch_rows(conn, "SELECT * FROM blocks WHERE artifact_id = %s ORDER BY node_id, ordinal",
-                            (artifact_id,))
+def _blocks_by_node(rows: list[Any]) -> dict[uuid.UUID, list[Block]]:
     out: dict[uuid.UUID, list[Block]] = defaultdict(list)
     for r in rows:
         out[r.node_id].append(row_to_block(r))
     return dict(out)
+
+
+def blocks_by_node_query(artifact_id: uuid.UUID) -> Query[dict[uuid.UUID, list[Block]]]:
+    """The artifact's blocks by node, each node's in order."""
+    return Query("SELECT * FROM blocks WHERE artifact_id = %s ORDER BY node_id, ordinal", (artifact_id,),
+                 _blocks_by_node)
+
+
+async def get_blocks_by_node(conn: AsyncConnection, artifact_id: uuid.UUID) -> dict[uuid.UUID, list[Block]]:
+    return await fetch(conn, blocks_by_node_query(artifact_id))
 
 
 async def pinned_nodes(conn: AsyncConnection, artifact_id: uuid.UUID) -> frozenset[uuid.UUID]:

@@ -19,7 +19,7 @@ from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.quality import CallRecord
 from lace_engine.storage import event_log, list_sql, tenant_scope
-from lace_engine.storage.database import Tx, driver_connection, fetch_rows
+from lace_engine.storage.database import Query, Tx, driver_connection, fetch_rows
 from lace_engine.storage.event_log import Appended, Fence
 from lace_engine.storage.schema import RUN_IS_ACTIVE, llm_calls, runs
 from lace_engine.tenancy import DEFAULT_TENANT
@@ -106,23 +106,33 @@ async def list_runs(conn: AsyncConnection, query: ListQuery, *, limit: int,
     return [row_to_run(r) for r in await conn.execute(stmt)]
 
 
+def state_change(
+    before: RunState, to: RunState, reason: str, *, started: bool, extra_events: tuple[NewEvent, ...] = (),
+    set_values: Mapping[str, Any] | None = None, release_lease: bool = False,
+) -> tuple[list[NewEvent], dict[str, Any]]:
+    """What moving a run from `before` to `to` appends and sets (`started`: it has a start_time)."""
+    values: dict[str, Any] = {"state": to.value, **(set_values or {})}
+    if to.terminal:
+        values["end_time"] = sa.func.now()
+    if to is RunState.RUNNING and not started:
+        values["start_time"] = sa.func.now()
+    # A run that waits (for an executor, a resume, a person's review) holds no lease.
+    if release_lease or to.terminal or to in (RunState.PAUSED, RunState.PENDING, RunState.AWAITING_REVIEW):
+        values.update(lease_owner=None, lease_expires=None)
+    if before.terminal and not to.terminal:
+        values.update(end_time=None, failure_reason="", failure_code="")  # a failed run resumed: no longer ended
+    events = [*extra_events, state_event(before, to, reason)] if before != to else list(extra_events)
+    return events, values
+
+
 async def transition(
     tx: Tx, run: Run, to: RunState, reason: str, *, fence: Fence | None = None,
     extra_events: tuple[NewEvent, ...] = (), set_values: Mapping[str, Any] | None = None,
     release_lease: bool = False,
 ) -> Appended:
     """Moves a run (whose row the caller has locked or fenced) to `to`, with its typed event."""
-    values: dict[str, Any] = {"state": to.value, **(set_values or {})}
-    if to.terminal:
-        values["end_time"] = sa.func.now()
-    if to is RunState.RUNNING and run.start_time is None:
-        values["start_time"] = sa.func.now()
-    # A run that waits (for an executor, a resume, a person's review) holds no lease.
-    if release_lease or to.terminal or to in (RunState.PAUSED, RunState.PENDING, RunState.AWAITING_REVIEW):
-        values.update(lease_owner=None, lease_expires=None)
-    if run.state.terminal and not to.terminal:
-        values.update(end_time=None, failure_reason="", failure_code="")  # a failed run resumed: no longer ended
-    events = [*extra_events, state_event(run.state, to, reason)] if run.state != to else list(extra_events)
+    events, values = state_change(run.state, to, reason, started=run.start_time is not None,
+                                  extra_events=extra_events, set_values=set_values, release_lease=release_lease)
     try:
         return await event_log.append(tx, run.id, events, fence=fence, set_values=values)
     except psycopg.errors.UniqueViolation as exc:
@@ -228,12 +238,10 @@ async def run_state(conn: AsyncConnection, run_id: uuid.UUID) -> RunState:
     return RunState(row.state)
 
 
-async def has_event(conn: AsyncConnection, run_id: uuid.UUID, event_type: EventType) -> bool:
+def has_event_query(run_id: uuid.UUID, event_type: EventType) -> Query[bool]:
     """Whether the run has an event of this type (e.g. plan_ready: its plan was reviewed)."""
-    row = (await conn.execute(sa.text(
-        "SELECT EXISTS (SELECT 1 FROM run_events WHERE run_id = :run AND type = :type)"
-    ), {"run": run_id, "type": event_type.value})).scalar_one()
-    return bool(row)
+    return Query("SELECT EXISTS (SELECT 1 FROM run_events WHERE run_id = %s AND type = %s) AS found",
+                 (run_id, event_type.value), lambda rows: bool(rows[0].found))
 
 
 async def active_run_for_update(conn: AsyncConnection, artifact_id: uuid.UUID, *,
@@ -254,19 +262,19 @@ async def lock_runs_of(conn: AsyncConnection, artifact_id: uuid.UUID, *, tenant:
     return [row_to_run(r) for r in rows]
 
 
-async def call_records(conn: AsyncConnection, run_id: uuid.UUID) -> list[CallRecord]:
+def call_records_query(run_id: uuid.UUID) -> Query[list[CallRecord]]:
     """Every LLM call of a run, in the order they were made, as the quality report reads them."""
-    rows = await fetch_rows(conn, "SELECT node_id, attempt, outcome, finish_reason, completion_tokens FROM llm_calls "
-                                  "WHERE run_id = %s ORDER BY create_time, attempt", (run_id,))
-    return [CallRecord(r.node_id, int(r.attempt), r.outcome, r.finish_reason, int(r.completion_tokens)) for r in rows]
+    return Query("SELECT node_id, attempt, outcome, finish_reason, completion_tokens FROM llm_calls "
+                 "WHERE run_id = %s ORDER BY create_time, attempt", (run_id,),
+                 lambda rows: [CallRecord(r.node_id, int(r.attempt), r.outcome, r.finish_reason,
+                                          int(r.completion_tokens)) for r in rows])
 
 
-async def repair_count(conn: AsyncConnection, run_id: uuid.UUID) -> int:
+def repair_count_query(run_id: uuid.UUID) -> Query[int]:
     """How many deterministic repairs Apply recorded in the run's node_split and blocks_applied events."""
-    rows = await fetch_rows(conn, "SELECT coalesce(sum(jsonb_array_length(payload->'repairs')), 0) AS total "
-                                  "FROM run_events WHERE run_id = %s AND type IN ('node_split', 'blocks_applied') "
-                                  "AND payload ? 'repairs'", (run_id,))
-    return int(rows[0].total)
+    return Query("SELECT coalesce(sum(jsonb_array_length(payload->'repairs')), 0) AS total "
+                 "FROM run_events WHERE run_id = %s AND type IN ('node_split', 'blocks_applied') "
+                 "AND payload ? 'repairs'", (run_id,), lambda rows: int(rows[0].total))
 
 
 def llm_call_insert(values: Mapping[str, Any]) -> tuple[str, list[Any]]:
