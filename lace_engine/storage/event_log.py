@@ -157,8 +157,10 @@ def reserve(
     if fence is not None:
         params["owner"], params["token"] = fence.owner, fence.token
     if events:
-        params.update(now=now or datetime.now(UTC), types=[e.type.value for e in events],
-                      payloads=[Jsonb(e.payload) for e in events], channel=NOTIFY_CHANNEL, run=f"{run_id}:")
+        # One jsonb document, not arrays of types and payloads: psycopg escapes every element of a
+        # jsonb[] parameter with a regex, ~100 us an append.
+        params.update(now=now or datetime.now(UTC), channel=NOTIFY_CHANNEL, run=f"{run_id}:",
+                      events=Jsonb([{"type": e.type.value, "payload": e.payload} for e in events]))
     sql = _append_sql(tuple(incs), tuple((c, isinstance(v, sa.ClauseElement)) for c, v in sets.items()),
                       fence is not None, allowed_states, bool(events))
     return sql, params
@@ -204,8 +206,8 @@ def _append_sql(increments: tuple[str, ...], sets: tuple[tuple[str, bool], ...],
     return (
         f"WITH r AS ({update}), "
         "e AS (INSERT INTO run_events (run_id, seq, type, payload, create_time) "
-        "SELECT %(id)s, r.head_seq - %(n)s + x.ord, x.type, x.payload, %(now)s "
-        "FROM r, unnest(%(types)s::text[], %(payloads)s::jsonb[]) WITH ORDINALITY AS x(type, payload, ord)) "
+        "SELECT %(id)s, r.head_seq - %(n)s + x.ord, x.event->>'type', x.event->'payload', %(now)s "
+        "FROM r, jsonb_array_elements(%(events)s) WITH ORDINALITY AS x(event, ord)) "
         "SELECT r.head_seq, r.state, pg_notify(%(channel)s, %(run)s || r.head_seq) FROM r"
     )
 
