@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lace_engine.domain import (
@@ -364,8 +365,11 @@ async def heading_readers(conn: AsyncConnection, artifact_id: uuid.UUID,
 
 
 _DELETE_DEPENDENCIES = "DELETE FROM node_dependencies WHERE node_id = %s"
+# The rows as one jsonb document, not three arrays: psycopg escapes each element of a text[] parameter
+# with a regex, and this runs with every section written.
 _INSERT_DEPENDENCIES = ("INSERT INTO node_dependencies (node_id, depends_on, kind, content_hash, llm_call_id) "
-                        "SELECT %s, d, k, h, %s FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS t(d, k, h)")
+                        "SELECT %s, t.depends_on, t.kind, t.content_hash, %s "
+                        "FROM jsonb_to_recordset(%s) AS t(depends_on uuid, kind text, content_hash text)")
 
 
 def dependency_statements(node_id: uuid.UUID, llm_call_id: uuid.UUID,
@@ -373,6 +377,7 @@ def dependency_statements(node_id: uuid.UUID, llm_call_id: uuid.UUID,
     """(sql, params) replacing `node_id`'s dependencies by those of the write call that wrote it
     (`rows` of staleness.dependencies), for apply_store's write pipeline."""
     return [(_DELETE_DEPENDENCIES, [node_id]),
-            (_INSERT_DEPENDENCIES, [node_id, llm_call_id, [r[0] for r in rows], [r[1] for r in rows],
-                                    [r[2] for r in rows]])]
+            (_INSERT_DEPENDENCIES, [node_id, llm_call_id, Jsonb([
+                {"depends_on": str(depends_on), "kind": kind, "content_hash": content_hash}
+                for depends_on, kind, content_hash in rows])])]
 
