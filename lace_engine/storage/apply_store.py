@@ -126,7 +126,6 @@ async def write_mutation(
             async with driver.cursor() as cur:
                 await cur.executemany(event_log.INSERT_EVENT_SQL, [
                     (run_id, e.seq, e.type.value, Jsonb(e.payload), now) for e in written])
-            await driver.execute(event_log.NOTIFY_SQL, (event_log.NOTIFY_CHANNEL, f"{run_id}:{head}"))
         for statement, values in statements:
             await driver.execute(statement, values)
     tx.emitted(written)

@@ -143,7 +143,8 @@ def reserve(
     now: datetime | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The statement (and parameters) that locks the run row, checks the fence and state, updates its
-    columns and moves the head by `count`; with `events` (count of them) it also inserts and NOTIFYs.
+    columns, moves the head by `count` and (count > 0) NOTIFYs the new head, which is sent at COMMIT;
+    with `events` (count of them) it also inserts them, else the caller does in the same transaction.
 
     It returns (head_seq, state) of the updated row, or no row when the run is missing, the fence
     is stale or the state is not allowed (see `not_appended`). set_values may hold sa.func.now().
@@ -156,13 +157,15 @@ def reserve(
                    for c, v in sets.items() if not isinstance(v, sa.ClauseElement)})
     if fence is not None:
         params["owner"], params["token"] = fence.owner, fence.token
+    if count:
+        params.update(channel=NOTIFY_CHANNEL, run=f"{run_id}:")
     if events:
         # One jsonb document, not arrays of types and payloads: psycopg escapes every element of a
         # jsonb[] parameter with a regex, ~100 us an append.
-        params.update(now=now or datetime.now(UTC), channel=NOTIFY_CHANNEL, run=f"{run_id}:",
+        params.update(now=now or datetime.now(UTC),
                       events=Jsonb([{"type": e.type.value, "payload": e.payload} for e in events]))
     sql = _append_sql(tuple(incs), tuple((c, isinstance(v, sa.ClauseElement)) for c, v in sets.items()),
-                      fence is not None, allowed_states, bool(events))
+                      fence is not None, allowed_states, bool(count), bool(events))
     return sql, params
 
 
@@ -175,7 +178,6 @@ def not_appended(run_id: uuid.UUID, fence: Fence | None, allowed_states: frozens
 
 
 INSERT_EVENT_SQL = "INSERT INTO run_events (run_id, seq, type, payload, create_time) VALUES (%s, %s, %s, %s, %s)"
-NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 
 
 _RUN_COLUMNS = frozenset(c.name for c in runs.c)
@@ -183,8 +185,7 @@ _RUN_COLUMNS = frozenset(c.name for c in runs.c)
 
 @functools.lru_cache(maxsize=512)
 def _append_sql(increments: tuple[str, ...], sets: tuple[tuple[str, bool], ...], fenced: bool,
-                states: frozenset[RunState] | None,
-                with_events: bool) -> str:
+                states: frozenset[RunState] | None, notify: bool, with_events: bool) -> str:
     """The statement `append` sends, for one combination of columns and checks (cached)."""
     unknown = ({*increments, *(c for c, _ in sets)} - _RUN_COLUMNS)
     if unknown:
@@ -202,7 +203,8 @@ def _append_sql(increments: tuple[str, ...], sets: tuple[tuple[str, bool], ...],
         where.append(f"state IN ({literals})" if states else "false")
     update = f"UPDATE runs SET {', '.join(assign)} WHERE {' AND '.join(where)} RETURNING head_seq, state"
     if not with_events:
-        return update
+        # The NOTIFY travels with the lock (Apply's first round trip), not as a statement of its own.
+        return update + ", pg_notify(%(channel)s, %(run)s || head_seq)" if notify else update
     return (
         f"WITH r AS ({update}), "
         "e AS (INSERT INTO run_events (run_id, seq, type, payload, create_time) "
