@@ -45,7 +45,7 @@ from lace_engine.runs.lifecycle import OUTLINE_EDITABLE, RunAction, on_request
 from lace_engine.runs.orchestrator import Executor, ExecutorConfig
 from lace_engine.sources import SourceLibrary
 from lace_engine.storage import apply_store, event_log, idempotency, ir_store, pagination, run_store, source_store
-from lace_engine.storage.database import Database, Tx
+from lace_engine.storage.database import Database, Reads, Tx
 from lace_engine.storage.retention import RetentionPruner
 from lace_engine.tenancy import DEFAULT_TENANT
 
@@ -527,8 +527,13 @@ class Engine:
         run_id = new_id()
 
         async def write(tx: Tx) -> Run:
-            # The artifact's row lock orders a start after (or before) an outline edit, never inside one.
-            artifact = await ir_store.get_artifact(tx.conn, artifact_id, for_update=True, tenant=tenant)
+            # The artifact's row lock orders a start after (or before) an outline edit, never inside one;
+            # its nodes are read in the same round trip, behind the lock.
+            reads = Reads()
+            read_artifact = reads.add(ir_store.artifact_query(artifact_id, for_update=True, tenant=tenant))
+            read_nodes = reads.add(ir_store.nodes_query(artifact_id))
+            await reads.send(await tx.driver())
+            artifact, tree = read_artifact.value, Tree(read_nodes.value)
             if scope_node_id is not None:
                 node = await ir_store.get_node(tx.conn, scope_node_id, tenant=tenant)
                 if node.artifact_id != artifact_id:
@@ -536,7 +541,6 @@ class Engine:
                                           reason="SCOPE_NOT_IN_ARTIFACT", metadata={"field": "scope_node_id"})
             if artifact.active_run_id is not None:
                 raise run_store.active_run_error(artifact_id, artifact.active_run_id)
-            tree = Tree(await ir_store.get_nodes(tx.conn, artifact_id))
             if stale_only:
                 await self._something_stale(tx, tree, scope_node_id)
             estimate = preflight(tree, scope_node_id, resolved, prompt_tokens=self.settings.context_budget_tokens,

@@ -219,13 +219,14 @@ class Reads:
         return fetched
 
     async def send(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Sends every query added, on `conn` (autocommit, or in the caller's transaction), and reads their rows."""
         cursors = []
-        async with conn.pipeline():
+        async with batched(conn):
             for fetched in self._queued:
                 cursor = conn.cursor(row_factory=namedtuple_row)
                 await cursor.execute(fetched.query.sql, fetched.query.params)
                 cursors.append(cursor)
-        # The pipeline's end received every result: these wait for nothing.
+        # A pipeline's end received every result (inside one already, the first read flushes them all).
         for fetched, cursor in zip(self._queued, cursors, strict=True):
             fetched._rows = await cursor.fetchall()
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import uuid
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg.errors
 import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
 from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -18,7 +20,7 @@ from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.quality import CallRecord
 from lace_engine.storage import event_log, list_sql, tenant_scope
-from lace_engine.storage.database import Query, Tx, driver_connection, fetch_rows
+from lace_engine.storage.database import Query, Tx, batched, driver_connection, fetch_rows
 from lace_engine.storage.event_log import Appended, Fence
 from lace_engine.storage.schema import RUN_IS_ACTIVE, llm_calls, runs
 from lace_engine.tenancy import DEFAULT_TENANT
@@ -53,7 +55,7 @@ def active_run_error(artifact_id: uuid.UUID, active: uuid.UUID) -> FailedPrecond
 _INSERT_RUN = ("INSERT INTO runs (id, artifact_id, state, scope_node_id, instruction, options, provider, model, "
                "estimate, trace_context, stale_only, tenant_id) "
                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-               f"ON CONFLICT (artifact_id) WHERE {RUN_IS_ACTIVE} DO NOTHING RETURNING id")
+               f"ON CONFLICT (artifact_id) WHERE {RUN_IS_ACTIVE} DO NOTHING RETURNING *")
 
 
 async def insert_run(
@@ -63,11 +65,21 @@ async def insert_run(
 ) -> Run:
     """Inserts a PENDING run with its first event; ARTIFACT_HAS_ACTIVE_RUN if the artifact has one."""
     conn = tx.conn
-    inserted = await fetch_rows(conn, _INSERT_RUN, (
-        run_id, artifact_id, RunState.PENDING.value, scope_node_id, instruction, Jsonb(options.to_json()), provider,
-        model, Jsonb(dict(estimate)) if estimate is not None else None,
-        Jsonb(dict(trace_context)) if trace_context else None, stale_only, tenant_id))
-    if not inserted:
+    driver = await tx.driver()
+    created = NewEvent(EventType.RUN_STATE_CHANGED, {"from_state": "", "to_state": RunState.PENDING.value,
+                                                     "reason": "run created"})
+    # The INSERT and the first event's append in one round trip: the append's read brings both.
+    appended: Appended | None = None
+    async with batched(driver):
+        cur = driver.cursor(row_factory=namedtuple_row)
+        await cur.execute(_INSERT_RUN, (
+            run_id, artifact_id, RunState.PENDING.value, scope_node_id, instruction, Jsonb(options.to_json()),
+            provider, model, Jsonb(dict(estimate)) if estimate is not None else None,
+            Jsonb(dict(trace_context)) if trace_context else None, stale_only, tenant_id))
+        with contextlib.suppress(NotFound):  # no run to append to: the INSERT met the active one
+            appended = await event_log.append(tx, run_id, [created])
+    inserted = await cur.fetchall()
+    if appended is None or not inserted:
         # ON CONFLICT waited for an in-flight conflicting run to commit, so a new statement sees it.
         active = (await conn.execute(
             sa.select(runs.c.id).where(runs.c.artifact_id == artifact_id, sa.text(RUN_IS_ACTIVE))
@@ -76,11 +88,8 @@ async def insert_run(
             raise Aborted(f"another run of artifact {artifact_id} started and ended meanwhile; retry",
                           reason="CONCURRENT_RUN_START", metadata={"artifact_id": str(artifact_id)})
         raise active_run_error(artifact_id, active)
-    await event_log.append(tx, run_id, [
-        NewEvent(EventType.RUN_STATE_CHANGED, {"from_state": "", "to_state": RunState.PENDING.value,
-                                               "reason": "run created"})
-    ])
-    return await get_run(conn, run_id)
+    # The append moved only the head (update_time is now(), the transaction's start, both times).
+    return replace(row_to_run(inserted[0]), head_seq=appended.head_seq)
 
 
 async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, for_update: bool = False,
