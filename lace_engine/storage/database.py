@@ -117,8 +117,12 @@ def create_engine(url: str, *, pool_size: int = 10, freshness: Freshness | None 
 
 
 class _IdlePing:
-    """The psycopg pools' check and reset callbacks: a connection that `freshness` does not trust is
-    pinged when handed out (the pool replaces one that fails), the same rule as the engine's pool."""
+    """The psycopg pools' check callback: a connection that `freshness` does not trust is pinged when
+    handed out (the pool replaces one that fails), the same rule as the engine's pool.
+
+    Database records when each connection goes back (`returned`), not a pool `reset` callback: with
+    one, psycopg_pool hands every returned connection to a worker task, a task hop per transaction,
+    and the connection is free again only when the worker has run."""
 
     def __init__(self, freshness: Freshness) -> None:
         self._freshness = freshness
@@ -128,7 +132,7 @@ class _IdlePing:
         if not self._freshness.trusted(self._returned.get(conn, 0.0)):
             await AsyncConnectionPool.check_connection(conn)
 
-    async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def returned(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._returned[conn] = time.monotonic()
 
 
@@ -332,16 +336,16 @@ class Database:
         self.url = libpq_url(url)
         self._freshness = Freshness()
         self.engine = create_engine(url, pool_size=pool_size, freshness=self._freshness)
-        idle = _IdlePing(self._freshness)
+        self._idle = _IdlePing(self._freshness)
         self.read_pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = AsyncConnectionPool(
             self.url, min_size=1, max_size=pool_size, open=False,
             kwargs={"autocommit": True, "application_name": "lace-read"}, configure=use_orjson,
-            check=idle.check, reset=idle.reset,
+            check=self._idle.check,
         )
         self.write_pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = AsyncConnectionPool(
             self.url, min_size=1, max_size=pool_size, open=False,
             kwargs={"autocommit": True, "application_name": "lace-write"}, configure=use_orjson,
-            check=idle.check, reset=idle.reset,
+            check=self._idle.check,
         )
         self._listeners: list[CommitListener] = [metrics.COMMITTED_EVENTS]
         metrics.watch_pools(self)
@@ -358,6 +362,16 @@ class Database:
     async def open(self) -> None:
         await self.read_pool.open(wait=True, timeout=30)
         await self.write_pool.open(wait=True, timeout=30)
+
+    @asynccontextmanager
+    async def _pooled(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]]) \
+            -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
+        """A connection of `pool`, its return time noted for the idle ping."""
+        async with pool.connection() as conn:
+            try:
+                yield conn
+            finally:
+                self._idle.returned(conn)
 
     def add_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -392,7 +406,7 @@ class Database:
     async def pipelined_transaction(self) -> AsyncIterator[PipelinedTx]:
         """Like `transaction`, on a write-pool connection in pipeline mode: BEGIN travels with the
         first statements and COMMIT is one round trip; for code that writes through `driver()` only."""
-        async with self._ending() as ending, self.write_pool.connection() as conn:
+        async with self._ending() as ending, self._pooled(self.write_pool) as conn:
             try:
                 # BEGIN and COMMIT by hand: psycopg's conn.transaction() in pipeline mode nests two
                 # more pipelines, each a sync and a round trip at its exit.
@@ -427,7 +441,7 @@ class Database:
     async def fast_read(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
         """A raw autocommit psycopg connection for single-statement hot reads; DatabaseUnavailable on an outage."""
         with _outages_unavailable(self._freshness):
-            async with self.read_pool.connection() as conn:
+            async with self._pooled(self.read_pool) as conn:
                 yield conn
 
     async def fast_read_through_outage(
