@@ -193,11 +193,12 @@ class RunExecution:
         nodes = reads.add(ir_store.nodes_query(self.run.artifact_id))
         # review_plan: plan only, until the run's plan_ready event exists (it is committed with
         # the move to AWAITING_REVIEW, so a run resumed after review is never planned again).
-        reviewed = reads.add(run_store.has_event_query(self.run.id, EventType.PLAN_READY))
+        reviewed = reads.add(run_store.has_event_query(self.run.id, EventType.PLAN_READY)) \
+            if self.run.options.review_plan else None
         async with self.db.fast_read() as conn:
             await reads.send(conn)
         self.artifact, self.tree = artifact.value, Tree(nodes.value)
-        self.planning = self.run.options.review_plan and not reviewed.value
+        self.planning = reviewed is not None and not reviewed.value
         scope = self.run.scope_node_id or self.tree.root.id
         while True:
             try:
