@@ -35,6 +35,7 @@ def test_repetition_is_the_share_of_8_grams_another_leaf_also_has() -> None:
     looped = " ".join(["la luna se ha ido y se ha acercado"] * 5)
     assert cross_leaf_repetition([looped, "nothing of the kind appears in this other section of it"]) == 0.0
     assert cross_leaf_repetition([]) == 0.0 and cross_leaf_repetition(["too short"]) == 0.0
+    assert cross_leaf_repetition([looped]) == 0.0  # one leaf has no other to repeat
 
 
 def test_report_counts_attempts_reasks_limits_and_headings() -> None:

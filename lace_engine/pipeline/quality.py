@@ -93,6 +93,8 @@ def quality_report(calls: Sequence[CallRecord], repairs: int, leaves: Mapping[UU
 
 def cross_leaf_repetition(leaves: Sequence[str], n: int = NGRAM) -> float:
     """The share of all leaves' word n-grams that also occur in another leaf, 0 to 1."""
+    if len(leaves) < 2:
+        return 0.0  # no other leaf to share with (a run that rewrote one section)
     grams = [_ngrams(text, n) for text in leaves]
     owners: Counter[tuple[str, ...]] = Counter()
     for distinct in (set(g) for g in grams):
@@ -107,7 +109,7 @@ def cross_leaf_repetition(leaves: Sequence[str], n: int = NGRAM) -> float:
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     words = [w.strip(".,;:!?\"'()[]").casefold() for w in text.split()]
     words = [w for w in words if w]
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return list(zip(*(words[i:] for i in range(n)), strict=False))
 
 
 def _leaf_text(blocks: Sequence[Block]) -> str:
