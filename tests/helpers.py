@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,22 @@ async def watch(runs: RunServiceAsyncStub, run_id: str, cursor: int = 0) -> list
     events: list[run_pb2.RunEvent] = []
     async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run_id, cursor=cursor)):
         events.extend(response.events)
+    return events
+
+
+async def until_state(runs: RunServiceAsyncStub, run_id: str, state: int, cursor: int = 0) -> list[run_pb2.RunEvent]:
+    """The run's events after `cursor` up to its move to `state` (the stream of a waiting run does not end)."""
+    events: list[run_pb2.RunEvent] = []
+
+    async def read() -> None:
+        async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run_id, cursor=cursor)):
+            for e in response.events:
+                events.append(e)
+                if e.WhichOneof("payload") == "run_state_changed" and e.run_state_changed.to_state == state:
+                    return
+        raise AssertionError(f"the run ended without reaching {run_pb2.RunState.Name(state)}")
+
+    await asyncio.wait_for(read(), 120)  # a bound on a hang, not a timing assertion
     return events
 
 

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2
-from tests.helpers import create_artifact, error_info, start_run, watch
+from tests.helpers import create_artifact, error_info, final_state, start_run, until_state, watch
 
 if TYPE_CHECKING:
     from lace.v1.artifact_service_pb2_grpc import ArtifactServiceAsyncStub
@@ -92,13 +92,18 @@ async def test_idempotent_create_and_reused_request_id(artifacts: ArtifactServic
 async def test_start_run_rules(artifacts: ArtifactServiceAsyncStub, runs: RunServiceAsyncStub) -> None:
     artifact = await create_artifact(artifacts, 600)
     key = str(uuid.uuid4())
-    request = run_service_pb2.StartRunRequest(artifact_id=artifact.id, request_id=key)
+    # review_plan: the run stays active (AWAITING_REVIEW) until resumed, however fast it is planned;
+    # a one-call run could otherwise end before the second start arrives.
+    request = run_service_pb2.StartRunRequest(artifact_id=artifact.id, request_id=key,
+                                              options=run_pb2.RunOptions(review_plan=True))
     run = (await runs.StartRun(request)).run
     assert (await runs.StartRun(request)).run.id == run.id  # same request_id, same run
     info = await expect(grpc.StatusCode.FAILED_PRECONDITION, "ARTIFACT_HAS_ACTIVE_RUN", runs.StartRun(
         run_service_pb2.StartRunRequest(artifact_id=artifact.id, request_id=str(uuid.uuid4()))))
     assert info.metadata["run_id"] == run.id
-    await watch(runs, run.id)
+    events = await until_state(runs, run.id, run_pb2.RUN_STATE_AWAITING_REVIEW)
+    await runs.ResumeRun(run_service_pb2.ResumeRunRequest(run_id=run.id))
+    assert final_state(await watch(runs, run.id, cursor=events[-1].seq)) == run_pb2.RUN_STATE_COMPLETED
     for options, field in [(run_pb2.RunOptions(leaf_words=10), "options.leaf_words"),
                            (run_pb2.RunOptions(max_depth=99), "options.max_depth"),
                            (run_pb2.RunOptions(sibling_concurrency=1000), "options.sibling_concurrency")]:

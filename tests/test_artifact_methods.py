@@ -24,8 +24,8 @@ from lace.v1 import (
 )
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from tests.conftest import serve_fresh
-from tests.helpers import create_artifact, error_info, start_run, watch
-from tests.test_review_plan import expect, until_state
+from tests.helpers import create_artifact, error_info, start_run, until_state, watch
+from tests.test_review_plan import expect
 
 if TYPE_CHECKING:
     from lace.v1.artifact_service_pb2_grpc import ArtifactServiceAsyncStub

@@ -18,7 +18,7 @@ from google.protobuf import field_mask_pb2
 from lace.v1 import artifact_pb2, artifact_service_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
 from lace.v1.artifact_service_pb2_grpc import ArtifactServiceStub
 from tests.conftest import serve_fresh
-from tests.helpers import create_artifact, error_info, in_order, start_run, watch
+from tests.helpers import create_artifact, error_info, in_order, start_run, until_state, watch
 from tests.support.server_process import ServerProcess
 
 if TYPE_CHECKING:
@@ -35,22 +35,6 @@ async def server(pg_server_url: str) -> AsyncIterator[Stubs]:
     async with serve_fresh(pg_server_url, env={"LACE_OFFLINE_LATENCY_MS": "40"}) as (target, _, url):
         async with grpc.aio.insecure_channel(target) as channel:
             yield ArtifactServiceStub(channel), run_service_pb2_grpc.RunServiceStub(channel), url
-
-
-async def until_state(runs: RunServiceAsyncStub, run_id: str, state: int, cursor: int = 0) -> list[run_pb2.RunEvent]:
-    """The run's events after `cursor` up to its move to `state` (the stream of a waiting run does not end)."""
-    events: list[run_pb2.RunEvent] = []
-
-    async def read() -> None:
-        async for response in runs.StreamRun(run_service_pb2.StreamRunRequest(run_id=run_id, cursor=cursor)):
-            for e in response.events:
-                events.append(e)
-                if e.WhichOneof("payload") == "run_state_changed" and e.run_state_changed.to_state == state:
-                    return
-        raise AssertionError(f"the run ended without reaching {S.RunState.Name(state)}")
-
-    await asyncio.wait_for(read(), 120)  # a bound on a hang, not a timing assertion
-    return events
 
 
 def counts(url: str, artifact_id: str, run_id: str) -> dict[str, int]:
