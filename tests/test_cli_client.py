@@ -117,7 +117,9 @@ async def test_create_start_watch_compile(lace: Lace, tmp_path: Path) -> None:
 async def test_watch_exits_1_when_the_run_is_cancelled(lace: Lace) -> None:
     code, out, _ = await lace("create", "--title", "Cancelled", "--brief", BRIEF, "--words", "20000")
     artifact_id = out.strip()
-    code, out, _ = await lace("start", artifact_id)
+    # --review-plan: the run is active (planning, then awaiting review) until it is cancelled, however
+    # fast it would otherwise be written.
+    code, out, _ = await lace("start", artifact_id, "--review-plan")
     assert code == 0
     run_id = out.strip()
     code, out, _ = await lace("cancel", run_id)
