@@ -56,7 +56,14 @@ async def test_a_run_shows_in_the_metrics(pg_server_url: str) -> None:
         done = (await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.id))).run
         with pytest.raises(grpc.aio.AioRpcError):
             await artifacts.GetArtifact(artifact_service_pb2.GetArtifactRequest(artifact_id="not-a-uuid"))
-        text, after = await asyncio.to_thread(scrape, running.metrics_port)
+        # grpc.aio's abort() sends the status before the interceptor's `finally` counts the call, so the
+        # client can see the error first: scrape until it is counted (a bound, not a timing check).
+        failed = {"method": "ArtifactService/GetArtifact", "code": "INVALID_ARGUMENT"}
+        for _ in range(100):
+            text, after = await asyncio.to_thread(scrape, running.metrics_port)
+            if value(after, "lace_rpc_requests_total", **failed) > value(before, "lace_rpc_requests_total", **failed):
+                break
+            await asyncio.sleep(0.05)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
