@@ -117,9 +117,10 @@ class RunJournal:
                          extra: Sequence[NewEvent] = (), set_values: Mapping[str, Any] | None = None,
                          expect: RunState | None = None) -> RunState:
         """Moves the run to `to` if the state it is in (read under its row lock) is in `when`;
-        returns that state either way. `expect`, the state it is most likely in, is tried first in
-        one round trip; only when the run is not in it is its state read and decided on."""
-        if expect is not None and expect in when:
+        returns that state either way. `expect` (RUNNING or PAUSING), the state it is most likely in,
+        is tried first in one round trip; only when the run is not in it is its state read and decided on."""
+        if expect is not None and expect in ACTIVE & when:
+            # Both active states are entered from RUNNING, whose move set start_time: the run has started.
             events, values = run_store.state_change(expect, to, reason, started=True, extra_events=tuple(extra),
                                                     set_values=set_values)
             try:
