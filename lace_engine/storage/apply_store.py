@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -123,9 +124,8 @@ async def write_mutation(
                          else e.payload)
                 for i, e in enumerate(events)
             ]
-            async with driver.cursor() as cur:
-                await cur.executemany(event_log.INSERT_EVENT_SQL, [
-                    (run_id, e.seq, e.type.value, Jsonb(e.payload), now) for e in written])
+            await driver.execute(_INSERT_EVENTS, (run_id, now, _rows([
+                {"seq": e.seq, "type": e.type.value, "payload": e.payload} for e in written])))
         for statement, values in statements:
             await driver.execute(statement, values)
     tx.emitted(written)
@@ -149,15 +149,32 @@ _UPDATE_ARTIFACT = ("UPDATE artifacts SET version = version + 1, word_count = wo
                     "brief = coalesce(%s, brief), style = coalesce(%s, style) WHERE id = %s RETURNING version")
 _LOCK_NODE = "SELECT state FROM nodes WHERE id = %s FOR UPDATE"
 _LOCK_BLOCKS = "SELECT id, version, pinned FROM blocks WHERE node_id = %s FOR UPDATE"
-_INSERT_NODE = ("INSERT INTO nodes (id, artifact_id, parent_id, ordinal, depth, title, intent, target_words, state, "
-                "summary, word_count, last_run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+# Rows go in as one jsonb document a statement (jsonb_populate_recordset, in the document's order),
+# not one executemany row each: in pipeline mode psycopg sends every statement and every row in a
+# packet of its own, and under load each packet cost more than the document's JSON.
+_INSERT_NODES = ("INSERT INTO nodes (id, artifact_id, parent_id, ordinal, depth, title, intent, target_words, state, "
+                 "summary, word_count, last_run_id) "
+                 "SELECT id, artifact_id, parent_id, ordinal, depth, title, intent, target_words, state, summary, "
+                 "word_count, last_run_id FROM jsonb_populate_recordset(NULL::nodes, %s) WITH ORDINALITY "
+                 "ORDER BY ordinality")
 _DELETE_BLOCKS = "DELETE FROM blocks WHERE id = ANY(%s)"
-_UPSERT_BLOCK = ("INSERT INTO blocks (id, artifact_id, node_id, ordinal, kind, content, origin, pinned, version) "
-                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
-                 "content = excluded.content, origin = excluded.origin, pinned = excluded.pinned, "
-                 "version = excluded.version, ordinal = excluded.ordinal, update_time = now()")
-_INSERT_CHANGE = ("INSERT INTO change_events (artifact_id, block_id, node_id, operation, origin, run_id, llm_call_id, "
-                  "model, before, after, artifact_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+_UPSERT_BLOCKS = ("INSERT INTO blocks (id, artifact_id, node_id, ordinal, kind, content, origin, pinned, version) "
+                  "SELECT id, artifact_id, node_id, ordinal, kind, content, origin, pinned, version "
+                  "FROM jsonb_populate_recordset(NULL::blocks, %s) WITH ORDINALITY ORDER BY ordinality "
+                  "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
+                  "content = excluded.content, origin = excluded.origin, pinned = excluded.pinned, "
+                  "version = excluded.version, ordinal = excluded.ordinal, update_time = now()")
+_INSERT_CHANGES = ("INSERT INTO change_events (artifact_id, block_id, node_id, operation, origin, run_id, llm_call_id, "
+                   "model, before, after, artifact_version) "
+                   "SELECT %s, block_id, node_id, operation, %s, %s, %s, %s, before, after, %s "
+                   "FROM jsonb_populate_recordset(NULL::change_events, %s) WITH ORDINALITY ORDER BY ordinality")
+_INSERT_EVENTS = ("INSERT INTO run_events (run_id, seq, type, payload, create_time) SELECT %s, seq, type, payload, %s "
+                  "FROM jsonb_populate_recordset(NULL::run_events, %s)")
+
+
+def _rows(rows: list[dict[str, Any]]) -> Jsonb:
+    """`rows` as one jsonb parameter, by orjson on any connection (it writes uuids and datetimes)."""
+    return Jsonb(rows, dumps=orjson.dumps)
 
 
 async def _bump_artifact(driver: psycopg.AsyncConnection[Any], m: Mutation) -> psycopg.AsyncCursor[Any] | None:
@@ -216,12 +233,11 @@ async def _write_nodes(driver: psycopg.AsyncConnection[Any], m: Mutation) -> Non
         columns = tuple(c for c in PATCH_COLUMNS if getattr(p, c) is not None)
         await driver.execute(_patch_sql(columns), (p.state.value, *(getattr(p, c) for c in columns), p.node_id))
     if m.node_inserts:
-        async with driver.cursor() as cur:
-            await cur.executemany(_INSERT_NODE, [
-                (n.id, n.artifact_id, n.parent_id, n.ordinal, n.depth, n.title, n.intent, n.target_words,
-                 n.state.value, n.summary, n.word_count, n.last_run_id)
-                for n in m.node_inserts
-            ])
+        await driver.execute(_INSERT_NODES, (_rows([
+            {"id": n.id, "artifact_id": n.artifact_id, "parent_id": n.parent_id, "ordinal": n.ordinal,
+             "depth": n.depth, "title": n.title, "intent": n.intent, "target_words": n.target_words,
+             "state": n.state.value, "summary": n.summary, "word_count": n.word_count, "last_run_id": n.last_run_id}
+            for n in m.node_inserts]),))
 
 
 # The history GetArtifact/CompileArtifact at a version read (blocks: change_events): each node this
@@ -253,18 +269,19 @@ async def _write_blocks(driver: psycopg.AsyncConnection[Any], m: Mutation, versi
     if deletes:
         await driver.execute(_DELETE_BLOCKS, (deletes,))
     upserts = [c.after for c in m.block_changes if c.after is not None]
+    if upserts:
+        await driver.execute(_UPSERT_BLOCKS, (_rows([
+            {"id": b.id, "artifact_id": b.artifact_id, "node_id": b.node_id, "ordinal": b.ordinal,
+             "kind": b.content.kind.value, "content": b.content.to_json(), "origin": b.origin.value,
+             "pinned": b.pinned, "version": b.version}
+            for b in upserts]),))
     prov = m.provenance
-    async with driver.cursor() as cur:
-        if upserts:
-            await cur.executemany(_UPSERT_BLOCK, [
-                (b.id, b.artifact_id, b.node_id, b.ordinal, b.content.kind.value, Jsonb(b.content.to_json()),
-                 b.origin.value, b.pinned, b.version)
-                for b in upserts
-            ])
-        await cur.executemany(_INSERT_CHANGE, [
-            (m.artifact_id, (c.after or c.before).id, (c.after or c.before).node_id,  # type: ignore[union-attr]
-             c.operation.value, prov.origin.value, prov.run_id, prov.llm_call_id, prov.model,
-             Jsonb(block_json(c.before)) if c.before else None, Jsonb(block_json(c.after)) if c.after else None,
-             version)
-            for c in m.block_changes
-        ])
+    changes = []
+    for c in m.block_changes:
+        block = c.after or c.before
+        assert block is not None
+        changes.append({"block_id": block.id, "node_id": block.node_id, "operation": c.operation.value,
+                        "before": block_json(c.before) if c.before else None,
+                        "after": block_json(c.after) if c.after else None})
+    await driver.execute(_INSERT_CHANGES, (m.artifact_id, prov.origin.value, prov.run_id, prov.llm_call_id, prov.model,
+                                           version, _rows(changes)))

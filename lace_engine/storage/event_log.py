@@ -177,9 +177,6 @@ def not_appended(run_id: uuid.UUID, fence: Fence | None, allowed_states: frozens
     return NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND")
 
 
-INSERT_EVENT_SQL = "INSERT INTO run_events (run_id, seq, type, payload, create_time) VALUES (%s, %s, %s, %s, %s)"
-
-
 _RUN_COLUMNS = frozenset(c.name for c in runs.c)
 
 
