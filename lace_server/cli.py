@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 
 from lace_engine.config import Settings
 from lace_engine.errors import LaceError
 from lace_engine.llm.factory import PROVIDERS
-from lace_server import logs
+from lace_server import event_loop, logs
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -26,10 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.web or args.demo:
         from lace_server.launcher import serve_with_extras
 
-        asyncio.run(serve_with_extras(settings, args.listen, web=args.web, web_port=args.web_port,
-                                      demo=args.demo))
+        event_loop.run(serve_with_extras(settings, args.listen, web=args.web, web_port=args.web_port,
+                                         demo=args.demo), settings.event_loop)
     else:
-        asyncio.run(serve_forever(settings, args.listen))
+        event_loop.run(serve_forever(settings, args.listen), settings.event_loop)
     return 0
 
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from lace_engine.config import Settings
 from lace_engine.errors import InvalidArgument
+from lace_server import event_loop
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.max_concurrent_runs > 0:
         settings = replace(settings, max_concurrent_runs=args.max_concurrent_runs)
-    asyncio.run(run_worker(settings))
+    event_loop.run(run_worker(settings), settings.event_loop)
     return 0
 
 
