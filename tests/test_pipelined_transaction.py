@@ -103,3 +103,38 @@ async def test_a_failing_commit_commits_nothing(db: Database, own_database: str)
     assert [events for _, events in heard.ended] == [None]
     await insert(db, 5)
     assert rows(own_database) == [5]
+
+
+# Database.one_statement: step_started and the journal's other appends, one autocommit statement each.
+
+async def test_one_statement_commits_as_it_is_answered_and_hands_on_its_events(
+        db: Database, own_database: str) -> None:
+    heard = Heard()
+    db.add_listener(heard)
+    async with db.one_statement() as tx:
+        await (await tx.driver()).execute("INSERT INTO probe VALUES (1, 1)")
+        tx.emitted([event()])
+        assert rows(own_database) == [1]  # committed before the block ends: no transaction was opened
+    assert len(heard.ended) == 1 and heard.ended[0][1] is not None
+
+
+async def test_one_statement_refuses_a_second_statement(db: Database, own_database: str) -> None:
+    with pytest.raises(RuntimeError, match="sends one statement"):
+        async with db.one_statement() as tx:
+            await (await tx.driver()).execute("INSERT INTO probe VALUES (1, 1)")
+            await (await tx.driver()).execute("INSERT INTO probe VALUES (2, 2)")
+    assert rows(own_database) == [1]
+
+
+async def test_a_failing_one_statement_commits_nothing_and_its_events_are_dropped(
+        db: Database, own_database: str) -> None:
+    heard = Heard()
+    db.add_listener(heard)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        async with db.one_statement() as tx:
+            tx.emitted([event()])
+            await (await tx.driver()).execute("INSERT INTO probe VALUES (1, 1), (2, 1)")  # tag 1 twice
+    assert rows(own_database) == []
+    assert [events for _, events in heard.ended] == [None]
+    await insert(db, 3)
+    assert rows(own_database) == [3]

@@ -103,7 +103,7 @@ class RunJournal:
     async def commit(self, events: Sequence[NewEvent], *, states: frozenset[RunState] = ACTIVE,
                      increments: Mapping[str, int] | None = None, set_values: Mapping[str, Any] | None = None) -> None:
         """Appends events (and sets the run's columns) while the run is in one of `states`; LeaseLost otherwise."""
-        async with self._ending(), self.db.pipelined_transaction() as tx:
+        async with self._ending(), self.db.one_statement() as tx:
             # The head is read after COMMIT, and the commit's NOTIFY may come first: until then,
             # the head it reaches if no one else writes meanwhile (if someone does, theirs or ours
             # shows a head past it, and the executor looks at the run: the safe side).

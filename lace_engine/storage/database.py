@@ -307,6 +307,23 @@ class PipelinedTx(_Emitting):
             await reader()
 
 
+class _OneStatementTx(PipelinedTx):
+    """`Database.one_statement`'s transaction: its driver is handed out once, for its one statement."""
+
+    __slots__ = ("_handed_out",)
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], listeners: list[CommitListener]):
+        super().__init__(conn, listeners)
+        self._handed_out = False
+
+    async def driver(self) -> psycopg.AsyncConnection[Any]:
+        # A second statement would commit on its own, apart from the first: not one transaction.
+        if self._handed_out:
+            raise RuntimeError("a one-statement transaction sends one statement")
+        self._handed_out = True
+        return await super().driver()
+
+
 # What the event log and Apply write through: either kind of transaction.
 WriteTx = Tx | PipelinedTx
 
@@ -326,7 +343,8 @@ class Database:
 
     SQLAlchemy Core serves the control plane's transactions. The executor's own writes
     (step_started, Apply, rejected calls: two or three per LLM call) run on plain psycopg
-    connections in pipeline mode (`pipelined_transaction`), and the hottest reads (event history
+    connections, in pipeline mode (`pipelined_transaction`) or as one autocommit statement
+    (`one_statement`: step_started and the journal's other appends), and the hottest reads (event history
     for StreamRun and ListRunEvents, retrieval) on a plain psycopg pool in autocommit mode:
     SQLAlchemy's connection, transaction and greenlet hand-offs cost ~0.2 ms of CPU a transaction,
     as much as the rest of a step_started commit. Each of the three pools holds up to pool_size.
@@ -423,6 +441,18 @@ class Database:
                     with contextlib.suppress(psycopg.Error):
                         await conn.rollback()
                 raise
+
+    @asynccontextmanager
+    async def one_statement(self) -> AsyncIterator[PipelinedTx]:
+        """A transaction of exactly one statement, on a write-pool connection in autocommit mode: no
+        BEGIN or COMMIT to send (~70 us less CPU than `pipelined_transaction`); for code that writes
+        through `driver()` once. Its events are published once the statement is answered."""
+        async with self._ending() as ending, self._pooled(self.write_pool) as conn:
+            tx = ending.tx = _OneStatementTx(conn, self._listeners)
+            # The statement commits as it is answered: an outage while it is out leaves the outcome unknown.
+            ending.committing = True
+            yield tx
+            await tx.after_commit()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -112,9 +112,10 @@ async def append_at_commit(
     set_values: Mapping[str, Any] | None = None,
     increments: Mapping[str, int] | None = None,
 ) -> AppendAtCommit:
-    """`append`, its row read after COMMIT: for a transaction that sends nothing else, it is one
-    round trip instead of two. A missing run, stale fence or state not allowed matches no row, so
-    the COMMIT commits nothing, and the transaction's end raises what `append` would have."""
+    """`append`, its row read once its transaction is answered: for a transaction that sends
+    nothing else (or is this one statement, `Database.one_statement`), one round trip instead of
+    two. A missing run, stale fence or state not allowed matches no row, so nothing is committed,
+    and the transaction's end raises what `append` would have."""
     now = datetime.now(UTC)
     sql, params = reserve(run_id, len(events), fence=fence, allowed_states=allowed_states, set_values=set_values,
                           increments=increments, events=events, now=now)
