@@ -23,7 +23,7 @@ from lace_engine.domain import Block, EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import Aborted, NotFound
 from lace_engine.pipeline.apply import PATCH_COLUMNS, Mutation, Precondition
 from lace_engine.storage import event_log
-from lace_engine.storage.database import Tx, WriteTx, batched
+from lace_engine.storage.database import ANY_ID, Tx, WriteTx, batched, ids_text
 from lace_engine.storage.event_log import Fence
 
 _ACTIVE_FOR_APPLY = frozenset({RunState.RUNNING, RunState.PAUSING})
@@ -157,7 +157,7 @@ _INSERT_NODES = ("INSERT INTO nodes (id, artifact_id, parent_id, ordinal, depth,
                  "SELECT id, artifact_id, parent_id, ordinal, depth, title, intent, target_words, state, summary, "
                  "word_count, last_run_id FROM jsonb_populate_recordset(NULL::nodes, %s) WITH ORDINALITY "
                  "ORDER BY ordinality")
-_DELETE_BLOCKS = "DELETE FROM blocks WHERE id = ANY(%s)"
+_DELETE_BLOCKS = f"DELETE FROM blocks WHERE id = {ANY_ID}"
 _UPSERT_BLOCKS = ("INSERT INTO blocks (id, artifact_id, node_id, ordinal, kind, content, origin, pinned, version) "
                   "SELECT id, artifact_id, node_id, ordinal, kind, content, origin, pinned, version "
                   "FROM jsonb_populate_recordset(NULL::blocks, %s) WITH ORDINALITY ORDER BY ordinality "
@@ -243,7 +243,7 @@ async def _write_nodes(driver: psycopg.AsyncConnection[Any], m: Mutation) -> Non
 # The history GetArtifact/CompileArtifact at a version read (blocks: change_events): each node this
 # mutation wrote, as it now is, and the artifact's fields when they changed.
 _RECORD_NODES = ("INSERT INTO node_versions (artifact_id, node_id, artifact_version, node) "
-                 "SELECT artifact_id, id, %s, to_jsonb(nodes) FROM nodes WHERE id = ANY(%s)")
+                 f"SELECT artifact_id, id, %s, to_jsonb(nodes) FROM nodes WHERE id = {ANY_ID}")
 _RECORD_DELETED_NODES = ("INSERT INTO node_versions (artifact_id, node_id, artifact_version, node) "
                          "SELECT %s, deleted, %s, NULL FROM unnest(%s::uuid[]) AS deleted")
 _RECORD_ARTIFACT = ("INSERT INTO artifact_versions (artifact_id, artifact_version, title, brief, style, target_words) "
@@ -253,7 +253,7 @@ _RECORD_ARTIFACT = ("INSERT INTO artifact_versions (artifact_id, artifact_versio
 async def _record_versions(driver: psycopg.AsyncConnection[Any], m: Mutation, version: int) -> None:
     written = [n.id for n in m.node_inserts] + [p.node_id for p in m.node_patches]
     if written:
-        await driver.execute(_RECORD_NODES, (version, written))
+        await driver.execute(_RECORD_NODES, (version, ids_text(written)))
     if m.node_deletes:
         await driver.execute(_RECORD_DELETED_NODES, (m.artifact_id, version, list(m.node_deletes)))
     # A version that recorded nothing else records the artifact, so every version has a row (its time).
@@ -267,7 +267,7 @@ async def _write_blocks(driver: psycopg.AsyncConnection[Any], m: Mutation, versi
         return
     deletes = [c.before.id for c in m.block_changes if c.after is None and c.before is not None]
     if deletes:
-        await driver.execute(_DELETE_BLOCKS, (deletes,))
+        await driver.execute(_DELETE_BLOCKS, (ids_text(deletes),))
     upserts = [c.after for c in m.block_changes if c.after is not None]
     if upserts:
         await driver.execute(_UPSERT_BLOCKS, (_rows([

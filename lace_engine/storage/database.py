@@ -8,7 +8,7 @@ import contextlib
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -168,6 +168,17 @@ def batched(driver: psycopg.AsyncConnection[Any]) -> contextlib.AbstractAsyncCon
     if driver.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
         return contextlib.nullcontext()
     return driver.pipeline()
+
+
+# An id list's parameter: `col = ANY(string_to_array(%s, ',')::uuid[])` with `ids_text(ids)`.
+# psycopg dumps a list parameter element by element, escaping each (~20 us for a few, more for
+# hundreds); a string it sends as it is.
+ANY_ID = "ANY(string_to_array(%s, ',')::uuid[])"
+
+
+def ids_text(ids: Iterable[uuid.UUID]) -> str:
+    """`ids` as the one text parameter ANY_ID takes."""
+    return ",".join(map(str, ids))
 
 
 async def fetch_rows(conn: AsyncConnection, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:

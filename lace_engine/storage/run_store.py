@@ -20,7 +20,7 @@ from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.quality import CallRecord
 from lace_engine.storage import event_log, list_sql, tenant_scope
-from lace_engine.storage.database import Query, Tx, batched, driver_connection, fetch_rows
+from lace_engine.storage.database import Query, Tx, batched, driver_connection, fetch_rows, ids_text
 from lace_engine.storage.event_log import Appended, Fence
 from lace_engine.storage.schema import RUN_IS_ACTIVE, llm_calls, runs
 from lace_engine.tenancy import DEFAULT_TENANT
@@ -167,11 +167,13 @@ class _TenantAtLimit(Exception):
 
 
 @functools.lru_cache(maxsize=8)
-def _claim_sql(one_run: bool, tenant_limited: bool) -> str:
+def _claim_sql(states: frozenset[RunState], one_run: bool, tenant_limited: bool) -> str:
     """The claim statement: the oldest claimable run's lease, taken in one UPDATE (plain SQL: the
-    executor claims after every run it finishes, and SQLAlchemy compiled this one afresh each time)."""
-    where = ["c.state = ANY(%(states)s)", "(c.lease_expires IS NULL OR c.lease_expires < now())",
-             "c.id <> ALL(%(exclude)s::uuid[])"]
+    executor claims after every run it finishes, and SQLAlchemy compiled this one afresh each time).
+    The states are literals and the runs to pass over one text: no list parameter to dump."""
+    literals = ", ".join(sorted("'" + s.value + "'" for s in states)) or "NULL"
+    where = [f"c.state IN ({literals})", "(c.lease_expires IS NULL OR c.lease_expires < now())",
+             "c.id <> ALL(string_to_array(%(exclude)s, ',')::uuid[])"]
     if one_run:
         where.append("c.id = %(run)s")
     if tenant_limited:
@@ -192,9 +194,8 @@ async def claim_next(conn: AsyncConnection, *, owner: str, ttl_s: float, states:
     """Takes the lease of one run in `states` whose lease is free or expired (a new fencing token),
     other than those in `exclude` (the runs the caller is executing); with `tenant_max_runs`, only of
     a tenant that has fewer runs executing than that, across every process."""
-    params = {"owner": owner, "ttl": ttl_s, "states": sorted(s.value for s in states), "exclude": list(exclude),
-              "run": run_id, "max": tenant_max_runs}
-    sql = _claim_sql(run_id is not None, tenant_max_runs > 0)
+    params = {"owner": owner, "ttl": ttl_s, "exclude": ids_text(exclude), "run": run_id, "max": tenant_max_runs}
+    sql = _claim_sql(frozenset(states), run_id is not None, tenant_max_runs > 0)
     if tenant_max_runs <= 0:
         rows = await fetch_rows(conn, sql, params)
         return _claim(rows[0], owner) if rows else None
