@@ -69,3 +69,16 @@ def test_bench_smoke_every_benchmark(pg_server_url: str, tmp_path: Path) -> None
     check_rows(data, names)
     header = data["header"]
     assert isinstance(header, list) and any(str(h).startswith("machine:") for h in header)
+
+
+def test_bench_instructions_counts_a_run_of_a_commit(pg_server_url: str) -> None:
+    """bench.instructions, the callgrind A/B of `lace serve` the per-call CPU work is measured with."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--runs", "2", "--rounds", "1", "--database-url",
+         pg_server_url, "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counted = [line for line in proc.stdout.splitlines() if line.startswith("round 1 HEAD: ")]
+    assert len(counted) == 1, proc.stdout
+    per_run = float(counted[0].split()[3])
+    assert 1 < per_run < 1000, counted  # millions of instructions: a server that did work, not a dump of nothing
+    assert "HEAD: " in proc.stdout and "(1.000x)" in proc.stdout
