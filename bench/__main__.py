@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench.common import Context, Mode, Row, postgres_version, table_lines
+from bench.common import Context, Mode, Row, postgres_server, postgres_version, table_lines
 
 BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("apply_throughput", "1. Apply throughput (LACE vs raw psycopg)"),
@@ -116,23 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
     workdir = Path(tempfile.mkdtemp(prefix="lace-bench-"))
-    embedded = None
-    server_url = args.database_url
-    if not server_url:
-        from lace_engine.storage.embedded_postgres import EmbeddedPostgres
-
-        embedded = EmbeddedPostgres(workdir / "pg", delete_on_stop=True)
-        server_url = embedded.start()
     started = time.perf_counter()
-    try:
+    with postgres_server(args.database_url, workdir) as (server_url, embedded):
         ctx = Context(mode=mode, server_url=server_url, workdir=workdir)
         header = [f"command: python -m bench {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}".rstrip(),
-                  f"mode: {mode}", *machine_lines(server_url, embedded is not None)]
+                  f"mode: {mode}", *machine_lines(server_url, embedded)]
         rows, ok = asyncio.run(run_all(ctx, chosen))
         header.append(f"wall time: {time.perf_counter() - started:.0f}s")
-    finally:
-        if embedded is not None:
-            embedded.stop()
     print("\n".join(header))
     print()
     print("\n".join(table_lines(rows)))

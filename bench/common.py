@@ -116,6 +116,23 @@ class Context:
             yield url
 
 
+@contextlib.contextmanager
+def postgres_server(database_url: str, workdir: Path) -> Iterator[tuple[str, bool]]:
+    """(url, embedded): the server `database_url` names, or else an embedded PostgreSQL in
+    `workdir`, stopped and deleted afterwards."""
+    if database_url:
+        yield database_url, False
+        return
+    from lace_engine.storage.embedded_postgres import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(workdir / "pg", delete_on_stop=True)
+    url = embedded.start()
+    try:
+        yield url, True
+    finally:
+        embedded.stop()
+
+
 def postgres_version(url: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SHOW server_version").fetchone()

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench import concurrency
-from bench.common import Child, Context
+from bench.common import Child, Context, postgres_server
 from tests.support.server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,19 +99,14 @@ def first_dump_total(out: Path, pid: int) -> int:
 
 async def main_async(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="lace-instructions-"))
-    embedded = None
-    server_url = args.database_url
-    if not server_url:
-        from lace_engine.storage.embedded_postgres import EmbeddedPostgres
-
-        embedded = EmbeddedPostgres(root / "pg", delete_on_stop=True)
-        server_url = embedded.start()
-    ctx = Context("full", server_url, root)
-    llm = await Child.python("tests.support.openai_server", "--latency-ms", "100")
     results: dict[str, list[tuple[float, float]]] = {rev: [] for rev in args.revs}
-    try:
-        base_url = (await llm.expect("listening on", 30)).split()[-1]
-        with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:  # unwound in reverse: worktrees, PostgreSQL, then the directory
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        server_url, _ = stack.enter_context(postgres_server(args.database_url, root))
+        ctx = Context("full", server_url, root)
+        llm = await Child.python("tests.support.openai_server", "--latency-ms", "100")
+        try:
+            base_url = (await llm.expect("listening on", 30)).split()[-1]
             checkouts = {rev: stack.enter_context(worktree(rev, root)) for rev in args.revs}
             for round_ in range(args.rounds):
                 for rev, checkout in checkouts.items():
@@ -119,13 +114,10 @@ async def main_async(args: argparse.Namespace) -> int:
                     total, calls = await measure(checkout, ctx, base_url, args.runs, args.words, out)
                     per_run, per_call = total / args.runs / 1e6, total / calls / 1e6
                     results[rev].append((per_run, per_call))
-                    print(f"round {round_ + 1} {rev}: {per_run:.3f} M instructions a run, {per_call:.3f} M a call "
-                          f"({calls} calls)", flush=True)
-    finally:
-        await llm.stop()
-        if embedded is not None:
-            embedded.stop()
-        shutil.rmtree(root, ignore_errors=True)
+                    print(f"round {round_ + 1} {rev}: {per_run:.3f} M instructions a run, {per_call:.3f} M a "
+                          f"call ({calls} calls)", flush=True)
+        finally:
+            await llm.stop()
     first = args.revs[0]
     base = sum(r for r, _ in results[first]) / len(results[first])
     print(f"\n{args.runs} runs of {args.words} words, {args.rounds} rounds; mean M instructions a run "
