@@ -101,11 +101,11 @@ class Settings:
     web_upstream_ca: str = ""
     web_client_cert: str = ""
     web_client_key: str = ""
-    # Finished runs' events older than this many days are pruned; 0 keeps them forever.
-    retention_days: float = 0.0
     # What `lace serve` and `lace worker` run on: uvloop (where installed; ~8% less CPU an LLM call)
     # or the standard library's asyncio loop.
     event_loop: str = "uvloop"
+    # Finished runs' events older than this many days are pruned; 0 keeps them forever.
+    retention_days: float = 0.0
     retention_interval_s: float = 3600.0
     # Events one run may have; a warning event at 80%, and the run fails before a step could pass it.
     max_events_per_run: int = 100_000
@@ -163,8 +163,8 @@ class Settings:
             web_upstream_ca=e.get("LACE_WEB_UPSTREAM_CA", "").strip(),
             web_client_cert=e.get("LACE_WEB_CLIENT_CERT", "").strip(),
             web_client_key=e.get("LACE_WEB_CLIENT_KEY", "").strip(),
-            retention_days=_float(e, "LACE_RETENTION_DAYS", 0.0),
             event_loop=_choice(e, "LACE_EVENT_LOOP", ("", "uvloop", "asyncio")) or "uvloop",
+            retention_days=_float(e, "LACE_RETENTION_DAYS", 0.0),
             retention_interval_s=_float(e, "LACE_RETENTION_INTERVAL_S", 3600.0),
             max_events_per_run=_int(e, "LACE_MAX_EVENTS_PER_RUN", 100_000),
             **({"owner_id": e["LACE_OWNER_ID"].strip()} if e.get("LACE_OWNER_ID", "").strip() else {}),
