@@ -4,7 +4,10 @@ The instructions `lace serve` executes per run and per applied LLM call, counted
 each REV (a commit or branch, checked out into a temporary worktree), the REVs measured in turn,
 R rounds of each. Seconds of CPU are no measure of a small change on this kind of machine: the same
 commit's server CPU per call moved between 4.3 and 8.4 ms within one sitting. An instruction count
-is repeatable to ~0.3% for the same code and workload, whatever else the machine does.
+is repeatable to ~0.3% for the same code and workload within a sitting. It is not free of the
+machine altogether: how many callbacks each event-loop turn finds ready moves with timing, and the
+same commit counted ~10% fewer once three busy processes beside it had stopped; compare REVs
+measured in turn, in one invocation, not counts from different sittings.
 
 One measurement: `lace serve` of the REV under `valgrind --tool=callgrind` with LACE_LLM=openai
 against the OpenAI-compatible test server (100 ms a call), counting zeroed once it serves; N runs
