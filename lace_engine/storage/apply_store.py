@@ -23,7 +23,7 @@ from lace_engine.domain import Block, EventType, NewEvent, RunEvent, RunState
 from lace_engine.errors import Aborted, NotFound
 from lace_engine.pipeline.apply import PATCH_COLUMNS, Mutation, Precondition
 from lace_engine.storage import event_log
-from lace_engine.storage.database import ANY_ID, Tx, WriteTx, batched, ids_text
+from lace_engine.storage.database import Tx, WriteTx, batched, ids_array, ids_text
 from lace_engine.storage.event_log import Fence
 
 _ACTIVE_FOR_APPLY = frozenset({RunState.RUNNING, RunState.PAUSING})
@@ -157,7 +157,7 @@ _INSERT_NODES = ("INSERT INTO nodes (id, artifact_id, parent_id, ordinal, depth,
                  "SELECT id, artifact_id, parent_id, ordinal, depth, title, intent, target_words, state, summary, "
                  "word_count, last_run_id FROM jsonb_populate_recordset(NULL::nodes, %s) WITH ORDINALITY "
                  "ORDER BY ordinality")
-_DELETE_BLOCKS = f"DELETE FROM blocks WHERE id = {ANY_ID}"
+_DELETE_BLOCKS = f"DELETE FROM blocks WHERE id = ANY({ids_array()})"
 _UPSERT_BLOCKS = ("INSERT INTO blocks (id, artifact_id, node_id, ordinal, kind, content, origin, pinned, version) "
                   "SELECT id, artifact_id, node_id, ordinal, kind, content, origin, pinned, version "
                   "FROM jsonb_populate_recordset(NULL::blocks, %s) WITH ORDINALITY ORDER BY ordinality "
@@ -216,7 +216,7 @@ def _patch_sql(columns: tuple[str, ...]) -> str:
     return f"UPDATE nodes SET {', '.join(sets)} WHERE id = %s"
 
 
-_DELETE_NODES = "DELETE FROM nodes WHERE id = ANY(%s)"
+_DELETE_NODES = f"DELETE FROM nodes WHERE id = ANY({ids_array()})"
 # (parent_id, ordinal) is unique at every statement: a renumbered node first steps aside to a
 # negative ordinal of its own, then takes its place.
 _ASIDE_ORDINAL = "UPDATE nodes SET ordinal = %s WHERE id = %s"
@@ -225,7 +225,7 @@ _ASIDE_ORDINAL = "UPDATE nodes SET ordinal = %s WHERE id = %s"
 async def _write_nodes(driver: psycopg.AsyncConnection[Any], m: Mutation) -> None:
     if m.node_deletes:
         # Children before parents would not matter: the parent's delete cascades to its subtree.
-        await driver.execute(_DELETE_NODES, (list(m.node_deletes),))
+        await driver.execute(_DELETE_NODES, (ids_text(m.node_deletes),))
     renumbered = [p for p in m.node_patches if p.ordinal is not None]
     for i, p in enumerate(renumbered):
         await driver.execute(_ASIDE_ORDINAL, (-1 - i, p.node_id))
@@ -243,9 +243,9 @@ async def _write_nodes(driver: psycopg.AsyncConnection[Any], m: Mutation) -> Non
 # The history GetArtifact/CompileArtifact at a version read (blocks: change_events): each node this
 # mutation wrote, as it now is, and the artifact's fields when they changed.
 _RECORD_NODES = ("INSERT INTO node_versions (artifact_id, node_id, artifact_version, node) "
-                 f"SELECT artifact_id, id, %s, to_jsonb(nodes) FROM nodes WHERE id = {ANY_ID}")
+                 f"SELECT artifact_id, id, %s, to_jsonb(nodes) FROM nodes WHERE id = ANY({ids_array()})")
 _RECORD_DELETED_NODES = ("INSERT INTO node_versions (artifact_id, node_id, artifact_version, node) "
-                         "SELECT %s, deleted, %s, NULL FROM unnest(%s::uuid[]) AS deleted")
+                         f"SELECT %s, deleted, %s, NULL FROM unnest({ids_array()}) AS deleted")
 _RECORD_ARTIFACT = ("INSERT INTO artifact_versions (artifact_id, artifact_version, title, brief, style, target_words) "
                     "SELECT id, version, title, brief, style, target_words FROM artifacts WHERE id = %s")
 
@@ -255,7 +255,7 @@ async def _record_versions(driver: psycopg.AsyncConnection[Any], m: Mutation, ve
     if written:
         await driver.execute(_RECORD_NODES, (version, ids_text(written)))
     if m.node_deletes:
-        await driver.execute(_RECORD_DELETED_NODES, (m.artifact_id, version, list(m.node_deletes)))
+        await driver.execute(_RECORD_DELETED_NODES, (m.artifact_id, version, ids_text(m.node_deletes)))
     # A version that recorded nothing else records the artifact, so every version has a row (its time).
     if m.artifact_insert is not None or not (written or m.node_deletes) or any(v is not None for v in (
             m.artifact_target_words, m.artifact_title, m.artifact_brief, m.artifact_style)):

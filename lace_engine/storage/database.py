@@ -170,14 +170,15 @@ def batched(driver: psycopg.AsyncConnection[Any]) -> contextlib.AbstractAsyncCon
     return driver.pipeline()
 
 
-# An id list's parameter: `col = ANY(string_to_array(%s, ',')::uuid[])` with `ids_text(ids)`.
-# psycopg dumps a list parameter element by element, escaping each (~20 us for a few, more for
-# hundreds); a string it sends as it is.
-ANY_ID = "ANY(string_to_array(%s, ',')::uuid[])"
+def ids_array(param: str = "%s") -> str:
+    """SQL for a uuid[] sent as the one text parameter `param`, which `ids_text` makes: psycopg dumps a
+    list parameter element by element, escaping each (~20 us for a few, more for hundreds), and a
+    string as it is."""
+    return f"string_to_array({param}, ',')::uuid[]"
 
 
 def ids_text(ids: Iterable[uuid.UUID]) -> str:
-    """`ids` as the one text parameter ANY_ID takes."""
+    """`ids` as the one text parameter `ids_array` takes."""
     return ",".join(map(str, ids))
 
 

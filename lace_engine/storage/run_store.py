@@ -20,7 +20,7 @@ from lace_engine.errors import Aborted, FailedPrecondition, NotFound
 from lace_engine.list_query import ListQuery
 from lace_engine.pipeline.quality import CallRecord
 from lace_engine.storage import event_log, list_sql, tenant_scope
-from lace_engine.storage.database import Query, Tx, batched, driver_connection, fetch_rows, ids_text
+from lace_engine.storage.database import Query, Tx, batched, driver_connection, fetch_rows, ids_array, ids_text
 from lace_engine.storage.event_log import Appended, Fence
 from lace_engine.storage.schema import RUN_IS_ACTIVE, llm_calls, runs
 from lace_engine.tenancy import DEFAULT_TENANT
@@ -171,9 +171,8 @@ def _claim_sql(states: frozenset[RunState], one_run: bool, tenant_limited: bool)
     """The claim statement: the oldest claimable run's lease, taken in one UPDATE (plain SQL: the
     executor claims after every run it finishes, and SQLAlchemy compiled this one afresh each time).
     The states are literals and the runs to pass over one text: no list parameter to dump."""
-    literals = ", ".join(sorted("'" + s.value + "'" for s in states)) or "NULL"
-    where = [f"c.state IN ({literals})", "(c.lease_expires IS NULL OR c.lease_expires < now())",
-             "c.id <> ALL(string_to_array(%(exclude)s, ',')::uuid[])"]
+    where = [event_log.state_in("c.state", states), "(c.lease_expires IS NULL OR c.lease_expires < now())",
+             f"c.id <> ALL({ids_array('%(exclude)s')})"]
     if one_run:
         where.append("c.id = %(run)s")
     if tenant_limited:
