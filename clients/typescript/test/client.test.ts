@@ -191,10 +191,14 @@ describe("LACE TypeScript client over gRPC", { timeout: 180_000 }, () => {
 
     const seen: RunEvent[] = [];
     const states: RunState[] = [];
+    let pauseSent = false;
     for await (const event of watch(clients.runs, runId)) {
       seen.push(event);
-      if (event.payload.case === "llmCallCompleted" && states.length === 2) {
-        // PENDING, RUNNING so far: pause after the first LLM call.
+      if (event.payload.case === "llmCallCompleted" && states.length === 2 && !pauseSent) {
+        // PENDING, RUNNING so far: pause after the first LLM call, once. A client behind the run
+        // (a busy machine) may see a second call completed before the PAUSING event; pausing again
+        // then finds the run PAUSED already, which PauseRun refuses.
+        pauseSent = true;
         const { run } = await clients.runs.pauseRun({ runId, requestId: randomUUID() });
         assert.ok(run && [RunState.PAUSING, RunState.PAUSED].includes(run.state));
       }
